@@ -1,0 +1,238 @@
+#include "ctrl/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <functional>
+#include <cmath>
+#include <map>
+
+namespace ls {
+namespace {
+
+std::string where(const std::string& file, const YAML::Node& n, const std::string& key) {
+  return file + ":" + std::to_string(n.Mark().line + 1) + ": " + key + ": ";
+}
+
+template <class T>
+T as(const std::string& file, const YAML::Node& n, const std::string& key) {
+  try {
+    return n.as<T>();
+  } catch (const YAML::Exception&) {
+    throw ConfigError(where(file, n, key) + "expected " +
+                      (std::is_same_v<T, bool> ? "true/false"
+                       : std::is_floating_point_v<T> ? "a number" : "an integer") +
+                      ", got '" + (n.IsScalar() ? n.Scalar() : std::string("<non-scalar>")) + "'");
+  }
+}
+
+uint64_t dur(const std::string& file, const YAML::Node& n, const std::string& key) {
+  try {
+    return parse_duration_ns(n.Scalar());
+  } catch (const ConfigError& e) {
+    throw ConfigError(where(file, n, key) + e.what());
+  }
+}
+
+using Handler = std::function<void(const YAML::Node&, const std::string&)>;
+
+void walk(const std::string& file, const YAML::Node& sec, const std::string& name,
+          const std::map<std::string, Handler>& h) {
+  if (!sec.IsMap()) throw ConfigError(where(file, sec, name) + "expected a mapping");
+  for (auto it : sec) {
+    std::string k = it.first.as<std::string>();
+    auto f = h.find(k);
+    std::string full = name + "." + k;
+    if (f == h.end()) {
+      std::string known;
+      for (auto& [kk, _] : h) known += (known.empty() ? "" : ", ") + kk;
+      throw ConfigError(where(file, it.first, full) + "unknown key (known: " + known + ")");
+    }
+    f->second(it.second, full);
+  }
+}
+
+void apply(const YAML::Node& root, Config& c, const std::string& file) {
+  if (!root || root.IsNull()) return;
+  auto& p = c.core.parse;
+  auto& t = c.core.table;
+  auto& s = c.core.sampling;
+  std::map<std::string, Handler> top = {
+      {"parser", [&](const YAML::Node& n, const std::string& nm) {
+         walk(file, n, nm, {
+             {"decap_gre", [&](auto& v, auto& k) { p.decap_gre = as<bool>(file, v, k); }},
+             {"decap_vxlan", [&](auto& v, auto& k) { p.decap_vxlan = as<bool>(file, v, k); }},
+             {"decap_gtpu", [&](auto& v, auto& k) { p.decap_gtpu = as<bool>(file, v, k); }},
+             {"decap_ipip", [&](auto& v, auto& k) { p.decap_ipip = as<bool>(file, v, k); }},
+             {"vxlan_port", [&](auto& v, auto& k) { p.vxlan_port = as<uint16_t>(file, v, k); }},
+             {"gtpu_port", [&](auto& v, auto& k) { p.gtpu_port = as<uint16_t>(file, v, k); }},
+             {"max_tunnel_depth", [&](auto& v, auto& k) { p.max_tunnel_depth = uint8_t(as<unsigned>(file, v, k)); }},
+         });
+       }},
+      {"flow_key", [&](const YAML::Node& n, const std::string& nm) {
+         walk(file, n, nm, {
+             {"zone", [&](auto& v, auto& k) { c.core.key.use_zone = as<bool>(file, v, k); }},
+         });
+       }},
+      {"table", [&](const YAML::Node& n, const std::string& nm) {
+         walk(file, n, nm, {
+             {"capacity", [&](auto& v, auto& k) {
+                uint64_t x = as<uint64_t>(file, v, k);
+                if (x == 0 || x > (1ull << 31)) throw ConfigError(where(file, v, k) + "must be 1 .. 2^31 flows");
+                t.capacity = uint32_t(x);
+              }},
+             {"payload_bytes", [&](auto& v, auto& k) {
+                unsigned x = as<unsigned>(file, v, k);
+                if (x > FlowTable::kMaxPayload) throw ConfigError(where(file, v, k) + "must be 0 .. 256");
+                t.payload_bytes = uint16_t(x);
+              }},
+             {"idle_timeout", [&](auto& v, auto& k) { t.idle_timeout_ns = dur(file, v, k); }},
+             {"active_timeout", [&](auto& v, auto& k) { t.active_timeout_ns = dur(file, v, k); }},
+             {"tcp_end_timeout", [&](auto& v, auto& k) { t.tcp_end_timeout_ns = dur(file, v, k); }},
+             {"sweep_period", [&](auto& v, auto& k) { t.sweep_period_ns = dur(file, v, k); }},
+             {"backward_tolerance", [&](auto& v, auto& k) { t.backward_tolerance_ns = dur(file, v, k); }},
+             {"full_policy", [&](auto& v, auto& k) {
+                try { t.full_policy = parse_full_policy(v.Scalar()); }
+                catch (const ConfigError& e) { throw ConfigError(where(file, v, k) + e.what()); }
+              }},
+             {"hash_seed", [&](auto& v, auto& k) { t.hash_seed = as<uint64_t>(file, v, k); c.hash_seed_set = true; }},
+         });
+       }},
+      {"sampling", [&](const YAML::Node& n, const std::string& nm) {
+         walk(file, n, nm, {
+             {"mode", [&](auto& v, auto& k) {
+                auto m = parse_sample_mode(v.Scalar());
+                if (!m) throw ConfigError(where(file, v, k) + "unknown mode '" + v.Scalar() +
+                                          "' (off, packet, packet_random, flow_hash, sample_hold)");
+                s.mode = *m;
+              }},
+             {"rate", [&](auto& v, auto& k) {
+                uint64_t r = as<uint64_t>(file, v, k);
+                if (r == 0 || r > UINT32_MAX) throw ConfigError(where(file, v, k) + "must be 1 .. 2^32-1 (1:N)");
+                s.rate = uint32_t(r);
+              }},
+             {"seed", [&](auto& v, auto& k) { s.seed = as<uint64_t>(file, v, k); }},
+         });
+       }},
+      {"replay", [&](const YAML::Node& n, const std::string& nm) {
+         walk(file, n, nm, {
+             {"cores", [&](auto& v, auto& k) {
+                unsigned x = as<unsigned>(file, v, k);
+                if (x == 0 || x > 64) throw ConfigError(where(file, v, k) + "must be 1 .. 64");
+                c.cores = x;
+              }},
+             {"speed", [&](auto& v, auto& k) {
+                double x = as<double>(file, v, k);
+                if (!(x >= 0) || std::isinf(x)) throw ConfigError(where(file, v, k) + "must be >= 0 (0 = as fast as possible)");
+                c.speed = x;
+              }},
+             {"loop", [&](auto& v, auto& k) {
+                uint64_t x = as<uint64_t>(file, v, k);
+                if (x == 0) throw ConfigError(where(file, v, k) + "must be >= 1");
+                c.loop = x;
+              }},
+         });
+       }},
+      {"output", [&](const YAML::Node& n, const std::string& nm) {
+         walk(file, n, nm, {
+             {"flows", [&](auto& v, auto&) { c.flows_out = v.Scalar(); }},
+             {"payload", [&](auto& v, auto& k) { c.payload_out = as<bool>(file, v, k); }},
+             {"summary_json", [&](auto& v, auto&) { c.summary_json = v.Scalar(); }},
+         });
+       }},
+  };
+  walk(file, root, "", top);
+}
+
+}  // namespace
+
+uint64_t parse_duration_ns(const std::string& s) {
+  double v;
+  const char* b = s.data();
+  const char* e = b + s.size();
+  auto [p, ec] = std::from_chars(b, e, v);
+  if (ec != std::errc() || !(v >= 0))
+    throw ConfigError("'" + s + "' is not a duration (e.g. 30s, 500ms, 5m)");
+  std::string unit(p, e);
+  double mul;
+  if (unit.empty() || unit == "s") mul = 1e9;
+  else if (unit == "ms") mul = 1e6;
+  else if (unit == "us") mul = 1e3;
+  else if (unit == "ns") mul = 1;
+  else if (unit == "m") mul = 60e9;
+  else if (unit == "h") mul = 3600e9;
+  else throw ConfigError("'" + s + "': unknown unit '" + unit + "' (ns, us, ms, s, m, h)");
+  double ns = v * mul;
+  if (ns > 1e19) throw ConfigError("'" + s + "' is too long");
+  return uint64_t(ns);
+}
+
+SamplingConfig parse_sampling_spec(const std::string& s) {
+  SamplingConfig c;
+  size_t a = s.find(':');
+  std::string mode = s.substr(0, a);
+  auto m = parse_sample_mode(mode);
+  if (!m) throw ConfigError("sampling '" + s + "': unknown mode '" + mode +
+                            "' (off, packet, packet_random, flow_hash, sample_hold)");
+  c.mode = *m;
+  if (a != std::string::npos) {
+    size_t b = s.find(':', a + 1);
+    std::string rate = s.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
+    uint64_t r = 0;
+    auto [p, ec] = std::from_chars(rate.data(), rate.data() + rate.size(), r);
+    if (ec != std::errc() || p != rate.data() + rate.size() || r == 0 || r > UINT32_MAX)
+      throw ConfigError("sampling '" + s + "': rate must be an integer N >= 1 (1:N)");
+    c.rate = uint32_t(r);
+    if (b != std::string::npos) {
+      std::string seed = s.substr(b + 1);
+      auto [q, ec2] = std::from_chars(seed.data(), seed.data() + seed.size(), c.seed);
+      if (ec2 != std::errc() || q != seed.data() + seed.size())
+        throw ConfigError("sampling '" + s + "': seed must be an unsigned integer");
+    }
+  } else if (c.mode != SampleMode::OFF) {
+    throw ConfigError("sampling '" + s + "': give a rate, e.g. " + mode + ":100");
+  }
+  return c;
+}
+
+FullPolicy parse_full_policy(const std::string& s) {
+  if (s == "evict_oldest") return FullPolicy::EVICT_OLDEST;
+  if (s == "drop_new") return FullPolicy::DROP_NEW;
+  throw ConfigError("unknown full policy '" + s + "' (evict_oldest, drop_new)");
+}
+
+std::string_view full_policy_name(FullPolicy p) {
+  return p == FullPolicy::EVICT_OLDEST ? "evict_oldest" : "drop_new";
+}
+
+void load_config_string(const std::string& yaml, Config& c, const std::string& name) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(name + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+  apply(root, c, name);
+}
+
+void load_config_file(const std::string& path, Config& c) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    throw ConfigError(path + ": cannot open config file");
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+  apply(root, c, path);
+}
+
+void validate(const Config& c) {
+  std::string s = check_sampling(c.core.sampling);
+  if (!s.empty()) throw ConfigError("sampling: " + s);
+  const auto& t = c.core.table;
+  if (t.idle_timeout_ns == 0) throw ConfigError("table.idle_timeout must be > 0");
+  if (t.sweep_period_ns == 0) throw ConfigError("table.sweep_period must be > 0");
+}
+
+}  // namespace ls

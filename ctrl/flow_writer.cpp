@@ -1,0 +1,280 @@
+#include "ctrl/flow_writer.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+namespace ls {
+namespace {
+
+void num(std::string& o, uint64_t v) {
+  char b[24];
+  auto [p, ec] = std::to_chars(b, b + sizeof b, v);
+  o.append(b, p);
+}
+
+void dbl(std::string& o, double v) {
+  if (!std::isfinite(v)) v = 0;
+  char b[32];
+  auto [p, ec] = std::to_chars(b, b + sizeof b, v, std::chars_format::fixed, 3);
+  o.append(b, p);
+}
+
+void key(std::string& o, const char* k) {
+  o += '"';
+  o += k;
+  o += "\":";
+}
+
+void hex(std::string& o, const uint8_t* p, size_t n) {
+  static const char* d = "0123456789abcdef";
+  o += '"';
+  for (size_t i = 0; i < n; i++) {
+    o += d[p[i] >> 4];
+    o += d[p[i] & 15];
+  }
+  o += '"';
+}
+
+}  // namespace
+
+std::string format_ip(const uint8_t* a, uint8_t ip_ver) {
+  char b[INET6_ADDRSTRLEN];
+  inet_ntop(ip_ver == 6 ? AF_INET6 : AF_INET, a, b, sizeof b);
+  return b;
+}
+
+void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
+  const FlowEntry& e = r.e;
+  // Canonical direction 0 is key.lo → key.hi; report from the initiator's side.
+  int f = e.init_lo ? 0 : 1, b = 1 - f;
+  const uint8_t* src = f == 0 ? e.key.lo : e.key.hi;
+  const uint8_t* dst = f == 0 ? e.key.hi : e.key.lo;
+  uint16_t sport = f == 0 ? e.key.lo_port : e.key.hi_port;
+  uint16_t dport = f == 0 ? e.key.hi_port : e.key.lo_port;
+  uint64_t n = uint64_t(e.pkts[0]) + e.pkts[1];
+  o += "{";
+  key(o, "src"); o += '"'; o += format_ip(src, e.key.ip_ver); o += "\",";
+  key(o, "dst"); o += '"'; o += format_ip(dst, e.key.ip_ver); o += "\",";
+  key(o, "sport"); num(o, sport); o += ',';
+  key(o, "dport"); num(o, dport); o += ',';
+  key(o, "proto"); num(o, e.key.proto); o += ',';
+  key(o, "ip_version"); num(o, e.key.ip_ver); o += ',';
+  key(o, "zone"); num(o, e.key.zone); o += ',';
+  key(o, "first_ns"); num(o, e.first_ns); o += ',';
+  key(o, "last_ns"); num(o, e.last_ns); o += ',';
+  key(o, "duration_s"); dbl(o, double(e.last_ns - e.first_ns) / 1e9); o += ',';
+  key(o, "packets_fwd"); num(o, e.pkts[f]); o += ',';
+  key(o, "bytes_fwd"); num(o, e.bytes[f]); o += ',';
+  key(o, "packets_rev"); num(o, e.pkts[b]); o += ',';
+  key(o, "bytes_rev"); num(o, e.bytes[b]); o += ',';
+  if (e.key.proto == 6) {
+    key(o, "tcp_flags_fwd"); num(o, e.flags[f]); o += ',';
+    key(o, "tcp_flags_rev"); num(o, e.flags[b]); o += ',';
+    key(o, "tcp_state"); num(o, e.tcp_state); o += ',';
+  }
+  key(o, "end_reason"); o += '"'; o += end_reason_name(r.why); o += "\",";
+  // Inter-arrival over all packets of the record, both directions, µs.
+  key(o, "iat_us");
+  if (n >= 2) {
+    double gaps = double(n - 1);
+    double mean = double(e.last_ns - e.first_ns) / 1e3 / gaps;
+    double var = std::max(0.0, e.iat_sq / gaps - mean * mean);
+    o += "{\"mean\":"; dbl(o, mean);
+    o += ",\"std\":"; dbl(o, std::sqrt(var));
+    o += ",\"min\":"; num(o, e.iat_min_us);
+    o += ",\"max\":"; num(o, e.iat_max_us);
+    o += "},";
+  } else {
+    o += "null,";
+  }
+  key(o, "size");
+  {
+    double mean = double(e.bytes[0] + e.bytes[1]) / double(n ? n : 1);
+    double var = std::max(0.0, e.size_sq / double(n ? n : 1) - mean * mean);
+    o += "{\"mean\":"; dbl(o, mean);
+    o += ",\"std\":"; dbl(o, std::sqrt(var));
+    o += ",\"min\":"; num(o, n ? e.size_min : 0);
+    o += ",\"max\":"; num(o, e.size_max);
+    o += "},";
+  }
+  key(o, "sampling");
+  o += "{\"method\":\""; o += sample_mode_name(r.sampling.mode);
+  o += "\",\"rate\":"; num(o, r.sampling.rate); o += "},";
+  if (r.sampling.mode == SampleMode::PACKET_DET || r.sampling.mode == SampleMode::PACKET_RANDOM) {
+    // Renormalised estimates: every counted packet stands for `rate` packets.
+    key(o, "est_packets"); num(o, n * r.sampling.rate); o += ',';
+    key(o, "est_bytes"); num(o, (e.bytes[0] + e.bytes[1]) * r.sampling.rate); o += ',';
+  } else if (r.sampling.mode == SampleMode::SAMPLE_HOLD) {
+    // Packets before admission are unseen; their expected number is rate - 1.
+    key(o, "est_packets"); num(o, n + e.sampled_pkts); o += ',';
+  }
+  if (with_payload) {
+    key(o, "payload_fwd"); hex(o, r.payload[f], r.paylen[f]); o += ',';
+    key(o, "payload_rev"); hex(o, r.payload[b], r.paylen[b]); o += ',';
+  }
+  key(o, "core"); num(o, r.core);
+  o += "}";
+}
+
+FlowWriter::FlowWriter(const std::string& path, bool with_payload)
+    : payload_(with_payload), path_(path), buf_(1 << 20) {
+  if (path == "-") {
+    f_ = stdout;
+  } else {
+    f_ = std::fopen(path.c_str(), "w");
+    if (!f_) throw std::runtime_error(path + ": " + std::strerror(errno));
+    own_ = true;
+  }
+  std::setvbuf(f_, buf_.data(), _IOFBF, buf_.size());
+}
+
+FlowWriter::~FlowWriter() {
+  if (f_) {
+    std::fflush(f_);
+    if (own_) std::fclose(f_);
+  }
+}
+
+void FlowWriter::consume(const FlowRecord& r) {
+  line_.clear();
+  format_record(r, payload_, line_);
+  line_ += '\n';
+  std::fwrite(line_.data(), 1, line_.size(), f_);
+}
+
+void FlowWriter::close() {
+  if (!f_) return;
+  bool bad = std::fflush(f_) != 0 || std::ferror(f_);
+  if (own_ && std::fclose(f_) != 0) bad = true;
+  f_ = nullptr;
+  if (bad) throw std::runtime_error(path_ + ": write failed: " + std::strerror(errno));
+}
+
+void SummaryCollector::consume(const FlowRecord& r) {
+  records++;
+  by_reason[size_t(r.why)]++;
+  const FlowEntry& e = r.e;
+  uint64_t bytes = e.bytes[0] + e.bytes[1], pk = uint64_t(e.pkts[0]) + e.pkts[1];
+  for (const uint8_t* a : {e.key.lo, e.key.hi}) {
+    Host& h = hosts_[format_ip(a, e.key.ip_ver)];
+    h.bytes += bytes;
+    h.packets += pk;
+    h.flows++;
+  }
+  if (next_) next_->consume(r);
+}
+
+std::vector<SummaryCollector::Talker> SummaryCollector::top(size_t n) const {
+  std::vector<Talker> v;
+  v.reserve(hosts_.size());
+  for (auto& [ip, h] : hosts_) v.push_back({ip, h.bytes, h.packets, h.flows});
+  size_t k = std::min(n, v.size());
+  std::partial_sort(v.begin(), v.begin() + k, v.end(), [](auto& a, auto& b) {
+    return a.bytes != b.bytes ? a.bytes > b.bytes : a.ip < b.ip;
+  });
+  v.resize(k);
+  return v;
+}
+
+namespace {
+std::string human_bytes(double b) {
+  const char* u[] = {"B", "KB", "MB", "GB", "TB"};
+  int i = 0;
+  while (b >= 1000 && i < 4) {
+    b /= 1000;
+    i++;
+  }
+  char s[32];
+  std::snprintf(s, sizeof s, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+  return s;
+}
+}  // namespace
+
+std::string format_summary(const ReplayResult& r, const SummaryCollector& s, uint32_t cores,
+                           const std::string& flows_out) {
+  std::string o;
+  char line[256];
+  double secs = double(r.wall_ns) / 1e9;
+  uint64_t pk = r.total.get(Ctr::packets);
+  std::snprintf(line, sizeof line, "linesight: %lu packets, %s in %.3f s (%.2f Mpps) on %u core%s%s\n",
+                (unsigned long)pk, human_bytes(double(r.total.get(Ctr::bytes))).c_str(), secs,
+                secs > 0 ? double(pk) / secs / 1e6 : 0.0, cores, cores == 1 ? "" : "s",
+                r.interrupted ? " (interrupted; active flows flushed)" : "");
+  o += line;
+  std::snprintf(line, sizeof line, "flows:     %lu records", (unsigned long)s.records);
+  o += line;
+  const EndReason reasons[] = {EndReason::IDLE, EndReason::ACTIVE, EndReason::TCP_END,
+                               EndReason::EVICTED, EndReason::FLUSH, EndReason::CLOCK_JUMP};
+  std::string parts;
+  for (auto why : reasons) {
+    if (!s.by_reason[size_t(why)]) continue;
+    parts += parts.empty() ? " (" : ", ";
+    parts.append(end_reason_name(why)).append(" ").append(std::to_string(s.by_reason[size_t(why)]));
+  }
+  o += parts;
+  if (!parts.empty()) o += ")";
+  if (!flows_out.empty()) o.append(" -> ").append(flows_out);
+  o += "\n";
+  auto top = s.top(5);
+  if (!top.empty()) {
+    o += "top talkers (bytes in flows touching the host):\n";
+    for (auto& t : top) {
+      std::snprintf(line, sizeof line, "  %-40s %10s %10lu pkts %8lu flows\n", t.ip.c_str(),
+                    human_bytes(double(t.bytes)).c_str(), (unsigned long)t.packets,
+                    (unsigned long)t.flows);
+      o += line;
+    }
+  }
+  uint64_t drops = 0;
+  std::string dl;
+  for (size_t i = 0; i < kNumCounters; i++) {
+    if (kCounterKinds[i] != CtrKind::DROP || !r.total.v[i]) continue;
+    drops += r.total.v[i];
+    dl.append("  ").append(kCounterNames[i]).append(" ").append(std::to_string(r.total.v[i])).append("\n");
+  }
+  std::snprintf(line, sizeof line, "drops:     %lu packets not in any flow%s\n",
+                (unsigned long)drops, drops ? ":" : "");
+  o += line;
+  o += dl;
+  o += "counters:\n";
+  for (size_t i = 0; i < kNumCounters; i++) {
+    if (kCounterKinds[i] != CtrKind::INFO || !r.total.v[i]) continue;
+    o.append("  ").append(kCounterNames[i]).append(" ").append(std::to_string(r.total.v[i])).append("\n");
+  }
+  if (cores > 1) {
+    o += "per core packets:";
+    for (auto& c : r.per_core) o.append(" ").append(std::to_string(c.get(Ctr::packets)));
+    o += "\n";
+  }
+  return o;
+}
+
+std::string format_summary_json(const ReplayResult& r, const SummaryCollector& s,
+                                uint32_t cores) {
+  nlohmann::json j;
+  j["cores"] = cores;
+  j["wall_ns"] = r.wall_ns;
+  j["records"] = s.records;
+  j["interrupted"] = r.interrupted;
+  j["table_bytes"] = r.table_bytes;
+  auto& c = j["counters"];
+  c = nlohmann::json::object();
+  for (size_t i = 0; i < kNumCounters; i++) c[std::string(kCounterNames[i])] = r.total.v[i];
+  auto& pc = j["per_core"];
+  pc = nlohmann::json::array();
+  for (auto& x : r.per_core) {
+    nlohmann::json e;
+    for (size_t i = 0; i < kNumCounters; i++)
+      if (x.v[i]) e[std::string(kCounterNames[i])] = x.v[i];
+    pc.push_back(e);
+  }
+  return j.dump(1) + "\n";
+}
+
+}  // namespace ls

@@ -1,0 +1,62 @@
+// Flow records out as JSON lines (schema: docs/records.md), and the replay summary.
+#pragma once
+#include <cstdio>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "dataplane/record.h"
+#include "dataplane/replay.h"
+
+namespace ls {
+
+// Appends one JSON object (no newline) for the record. `initiator` is the flow's
+// first packet's source, reported as src.
+void format_record(const FlowRecord& r, bool with_payload, std::string& out);
+std::string format_ip(const uint8_t* a, uint8_t ip_ver);
+
+class FlowWriter final : public RecordConsumer {
+ public:
+  // "-" writes to stdout. Throws std::runtime_error when the file cannot be opened.
+  FlowWriter(const std::string& path, bool with_payload);
+  ~FlowWriter() override;
+  void consume(const FlowRecord& r) override;
+  void close();  // flushes; throws if a write failed (disk full is an error, not a loss)
+
+ private:
+  FILE* f_ = nullptr;
+  bool own_ = false, payload_;
+  std::string path_, line_;
+  std::vector<char> buf_;
+};
+
+// Counts records and keeps per-host byte totals for the human summary; forwards every
+// record to `next` when set.
+class SummaryCollector final : public RecordConsumer {
+ public:
+  explicit SummaryCollector(RecordConsumer* next) : next_(next) {}
+  void consume(const FlowRecord& r) override;
+  uint64_t records = 0;
+  uint64_t by_reason[6] = {};
+  struct Talker {
+    std::string ip;
+    uint64_t bytes, packets, flows;
+  };
+  std::vector<Talker> top(size_t n) const;
+
+ private:
+  RecordConsumer* next_;
+  struct Host {
+    uint64_t bytes = 0, packets = 0, flows = 0;
+  };
+  std::unordered_map<std::string, Host> hosts_;  // control side, not the hot path
+};
+
+// Human summary: packets, rate, flows, top talkers, every non-zero counter (drops first).
+std::string format_summary(const ReplayResult& r, const SummaryCollector& s, uint32_t cores,
+                           const std::string& flows_out);
+// The same facts for scripts and tests.
+std::string format_summary_json(const ReplayResult& r, const SummaryCollector& s,
+                                uint32_t cores);
+
+}  // namespace ls

@@ -1,0 +1,148 @@
+// Per-core flow table: single writer, preallocated, bucketised open addressing with
+// 16-bit signatures (8 slots per 64-byte bucket), burst lookup with prefetch, an
+// incremental expiry sweep in packet time and a named table-full policy.
+#pragma once
+#include <cstdint>
+#include <string_view>
+
+#include "dataplane/counters.h"
+#include "dataplane/flow_key.h"
+#include "dataplane/mem.h"
+
+namespace ls {
+
+enum class EndReason : uint8_t { IDLE, ACTIVE, TCP_END, EVICTED, FLUSH, CLOCK_JUMP };
+std::string_view end_reason_name(EndReason r);
+
+enum class FullPolicy : uint8_t { EVICT_OLDEST, DROP_NEW };
+
+// TCP state bits, per canonical direction where it matters.
+enum : uint8_t {
+  TCP_SYN = 1, TCP_SYNACK = 2, TCP_ESTABLISHED = 4, TCP_FIN_LO = 8, TCP_FIN_HI = 16,
+  TCP_RST = 32, TCP_CLOSED = 64,
+};
+
+// Hot state of one flow: exactly two cache lines. Direction index 0 = packets whose
+// source is key.lo; `init_lo` says whether the initiator (first packet's source) is lo.
+struct alignas(64) FlowEntry {
+  FlowKey key;            // 44; key.ip_ver == 0 marks a free slot
+  uint32_t hash32;        // low hash bits: home bucket, needed to delete
+  uint64_t first_ns;
+  uint64_t last_ns;       // latest timestamp seen (never moves backwards)
+  uint64_t bytes[2];      // frame bytes as captured on the wire
+  uint32_t pkts[2];
+  double iat_sq;          // sum of squared inter-arrival times, µs²
+  double size_sq;         // sum of squared frame sizes
+  uint32_t iat_min_us;
+  uint32_t iat_max_us;
+  uint16_t size_min;
+  uint16_t size_max;
+  uint8_t flags[2];       // TCP flags OR-ed per direction
+  uint8_t tcp_state;
+  uint8_t init_lo;
+  uint32_t sampled_pkts;  // packets skipped before a sample-and-hold admission (estimate)
+  uint32_t pad_;
+};
+static_assert(sizeof(FlowEntry) == 128, "hot flow state must stay at two cache lines");
+
+struct TableConfig {
+  uint32_t capacity = 1 << 20;           // flows
+  uint16_t payload_bytes = 64;           // first N payload bytes kept per direction
+  uint64_t idle_timeout_ns = 30'000'000'000ull;
+  uint64_t active_timeout_ns = 300'000'000'000ull;
+  uint64_t tcp_end_timeout_ns = 2'000'000'000ull;  // linger after FIN/RST for the last ACKs
+  uint64_t sweep_period_ns = 1'000'000'000ull;     // full expiry pass every period
+  uint64_t backward_tolerance_ns = 1'000'000'000ull;
+  FullPolicy full_policy = FullPolicy::EVICT_OLDEST;
+  uint64_t hash_seed = 0;
+};
+
+// Receives every record that leaves the table. Called on the owning core.
+struct RecordSink {
+  virtual ~RecordSink() = default;
+  virtual void emit(const FlowEntry& e, const uint8_t* payload, const uint16_t* paylen,
+                    uint16_t payload_cap, EndReason why) = 0;
+};
+
+class FlowTable {
+ public:
+  static constexpr uint32_t kSlots = 8;
+  static constexpr uint32_t kMaxProbe = 4;  // buckets probed from home
+  static constexpr uint32_t kNone = UINT32_MAX;
+  static constexpr uint16_t kMaxPayload = 256;
+
+  FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink);
+
+  // Returns the entry index for the key, creating it if absent (kNone when the table
+  // is full under DROP_NEW, or when `admit_new` is false and the key is absent).
+  uint32_t find_or_insert(const FlowKey& k, uint64_t h, bool admit_new, uint64_t ts_ns);
+  uint32_t find(const FlowKey& k, uint64_t h) const;
+  // Inserts a key known to be absent (applies the full policy).
+  uint32_t insert(const FlowKey& k, uint64_t h, uint64_t ts_ns);
+  void prefetch_bucket(uint64_t h) const { __builtin_prefetch(&buckets_[bucket_of(h)]); }
+  void prefetch_entry(const FlowKey& k, uint64_t h) const;
+
+  // Adds one packet to entry `i`; `dir` = 0 when the packet's source is key.lo.
+  void update(uint32_t i, int dir, uint64_t ts_ns, uint32_t wire_len, uint8_t tcp_flags,
+              const uint8_t* payload, uint16_t payload_len);
+
+  // Advances the table clock (the latest packet time). A step back larger than
+  // backward_tolerance_ns starts a new clock epoch: every flow is flushed as CLOCK_JUMP,
+  // so concatenated captures do not expire each other's flows.
+  void advance_clock(uint64_t ts_ns);
+  // Incremental expiry proportional to the packet time elapsed since the last call.
+  void expire();
+  void flush(EndReason why);
+  void set_sampled_pkts(uint32_t i, uint32_t n) { entries_[i].sampled_pkts = n; }
+  // Ends one flow now (a new SYN on a closed TCP flow starts a new record).
+  void end(uint32_t i, EndReason why);
+
+  uint32_t size() const { return used_; }
+  uint32_t capacity() const { return cfg_.capacity; }
+  uint64_t now() const { return now_; }
+  const FlowEntry& entry(uint32_t i) const { return entries_[i]; }
+  const TableConfig& config() const { return cfg_; }
+  size_t memory_bytes() const;
+  template <class F>
+  void for_each(F&& f) const {
+    for (uint32_t i = 0; i < high_water_; i++)
+      if (entries_[i].key.ip_ver) f(entries_[i]);
+  }
+
+ private:
+  struct alignas(64) Bucket {
+    uint16_t sig[kSlots];
+    uint32_t idx[kSlots];
+    uint8_t displaced;  // entries homed here but stored in a later bucket
+    uint8_t pad[15];
+  };
+  static_assert(sizeof(Bucket) == 64);
+
+  uint32_t bucket_of(uint64_t h) const { return uint32_t(h) & bucket_mask_; }
+  static uint16_t sig_of(uint64_t h) { return uint16_t(h >> 48) | 1; }
+  void remove(uint32_t i, EndReason why);
+  bool expired(const FlowEntry& e, EndReason& why) const;
+  void reset_counters(FlowEntry& e, uint32_t i);
+  uint32_t evict_victim(uint64_t h);
+
+  TableConfig cfg_;
+  Counters& ctr_;
+  RecordSink& sink_;
+  Region bucket_mem_, entry_mem_, free_mem_, payload_mem_, paylen_mem_;
+  Bucket* buckets_;
+  FlowEntry* entries_;
+  uint32_t* free_;
+  uint8_t* payload_;
+  uint16_t* paylen_;
+  uint32_t bucket_mask_;
+  uint32_t nfree_;
+  uint32_t used_ = 0;
+  uint64_t now_ = 0;
+  bool clock_started_ = false;
+  uint64_t swept_to_ns_ = 0;
+  uint32_t sweep_cursor_ = 0;
+  uint32_t high_water_ = 0;  // no entry at or above this index was ever used
+  double sweep_carry_ = 0;
+};
+
+}  // namespace ls

@@ -1,0 +1,273 @@
+#include "dataplane/replay.h"
+
+#include <time.h>
+
+#include <memory>
+#include <thread>
+
+#include "dataplane/spsc_ring.h"
+
+namespace ls {
+namespace {
+
+uint64_t mono_ns() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return uint64_t(t.tv_sec) * 1'000'000'000ull + uint64_t(t.tv_nsec);
+}
+
+constexpr uint32_t kBurst = 256;
+
+// Recorded-speed pacing: packet i is due at wall0 + (ts_i - ts0) / speed. A backward
+// timestamp step restarts the schedule instead of bursting.
+class Pacer {
+ public:
+  explicit Pacer(double speed) : speed_(speed) {}
+  void wait(uint64_t ts) {
+    if (speed_ <= 0) return;
+    uint64_t now = mono_ns();
+    if (!started_ || ts < ts0_) {
+      started_ = true;
+      ts0_ = ts;
+      wall0_ = now;
+      return;
+    }
+    uint64_t due = wall0_ + uint64_t(double(ts - ts0_) / speed_);
+    if (due > now) {
+      timespec t{time_t(due / 1'000'000'000ull), long(due % 1'000'000'000ull)};
+      clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, nullptr);
+    }
+  }
+  bool active() const { return speed_ > 0; }
+
+ private:
+  double speed_;
+  bool started_ = false;
+  uint64_t ts0_ = 0, wall0_ = 0;
+};
+
+struct Progress {
+  const ReplayOptions& opt;
+  uint64_t t0 = mono_ns(), next = t0 + 1'000'000'000ull;
+  void maybe(uint64_t pkts, uint64_t recs) {
+    if (!opt.progress) return;
+    uint64_t now = mono_ns();
+    if (now < next) return;
+    next = now + 1'000'000'000ull;
+    opt.progress({pkts, recs, double(now - t0) / 1e9});
+  }
+};
+
+// Emits straight into the consumer (same thread).
+class DirectSink final : public RecordSink {
+ public:
+  DirectSink(RecordConsumer& c, uint16_t core) : out_(c), core_(core) {}
+  void emit(const FlowEntry& e, const uint8_t* pay, const uint16_t* plen, uint16_t cap,
+            EndReason why) override {
+    rec_.fill(e, pay, plen, cap, why, core_, sampler->config());
+    out_.consume(rec_);
+    n++;
+  }
+  const Sampler* sampler = nullptr;
+  uint64_t n = 0;
+
+ private:
+  RecordConsumer& out_;
+  uint16_t core_;
+  FlowRecord rec_;
+};
+
+bool stopped(const ReplayOptions& o) { return o.stop && o.stop->load(std::memory_order_relaxed); }
+
+ReplayResult run_inline(PacketSource& src, const CoreConfig& cfg, RecordConsumer& out,
+                        const ReplayOptions& opt) {
+  ReplayResult r;
+  DirectSink sink(out, 0);
+  auto core = std::make_unique<FlowCore>(cfg, sink, 0);
+  sink.sampler = &core->sampler;
+  Arena arena;
+  PacketView v[kBurst];
+  Pacer pacer(opt.speed);
+  Progress prog{opt};
+  uint64_t t0 = mono_ns();
+  for (uint32_t n; (n = src.next_burst(v, pacer.active() ? 1 : kBurst, arena));) {
+    if (pacer.active()) pacer.wait(v[0].ts_ns);
+    core->process_raw(v, n);
+    prog.maybe(core->ctr.get(Ctr::packets), sink.n);
+    if (stopped(opt)) {
+      r.interrupted = true;
+      break;
+    }
+  }
+  core->finish();
+  r.wall_ns = mono_ns() - t0;
+  r.per_core.push_back(core->ctr);
+  r.total = core->ctr;
+  r.table_bytes = core->table.memory_bytes();
+  return r;
+}
+
+// ---- K > 1 ----
+
+struct Batch {
+  Arena arena;
+  PacketView views[kBurst];
+  PacketMeta metas[kBurst];
+  std::vector<uint16_t> idx;  // K × kBurst: packet indices per core
+  std::vector<uint16_t> cnt;  // per core
+  std::atomic<uint32_t> refs{0};
+  Batch(uint32_t k) : arena(1u << 20), idx(size_t(k) * kBurst), cnt(k) {}
+};
+
+// Records leave a core through its own ring; a full ring makes the core wait (replay
+// loses nothing) and the wait is counted.
+class RingSink final : public RecordSink {
+ public:
+  RingSink(uint16_t core) : ring(1024), core_(core) {}
+  void emit(const FlowEntry& e, const uint8_t* pay, const uint16_t* plen, uint16_t cap,
+            EndReason why) override {
+    rec_.fill(e, pay, plen, cap, why, core_, sampler->config());
+    while (!ring.push(rec_)) {
+      waits++;
+      std::this_thread::yield();
+    }
+  }
+  SpscRing<FlowRecord> ring;  // records by value: no allocation on the core
+  const Sampler* sampler = nullptr;
+  uint64_t waits = 0;
+
+ private:
+  uint16_t core_;
+  FlowRecord rec_;
+};
+
+ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer& out,
+                       const ReplayOptions& opt) {
+  const uint32_t k = opt.cores;
+  ReplayResult r;
+  std::vector<std::unique_ptr<RingSink>> sinks;
+  std::vector<std::unique_ptr<FlowCore>> cores;
+  std::vector<std::unique_ptr<SpscRing<Batch*>>> in, back;
+  for (uint32_t c = 0; c < k; c++) {
+    sinks.push_back(std::make_unique<RingSink>(uint16_t(c)));
+    cores.push_back(std::make_unique<FlowCore>(cfg, *sinks[c], uint16_t(c)));
+    sinks[c]->sampler = &cores[c]->sampler;
+    in.push_back(std::make_unique<SpscRing<Batch*>>(64));
+    back.push_back(std::make_unique<SpscRing<Batch*>>(256));
+  }
+  std::vector<std::unique_ptr<Batch>> pool;
+  std::vector<Batch*> free_list;
+  for (uint32_t i = 0; i < 16 * k; i++) {
+    pool.push_back(std::make_unique<Batch>(k));
+    free_list.push_back(pool.back().get());
+  }
+  std::atomic<uint32_t> done{0};
+  std::vector<std::thread> threads;
+  for (uint32_t c = 0; c < k; c++) {
+    threads.emplace_back([&, c] {
+      FlowCore& core = *cores[c];
+      PacketMeta* ptrs[kBurst];
+      for (;;) {
+        Batch* b;
+        if (!in[c]->pop(b)) {
+          std::this_thread::yield();
+          continue;
+        }
+        if (!b) break;  // end of input
+        uint16_t n = b->cnt[c];
+        const uint16_t* ix = &b->idx[size_t(c) * kBurst];
+        for (uint16_t i = 0; i < n; i++) ptrs[i] = &b->metas[ix[i]];
+        core.process(ptrs, n);
+        if (b->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+          while (!back[c]->push(b)) std::this_thread::yield();
+      }
+      core.finish();
+      done.fetch_add(1, std::memory_order_release);
+    });
+  }
+
+  uint64_t recs = 0;
+  FlowRecord rec;
+  auto drain = [&] {
+    for (uint32_t c = 0; c < k; c++) {
+      while (sinks[c]->ring.pop(rec)) {
+        out.consume(rec);
+        recs++;
+      }
+      Batch* b;
+      while (back[c]->pop(b)) free_list.push_back(b);
+    }
+  };
+  auto push_wait = [&](uint32_t c, Batch* b) {
+    while (!in[c]->push(b)) {
+      drain();
+      std::this_thread::yield();
+    }
+  };
+
+  Counters reader;  // parse-stage INFO counters, owned by this thread
+  ParseConfig pcfg = cfg.parse;
+  Pacer pacer(opt.speed);
+  Progress prog{opt};
+  uint64_t t0 = mono_ns(), pkts = 0;
+  for (;;) {
+    while (free_list.empty()) {
+      drain();
+      std::this_thread::yield();
+    }
+    Batch* b = free_list.back();
+    uint32_t n = src.next_burst(b->views, pacer.active() ? 1 : kBurst, b->arena);
+    if (!n) break;
+    free_list.pop_back();
+    if (pacer.active()) pacer.wait(b->views[0].ts_ns);
+    std::fill(b->cnt.begin(), b->cnt.end(), 0);
+    for (uint32_t i = 0; i < n; i++) {
+      PacketMeta& m = b->metas[i];
+      const PacketView& v = b->views[i];
+      uint32_t c = 0;
+      if (parse_packet(v, v.link, pcfg, m, reader)) {
+        rewrite_addresses(m, v.rewrite);
+        c = dispatch_core(m, k);
+      }
+      b->idx[size_t(c) * kBurst + b->cnt[c]++] = uint16_t(i);
+    }
+    uint32_t users = 0;
+    for (uint32_t c = 0; c < k; c++) users += b->cnt[c] != 0;
+    b->refs.store(users, std::memory_order_relaxed);
+    for (uint32_t c = 0; c < k; c++)
+      if (b->cnt[c]) push_wait(c, b);
+    pkts += n;
+    drain();
+    prog.maybe(pkts, recs);
+    if (stopped(opt)) {
+      r.interrupted = true;
+      break;
+    }
+  }
+  for (uint32_t c = 0; c < k; c++) push_wait(c, nullptr);
+  while (done.load(std::memory_order_acquire) < k) {
+    drain();
+    std::this_thread::yield();
+  }
+  for (auto& t : threads) t.join();
+  drain();
+  r.wall_ns = mono_ns() - t0;
+  r.total = reader;
+  for (uint32_t c = 0; c < k; c++) {
+    r.per_core.push_back(cores[c]->ctr);
+    r.total += cores[c]->ctr;
+    r.table_bytes += cores[c]->table.memory_bytes();
+    r.record_ring_waits += sinks[c]->waits;
+  }
+  return r;
+}
+
+}  // namespace
+
+ReplayResult run_replay(PacketSource& src, const CoreConfig& cfg, RecordConsumer& out,
+                        const ReplayOptions& opt) {
+  if (opt.cores <= 1) return run_inline(src, cfg, out, opt);
+  return run_multi(src, cfg, out, opt);
+}
+
+}  // namespace ls
