@@ -61,8 +61,9 @@ void FlowCore::process(PacketMeta* const* metas, uint32_t n) {
   // Pass 3: in packet order, so a flow created earlier in the burst is found later.
   for (uint32_t i = 0; i < m; i++) {
     PacketMeta& p = *live[i];
-    table.advance_clock(p.ts_ns);
+    table.advance_clock(p.ts_ns, p.epoch);
     uint32_t e = table.find(keys[i], hashes[i]);
+    if (e != FlowTable::kNone) e = table.check_expired(e, p.ts_ns);
     if (e != FlowTable::kNone && p.l4_proto == 6 && (p.tcp_flags & 0x12) == 0x02 &&
         (table.entry(e).tcp_state & TCP_CLOSED)) {
       // A new SYN on a closed connection is a new flow (port reuse).

@@ -214,16 +214,16 @@ void FlowTable::update(uint32_t i, int dir, uint64_t ts, uint32_t wire_len, uint
   }
 }
 
-bool FlowTable::expired(const FlowEntry& e, EndReason& why) const {
-  if ((e.tcp_state & TCP_CLOSED) && now_ >= e.last_ns + cfg_.tcp_end_timeout_ns) {
+bool FlowTable::expired(const FlowEntry& e, uint64_t now, EndReason& why) const {
+  if ((e.tcp_state & TCP_CLOSED) && now >= e.last_ns + cfg_.tcp_end_timeout_ns) {
     why = EndReason::TCP_END;
     return true;
   }
-  if (now_ >= e.last_ns + cfg_.idle_timeout_ns) {
+  if (now >= e.last_ns + cfg_.idle_timeout_ns) {
     why = EndReason::IDLE;
     return true;
   }
-  if (cfg_.active_timeout_ns && now_ >= e.first_ns + cfg_.active_timeout_ns &&
+  if (cfg_.active_timeout_ns && now >= e.first_ns + cfg_.active_timeout_ns &&
       e.pkts[0] + e.pkts[1]) {
     why = EndReason::ACTIVE;
     return true;
@@ -255,23 +255,22 @@ void FlowTable::remove(uint32_t i, EndReason why) {
   }
 }
 
-void FlowTable::advance_clock(uint64_t ts) {
+void FlowTable::advance_clock(uint64_t ts, uint16_t epoch) {
   if (!clock_started_) {
     clock_started_ = true;
     now_ = swept_to_ns_ = ts;
+    epoch_ = epoch;
     return;
   }
-  if (ts >= now_) {
-    now_ = ts;
+  if (epoch != epoch_) {
+    ctr_.inc(Ctr::clock_backward_jumps);
+    flush(EndReason::CLOCK_JUMP);
+    epoch_ = epoch;
+    now_ = swept_to_ns_ = ts;
     return;
   }
-  if (now_ - ts <= cfg_.backward_tolerance_ns) {
-    ctr_.inc(Ctr::clock_reordered);
-    return;
-  }
-  ctr_.inc(Ctr::clock_backward_jumps);
-  flush(EndReason::CLOCK_JUMP);
-  now_ = swept_to_ns_ = ts;
+  if (ts >= now_) now_ = ts;
+  else ctr_.inc(Ctr::clock_reordered);
 }
 
 void FlowTable::expire() {
@@ -287,23 +286,33 @@ void FlowTable::expire() {
   for (uint64_t k = 0; k < n; k++) {
     if (sweep_cursor_ >= span) sweep_cursor_ = 0;
     uint32_t i = sweep_cursor_++;
-    FlowEntry& e = entries_[i];
     EndReason why;
-    if (!e.key.ip_ver || !expired(e, why)) continue;
-    if (why == EndReason::ACTIVE) {
-      // Long flow: emit what it has so far and keep the entry (and its TCP state).
-      sink_.emit(e, cfg_.payload_bytes ? payload_ + size_t(i) * 2 * cfg_.payload_bytes : nullptr,
-                 paylen_ + 2 * i, cfg_.payload_bytes, why);
-      ctr_.inc(Ctr::records_emitted);
-      ctr_.inc(Ctr::flows_active_timeout);
-      reset_counters(e, i);
-      e.first_ns = e.last_ns;
-      e.sampled_pkts = 0;
-      continue;
-    }
-    ctr_.inc(why == EndReason::TCP_END ? Ctr::flows_tcp_end : Ctr::flows_idle_timeout);
-    remove(i, why);
+    if (entries_[i].key.ip_ver && expired(entries_[i], now_, why)) expire_entry(i, why);
   }
+}
+
+bool FlowTable::expire_entry(uint32_t i, EndReason why) {
+  FlowEntry& e = entries_[i];
+  if (why == EndReason::ACTIVE) {
+    // Long flow: emit what it has so far and keep the entry (and its TCP state).
+    sink_.emit(e, cfg_.payload_bytes ? payload_ + size_t(i) * 2 * cfg_.payload_bytes : nullptr,
+               paylen_ + 2 * i, cfg_.payload_bytes, why);
+    ctr_.inc(Ctr::records_emitted);
+    ctr_.inc(Ctr::flows_active_timeout);
+    reset_counters(e, i);
+    e.first_ns = e.last_ns;
+    e.sampled_pkts = 0;
+    return false;
+  }
+  ctr_.inc(why == EndReason::TCP_END ? Ctr::flows_tcp_end : Ctr::flows_idle_timeout);
+  remove(i, why);
+  return true;
+}
+
+uint32_t FlowTable::check_expired(uint32_t i, uint64_t ts) {
+  EndReason why;
+  if (!expired(entries_[i], ts, why)) return i;
+  return expire_entry(i, why) ? kNone : i;
 }
 
 void FlowTable::flush(EndReason why) {

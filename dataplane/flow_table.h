@@ -52,7 +52,7 @@ struct TableConfig {
   uint64_t active_timeout_ns = 300'000'000'000ull;
   uint64_t tcp_end_timeout_ns = 2'000'000'000ull;  // linger after FIN/RST for the last ACKs
   uint64_t sweep_period_ns = 1'000'000'000ull;     // full expiry pass every period
-  uint64_t backward_tolerance_ns = 1'000'000'000ull;
+  uint64_t backward_tolerance_ns = 1'000'000'000ull;  // ClockGuard: larger steps back are jumps
   FullPolicy full_policy = FullPolicy::EVICT_OLDEST;
   uint64_t hash_seed = 0;
 };
@@ -86,14 +86,19 @@ class FlowTable {
   void update(uint32_t i, int dir, uint64_t ts_ns, uint32_t wire_len, uint8_t tcp_flags,
               const uint8_t* payload, uint16_t payload_len);
 
-  // Advances the table clock (the latest packet time). A step back larger than
-  // backward_tolerance_ns starts a new clock epoch: every flow is flushed as CLOCK_JUMP,
-  // so concatenated captures do not expire each other's flows.
-  void advance_clock(uint64_t ts_ns);
+  // Advances the table clock (the latest packet time). A new clock epoch (ClockGuard)
+  // flushes every flow as CLOCK_JUMP, so concatenated captures do not expire each
+  // other's flows; smaller steps back are counted as reordering.
+  void advance_clock(uint64_t ts_ns, uint16_t epoch);
   // Incremental expiry proportional to the packet time elapsed since the last call.
   void expire();
   void flush(EndReason why);
   void set_sampled_pkts(uint32_t i, uint32_t n) { entries_[i].sampled_pkts = n; }
+  // Expiry on access, judged by the packet's own time: a record's boundaries then
+  // depend only on its own packets, not on when the sweep last ran (so K cores give the same records as one). Returns kNone
+  // when the entry ended (idle / TCP end), else `i` (possibly after an active-timeout
+  // record was emitted).
+  uint32_t check_expired(uint32_t i, uint64_t ts);
   // Ends one flow now (a new SYN on a closed TCP flow starts a new record).
   void end(uint32_t i, EndReason why);
 
@@ -121,7 +126,8 @@ class FlowTable {
   uint32_t bucket_of(uint64_t h) const { return uint32_t(h) & bucket_mask_; }
   static uint16_t sig_of(uint64_t h) { return uint16_t(h >> 48) | 1; }
   void remove(uint32_t i, EndReason why);
-  bool expired(const FlowEntry& e, EndReason& why) const;
+  bool expired(const FlowEntry& e, uint64_t now, EndReason& why) const;
+  bool expire_entry(uint32_t i, EndReason why);  // true when the entry was removed
   void reset_counters(FlowEntry& e, uint32_t i);
   uint32_t evict_victim(uint64_t h);
 
@@ -139,6 +145,7 @@ class FlowTable {
   uint32_t used_ = 0;
   uint64_t now_ = 0;
   bool clock_started_ = false;
+  uint16_t epoch_ = 0;
   uint64_t swept_to_ns_ = 0;
   uint32_t sweep_cursor_ = 0;
   uint32_t high_water_ = 0;  // no entry at or above this index was ever used

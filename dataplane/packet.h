@@ -28,6 +28,7 @@ struct PacketView {
   uint64_t ts_ns;
   uint32_t rewrite;  // loop index for deterministic address rewriting (0 = none)
   LinkType link;
+  uint16_t epoch;  // clock epoch, bumped by ClockGuard on a backward timestamp jump
 };
 
 struct alignas(64) PacketMeta {
@@ -47,7 +48,29 @@ struct alignas(64) PacketMeta {
   Frag frag;
   Tunnel tunnel;
   uint8_t vlan_depth;
+  uint16_t epoch;
   Ctr error;  // Ctr::packets when the packet is usable, else the named drop counter
+};
+
+// Watches a source's timestamps in arrival order. A step back larger than the tolerance
+// starts a new clock epoch (concatenated captures: the 35 MB mix jumps back 300 times);
+// tables flush on a new epoch. Decided once per source, so every core agrees.
+class ClockGuard {
+ public:
+  explicit ClockGuard(uint64_t tolerance_ns) : tol_(tolerance_ns) {}
+  void stamp(PacketView& v) {
+    if (v.ts_ns + tol_ < max_) {
+      epoch_++;
+      max_ = v.ts_ns;
+    } else if (v.ts_ns > max_) {
+      max_ = v.ts_ns;
+    }
+    v.epoch = epoch_;
+  }
+
+ private:
+  uint64_t tol_, max_ = 0;
+  uint16_t epoch_ = 0;
 };
 
 }  // namespace ls

@@ -343,6 +343,7 @@ struct Parser {
 bool parse_packet(const PacketView& p, LinkType lt, const ParseConfig& cfg, PacketMeta& m,
                   Counters& c) {
   m.ts_ns = p.ts_ns;
+  m.epoch = p.epoch;
   m.wire_len = p.wire_len;
   m.payload = nullptr;
   m.payload_len = 0;

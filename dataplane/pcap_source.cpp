@@ -102,7 +102,7 @@ class PcapFiles final : public PacketSource {
  private:
   void add(PacketView& v, const pcap_pkthdr* hdr, const u_char* data, Arena& a) {
     std::memcpy(a.buf.data() + a.used, data, hdr->caplen);
-    v = {a.buf.data() + a.used, hdr->caplen, hdr->len, ts_of(hdr), 0, cur_->link};
+    v = {a.buf.data() + a.used, hdr->caplen, hdr->len, ts_of(hdr), 0, cur_->link, 0};
     a.used += hdr->caplen;
   }
   void next_file() {

@@ -90,8 +90,10 @@ ReplayResult run_inline(PacketSource& src, const CoreConfig& cfg, RecordConsumer
   Pacer pacer(opt.speed);
   Progress prog{opt};
   uint64_t t0 = mono_ns();
+  ClockGuard clock(cfg.table.backward_tolerance_ns);
   for (uint32_t n; (n = src.next_burst(v, pacer.active() ? 1 : kBurst, arena));) {
     if (pacer.active()) pacer.wait(v[0].ts_ns);
+    for (uint32_t i = 0; i < n; i++) clock.stamp(v[i]);
     core->process_raw(v, n);
     prog.maybe(core->ctr.get(Ctr::packets), sink.n);
     if (stopped(opt)) {
@@ -209,6 +211,7 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
   ParseConfig pcfg = cfg.parse;
   Pacer pacer(opt.speed);
   Progress prog{opt};
+  ClockGuard clock(cfg.table.backward_tolerance_ns);
   uint64_t t0 = mono_ns(), pkts = 0;
   for (;;) {
     while (free_list.empty()) {
@@ -223,7 +226,8 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
     std::fill(b->cnt.begin(), b->cnt.end(), 0);
     for (uint32_t i = 0; i < n; i++) {
       PacketMeta& m = b->metas[i];
-      const PacketView& v = b->views[i];
+      PacketView& v = b->views[i];
+      clock.stamp(v);
       uint32_t c = 0;
       if (parse_packet(v, v.link, pcfg, m, reader)) {
         rewrite_addresses(m, v.rewrite);

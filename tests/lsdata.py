@@ -1,0 +1,38 @@
+"""Shared helpers for the Python integration tests: where the data and binary are, and
+how to skip (exit 77 = skipped for meson) with a clear message."""
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DATA = os.environ.get("LINESIGHT_DATA", os.path.join(ROOT, "..", "shared", "data"))
+BIN = os.environ.get("LINESIGHT_BIN", os.path.join(ROOT, "build", "ctrl", "linesight"))
+
+
+def skip(msg):
+    print("SKIP: " + msg)
+    sys.exit(77)
+
+
+def need_data(rel):
+    p = os.path.join(DATA, rel)
+    if not os.path.exists(p):
+        skip(f"{p} not found (shared data absent; set LINESIGHT_DATA)")
+    return p
+
+
+def replay(pcap, *args, check=True):
+    """Runs linesight replay; returns (records, summary dict)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        out, summ = os.path.join(d, "f.jsonl"), os.path.join(d, "s.json")
+        cmd = [BIN, "replay", pcap, "--quiet", "--flows-out", out, "--summary-json", summ, *args]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise SystemExit(f"linesight failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
+        with open(out) as f:
+            recs = [json.loads(line) for line in f]
+        with open(summ) as f:
+            return recs, json.load(f)

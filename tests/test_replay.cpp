@@ -1,0 +1,203 @@
+#include <gtest/gtest.h>
+#include <pcap/pcap.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "ctrl/flow_writer.h"
+#include "dataplane/replay.h"
+#include "tests/pktbuild.h"
+
+using namespace ls;
+using lstest::Pkt;
+
+namespace {
+
+constexpr uint64_t S = 1'000'000'000ull;
+
+std::string tmp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() /
+          ("ls_test_" + std::to_string(getpid()) + "_" + name)).string();
+}
+
+// Writes a nanosecond pcap with `flows` UDP/TCP conversations of `per` packets each,
+// spread over `span_ns`.
+std::string write_pcap(const std::string& name, int flows, int per, uint64_t span_ns) {
+  std::string path = tmp_path(name);
+  pcap_t* d = pcap_open_dead_with_tstamp_precision(DLT_EN10MB, 65535, PCAP_TSTAMP_PRECISION_NANO);
+  pcap_dumper_t* w = pcap_dump_open(d, path.c_str());
+  EXPECT_NE(w, nullptr);
+  uint64_t n = uint64_t(flows) * per, i = 0;
+  for (int r = 0; r < per; r++) {
+    for (int f = 0; f < flows; f++, i++) {
+      uint8_t a = uint8_t(f & 0xFF), b = uint8_t(f >> 8);
+      bool rev = r % 2;
+      Pkt p = f % 3 ? lstest::udp4(rev ? std::initializer_list<uint8_t>{172, 16, 0, 1} : std::initializer_list<uint8_t>{10, b, a, 1},
+                                   rev ? std::initializer_list<uint8_t>{10, b, a, 1} : std::initializer_list<uint8_t>{172, 16, 0, 1},
+                                   rev ? 53 : 40000, rev ? 40000 : 53, "q")
+                    : lstest::tcp4(rev ? std::initializer_list<uint8_t>{172, 16, 0, 1} : std::initializer_list<uint8_t>{10, b, a, 1},
+                                   rev ? std::initializer_list<uint8_t>{10, b, a, 1} : std::initializer_list<uint8_t>{172, 16, 0, 1},
+                                   rev ? 443 : 50000, rev ? 50000 : 443, 0x10, "data");
+      uint64_t ts = 1'600'000'000 * S + (n > 1 ? span_ns * i / (n - 1) : 0);
+      pcap_pkthdr h{};
+      h.ts.tv_sec = time_t(ts / S);
+      h.ts.tv_usec = suseconds_t(ts % S);
+      h.caplen = h.len = uint32_t(p.b.size());
+      pcap_dump(reinterpret_cast<u_char*>(w), &h, p.b.data());
+    }
+  }
+  pcap_dump_close(w);
+  pcap_close(d);
+  return path;
+}
+
+struct Lines : RecordConsumer {
+  std::vector<std::string> v;
+  std::string s;
+  void consume(const FlowRecord& r) override {
+    FlowRecord c = r;
+    c.core = 0;  // which core handled a flow is not part of its identity
+    s.clear();
+    format_record(c, true, s);
+    v.push_back(s);
+  }
+  std::vector<std::string> sorted() const {
+    auto x = v;
+    std::sort(x.begin(), x.end());
+    return x;
+  }
+};
+
+CoreConfig cfg_small() {
+  CoreConfig c;
+  c.table.capacity = 1 << 14;
+  c.table.hash_seed = 1;
+  return c;
+}
+
+TEST(Replay, MultiCoreGivesTheSameRecordsAsOneCore) {
+  auto path = write_pcap("multi.pcap", 600, 6, 2 * S);
+  Lines one, three;
+  auto s1 = open_pcap_files({path});
+  auto r1 = run_replay(*s1, cfg_small(), one, {});
+  auto s3 = open_pcap_files({path});
+  ReplayOptions o;
+  o.cores = 3;
+  auto r3 = run_replay(*s3, cfg_small(), three, o);
+  EXPECT_EQ(one.v.size(), 600u);
+  EXPECT_EQ(one.sorted(), three.sorted());
+  EXPECT_EQ(r1.total.get(Ctr::packets), 3600u);
+  EXPECT_EQ(r3.total.get(Ctr::packets), 3600u);
+  ASSERT_EQ(r3.per_core.size(), 3u);
+  for (auto& c : r3.per_core) EXPECT_GT(c.get(Ctr::packets), 600u);  // every core got work
+  std::filesystem::remove(path);
+}
+
+TEST(Replay, LoopRewritesAddressesDeterministically) {
+  auto path = write_pcap("loop.pcap", 50, 4, S);
+  Lines a, b;
+  auto s = open_memory_loop({path}, 3);
+  auto r = run_replay(*s, cfg_small(), a, {});
+  EXPECT_EQ(r.total.get(Ctr::packets), 600u);
+  EXPECT_EQ(a.v.size(), 150u);  // 3 loops × 50 distinct flows
+  std::set<std::string> uniq(a.v.begin(), a.v.end());
+  EXPECT_EQ(uniq.size(), 150u);
+  auto s2 = open_memory_loop({path}, 3);
+  run_replay(*s2, cfg_small(), b, {});
+  EXPECT_EQ(a.sorted(), b.sorted());
+  // Loop 0 is the capture itself.
+  Lines plain;
+  auto s3 = open_pcap_files({path});
+  run_replay(*s3, cfg_small(), plain, {});
+  for (auto& l : plain.v) EXPECT_TRUE(uniq.count(l)) << l;
+  std::filesystem::remove(path);
+}
+
+TEST(Replay, RecordedSpeedPacesPackets) {
+  auto path = write_pcap("speed.pcap", 2, 10, S / 2);  // 0.5 s of capture
+  Lines l;
+  ReplayOptions o;
+  o.speed = 5;  // ≈ 0.1 s
+  auto s = open_pcap_files({path});
+  auto t0 = std::chrono::steady_clock::now();
+  run_replay(*s, cfg_small(), l, o);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(secs, 0.09);
+  EXPECT_EQ(l.v.size(), 2u);
+  std::filesystem::remove(path);
+}
+
+TEST(Replay, StopFlagFlushesActiveFlows) {
+  auto path = write_pcap("stop.pcap", 300, 4, S);
+  std::atomic<bool> stop{true};
+  ReplayOptions o;
+  o.stop = &stop;
+  Lines l;
+  auto s = open_pcap_files({path});
+  auto r = run_replay(*s, cfg_small(), l, o);
+  EXPECT_TRUE(r.interrupted);
+  EXPECT_GT(r.total.get(Ctr::packets), 0u);
+  uint64_t pk = 0;
+  EXPECT_EQ(l.v.size(), r.total.get(Ctr::records_emitted));
+  (void)pk;
+  std::filesystem::remove(path);
+}
+
+TEST(Replay, TruncatedFileKeepsPacketsAndWarns) {
+  auto path = write_pcap("trunc.pcap", 10, 2, S);
+  auto size = std::filesystem::file_size(path);
+  std::filesystem::resize_file(path, size - 7);  // cut inside the last record
+  Lines l;
+  auto s = open_pcap_files({path});
+  auto r = run_replay(*s, cfg_small(), l, {});
+  EXPECT_EQ(r.total.get(Ctr::packets), 19u);
+  EXPECT_EQ(s->stats().truncated_files, 1u);
+  ASSERT_EQ(s->stats().warnings.size(), 1u);
+  EXPECT_NE(s->stats().warnings[0].find("trunc"), std::string::npos);
+  std::filesystem::remove(path);
+}
+
+TEST(Replay, MissingFileIsAClearError) {
+  try {
+    open_pcap_files({"/nonexistent/x.pcap"});
+    FAIL() << "no exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/x.pcap"), std::string::npos);
+  }
+}
+
+TEST(Replay, FlowSamplingSameOnAnyCoreCount) {
+  auto path = write_pcap("fs.pcap", 400, 3, S);
+  CoreConfig c = cfg_small();
+  c.sampling = {SampleMode::FLOW_HASH, 4, 99};
+  Lines one, two;
+  auto s1 = open_pcap_files({path});
+  run_replay(*s1, c, one, {});
+  ReplayOptions o;
+  o.cores = 2;
+  auto s2 = open_pcap_files({path});
+  run_replay(*s2, c, two, o);
+  EXPECT_EQ(one.sorted(), two.sorted());
+  EXPECT_GT(one.v.size(), 60u);
+  EXPECT_LT(one.v.size(), 140u);
+  std::filesystem::remove(path);
+}
+
+TEST(Replay, PacketSamplingRenormalises) {
+  auto path = write_pcap("ps.pcap", 1, 1000, S);
+  CoreConfig c = cfg_small();
+  c.sampling = {SampleMode::PACKET_DET, 10, 0};
+  Lines l;
+  auto s = open_pcap_files({path});
+  auto r = run_replay(*s, c, l, {});
+  EXPECT_EQ(r.total.get(Ctr::sampled_out), 900u);
+  ASSERT_EQ(l.v.size(), 1u);
+  EXPECT_NE(l.v[0].find("\"est_packets\":1000"), std::string::npos) << l.v[0];
+  EXPECT_NE(l.v[0].find("\"method\":\"packet\",\"rate\":10"), std::string::npos);
+  std::filesystem::remove(path);
+}
+
+}  // namespace
