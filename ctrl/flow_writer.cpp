@@ -45,8 +45,21 @@ void hex(std::string& o, const uint8_t* p, size_t n) {
 
 std::string format_ip(const uint8_t* a, uint8_t ip_ver) {
   char b[INET6_ADDRSTRLEN];
-  inet_ntop(ip_ver == 6 ? AF_INET6 : AF_INET, a, b, sizeof b);
-  return b;
+  if (ip_ver == 6) {
+    inet_ntop(AF_INET6, a, b, sizeof b);
+    return b;
+  }
+  // inet_ntop goes through printf; dotted quads are common enough to do directly.
+  std::string s;
+  s.reserve(15);
+  for (int i = 0; i < 4; i++) {
+    if (i) s += '.';
+    uint8_t v = a[i];
+    if (v >= 100) s += char('0' + v / 100);
+    if (v >= 10) s += char('0' + v / 10 % 10);
+    s += char('0' + v % 10);
+  }
+  return s;
 }
 
 void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
@@ -159,13 +172,18 @@ void FlowWriter::close() {
 void SummaryCollector::consume(const FlowRecord& r) {
   records++;
   by_reason[size_t(r.why)]++;
-  const FlowEntry& e = r.e;
-  uint64_t bytes = e.bytes[0] + e.bytes[1], pk = uint64_t(e.pkts[0]) + e.pkts[1];
-  for (const uint8_t* a : {e.key.lo, e.key.hi}) {
-    Host& h = hosts_[format_ip(a, e.key.ip_ver)];
-    h.bytes += bytes;
-    h.packets += pk;
-    h.flows++;
+  if (track_hosts) {
+    const FlowEntry& e = r.e;
+    uint64_t bytes = e.bytes[0] + e.bytes[1], pk = uint64_t(e.pkts[0]) + e.pkts[1];
+    for (const uint8_t* a : {e.key.lo, e.key.hi}) {
+      Addr k;
+      std::memcpy(k.a, a, 16);
+      k.ver = e.key.ip_ver;
+      Host& h = hosts_[k];
+      h.bytes += bytes;
+      h.packets += pk;
+      h.flows++;
+    }
   }
   if (next_) next_->consume(r);
 }
@@ -173,12 +191,18 @@ void SummaryCollector::consume(const FlowRecord& r) {
 std::vector<SummaryCollector::Talker> SummaryCollector::top(size_t n) const {
   std::vector<Talker> v;
   v.reserve(hosts_.size());
-  for (auto& [ip, h] : hosts_) v.push_back({ip, h.bytes, h.packets, h.flows});
-  size_t k = std::min(n, v.size());
-  std::partial_sort(v.begin(), v.begin() + k, v.end(), [](auto& a, auto& b) {
-    return a.bytes != b.bytes ? a.bytes > b.bytes : a.ip < b.ip;
+  std::vector<std::pair<const Addr*, const Host*>> all;
+  all.reserve(hosts_.size());
+  for (auto& [a, h] : hosts_) all.push_back({&a, &h});
+  size_t k = std::min(n, all.size());
+  std::partial_sort(all.begin(), all.begin() + long(k), all.end(), [](auto& x, auto& y) {
+    if (x.second->bytes != y.second->bytes) return x.second->bytes > y.second->bytes;
+    return std::memcmp(x.first, y.first, sizeof(Addr)) < 0;
   });
-  v.resize(k);
+  for (size_t i = 0; i < k; i++) {
+    auto [a, h] = all[i];
+    v.push_back({format_ip(a->a, a->ver), h->bytes, h->packets, h->flows});
+  }
   return v;
 }
 

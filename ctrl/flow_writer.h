@@ -7,6 +7,7 @@
 
 #include "dataplane/record.h"
 #include "dataplane/replay.h"
+#include "dataplane/flow_key.h"
 
 namespace ls {
 
@@ -46,10 +47,20 @@ class SummaryCollector final : public RecordConsumer {
 
  private:
   RecordConsumer* next_;
+  struct Addr {
+    uint8_t a[16];
+    uint8_t ver;
+    bool operator==(const Addr& o) const { return std::memcmp(this, &o, sizeof *this) == 0; }
+  };
+  struct AddrHash {
+    size_t operator()(const Addr& x) const { return XXH3_64bits(&x, sizeof x); }
+  };
   struct Host {
     uint64_t bytes = 0, packets = 0, flows = 0;
   };
-  std::unordered_map<std::string, Host> hosts_;  // control side, not the hot path
+  std::unordered_map<Addr, Host, AddrHash> hosts_;  // control side, not the hot path
+ public:
+  bool track_hosts = true;  // off when no summary is printed
 };
 
 // Human summary: packets, rate, flows, top talkers, every non-zero counter (drops first).

@@ -151,6 +151,7 @@ int cmd_replay(int argc, char** argv) {
     }
   }
   SummaryCollector summary(writer.get());
+  summary.track_hosts = !quiet;
 
   struct sigaction sa {};
   sa.sa_handler = on_signal;

@@ -32,12 +32,10 @@ FlowTable::FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink)
   entry_mem_ = Region(size_t(cfg_.capacity) * sizeof(FlowEntry));
   free_mem_ = Region(size_t(cfg_.capacity) * sizeof(uint32_t));
   payload_mem_ = Region(size_t(cfg_.capacity) * 2 * cfg_.payload_bytes);
-  paylen_mem_ = Region(size_t(cfg_.capacity) * 2 * sizeof(uint16_t));
   buckets_ = bucket_mem_.as<Bucket>();
   entries_ = entry_mem_.as<FlowEntry>();
   free_ = free_mem_.as<uint32_t>();
   payload_ = payload_mem_.as<uint8_t>();
-  paylen_ = paylen_mem_.as<uint16_t>();
   // Probing wraps by allocating kMaxProbe spare buckets mirrored onto the start: simpler
   // is to stop probing at the end, which the spare buckets allow without a modulo.
   for (uint32_t b = 0; b < nb + kMaxProbe; b++) {
@@ -51,8 +49,7 @@ FlowTable::FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink)
 }
 
 size_t FlowTable::memory_bytes() const {
-  return bucket_mem_.size() + entry_mem_.size() + free_mem_.size() + payload_mem_.size() +
-         paylen_mem_.size();
+  return bucket_mem_.size() + entry_mem_.size() + free_mem_.size() + payload_mem_.size();
 }
 
 // Bit 2*j set when slot j's signature equals s (SSE2: one compare for 8 slots).
@@ -80,7 +77,12 @@ uint32_t FlowTable::find(const FlowKey& k, uint64_t h) const {
 void FlowTable::prefetch_entry(const FlowKey&, uint64_t h) const {
   const Bucket& b = buckets_[bucket_of(h)];
   uint32_t m = match_mask(b.sig, sig_of(h));
-  if (m) __builtin_prefetch(&entries_[b.idx[std::countr_zero(m) >> 1]], 1);
+  if (m) {
+    // Both lines: the key is in the first, the counters in the second.
+    const char* e = reinterpret_cast<const char*>(&entries_[b.idx[std::countr_zero(m) >> 1]]);
+    __builtin_prefetch(e, 1);
+    __builtin_prefetch(e + 64, 1);
+  }
 }
 
 uint32_t FlowTable::find_or_insert(const FlowKey& k, uint64_t h, bool admit_new,
@@ -107,7 +109,7 @@ uint32_t FlowTable::insert(const FlowKey& k, uint64_t h, uint64_t ts_ns) {
         FlowEntry& e = entries_[i];
         e.key = k;
         e.hash32 = uint32_t(h);
-        reset_counters(e, i);
+        reset_counters(e);
         e.first_ns = e.last_ns = ts_ns;
         e.tcp_state = 0;
         e.init_lo = 0;
@@ -156,7 +158,7 @@ void FlowTable::end(uint32_t i, EndReason why) {
   remove(i, why);
 }
 
-void FlowTable::reset_counters(FlowEntry& e, uint32_t i) {
+void FlowTable::reset_counters(FlowEntry& e) {
   e.bytes[0] = e.bytes[1] = 0;
   e.pkts[0] = e.pkts[1] = 0;
   e.iat_sq = e.size_sq = 0;
@@ -165,7 +167,7 @@ void FlowTable::reset_counters(FlowEntry& e, uint32_t i) {
   e.size_min = UINT16_MAX;
   e.size_max = 0;
   e.flags[0] = e.flags[1] = 0;
-  if (cfg_.payload_bytes) paylen_[2 * i] = paylen_[2 * i + 1] = 0;
+  e.paylen[0] = e.paylen[1] = 0;
 }
 
 void FlowTable::update(uint32_t i, int dir, uint64_t ts, uint32_t wire_len, uint8_t tcp_flags,
@@ -205,7 +207,7 @@ void FlowTable::update(uint32_t i, int dir, uint64_t ts, uint32_t wire_len, uint
   }
   uint16_t cap = cfg_.payload_bytes;
   if (cap && payload_len) {
-    uint16_t& have = paylen_[2 * i + dir];
+    uint16_t& have = e.paylen[dir];
     if (have < cap) {
       uint16_t take = std::min<uint16_t>(uint16_t(cap - have), payload_len);
       std::memcpy(payload_ + (size_t(i) * 2 + dir) * cap + have, payload, take);
@@ -235,7 +237,7 @@ void FlowTable::remove(uint32_t i, EndReason why) {
   FlowEntry& e = entries_[i];
   if (e.pkts[0] + e.pkts[1]) {
     sink_.emit(e, cfg_.payload_bytes ? payload_ + size_t(i) * 2 * cfg_.payload_bytes : nullptr,
-               paylen_ + 2 * i, cfg_.payload_bytes, why);
+               cfg_.payload_bytes, why);
     ctr_.inc(Ctr::records_emitted);
   }
   uint32_t home = e.hash32 & bucket_mask_;
@@ -296,10 +298,10 @@ bool FlowTable::expire_entry(uint32_t i, EndReason why) {
   if (why == EndReason::ACTIVE) {
     // Long flow: emit what it has so far and keep the entry (and its TCP state).
     sink_.emit(e, cfg_.payload_bytes ? payload_ + size_t(i) * 2 * cfg_.payload_bytes : nullptr,
-               paylen_ + 2 * i, cfg_.payload_bytes, why);
+               cfg_.payload_bytes, why);
     ctr_.inc(Ctr::records_emitted);
     ctr_.inc(Ctr::flows_active_timeout);
-    reset_counters(e, i);
+    reset_counters(e);
     e.first_ns = e.last_ns;
     e.sampled_pkts = 0;
     return false;

@@ -41,7 +41,7 @@ struct alignas(64) FlowEntry {
   uint8_t tcp_state;
   uint8_t init_lo;
   uint32_t sampled_pkts;  // packets skipped before a sample-and-hold admission (estimate)
-  uint32_t pad_;
+  uint16_t paylen[2];     // payload bytes captured per direction (kept here: no extra miss)
 };
 static_assert(sizeof(FlowEntry) == 128, "hot flow state must stay at two cache lines");
 
@@ -60,8 +60,10 @@ struct TableConfig {
 // Receives every record that leaves the table. Called on the owning core.
 struct RecordSink {
   virtual ~RecordSink() = default;
-  virtual void emit(const FlowEntry& e, const uint8_t* payload, const uint16_t* paylen,
-                    uint16_t payload_cap, EndReason why) = 0;
+  // `payload` holds payload_cap bytes per direction (e.paylen[d] of them valid), or is
+  // null when payload capture is off.
+  virtual void emit(const FlowEntry& e, const uint8_t* payload, uint16_t payload_cap,
+                    EndReason why) = 0;
 };
 
 class FlowTable {
@@ -128,18 +130,17 @@ class FlowTable {
   void remove(uint32_t i, EndReason why);
   bool expired(const FlowEntry& e, uint64_t now, EndReason& why) const;
   bool expire_entry(uint32_t i, EndReason why);  // true when the entry was removed
-  void reset_counters(FlowEntry& e, uint32_t i);
+  void reset_counters(FlowEntry& e);
   uint32_t evict_victim(uint64_t h);
 
   TableConfig cfg_;
   Counters& ctr_;
   RecordSink& sink_;
-  Region bucket_mem_, entry_mem_, free_mem_, payload_mem_, paylen_mem_;
+  Region bucket_mem_, entry_mem_, free_mem_, payload_mem_;
   Bucket* buckets_;
   FlowEntry* entries_;
   uint32_t* free_;
   uint8_t* payload_;
-  uint16_t* paylen_;
   uint32_t bucket_mask_;
   uint32_t nfree_;
   uint32_t used_ = 0;

@@ -16,14 +16,14 @@ struct FlowRecord {
   SamplingConfig sampling;
   uint8_t payload[2][FlowTable::kMaxPayload];
 
-  void fill(const FlowEntry& fe, const uint8_t* pay, const uint16_t* plen, uint16_t cap,
-            EndReason r, uint16_t core_id, const SamplingConfig& s) {
+  void fill(const FlowEntry& fe, const uint8_t* pay, uint16_t cap, EndReason r,
+            uint16_t core_id, const SamplingConfig& s) {
     e = fe;
     why = r;
     core = core_id;
     sampling = s;
     for (int d = 0; d < 2; d++) {
-      paylen[d] = pay ? plen[d] : 0;
+      paylen[d] = pay ? fe.paylen[d] : 0;
       if (paylen[d]) std::memcpy(payload[d], pay + size_t(d) * cap, paylen[d]);
     }
   }

@@ -62,9 +62,8 @@ struct Progress {
 class DirectSink final : public RecordSink {
  public:
   DirectSink(RecordConsumer& c, uint16_t core) : out_(c), core_(core) {}
-  void emit(const FlowEntry& e, const uint8_t* pay, const uint16_t* plen, uint16_t cap,
-            EndReason why) override {
-    rec_.fill(e, pay, plen, cap, why, core_, sampler->config());
+  void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override {
+    rec_.fill(e, pay, cap, why, core_, sampler->config());
     out_.consume(rec_);
     n++;
   }
@@ -126,9 +125,8 @@ struct Batch {
 class RingSink final : public RecordSink {
  public:
   RingSink(uint16_t core) : ring(1024), core_(core) {}
-  void emit(const FlowEntry& e, const uint8_t* pay, const uint16_t* plen, uint16_t cap,
-            EndReason why) override {
-    rec_.fill(e, pay, plen, cap, why, core_, sampler->config());
+  void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override {
+    rec_.fill(e, pay, cap, why, core_, sampler->config());
     while (!ring.push(rec_)) {
       waits++;
       std::this_thread::yield();
@@ -225,6 +223,7 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
     if (pacer.active()) pacer.wait(b->views[0].ts_ns);
     std::fill(b->cnt.begin(), b->cnt.end(), 0);
     for (uint32_t i = 0; i < n; i++) {
+      if (i + 4 < n) __builtin_prefetch(b->views[i + 4].data);
       PacketMeta& m = b->metas[i];
       PacketView& v = b->views[i];
       clock.stamp(v);

@@ -15,10 +15,9 @@ constexpr uint64_t S = 1'000'000'000ull;
 
 struct Collect : RecordSink {
   std::vector<FlowRecord> recs;
-  void emit(const FlowEntry& e, const uint8_t* pay, const uint16_t* plen, uint16_t cap,
-            EndReason why) override {
+  void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override {
     recs.emplace_back();
-    recs.back().fill(e, pay, plen, cap, why, 0, {});
+    recs.back().fill(e, pay, cap, why, 0, {});
   }
 };
 

@@ -1,0 +1,213 @@
+// Micro-benchmarks of the dataplane pieces. Tables are measured in steady state at a
+// stated load (flows resident / capacity) and size, both in cache and far beyond it;
+// rates are reported as items (packets or lookups) per second.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "dataplane/flow_core.h"
+#include "tests/pktbuild.h"
+
+using namespace ls;
+using lstest::Pkt;
+
+namespace {
+
+struct NullSink : RecordSink {
+  uint64_t n = 0;
+  void emit(const FlowEntry&, const uint8_t*, uint16_t, EndReason) override { n++; }
+};
+
+void BM_ParseTcp4(benchmark::State& st) {
+  Pkt p = lstest::tcp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1234, 443, 0x18, "GET / HTTP/1.1\r\n");
+  auto v = p.view();
+  PacketMeta m;
+  Counters c;
+  for (auto _ : st) {
+    benchmark::DoNotOptimize(parse_packet(v, LinkType::ETHERNET, {}, m, c));
+    benchmark::ClobberMemory();
+  }
+  st.SetItemsProcessed(st.iterations());
+}
+BENCHMARK(BM_ParseTcp4);
+
+void BM_ParseVxlanVlanIpv6(benchmark::State& st) {
+  Pkt p;
+  p.eth(0x0800).ip4({9, 9, 9, 9}, {8, 8, 8, 8}, 17).udp(1, 4789).bytes({8, 0, 0, 0}).u32(1 << 8)
+      .eth(0x8100).vlan(5, 0x86DD).ip6(1, 2, 6).tcp(1, 2, 0x10).finish();
+  auto v = p.view();
+  PacketMeta m;
+  Counters c;
+  for (auto _ : st) {
+    benchmark::DoNotOptimize(parse_packet(v, LinkType::ETHERNET, {}, m, c));
+    benchmark::ClobberMemory();
+  }
+  st.SetItemsProcessed(st.iterations());
+}
+BENCHMARK(BM_ParseVxlanVlanIpv6);
+
+std::vector<FlowKey> make_keys(size_t n, uint64_t seed) {
+  std::mt19937_64 r(seed);
+  std::vector<FlowKey> k(n);
+  for (auto& x : k) {
+    x = {};
+    uint64_t a = r(), b = r();
+    std::memcpy(x.lo, &a, 4);
+    std::memcpy(x.hi, &b, 4);
+    x.lo_port = uint16_t(r());
+    x.hi_port = 443;
+    x.proto = 6;
+    x.ip_ver = 4;
+  }
+  return k;
+}
+
+void BM_HashKey(benchmark::State& st) {
+  auto keys = make_keys(1024, 1);
+  size_t i = 0;
+  for (auto _ : st) {
+    benchmark::DoNotOptimize(hash_key(keys[i++ & 1023], 42));
+  }
+  st.SetItemsProcessed(st.iterations());
+}
+BENCHMARK(BM_HashKey);
+
+// Lookup hits at load = resident / capacity, random order, with burst prefetch
+// (range(1) = 1) or without.
+void BM_TableLookup(benchmark::State& st) {
+  const uint32_t cap = uint32_t(st.range(0));
+  const uint32_t resident = cap / 4 * 3;  // 75 % of the pool
+  const bool prefetch = st.range(1);
+  TableConfig tc;
+  tc.capacity = cap;
+  tc.payload_bytes = 0;
+  tc.hash_seed = 7;
+  Counters c;
+  NullSink s;
+  FlowTable t(tc, c, s);
+  auto keys = make_keys(resident, 2);
+  std::vector<uint64_t> h(resident);
+  for (uint32_t i = 0; i < resident; i++) {
+    h[i] = hash_key(keys[i], 7);
+    t.insert(keys[i], h[i], 1);
+  }
+  std::vector<uint32_t> order(1 << 16);
+  std::mt19937 r(3);
+  for (auto& o : order) o = r() % resident;
+  size_t pos = 0;
+  uint64_t found = 0;
+  for (auto _ : st) {
+    constexpr int B = 32;
+    const uint32_t* o = &order[pos];
+    pos = (pos + B) & (order.size() - 1);
+    if (prefetch) {
+      for (int i = 0; i < B; i++) t.prefetch_bucket(h[o[i]]);
+      for (int i = 0; i < B; i++) t.prefetch_entry(keys[o[i]], h[o[i]]);
+    }
+    for (int i = 0; i < B; i++) found += t.find(keys[o[i]], h[o[i]]) != FlowTable::kNone;
+  }
+  if (found != uint64_t(st.iterations()) * 32) st.SkipWithError("lookup missed a resident key");
+  st.SetItemsProcessed(st.iterations() * 32);
+  st.counters["table_MB"] = double(t.memory_bytes()) / 1e6;
+}
+BENCHMARK(BM_TableLookup)->ArgsProduct({{1 << 14, 1 << 22}, {0, 1}});
+
+// Steady-state churn: insert a new flow and remove an old one, table at ~75 % load.
+void BM_TableInsertRemove(benchmark::State& st) {
+  const uint32_t cap = uint32_t(st.range(0));
+  TableConfig tc;
+  tc.capacity = cap;
+  tc.payload_bytes = 0;
+  tc.hash_seed = 7;
+  tc.idle_timeout_ns = 1;  // every access of an old entry expires it
+  Counters c;
+  NullSink s;
+  FlowTable t(tc, c, s);
+  const uint32_t resident = cap / 4 * 3;
+  auto keys = make_keys(resident * 2, 4);
+  std::vector<uint64_t> h(keys.size());
+  std::vector<uint32_t> idx(keys.size(), FlowTable::kNone);
+  for (size_t i = 0; i < keys.size(); i++) h[i] = hash_key(keys[i], 7);
+  for (uint32_t i = 0; i < resident; i++) idx[i] = t.insert(keys[i], h[i], 1);
+  size_t in = resident, out = 0;
+  for (auto _ : st) {
+    t.check_expired(idx[out], 100);  // removes the oldest (expired on access)
+    out = out + 1 == keys.size() ? 0 : out + 1;
+    idx[in] = t.insert(keys[in], h[in], 1);
+    in = in + 1 == keys.size() ? 0 : in + 1;
+  }
+  st.SetItemsProcessed(st.iterations());
+}
+BENCHMARK(BM_TableInsertRemove)->Arg(1 << 14)->Arg(1 << 22);
+
+// The whole per-core stage from memory: parse + key + hash + lookup/insert + update +
+// expiry sweep, over range(0) flows visited uniformly at random (4096 packet templates,
+// each pass rewritten to new addresses with the replay loop rewrite), both directions,
+// 64 B payload capture on, table capacity 2 × flows.
+void BM_CorePipeline(benchmark::State& st) {
+  const uint32_t flows = uint32_t(st.range(0));
+  constexpr uint32_t kTemplates = 4096;
+  const uint32_t per = std::min(flows, kTemplates);
+  const uint32_t passes = (flows + per - 1) / per;
+  std::vector<Pkt> pkts;
+  std::mt19937 r(5);
+  for (uint32_t i = 0; i < kTemplates; i++) {
+    uint32_t f = i % per;
+    uint8_t a = uint8_t(f), b = uint8_t(f >> 8);
+    if (r() & 1) pkts.push_back(lstest::tcp4({172, 16, 0, 1}, {10, 1, b, a}, 443, 40000, 0x10, "0123456789"));
+    else pkts.push_back(lstest::tcp4({10, 1, b, a}, {172, 16, 0, 1}, 40000, 443, 0x10, "0123456789"));
+  }
+  std::shuffle(pkts.begin(), pkts.end(), r);
+  CoreConfig cfg;
+  cfg.table.capacity = std::max<uint32_t>(flows * 2, 1024);
+  cfg.table.hash_seed = 9;
+  NullSink s;
+  FlowCore core(cfg, s);
+  std::vector<PacketView> v(pkts.size());
+  for (size_t i = 0; i < pkts.size(); i++) v[i] = pkts[i].view(0);
+  uint64_t ts = 1'000'000'000'000ull, lcg = 1;
+  size_t pos = 0;
+  for (auto _ : st) {
+    for (int i = 0; i < 32; i++) {
+      v[pos + i].ts_ns = (ts += 100);
+      lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+      v[pos + i].rewrite = uint32_t(((lcg >> 32) * passes) >> 32);
+    }
+    core.process_raw(&v[pos], 32);
+    pos = (pos + 32) & (kTemplates - 1);
+  }
+  st.SetItemsProcessed(st.iterations() * 32);
+  st.counters["flows"] = double(core.table.size());
+  st.counters["created"] = double(core.ctr.get(Ctr::flows_created));
+  st.counters["evicted"] = double(core.ctr.get(Ctr::flows_evicted));
+  st.counters["idle"] = double(core.ctr.get(Ctr::flows_idle_timeout));
+}
+BENCHMARK(BM_CorePipeline)->Arg(1000)->Arg(200000)->Arg(4000000);
+
+// Expiry sweep cost per visited slot, table fully populated and nothing expiring.
+void BM_ExpirySweep(benchmark::State& st) {
+  TableConfig tc;
+  tc.capacity = 1 << 20;
+  tc.payload_bytes = 0;
+  tc.sweep_period_ns = 1'000'000'000;
+  Counters c;
+  NullSink s;
+  FlowTable t(tc, c, s);
+  auto keys = make_keys(tc.capacity / 2, 6);
+  uint64_t now = 1'000'000'000;
+  for (auto& k : keys) t.insert(k, hash_key(k, 0), now);
+  t.advance_clock(now, 0);
+  for (auto _ : st) {
+    now += 1'000'000;  // 1 ms of packet time → 1/1000 of the table
+    t.advance_clock(now, 0);
+    t.expire();
+  }
+  st.SetItemsProcessed(st.iterations() * (tc.capacity / 2) / 1000);
+}
+BENCHMARK(BM_ExpirySweep);
+
+}  // namespace
+
+BENCHMARK_MAIN();
