@@ -133,6 +133,51 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
               }},
          });
        }},
+      {"dpdk", [&](const YAML::Node& n, const std::string& nm) {
+         auto& d = c.dpdk;
+         auto small = [&](auto& v, auto& k, unsigned lo, unsigned hi) {
+           unsigned x = as<unsigned>(file, v, k);
+           if (x < lo || x > hi)
+             throw ConfigError(where(file, v, k) + "must be " + std::to_string(lo) + " .. " + std::to_string(hi));
+           return x;
+         };
+         walk(file, n, nm, {
+             {"eal", [&](auto& v, auto& k) {
+                if (!v.IsSequence()) throw ConfigError(where(file, v, k) + "expected a list of EAL arguments");
+                for (auto x : v) d.eal.push_back(x.Scalar());
+              }},
+             {"ports", [&](auto& v, auto& k) {
+                if (!v.IsSequence()) throw ConfigError(where(file, v, k) + "expected a list of port ids");
+                for (auto x : v) d.ports.push_back(uint16_t(small(x, k, 0, 1023)));
+              }},
+             {"rx_queues", [&](auto& v, auto& k) { d.rx_queues = uint16_t(small(v, k, 1, 128)); }},
+             {"rx_lcores", [&](auto& v, auto& k) { d.rx_lcores = uint16_t(small(v, k, 1, 128)); }},
+             {"workers", [&](auto& v, auto& k) { d.workers = uint16_t(small(v, k, 1, 128)); }},
+             {"burst", [&](auto& v, auto& k) { d.burst = uint16_t(small(v, k, 1, 256)); }},
+             {"mbufs", [&](auto& v, auto& k) { d.mbufs = small(v, k, 1024, 1u << 26); }},
+             {"ring_size", [&](auto& v, auto& k) { d.ring_size = small(v, k, 64, 1u << 24); }},
+             {"records", [&](auto& v, auto& k) { d.records = small(v, k, 1024, 1u << 24); }},
+             {"memory_replay", [&](auto& v, auto&) { d.memory_replay = v.Scalar(); }},
+             {"memory_loops", [&](auto& v, auto& k) { d.memory_loops = small(v, k, 1, 1u << 30); }},
+             {"memory_pps", [&](auto& v, auto& k) { d.memory_pps = as<uint64_t>(file, v, k); }},
+             {"mbuf_size", [&](auto& v, auto& k) { d.mbuf_size = small(v, k, 512, 65000); }},
+             {"idle_sleep_us", [&](auto& v, auto& k) { d.idle_sleep_us = small(v, k, 0, 100000); }},
+         });
+       }},
+      {"control", [&](const YAML::Node& n, const std::string& nm) {
+         walk(file, n, nm, {
+             {"socket", [&](auto& v, auto&) { c.control.socket = v.Scalar(); }},
+             {"socket_mode", [&](auto& v, auto& k) {
+                const std::string& m = v.Scalar();
+                unsigned x = 0;
+                auto [p, ec] = std::from_chars(m.data(), m.data() + m.size(), x, 8);
+                if (ec != std::errc() || p != m.data() + m.size() || x > 0777)
+                  throw ConfigError(where(file, v, k) + "expected an octal mode such as 0600");
+                c.control.socket_mode = x;
+              }},
+             {"exit_idle", [&](auto& v, auto& k) { c.control.exit_idle_ns = dur(file, v, k); }},
+         });
+       }},
       {"output", [&](const YAML::Node& n, const std::string& nm) {
          walk(file, n, nm, {
              {"flows", [&](auto& v, auto&) { c.flows_out = v.Scalar(); }},
@@ -233,6 +278,72 @@ void validate(const Config& c) {
   const auto& t = c.core.table;
   if (t.idle_timeout_ns == 0) throw ConfigError("table.idle_timeout must be > 0");
   if (t.sweep_period_ns == 0) throw ConfigError("table.sweep_period must be > 0");
+}
+
+const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/config.md)
+  --flows-out FILE       flow records as JSON lines ("-" = stdout)
+  --payload-out          include the captured payload prefix (hex) in records
+  --summary-json FILE    final counters as JSON
+  --sampling SPEC        off | packet:N | packet_random:N[:SEED] | flow_hash:N[:SEED] |
+                         sample_hold:N[:SEED]
+  --capacity N           flows per core table (1048576)
+  --payload-bytes N      payload bytes kept per direction, 0 disables (64)
+  --idle-timeout D       e.g. 30s, 500ms (30s)
+  --active-timeout D     long flows emit a record every D (300s; 0 disables)
+  --tcp-end-timeout D    linger after FIN/RST (2s)
+  --full-policy P        evict_oldest | drop_new (evict_oldest)
+  --hash-seed N          fixed flow-hash seed (default: random per run)
+  --zone                 VLAN id / tunnel id is part of the flow key
+  --decap-gtpu           decapsulate GTP-U (off by default)
+  --no-decap             do not decapsulate GRE, VXLAN, IP-in-IP
+)";
+
+namespace {
+template <class T>
+T flag_num(const std::string& flag, const std::string& v) {
+  T x{};
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (ec != std::errc() || p != v.data() + v.size())
+    throw ConfigError(flag + ": '" + v + "' is not a valid number");
+  return x;
+}
+}  // namespace
+
+bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
+  std::string a = argv[i];
+  auto val = [&]() -> std::string {
+    if (i + 1 >= argc) throw ConfigError(a + " needs a value");
+    return argv[++i];
+  };
+  auto& t = cfg.core.table;
+  if (a == "--config") val();  // loaded before the flags
+  else if (a == "--flows-out") cfg.flows_out = val();
+  else if (a == "--payload-out") cfg.payload_out = true;
+  else if (a == "--summary-json") cfg.summary_json = val();
+  else if (a == "--sampling") cfg.core.sampling = parse_sampling_spec(val());
+  else if (a == "--capacity") {
+    uint64_t c = flag_num<uint64_t>(a, val());
+    if (c == 0 || c > (1ull << 31)) throw ConfigError("--capacity must be 1 .. 2^31");
+    t.capacity = uint32_t(c);
+  } else if (a == "--payload-bytes") {
+    unsigned n = flag_num<unsigned>(a, val());
+    if (n > FlowTable::kMaxPayload) throw ConfigError("--payload-bytes must be 0 .. 256");
+    t.payload_bytes = uint16_t(n);
+  } else if (a == "--idle-timeout") t.idle_timeout_ns = parse_duration_ns(val());
+  else if (a == "--active-timeout") t.active_timeout_ns = parse_duration_ns(val());
+  else if (a == "--tcp-end-timeout") t.tcp_end_timeout_ns = parse_duration_ns(val());
+  else if (a == "--full-policy") t.full_policy = parse_full_policy(val());
+  else if (a == "--hash-seed") {
+    t.hash_seed = flag_num<uint64_t>(a, val());
+    cfg.hash_seed_set = true;
+  } else if (a == "--zone") cfg.core.key.use_zone = true;
+  else if (a == "--decap-gtpu") cfg.core.parse.decap_gtpu = true;
+  else if (a == "--no-decap") {
+    cfg.core.parse.decap_gre = cfg.core.parse.decap_vxlan = cfg.core.parse.decap_ipip = false;
+  } else {
+    return false;
+  }
+  return true;
 }
 
 }  // namespace ls

@@ -12,8 +12,33 @@ struct ConfigError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+struct DpdkConfig {
+  std::vector<std::string> eal;  // EAL arguments; `linesight run ... -- ARGS` appends
+  std::vector<uint16_t> ports;   // empty: every port EAL found
+  uint16_t rx_queues = 1;        // per port, spread symmetric-RSS
+  uint16_t rx_lcores = 1;
+  uint16_t workers = 1;
+  uint16_t burst = 32;
+  uint32_t mbufs = 16383;        // per socket
+  uint32_t mbuf_size = 2048;     // data room; af_packet and jumbo frames need more
+  uint32_t idle_sleep_us = 0;    // lcores sleep this long after 1024 empty polls (0: pure polling)
+  uint32_t ring_size = 4096;     // RX→worker and worker→control rings
+  uint32_t records = 65535;      // record buffers in flight
+  std::string memory_replay;     // pcap loaded into mbufs and replayed through net_ring
+  uint64_t memory_loops = 1;
+  uint64_t memory_pps = 0;       // feeder rate limit, packets/s (0: as fast as possible)
+};
+
+struct ControlConfig {
+  std::string socket = "/run/linesight/linesight.sock";
+  uint32_t socket_mode = 0600;
+  uint64_t exit_idle_ns = 0;  // stop when no packet arrived for this long (0: never)
+};
+
 struct Config {
   CoreConfig core;
+  DpdkConfig dpdk;
+  ControlConfig control;
   bool hash_seed_set = false;  // else a random per-run seed
   uint32_t cores = 1;
   double speed = 0;
@@ -37,5 +62,10 @@ std::string_view full_policy_name(FullPolicy p);
 
 // Final checks after file + flags (e.g. rate with mode off).
 void validate(const Config& c);
+
+// Applies one command-line flag shared by `replay` and `run` at argv[i] (advancing i past
+// its value). Returns false when the flag is not one of them. Throws ConfigError.
+bool apply_common_flag(Config& c, int argc, char** argv, int& i);
+extern const char* kCommonFlagsHelp;
 
 }  // namespace ls

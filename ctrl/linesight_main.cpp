@@ -11,6 +11,7 @@
 #include <iostream>
 #include <memory>
 
+#include "ctrl/commands.h"
 #include "ctrl/config.h"
 #include "ctrl/flow_writer.h"
 #include "dataplane/replay.h"
@@ -23,30 +24,16 @@ std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop.store(true); }
 
 const char* kUsage = R"(usage: linesight replay FILE... [options]
+       linesight run --config FILE [options] [-- EAL arguments]
        linesight --version
 
-Replays pcap/pcapng files through the flow pipeline and writes one JSON line per flow.
+replay: pcap/pcapng files through the flow pipeline, one JSON line per flow.
+run:    the DPDK runtime on NIC ports or virtual devices (linesight run --help).
 
-options (override the config file):
-  --config FILE          YAML config (docs/config.md)
+replay options (override the config file):
   --cores K              per-core flow tables, packets dispatched by address hash (1)
-  --flows-out FILE       flow records as JSON lines ("-" = stdout)
-  --payload-out          include the captured payload prefix (hex) in records
-  --summary-json FILE    final counters as JSON
-  --sampling SPEC        off | packet:N | packet_random:N[:SEED] | flow_hash:N[:SEED] |
-                         sample_hold:N[:SEED]
   --speed X              replay at recorded speed × X (0 = as fast as possible)
   --loop N               play the input N times from memory, rewriting addresses per loop
-  --capacity N           flows per core table (1048576)
-  --payload-bytes N      payload bytes kept per direction, 0 disables (64)
-  --idle-timeout D       e.g. 30s, 500ms (30s)
-  --active-timeout D     long flows emit a record every D (300s; 0 disables)
-  --tcp-end-timeout D    linger after FIN/RST (2s)
-  --full-policy P        evict_oldest | drop_new (evict_oldest)
-  --hash-seed N          fixed flow-hash seed (default: random per run)
-  --zone                 VLAN id / tunnel id is part of the flow key
-  --decap-gtpu           decapsulate GTP-U (off by default)
-  --no-decap             do not decapsulate GRE, VXLAN, IP-in-IP
   --quiet                no progress line and no summary
 )";
 
@@ -84,43 +71,19 @@ int cmd_replay(int argc, char** argv) {
         if (i + 1 >= argc) die(a + " needs a value");
         return argv[++i];
       };
-      auto& t = cfg.core.table;
-      if (a == "--config") val();
-      else if (a == "--cores") {
+      if (apply_common_flag(cfg, argc, argv, i)) continue;
+      if (a == "--cores") {
         cfg.cores = to_num<uint32_t>(a, val());
         if (cfg.cores == 0 || cfg.cores > 64) die("--cores must be 1 .. 64");
-      } else if (a == "--flows-out") cfg.flows_out = val();
-      else if (a == "--payload-out") cfg.payload_out = true;
-      else if (a == "--summary-json") cfg.summary_json = val();
-      else if (a == "--sampling") cfg.core.sampling = parse_sampling_spec(val());
-      else if (a == "--speed") {
+      } else if (a == "--speed") {
         cfg.speed = to_num<double>(a, val());
         if (!(cfg.speed >= 0)) die("--speed must be >= 0");
       } else if (a == "--loop") {
         cfg.loop = to_num<uint64_t>(a, val());
         if (!cfg.loop) die("--loop must be >= 1");
-      } else if (a == "--capacity") {
-        uint64_t c = to_num<uint64_t>(a, val());
-        if (c == 0 || c > (1ull << 31)) die("--capacity must be 1 .. 2^31");
-        t.capacity = uint32_t(c);
-      } else if (a == "--payload-bytes") {
-        unsigned n = to_num<unsigned>(a, val());
-        if (n > FlowTable::kMaxPayload) die("--payload-bytes must be 0 .. 256");
-        t.payload_bytes = uint16_t(n);
-      } else if (a == "--idle-timeout") t.idle_timeout_ns = parse_duration_ns(val());
-      else if (a == "--active-timeout") t.active_timeout_ns = parse_duration_ns(val());
-      else if (a == "--tcp-end-timeout") t.tcp_end_timeout_ns = parse_duration_ns(val());
-      else if (a == "--full-policy") t.full_policy = parse_full_policy(val());
-      else if (a == "--hash-seed") {
-        t.hash_seed = to_num<uint64_t>(a, val());
-        cfg.hash_seed_set = true;
-      } else if (a == "--zone") cfg.core.key.use_zone = true;
-      else if (a == "--decap-gtpu") cfg.core.parse.decap_gtpu = true;
-      else if (a == "--no-decap") {
-        cfg.core.parse.decap_gre = cfg.core.parse.decap_vxlan = cfg.core.parse.decap_ipip = false;
       } else if (a == "--quiet") quiet = true;
       else if (a == "-h" || a == "--help") {
-        std::fputs(kUsage, stdout);
+        std::printf("%s%s", kUsage, kCommonFlagsHelp);
         return 0;
       } else if (a.size() > 1 && a[0] == '-') die("unknown option " + a + " (see --help)");
       else files.push_back(a);
@@ -206,9 +169,17 @@ int cmd_replay(int argc, char** argv) {
 int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help") ||
       !std::strcmp(argv[1], "help")) {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    std::fprintf(argc < 2 ? stderr : stdout, "%s%s", kUsage, kCommonFlagsHelp);
     return argc < 2 ? 2 : 0;
   }
+#ifdef LS_HAVE_DPDK
+  if (!std::strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
+#else
+  if (!std::strcmp(argv[1], "run")) {
+    std::fputs("linesight: built without DPDK (install dpdk-dev and rebuild)\n", stderr);
+    return 2;
+  }
+#endif
   if (!std::strcmp(argv[1], "--version")) {
     std::puts("linesight " LS_VERSION);
     return 0;

@@ -1,0 +1,220 @@
+// `linesight run`: the DPDK runtime. The main lcore is the control core: it sets up EAL,
+// ports, rings and pools, launches RX and worker lcores, then drains records into the
+// exporters, serves the control socket and sums counters. It never writes per-lcore
+// state; live changes go through LiveSettings and a QSBR grace period.
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf_dyn.h>
+#include <rte_mempool.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ctrl/commands.h"
+#include "ctrl/config.h"
+#include "ctrl/ctl_server.h"
+#include "ctrl/flow_writer.h"
+#include "ctrl/runtime.h"
+#include "dataplane/dpdk_lcores.h"
+
+namespace ls {
+namespace {
+
+std::atomic<bool> g_signal{false};
+void on_signal(int) { g_signal.store(true); }
+
+const char* kRunUsage = R"(usage: linesight run --config FILE [options] [-- EAL arguments]
+
+Runs the DPDK pipeline: RX lcores (one or more queues each, symmetric RSS) → per-core flow
+tables → worker lcores → this control core (records, control socket, counters).
+EAL arguments come from the config's dpdk.eal list, then from after "--".
+
+options (override the config file):
+  --rx-lcores N          RX lcores (queues are spread over them)
+  --rx-queues N          RX queues per port
+  --workers N            worker lcores
+  --socket PATH          control socket (linesightctl), "" disables
+  --exit-idle D          stop once no packet has arrived for D (tests, pcap vdevs)
+  --memory-replay FILE   load FILE into mbufs and replay it through net_ring queues
+  --loop N               memory replay: N passes, addresses rewritten per pass
+  --replay-pps N         memory replay: feed at most N packets/s (default: line rate of the lcores)
+  --idle-sleep-us N      sleep N µs after 1024 empty polls (shared CPUs; 0 = pure polling)
+  --mbuf-size N          mbuf data room in bytes (2048; af_packet needs its frame size)
+  --quiet                no summary
+)";
+
+[[noreturn]] void die(const std::string& m) {
+  std::fprintf(stderr, "linesight: %s\n", m.c_str());
+  std::exit(2);
+}
+
+uint64_t wall_ns() {
+  timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  return uint64_t(t.tv_sec) * 1'000'000'000ull + uint64_t(t.tv_nsec);
+}
+
+}  // namespace
+
+int cmd_run(int argc, char** argv) {
+  Config cfg;
+  bool quiet = false;
+  std::vector<std::string> eal_extra;
+  int dashdash = argc;
+  for (int i = 0; i < argc; i++)
+    if (!std::strcmp(argv[i], "--")) {
+      dashdash = i;
+      break;
+    }
+  for (int i = dashdash + 1; i < argc; i++) eal_extra.push_back(argv[i]);
+  for (int i = 0; i < dashdash; i++)
+    if (!std::strcmp(argv[i], "--config")) {
+      if (i + 1 >= dashdash) die("--config needs a file");
+      try {
+        load_config_file(argv[i + 1], cfg);
+      } catch (const ConfigError& e) {
+        die(e.what());
+      }
+    }
+  try {
+    for (int i = 0; i < dashdash; i++) {
+      std::string a = argv[i];
+      auto val = [&]() -> std::string {
+        if (i + 1 >= dashdash) die(a + " needs a value");
+        return argv[++i];
+      };
+      auto num = [&](unsigned lo, unsigned hi) {
+        std::string v = val();
+        char* end;
+        unsigned long x = std::strtoul(v.c_str(), &end, 10);
+        if (*end || v.empty() || x < lo || x > hi)
+          die(a + " must be " + std::to_string(lo) + " .. " + std::to_string(hi) + ", got '" + v + "'");
+        return unsigned(x);
+      };
+      if (apply_common_flag(cfg, dashdash, argv, i)) continue;
+      if (a == "--rx-lcores") cfg.dpdk.rx_lcores = uint16_t(num(1, 128));
+      else if (a == "--rx-queues") cfg.dpdk.rx_queues = uint16_t(num(1, 128));
+      else if (a == "--workers") cfg.dpdk.workers = uint16_t(num(1, 128));
+      else if (a == "--socket") cfg.control.socket = val();
+      else if (a == "--exit-idle") cfg.control.exit_idle_ns = parse_duration_ns(val());
+      else if (a == "--memory-replay") cfg.dpdk.memory_replay = val();
+      else if (a == "--loop") cfg.dpdk.memory_loops = num(1, 1u << 30);
+      else if (a == "--replay-pps") cfg.dpdk.memory_pps = num(1, 4000000000u);
+      else if (a == "--idle-sleep-us") cfg.dpdk.idle_sleep_us = num(0, 100000);
+      else if (a == "--mbuf-size") cfg.dpdk.mbuf_size = num(512, 65000);
+      else if (a == "--quiet") quiet = true;
+      else if (a == "-h" || a == "--help") {
+        std::printf("%s%s", kRunUsage, kCommonFlagsHelp);
+        return 0;
+      } else die("unknown option " + a + " (see linesight run --help)");
+    }
+    validate(cfg);
+  } catch (const ConfigError& e) {
+    die(e.what());
+  }
+  if (!cfg.hash_seed_set) {
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, 0) != sizeof s) s = uint64_t(time(nullptr));
+    cfg.core.table.hash_seed = s;
+  }
+
+  Runtime rt(cfg);
+  try {
+    rt.init_eal(eal_extra);
+    rt.setup();
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
+
+  std::unique_ptr<FlowWriter> writer;
+  if (!cfg.flows_out.empty()) {
+    try {
+      writer = std::make_unique<FlowWriter>(cfg.flows_out, cfg.payload_out);
+    } catch (const std::exception& e) {
+      die(e.what());
+    }
+  }
+  SummaryCollector summary(writer.get());
+  summary.track_hosts = !quiet;
+
+  std::unique_ptr<CtlServer> ctl;
+  if (!cfg.control.socket.empty()) {
+    try {
+      ctl = std::make_unique<CtlServer>(cfg.control.socket, cfg.control.socket_mode);
+      register_runtime_commands(*ctl, rt, cfg);
+    } catch (const std::exception& e) {
+      die(e.what());
+    }
+  }
+
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  rt.launch();
+  uint64_t last_pkts = UINT64_MAX, last_change = wall_ns();
+  uint64_t next_check = 0;
+  for (;;) {
+    unsigned n = rt.drain(summary);
+    if (ctl) ctl->poll(n ? 0 : 1);
+    if (g_signal.load()) rt.request_stop("signal");
+    uint64_t now = wall_ns();
+    if (now >= next_check) {
+      next_check = now + 50'000'000ull;
+      uint64_t pk = rt.rx_packets();
+      if (pk != last_pkts) {
+        last_pkts = pk;
+        last_change = now;
+      } else if (cfg.control.exit_idle_ns && now - last_change >= cfg.control.exit_idle_ns &&
+                 rt.source_finished()) {
+        rt.request_stop("input idle");
+      }
+    }
+    if (rt.stopping() && rt.all_done() && !n) {
+      if (!rt.drain(summary)) break;
+    }
+    if (!n && !ctl) usleep(200);
+  }
+  ReplayResult res = rt.finish();
+  int rc = 0;
+  if (writer) {
+    try {
+      writer->close();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "linesight: %s\n", e.what());
+      rc = 1;
+    }
+  }
+  if (!quiet) {
+    std::string s = format_summary(res, summary, uint32_t(res.per_core.size()),
+                                   cfg.flows_out == "-" ? "" : cfg.flows_out);
+    s += rt.ring_summary();
+    std::fputs(s.c_str(), cfg.flows_out == "-" ? stderr : stdout);
+  }
+  if (!cfg.summary_json.empty()) {
+    std::ofstream f(cfg.summary_json);
+    auto j = nlohmann::json::parse(format_summary_json(res, summary, uint32_t(res.per_core.size())));
+    j["rings"] = nlohmann::json::parse(rt.ring_json());
+    j["stop_reason"] = rt.stop_reason();
+    f << j.dump(1) << "\n";
+    if (!f) rc = 1;
+  }
+  ctl.reset();
+  rt.cleanup();
+  return rc;
+}
+
+}  // namespace ls

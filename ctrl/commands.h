@@ -1,0 +1,7 @@
+// Subcommands of the linesight binary.
+#pragma once
+
+namespace ls {
+int cmd_run(int argc, char** argv);
+}
+using ls::cmd_run;

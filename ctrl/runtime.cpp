@@ -1,0 +1,556 @@
+#include "ctrl/runtime.h"
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf_dyn.h>
+#include <rte_pause.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <cstring>
+#include <stdexcept>
+
+#include "ctrl/ctl_server.h"
+
+namespace ls {
+namespace {
+
+// Symmetric Toeplitz key (the 0x6d5a pattern of Woo & Park, "Scalable TCP Session
+// Monitoring with Symmetric Receive-side Scaling"): hash(a→b) == hash(b→a), so both
+// directions of a connection reach the same queue and so the same flow table.
+uint8_t kSymmetricRssKey[40] = {
+    0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+    0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+    0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a};
+
+uint64_t wall_ns() {
+  timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  return uint64_t(t.tv_sec) * 1'000'000'000ull + uint64_t(t.tv_nsec);
+}
+
+std::string err(const std::string& what, int rc) {
+  return what + ": " + rte_strerror(rc < 0 ? -rc : rc);
+}
+
+}  // namespace
+
+Runtime::~Runtime() { cleanup(); }
+
+void Runtime::init_eal(const std::vector<std::string>& extra) {
+  std::vector<std::string> args{"linesight"};
+  for (auto& a : cfg_.dpdk.eal) args.push_back(a);
+  for (auto& a : extra) args.push_back(a);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int rc = rte_eal_init(int(args.size()), argv.data());
+  if (rc < 0) throw std::runtime_error(err("EAL init failed", rte_errno));
+  eal_up_ = true;
+}
+
+void Runtime::setup() {
+  const auto& d = cfg_.dpdk;
+  unsigned need = 1u + d.rx_lcores + d.workers;
+  if (rte_lcore_count() < need)
+    throw std::runtime_error("need " + std::to_string(need) + " lcores (1 control + " +
+                             std::to_string(d.rx_lcores) + " RX + " + std::to_string(d.workers) +
+                             " workers), EAL gave " + std::to_string(rte_lcore_count()) +
+                             ": use -l / --lcores (lcores may share CPUs: --lcores '(0-3)@(0-1)')");
+  shared_.burst = d.burst;
+  shared_.idle_sleep_us = d.idle_sleep_us;
+  shared_.tsc_hz = rte_get_tsc_hz();
+  shared_.tsc0 = rte_rdtsc();
+  shared_.wall0_ns = wall_ns();
+
+  unsigned socket = rte_socket_id();
+  if (!d.memory_replay.empty()) {
+    setup_memory_replay();
+  } else {
+    mbuf_pool_ = rte_pktmbuf_pool_create("ls_mbufs", d.mbufs, 256, 0,
+                                         uint16_t(RTE_PKTMBUF_HEADROOM + d.mbuf_size), int(socket));
+    if (!mbuf_pool_) throw std::runtime_error(err("mbuf pool", rte_errno));
+    if (d.ports.empty()) {
+      uint16_t p;
+      RTE_ETH_FOREACH_DEV(p) ports_.push_back(p);
+    } else {
+      ports_ = d.ports;
+    }
+    if (ports_.empty())
+      throw std::runtime_error("no DPDK ports: bind a NIC (docs/deploy.md) or add a --vdev, "
+                               "e.g. -- --vdev net_pcap0,rx_pcap=FILE");
+    bool all_pcap = true;
+    for (uint16_t p : ports_) {
+      if (!rte_eth_dev_is_valid_port(p)) throw std::runtime_error("port " + std::to_string(p) + " does not exist");
+      rte_eth_dev_info info;
+      rte_eth_dev_info_get(p, &info);
+      all_pcap &= std::string(info.driver_name) == "net_pcap";
+      setup_port(p, d.rx_queues);
+    }
+    // Only pcap vdevs put capture time (ns since the epoch) in the timestamp field; NIC
+    // hardware timestamps are in device clock units, so live ports use the TSC clock.
+    if (all_pcap) {
+      shared_.ts_dynfield = rte_mbuf_dynfield_lookup(RTE_MBUF_DYNFIELD_TIMESTAMP_NAME, nullptr);
+      int bit = rte_mbuf_dynflag_lookup(RTE_MBUF_DYNFLAG_RX_TIMESTAMP_NAME, nullptr);
+      if (shared_.ts_dynfield >= 0 && bit >= 0) {
+        shared_.ts_dynflag = 1ull << bit;
+        shared_.ts_mul = 1000;  // net_pcap (DPDK 22.11) stores microseconds
+        shared_.packet_clock = true;
+      } else {
+        shared_.ts_dynfield = -1;
+      }
+    }
+  }
+
+  // QSBR for live settings: one thread id per RX lcore.
+  size_t sz = rte_rcu_qsbr_get_memsize(d.rx_lcores);
+  shared_.qsbr = static_cast<rte_rcu_qsbr*>(rte_zmalloc("ls_qsbr", sz, RTE_CACHE_LINE_SIZE));
+  if (!shared_.qsbr || rte_rcu_qsbr_init(shared_.qsbr, d.rx_lcores) != 0)
+    throw std::runtime_error("QSBR init failed");
+  live_ = std::make_unique<LiveSettings>();
+  live_->sampling = cfg_.core.sampling;
+  live_->version = live_version_ = 0;
+  shared_.live.store(live_.get());
+
+  shared_.record_pool = rte_mempool_create("ls_records", d.records, sizeof(FlowRecord), 256, 0,
+                                           nullptr, nullptr, nullptr, nullptr, int(socket), 0);
+  if (!shared_.record_pool) throw std::runtime_error(err("record pool", rte_errno));
+
+  std::vector<unsigned> lcores;
+  unsigned lc;
+  RTE_LCORE_FOREACH_WORKER(lc) lcores.push_back(lc);
+  auto ring = [&](const std::string& name) {
+    rte_ring* r = rte_ring_create(name.c_str(), d.ring_size, int(socket), RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (!r) throw std::runtime_error(err("ring " + name, rte_errno));
+    rings_.push_back(r);
+    return r;
+  };
+  for (uint16_t i = 0; i < d.rx_lcores; i++) {
+    auto l = std::make_unique<RxLcore>();
+    l->lcore_id = lcores[i];
+    l->index = i;
+    l->shared = &shared_;
+    rx_.push_back(std::move(l));
+  }
+  for (size_t q = 0; q < queues_.size(); q++) rx_[q % rx_.size()]->queues.push_back(queues_[q]);
+  for (uint16_t w = 0; w < d.workers; w++) {
+    auto wl = std::make_unique<WorkerLcore>();
+    wl->lcore_id = lcores[d.rx_lcores + w];
+    wl->index = w;
+    wl->shared = &shared_;
+    wl->rx = &rx_;
+    wl->to_control = ring("ls_w" + std::to_string(w) + "_ctl");
+    to_control_.push_back(wl->to_control);
+    workers_.push_back(std::move(wl));
+  }
+  for (auto& l : rx_) {
+    for (auto& w : workers_) {
+      rte_ring* r = ring("ls_rx" + std::to_string(l->index) + "_w" + std::to_string(w->index));
+      l->to_worker.push_back(r);
+      w->from_rx.push_back(r);
+    }
+    rx_lcore_init(*l, cfg_.core);
+  }
+}
+
+void Runtime::setup_port(uint16_t port, uint16_t nq) {
+  rte_eth_dev_info info;
+  int rc = rte_eth_dev_info_get(port, &info);
+  if (rc) throw std::runtime_error(err("port " + std::to_string(port) + " info", rc));
+  if (nq > info.max_rx_queues)
+    throw std::runtime_error("port " + std::to_string(port) + " (" + info.driver_name + ") has " +
+                             std::to_string(info.max_rx_queues) + " RX queues, " +
+                             std::to_string(nq) + " requested");
+  rte_eth_conf conf{};
+  if (nq > 1) {
+    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    conf.rx_adv_conf.rss_conf.rss_key = kSymmetricRssKey;
+    conf.rx_adv_conf.rss_conf.rss_key_len = sizeof kSymmetricRssKey;
+    conf.rx_adv_conf.rss_conf.rss_hf =
+        (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
+  }
+  if ((info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_TIMESTAMP) &&
+      std::string(info.driver_name) == "net_pcap")
+    conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_TIMESTAMP;
+  rc = rte_eth_dev_configure(port, nq, 1, &conf);
+  if (rc) throw std::runtime_error(err("port " + std::to_string(port) + " configure", rc));
+  uint16_t nrx = 1024, ntx = 512;
+  rte_eth_dev_adjust_nb_rx_tx_desc(port, &nrx, &ntx);
+  int sock = rte_eth_dev_socket_id(port);
+  for (uint16_t q = 0; q < nq; q++) {
+    rc = rte_eth_rx_queue_setup(port, q, nrx, unsigned(sock < 0 ? 0 : sock), nullptr, mbuf_pool_);
+    if (rc) throw std::runtime_error(err("port " + std::to_string(port) + " RX queue", rc));
+    queues_.push_back({port, q});
+  }
+  rc = rte_eth_tx_queue_setup(port, 0, ntx, unsigned(sock < 0 ? 0 : sock), nullptr);
+  if (rc) throw std::runtime_error(err("port " + std::to_string(port) + " TX queue", rc));
+  rc = rte_eth_dev_start(port);
+  if (rc) throw std::runtime_error(err("port " + std::to_string(port) + " start", rc));
+  rte_eth_promiscuous_enable(port);  // not every PMD supports it; capture works without
+}
+
+void Runtime::setup_memory_replay() {
+  const auto& d = cfg_.dpdk;
+  unsigned socket = rte_socket_id();
+  auto src = open_pcap_files({d.memory_replay});
+  std::vector<std::vector<uint8_t>> pk;
+  std::vector<uint64_t> ts;
+  std::vector<uint32_t> wire;
+  Arena a;
+  PacketView v[256];
+  Counters scratch;
+  ParseConfig pc = cfg_.core.parse;
+  for (uint32_t n; (n = src->next_burst(v, 256, a));) {
+    for (uint32_t i = 0; i < n; i++) {
+      if (v[i].link != LinkType::ETHERNET) throw std::runtime_error(d.memory_replay + ": memory replay needs an Ethernet capture");
+      pk.emplace_back(v[i].data, v[i].data + v[i].cap_len);
+      ts.push_back(v[i].ts_ns);
+      wire.push_back(v[i].wire_len);
+      // Software symmetric RSS, decided once: both directions of a pair share a queue.
+      PacketMeta m;
+      uint16_t q = 0;
+      if (parse_packet(v[i], v[i].link, pc, m, scratch)) q = uint16_t(dispatch_core(m, d.rx_queues));
+      replay_queue_.push_back(q);
+    }
+  }
+  if (pk.empty()) throw std::runtime_error(d.memory_replay + ": no packets");
+  // Frames longer than one 2 KB segment are chained: the parser reads headers from the
+  // first segment, and pkt_len keeps the whole frame's length for byte counts.
+  constexpr size_t kSeg = 2048;
+  size_t segs = 0;
+  for (auto& p : pk) segs += std::max<size_t>(1, (p.size() + kSeg - 1) / kSeg);
+  replay_pool_ = rte_pktmbuf_pool_create("ls_replay", unsigned(segs) + 1, 0, 0,
+                                         uint16_t(RTE_PKTMBUF_HEADROOM + kSeg), int(socket));
+  if (!replay_pool_) throw std::runtime_error(err("replay mbuf pool", rte_errno));
+  static const rte_mbuf_dynfield loop_field = {"linesight_loop", sizeof(uint64_t), alignof(uint64_t), 0};
+  static const rte_mbuf_dynfield wire_field = {"linesight_wire_len", sizeof(uint32_t), alignof(uint32_t), 0};
+  shared_.loop_dynfield = rte_mbuf_dynfield_register(&loop_field);
+  shared_.wire_dynfield = rte_mbuf_dynfield_register(&wire_field);
+  if (shared_.loop_dynfield < 0 || shared_.wire_dynfield < 0)
+    throw std::runtime_error(err("mbuf dynfield", rte_errno));
+  if (rte_mbuf_dyn_rx_timestamp_register(&shared_.ts_dynfield, &shared_.ts_dynflag) != 0)
+    throw std::runtime_error(err("timestamp field", rte_errno));
+  shared_.packet_clock = true;
+  for (size_t i = 0; i < pk.size(); i++) {
+    rte_mbuf* m = nullptr;
+    for (size_t off = 0; off < pk[i].size() || !m; off += kSeg) {
+      rte_mbuf* s = rte_pktmbuf_alloc(replay_pool_);
+      if (!s) throw std::runtime_error("replay mbuf pool exhausted");
+      size_t len = std::min(kSeg, pk[i].size() - off);
+      std::memcpy(rte_pktmbuf_append(s, uint16_t(len)), pk[i].data() + off, len);
+      if (!m) m = s;
+      else if (rte_pktmbuf_chain(m, s) != 0) throw std::runtime_error("frame needs too many segments");
+    }
+    *RTE_MBUF_DYNFIELD(m, shared_.ts_dynfield, uint64_t*) = ts[i];
+    *RTE_MBUF_DYNFIELD(m, shared_.wire_dynfield, uint32_t*) = wire[i];
+    m->ol_flags |= shared_.ts_dynflag;
+    replay_mbufs_.push_back(m);
+  }
+  // One net_ring port whose RX queues are rings the feeder fills.
+  for (uint16_t q = 0; q < d.rx_queues; q++) {
+    rte_ring* r = rte_ring_create(("ls_mr" + std::to_string(q)).c_str(), 4096, int(socket),
+                                  RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (!r) throw std::runtime_error(err("replay ring", rte_errno));
+    replay_rings_.push_back(r);
+  }
+  rte_ring* tx = rte_ring_create("ls_mr_tx", 64, int(socket), 0);
+  int port = rte_eth_from_rings("ls_mem", replay_rings_.data(), d.rx_queues, &tx, 1, socket);
+  if (port < 0) throw std::runtime_error(err("net_ring port", rte_errno));
+  replay_rings_.push_back(tx);
+  ports_.push_back(uint16_t(port));
+  mbuf_pool_ = rte_pktmbuf_pool_create("ls_mbufs", 1024, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, int(socket));
+  setup_port(uint16_t(port), d.rx_queues);
+  feeder_done_ = false;
+}
+
+// Memory replay feeder: every pass enqueues each preloaded mbuf once more (refcount +1,
+// so RX frees only its reference), tagging it with the pass for address rewriting and a
+// timestamp shifted forward per pass. An mbuf is reused only once RX released it.
+void Runtime::feed() {
+  const auto& d = cfg_.dpdk;
+  uint64_t span = 0;
+  {
+    uint64_t t0 = *RTE_MBUF_DYNFIELD(replay_mbufs_.front(), shared_.ts_dynfield, uint64_t*);
+    uint64_t t1 = *RTE_MBUF_DYNFIELD(replay_mbufs_.back(), shared_.ts_dynfield, uint64_t*);
+    span = t1 > t0 ? t1 - t0 : 0;
+  }
+  std::vector<uint64_t> base(replay_mbufs_.size());
+  for (size_t i = 0; i < base.size(); i++)
+    base[i] = *RTE_MBUF_DYNFIELD(replay_mbufs_[i], shared_.ts_dynfield, uint64_t*);
+  ClockGuard guard(cfg_.core.table.backward_tolerance_ns);
+  // Pacing: packet k is due at start + k / pps (checked every 32 packets).
+  const uint64_t hz = rte_get_tsc_hz(), t0 = rte_rdtsc();
+  uint64_t sent = 0;
+  for (uint64_t loop = 0; loop < d.memory_loops && !shared_.stop.load(); loop++) {
+    for (size_t i = 0; i < replay_mbufs_.size(); i++) {
+      rte_mbuf* m = replay_mbufs_[i];
+      while (rte_mbuf_refcnt_read(m) != 1) {
+        if (shared_.stop.load()) goto out;
+        rte_pause();
+      }
+      PacketView pv{};
+      pv.ts_ns = base[i] + loop * (span + 1'000'000'000ull);
+      guard.stamp(pv);
+      *RTE_MBUF_DYNFIELD(m, shared_.loop_dynfield, uint64_t*) = loop | uint64_t(pv.epoch) << 32;
+      *RTE_MBUF_DYNFIELD(m, shared_.ts_dynfield, uint64_t*) = pv.ts_ns;
+      if (d.memory_pps && (sent & 31) == 0) {
+        uint64_t due = t0 + uint64_t((unsigned __int128)sent * hz / d.memory_pps);
+        while (rte_rdtsc() < due) {
+          if (shared_.stop.load()) goto out;
+          // The feeder is a traffic generator, not datapath: sleep rather than spin.
+          if (due - rte_rdtsc() > hz / 10000) usleep(50);
+          else rte_pause();
+        }
+      }
+      sent++;
+      rte_mbuf_refcnt_update(m, 1);
+      while (rte_ring_sp_enqueue(replay_rings_[replay_queue_[i]], m) != 0) {
+        if (shared_.stop.load()) {
+          rte_mbuf_refcnt_update(m, -1);
+          goto out;
+        }
+        rte_pause();
+      }
+    }
+  }
+out:
+  feeder_done_.store(true);
+}
+
+void Runtime::launch() {
+  start_ns_ = wall_ns();
+  for (auto& l : rx_)
+    if (rte_eal_remote_launch(rx_lcore_main, l.get(), l->lcore_id) != 0)
+      throw std::runtime_error("cannot launch RX lcore " + std::to_string(l->lcore_id));
+  for (auto& w : workers_)
+    if (rte_eal_remote_launch(worker_lcore_main, w.get(), w->lcore_id) != 0)
+      throw std::runtime_error("cannot launch worker lcore " + std::to_string(w->lcore_id));
+  launched_ = true;
+  if (!replay_mbufs_.empty()) feeder_ = std::thread([this] { feed(); });
+}
+
+unsigned Runtime::drain(RecordConsumer& out) {
+  void* objs[256];
+  unsigned total = 0;
+  for (rte_ring* r : to_control_) {
+    unsigned n = rte_ring_sc_dequeue_burst(r, objs, 256, nullptr);
+    for (unsigned i = 0; i < n; i++) out.consume(*static_cast<FlowRecord*>(objs[i]));
+    if (n) rte_mempool_put_bulk(shared_.record_pool, objs, n);
+    total += n;
+  }
+  return total;
+}
+
+void Runtime::request_stop(const char* why) {
+  if (!shared_.stop.exchange(true)) {
+    stop_reason_ = why;
+    end_ns_ = wall_ns();
+  }
+}
+
+bool Runtime::all_done() const {
+  for (auto& w : workers_)
+    if (!w->done.load(std::memory_order_acquire)) return false;
+  return true;
+}
+
+uint64_t Runtime::rx_packets() const {
+  uint64_t n = 0;
+  for (auto& l : rx_) n += l->rx_packets.load(std::memory_order_relaxed);
+  return n;
+}
+
+ReplayResult Runtime::finish() {
+  if (feeder_.joinable()) feeder_.join();
+  rte_eal_mp_wait_lcore();
+  launched_ = false;
+  ReplayResult r;
+  r.wall_ns = (end_ns_ ? end_ns_ : wall_ns()) - start_ns_;
+  for (auto& l : rx_) {
+    r.per_core.push_back(l->core->ctr);
+    r.total += l->core->ctr;
+    r.table_bytes += l->core->table.memory_bytes();
+  }
+  r.interrupted = std::string(stop_reason_) == "signal";
+  return r;
+}
+
+void Runtime::cleanup() {
+  if (!eal_up_) return;
+  if (launched_) {
+    request_stop("cleanup");
+    if (feeder_.joinable()) feeder_.join();
+    rte_eal_mp_wait_lcore();
+  }
+  for (uint16_t p : ports_) {
+    rte_eth_dev_stop(p);
+    rte_eth_dev_close(p);
+  }
+  for (rte_mbuf* m : replay_mbufs_) rte_pktmbuf_free(m);
+  replay_mbufs_.clear();
+  rx_.clear();
+  workers_.clear();
+  for (rte_ring* r : rings_) rte_ring_free(r);
+  for (rte_ring* r : replay_rings_) rte_ring_free(r);
+  rings_.clear();
+  replay_rings_.clear();
+  rte_mempool_free(shared_.record_pool);
+  rte_mempool_free(mbuf_pool_);
+  rte_mempool_free(replay_pool_);
+  rte_free(shared_.qsbr);
+  rte_eal_cleanup();
+  eal_up_ = false;
+}
+
+void Runtime::set_sampling(const SamplingConfig& s) {
+  auto next = std::make_unique<LiveSettings>();
+  next->sampling = s;
+  next->version = ++live_version_;
+  shared_.live.store(next.get(), std::memory_order_release);
+  // Every RX lcore passes a quiescent point after the store before the old one goes.
+  if (launched_ && !stopping()) rte_rcu_qsbr_synchronize(shared_.qsbr, RTE_QSBR_THRID_INVALID);
+  live_ = std::move(next);
+}
+
+SamplingConfig Runtime::sampling() const { return live_->sampling; }
+
+std::string Runtime::ring_summary() const {
+  std::string o = "rings:\n";
+  char line[256];
+  for (auto& l : rx_) {
+    std::snprintf(line, sizeof line, "  rx lcore %u: %lu records out, %lu ring full, %lu pool empty\n",
+                  l->lcore_id, (unsigned long)l->rc.records_out, (unsigned long)l->rc.record_ring_full,
+                  (unsigned long)l->rc.record_pool_empty);
+    o += line;
+  }
+  for (auto& w : workers_) {
+    std::snprintf(line, sizeof line, "  worker lcore %u: %lu records out, %lu ring full\n", w->lcore_id,
+                  (unsigned long)w->rc.records_out, (unsigned long)w->rc.record_ring_full);
+    o += line;
+  }
+  return o;
+}
+
+std::string Runtime::ring_json() const {
+  nlohmann::json j;
+  uint64_t full = 0, empty = 0;
+  for (auto& l : rx_) {
+    full += l->rc.record_ring_full;
+    empty += l->rc.record_pool_empty;
+  }
+  for (auto& w : workers_) full += w->rc.record_ring_full;
+  j["record_ring_full"] = full;
+  j["record_pool_empty"] = empty;
+  return j.dump();
+}
+
+// Counters are read while lcores write them: each is an aligned 64-bit word, so a read
+// sees an old or a new value; totals may lag by one check interval.
+std::string Runtime::stats_json() const {
+  nlohmann::json j;
+  Counters total;
+  auto& cores = j["rx_lcores"];
+  cores = nlohmann::json::array();
+  for (auto& l : rx_) {
+    const Counters& c = l->core->ctr;
+    total += c;
+    nlohmann::json e;
+    e["lcore"] = l->lcore_id;
+    e["queues"] = l->queues.size();
+    e["flows"] = l->flows.load(std::memory_order_relaxed);
+    e["records_out"] = l->rc.records_out;
+    e["record_ring_full"] = l->rc.record_ring_full;
+    e["record_pool_empty"] = l->rc.record_pool_empty;
+    auto& ce = e["counters"];
+    ce = nlohmann::json::object();
+    for (size_t i = 0; i < kNumCounters; i++)
+      if (c.v[i]) ce[std::string(kCounterNames[i])] = c.v[i];
+    cores.push_back(e);
+  }
+  auto& ws = j["workers"];
+  ws = nlohmann::json::array();
+  for (auto& w : workers_)
+    ws.push_back({{"lcore", w->lcore_id}, {"records_out", w->rc.records_out},
+                  {"record_ring_full", w->rc.record_ring_full}});
+  auto& rings = j["rings"];
+  rings = nlohmann::json::array();
+  for (rte_ring* r : rings_)
+    rings.push_back({{"name", r->name}, {"count", rte_ring_count(r)}, {"size", rte_ring_get_capacity(r)}});
+  auto& t = j["total"];
+  t = nlohmann::json::object();
+  nlohmann::json drops = nlohmann::json::object();
+  for (size_t i = 0; i < kNumCounters; i++) {
+    t[std::string(kCounterNames[i])] = total.v[i];
+    if (kCounterKinds[i] == CtrKind::DROP && total.v[i]) drops[std::string(kCounterNames[i])] = total.v[i];
+  }
+  j["drops"] = drops;
+  j["uptime_s"] = double(wall_ns() - start_ns_) / 1e9;
+  return j.dump();
+}
+
+}  // namespace ls
+
+namespace ls {
+
+void register_runtime_commands(CtlServer& s, Runtime& rt, const Config& cfg) {
+  s.add("/stats", "every counter per RX lcore and in total, drops by reason, ring occupancy",
+        [&rt](const CtlRequest&) { return nlohmann::json::parse(rt.stats_json()); });
+  s.add("/sampling",
+        "get the sampling setting, or set it live: {\"cmd\":\"/sampling\",\"set\":"
+        "{\"mode\":\"flow_hash\",\"rate\":100,\"seed\":1}}",
+        [&rt](const CtlRequest& r) {
+          if (r.body.contains("set")) {
+            const auto& v = r.body["set"];
+            if (!v.is_object()) throw CtlError("\"set\" must be an object {mode, rate, seed}");
+            SamplingConfig n = rt.sampling();
+            if (v.contains("mode")) {
+              if (!v["mode"].is_string()) throw CtlError("mode must be a string");
+              auto m = parse_sample_mode(v["mode"].get<std::string>());
+              if (!m) throw CtlError("unknown mode '" + v["mode"].get<std::string>() +
+                                     "' (off, packet, packet_random, flow_hash, sample_hold)");
+              n.mode = *m;
+              if (n.mode == SampleMode::OFF) n.rate = 1;
+            }
+            if (v.contains("rate")) {
+              if (!v["rate"].is_number_unsigned() || v["rate"].get<uint64_t>() == 0 ||
+                  v["rate"].get<uint64_t>() > UINT32_MAX)
+                throw CtlError("rate must be an integer N >= 1 (1:N)");
+              n.rate = v["rate"].get<uint32_t>();
+            }
+            if (v.contains("seed")) {
+              if (!v["seed"].is_number_unsigned()) throw CtlError("seed must be an unsigned integer");
+              n.seed = v["seed"].get<uint64_t>();
+            }
+            std::string bad = check_sampling(n);
+            if (!bad.empty()) throw CtlError(bad);
+            rt.set_sampling(n);
+          }
+          SamplingConfig c = rt.sampling();
+          return nlohmann::json{{"mode", sample_mode_name(c.mode)}, {"rate", c.rate}, {"seed", c.seed}};
+        });
+  s.add("/config", "the running configuration", [&cfg](const CtlRequest&) {
+    const auto& t = cfg.core.table;
+    return nlohmann::json{
+        {"table", {{"capacity", t.capacity}, {"payload_bytes", t.payload_bytes},
+                   {"idle_timeout_ns", t.idle_timeout_ns}, {"active_timeout_ns", t.active_timeout_ns},
+                   {"tcp_end_timeout_ns", t.tcp_end_timeout_ns},
+                   {"full_policy", full_policy_name(t.full_policy)}}},
+        {"dpdk", {{"eal", cfg.dpdk.eal}, {"rx_queues", cfg.dpdk.rx_queues},
+                  {"rx_lcores", cfg.dpdk.rx_lcores}, {"workers", cfg.dpdk.workers},
+                  {"burst", cfg.dpdk.burst}, {"ring_size", cfg.dpdk.ring_size}}},
+        {"output", {{"flows", cfg.flows_out}, {"payload", cfg.payload_out}}},
+        {"control", {{"socket", cfg.control.socket}}}};
+  });
+  s.add("/shutdown", "stop RX, flush every flow through workers and exporters, exit",
+        [&rt](const CtlRequest&) {
+          rt.request_stop("shutdown command");
+          return nlohmann::json{{"stopping", true}};
+        });
+}
+
+}  // namespace ls

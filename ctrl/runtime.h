@@ -1,0 +1,79 @@
+// Control-core view of the DPDK runtime: owns EAL setup, ports, rings, pools and the
+// lcore structs; everything here runs on the main (control) lcore.
+#pragma once
+#include <rte_ring.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ctrl/config.h"
+#include "dataplane/dpdk_lcores.h"
+#include "dataplane/replay.h"
+
+struct rte_mempool;
+
+namespace ls {
+
+class CtlServer;
+
+class Runtime {
+ public:
+  explicit Runtime(Config& cfg) : cfg_(cfg) {}
+  ~Runtime();
+
+  void init_eal(const std::vector<std::string>& extra);  // throws with EAL's reason
+  void setup();                                          // ports, rings, pools, lcores
+  void launch();
+  // Moves finished records from the workers to `out`; returns how many.
+  unsigned drain(RecordConsumer& out);
+  void request_stop(const char* why);
+  bool stopping() const { return shared_.stop.load(); }
+  bool all_done() const;
+  bool source_finished() const { return feeder_done_.load(); }
+  uint64_t rx_packets() const;
+  ReplayResult finish();  // after all_done(): joins lcores, sums counters
+  void cleanup();         // stops ports, EAL cleanup
+
+  // Live sampling change: publish, wait for a QSBR grace period, free the old settings.
+  void set_sampling(const SamplingConfig& s);
+  SamplingConfig sampling() const;
+  std::string stats_json() const;
+  std::string ring_summary() const;
+  std::string ring_json() const;  // record drops per lcore: ring full, pool empty
+  const char* stop_reason() const { return stop_reason_; }
+
+ private:
+  void setup_port(uint16_t port, uint16_t nq);
+  void setup_memory_replay();
+  void feed();
+
+  Config& cfg_;
+  RuntimeShared shared_;
+  std::vector<uint16_t> ports_;
+  std::vector<RxQueueRef> queues_;
+  std::vector<std::unique_ptr<RxLcore>> rx_;
+  std::vector<std::unique_ptr<WorkerLcore>> workers_;
+  std::vector<std::unique_ptr<RecordSink>> sinks_;
+  std::vector<rte_ring*> rings_;  // every ring, for occupancy and cleanup
+  std::vector<rte_ring*> to_control_;
+  rte_mempool* mbuf_pool_ = nullptr;
+  rte_mempool* replay_pool_ = nullptr;
+  std::vector<rte_mbuf*> replay_mbufs_;
+  std::vector<uint16_t> replay_queue_;
+  std::vector<rte_ring*> replay_rings_;
+  std::thread feeder_;
+  std::atomic<bool> feeder_done_{true};
+  uint64_t start_ns_ = 0, end_ns_ = 0;
+  bool eal_up_ = false, launched_ = false;
+  const char* stop_reason_ = "";
+  std::unique_ptr<LiveSettings> live_;
+  uint64_t live_version_ = 0;
+};
+
+// Registers /help, /stats, /sampling, /config, /shutdown on the control socket.
+void register_runtime_commands(CtlServer& s, Runtime& rt, const Config& cfg);
+
+}  // namespace ls

@@ -1,0 +1,189 @@
+#include "dataplane/dpdk_lcores.h"
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf_dyn.h>
+#include <rte_pause.h>
+
+namespace ls {
+
+uint16_t worker_of(const FlowRecord& r, uint16_t workers) {
+  const uint8_t* server = r.e.init_lo ? r.e.key.hi : r.e.key.lo;
+  uint64_t h = XXH3_64bits(server, r.e.key.ip_ver == 4 ? 4 : 16);
+  return uint16_t((unsigned __int128)h * workers >> 64);
+}
+
+namespace {
+
+constexpr uint32_t kMaxBurst = 256;
+constexpr uint32_t kCheckEvery = 64;  // bursts between looks at published settings
+constexpr uint32_t kIdlePolls = 1024;  // empty polls before an optional idle sleep
+
+// Pure polling is right on isolated cores; where lcores share CPUs (tests, small VMs)
+// an idle lcore yields its CPU for a moment. Never happens while packets flow.
+inline void idle(const RuntimeShared& sh, uint32_t& empty) {
+  if (++empty < kIdlePolls) {
+    rte_pause();
+    return;
+  }
+  empty = 0;
+  if (sh.idle_sleep_us) rte_delay_us_sleep(sh.idle_sleep_us);
+}
+
+// Records leave the RX lcore into the owning worker's ring. Live traffic never waits:
+// a full ring or empty pool drops the record and counts it. At shutdown the flush waits
+// (control is draining) so that no record is lost.
+class RingRecordSink final : public RecordSink {
+ public:
+  explicit RingRecordSink(RxLcore* l) : l_(l) {}
+  void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override {
+    RuntimeShared& sh = *l_->shared;
+    void* obj;
+    bool flushing = sh.stop.load(std::memory_order_relaxed);
+    while (rte_mempool_get(sh.record_pool, &obj) != 0) {
+      if (!flushing) {
+        l_->rc.record_pool_empty++;
+        return;
+      }
+      l_->rc.shutdown_waits++;
+      rte_pause();
+    }
+    auto* r = static_cast<FlowRecord*>(obj);
+    r->fill(e, pay, cap, why, l_->index, l_->core->sampler.config());
+    rte_ring* ring = l_->to_worker[worker_of(*r, uint16_t(l_->to_worker.size()))];
+    while (rte_ring_sp_enqueue(ring, r) != 0) {
+      if (!flushing) {
+        l_->rc.record_ring_full++;
+        rte_mempool_put(sh.record_pool, r);
+        return;
+      }
+      l_->rc.shutdown_waits++;
+      rte_pause();
+    }
+    l_->rc.records_out++;
+  }
+
+ private:
+  RxLcore* l_;
+};
+
+inline uint64_t now_ns(const RuntimeShared& sh) {
+  return sh.wall0_ns + (rte_rdtsc() - sh.tsc0) * 1'000'000'000ull / sh.tsc_hz;
+}
+
+}  // namespace
+
+void rx_lcore_init(RxLcore& l, const CoreConfig& cfg) {
+  l.sink = std::make_unique<RingRecordSink>(&l);
+  l.core = std::make_unique<FlowCore>(cfg, *l.sink, l.index);
+}
+
+int rx_lcore_main(void* arg) {
+  auto* l = static_cast<RxLcore*>(arg);
+  RuntimeShared& sh = *l->shared;
+  rte_mbuf* mb[kMaxBurst];
+  PacketView v[kMaxBurst];
+  const uint16_t burst = sh.burst;
+  uint64_t total = 0;
+  uint32_t n_bursts = 0, empty = 0;
+  ClockGuard guard(l->core->table.config().backward_tolerance_ns);
+  rte_rcu_qsbr_thread_register(sh.qsbr, l->index);
+  rte_rcu_qsbr_thread_online(sh.qsbr, l->index);
+  while (!sh.stop.load(std::memory_order_relaxed)) {
+    bool got = false;
+    for (const RxQueueRef& q : l->queues) {
+      uint16_t n = rte_eth_rx_burst(q.port, q.queue, mb, burst);
+      if (n == 0) continue;
+      got = true;
+      empty = 0;
+      uint64_t clock = sh.ts_dynfield < 0 ? now_ns(sh) : 0;
+      for (uint16_t i = 0; i < n; i++) {
+        rte_mbuf* m = mb[i];
+        uint64_t ts = clock;
+        if (sh.ts_dynfield >= 0 && (m->ol_flags & sh.ts_dynflag))
+          ts = *RTE_MBUF_DYNFIELD(m, sh.ts_dynfield, uint64_t*) * sh.ts_mul;
+        else if (!ts)
+          ts = now_ns(sh);
+        // Memory replay tags each mbuf with its pass (low 32 bits) and the clock epoch
+        // the feeder decided (high bits), as the replay reader does for pcap files.
+        uint64_t tag = sh.loop_dynfield >= 0 ? *RTE_MBUF_DYNFIELD(m, sh.loop_dynfield, uint64_t*) : 0;
+        // Multi-segment mbufs: the parser sees the first segment, the record counts the
+        // whole frame.
+        uint32_t wire = sh.wire_dynfield >= 0 ? *RTE_MBUF_DYNFIELD(m, sh.wire_dynfield, uint32_t*)
+                                              : rte_pktmbuf_pkt_len(m);
+        v[i] = {rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), wire, ts, uint32_t(tag), LinkType::ETHERNET, uint16_t(tag >> 32)};
+        if (sh.packet_clock && sh.loop_dynfield < 0) guard.stamp(v[i]);
+      }
+      l->core->process_raw(v, n);
+      rte_pktmbuf_free_bulk(mb, n);
+      total += n;
+    }
+    if (++n_bursts % kCheckEvery == 0) {
+      l->rx_packets.store(total, std::memory_order_relaxed);
+      l->flows.store(l->core->table.size(), std::memory_order_relaxed);
+      LiveSettings* s = sh.live.load(std::memory_order_acquire);
+      if (s && s->version != l->settings_version) {
+        l->core->set_sampling(s->sampling);
+        l->settings_version = s->version;
+      }
+      if (!sh.packet_clock) {
+        // Idle links still age their flows: advance the table clock to wall time.
+        l->core->table.advance_clock(now_ns(sh), 0);
+        l->core->table.expire();
+      }
+      rte_rcu_qsbr_quiescent(sh.qsbr, l->index);
+    }
+    if (!got) idle(sh, empty);
+  }
+  rte_rcu_qsbr_thread_offline(sh.qsbr, l->index);
+  rte_rcu_qsbr_thread_unregister(sh.qsbr, l->index);
+  l->core->finish();  // every active flow becomes a record (waiting for ring space)
+  l->rx_packets.store(total, std::memory_order_relaxed);
+  l->flows.store(0, std::memory_order_relaxed);
+  l->done.store(true, std::memory_order_release);
+  return 0;
+}
+
+int worker_lcore_main(void* arg) {
+  auto* w = static_cast<WorkerLcore*>(arg);
+  RuntimeShared& sh = *w->shared;
+  void* objs[kMaxBurst];
+  uint64_t n_rec = 0;
+  uint32_t empty = 0;
+  for (;;) {
+    // Read "all RX done" before draining, so a record enqueued before `done` is seen.
+    bool rx_done = true;
+    for (auto& r : *w->rx) rx_done &= r->done.load(std::memory_order_acquire);
+    unsigned got = 0;
+    for (rte_ring* in : w->from_rx) {
+      unsigned n = rte_ring_sc_dequeue_burst(in, objs, kMaxBurst, nullptr);
+      got += n;
+      for (unsigned i = 0; i < n; i++) {
+        bool flushing = sh.stop.load(std::memory_order_relaxed);
+        while (rte_ring_sp_enqueue(w->to_control, objs[i]) != 0) {
+          if (!flushing) {
+            w->rc.record_ring_full++;
+            rte_mempool_put(sh.record_pool, objs[i]);
+            goto next;
+          }
+          w->rc.shutdown_waits++;
+          rte_pause();
+        }
+        w->rc.records_out++;
+        n_rec++;
+      next:;
+      }
+    }
+    w->records.store(n_rec, std::memory_order_relaxed);
+    if (!got) {
+      if (rx_done) break;
+      idle(sh, empty);
+    } else {
+      empty = 0;
+    }
+  }
+  w->done.store(true, std::memory_order_release);
+  return 0;
+}
+
+}  // namespace ls

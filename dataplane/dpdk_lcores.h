@@ -1,0 +1,96 @@
+// DPDK datapath: RX lcores (ethdev queues → FlowCore) and worker lcores (records routed
+// by server endpoint). No syscalls, no logging, no allocation in these loops; control
+// talks to them only through published pointers and rings.
+#pragma once
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_rcu_qsbr.h>
+#include <rte_ring.h>
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "dataplane/flow_core.h"
+#include "dataplane/record.h"
+
+namespace ls {
+
+// Ring and pool drops, per lcore, owned by the lcore that counts them.
+struct alignas(64) RingCounters {
+  uint64_t records_out = 0;        // records enqueued downstream
+  uint64_t record_ring_full = 0;   // dropped: downstream ring full (live mode)
+  uint64_t record_pool_empty = 0;  // dropped: no free record buffer
+  uint64_t shutdown_waits = 0;     // shutdown flush waited for ring space (no drop)
+};
+
+// Settings the control core may change while running. Published as a whole by pointer
+// swap; lcores pick it up at their next quiescent point; the old one is freed after a
+// QSBR grace period.
+struct LiveSettings {
+  SamplingConfig sampling;
+  uint64_t version = 0;
+};
+
+struct RxQueueRef {
+  uint16_t port;
+  uint16_t queue;
+};
+
+// Shared by all lcores, written by control only before launch (except the atomics).
+struct RuntimeShared {
+  std::atomic<bool> stop{false};
+  std::atomic<LiveSettings*> live{nullptr};
+  rte_rcu_qsbr* qsbr = nullptr;
+  rte_mempool* record_pool = nullptr;  // FlowRecord buffers
+  int ts_dynfield = -1;                // mbuf RX timestamp field, -1 = use TSC
+  uint64_t ts_dynflag = 0;
+  uint64_t ts_mul = 1;                 // field units → ns (net_pcap in DPDK 22.11: µs)
+  uint64_t tsc_hz = 0, tsc0 = 0, wall0_ns = 0;
+  int loop_dynfield = -1;              // memory replay: pass (low 32) | clock epoch << 32
+  int wire_dynfield = -1;              // memory replay: original frame length (snaplen-cut captures)
+  uint16_t burst = 32;
+  uint32_t idle_sleep_us = 0;  // see DpdkConfig::idle_sleep_us
+  bool packet_clock = false;  // true: time only advances with packet timestamps (pcap vdevs)
+};
+
+// One RX lcore: its queues, its flow table, its output rings (one per worker).
+struct alignas(64) RxLcore {
+  unsigned lcore_id = 0;
+  uint16_t index = 0;  // RX lcore number; also its QSBR thread id
+  std::vector<RxQueueRef> queues;
+  std::unique_ptr<RecordSink> sink;  // into to_worker rings
+  std::unique_ptr<FlowCore> core;
+  std::vector<rte_ring*> to_worker;  // SP/SC
+  RingCounters rc;
+  uint64_t settings_version = 0;
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> rx_packets{0};  // published for /stats and idle detection
+  std::atomic<uint32_t> flows{0};
+  RuntimeShared* shared = nullptr;
+};
+
+// One worker lcore: drains the rings from every RX lcore, routes to control.
+// (Until the features issue lands, records pass through unchanged.)
+struct alignas(64) WorkerLcore {
+  unsigned lcore_id = 0;
+  uint16_t index = 0;
+  std::vector<rte_ring*> from_rx;  // one per RX lcore
+  rte_ring* to_control = nullptr;  // SP/SC
+  RingCounters rc;
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> records{0};
+  const std::vector<std::unique_ptr<RxLcore>>* rx = nullptr;  // to know when RX is done
+  RuntimeShared* shared = nullptr;
+};
+
+// Creates the lcore's flow table (preallocated here, on the control core, before launch).
+void rx_lcore_init(RxLcore& l, const CoreConfig& cfg);
+int rx_lcore_main(void* arg);      // arg: RxLcore*
+int worker_lcore_main(void* arg);  // arg: WorkerLcore*
+
+// The worker that owns a record: by the server endpoint (the initiator's peer), so every
+// record about one server lands on one worker.
+uint16_t worker_of(const FlowRecord& r, uint16_t workers);
+
+}  // namespace ls
