@@ -10,7 +10,6 @@
 #include <rte_mbuf_dyn.h>
 #include <rte_mempool.h>
 #include <signal.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,16 +78,8 @@ int cmd_run(int argc, char** argv) {
       break;
     }
   for (int i = dashdash + 1; i < argc; i++) eal_extra.push_back(argv[i]);
-  for (int i = 0; i < dashdash; i++)
-    if (!std::strcmp(argv[i], "--config")) {
-      if (i + 1 >= dashdash) die("--config needs a file");
-      try {
-        load_config_file(argv[i + 1], cfg);
-      } catch (const ConfigError& e) {
-        die(e.what());
-      }
-    }
   try {
+    load_config_from_args(dashdash, argv, cfg);
     for (int i = 0; i < dashdash; i++) {
       std::string a = argv[i];
       auto val = [&]() -> std::string {
@@ -120,14 +111,9 @@ int cmd_run(int argc, char** argv) {
         return 0;
       } else die("unknown option " + a + " (see linesight run --help)");
     }
-    validate(cfg);
+    finish_config(cfg);
   } catch (const ConfigError& e) {
     die(e.what());
-  }
-  if (!cfg.hash_seed_set) {
-    uint64_t s = 0;
-    if (getrandom(&s, sizeof s, 0) != sizeof s) s = uint64_t(time(nullptr));
-    cfg.core.table.hash_seed = s;
   }
 
   Runtime rt(cfg);

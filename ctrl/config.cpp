@@ -2,7 +2,11 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <sys/random.h>
+
 #include <charconv>
+#include <cstring>
+#include <ctime>
 #include <functional>
 #include <cmath>
 #include <map>
@@ -308,6 +312,23 @@ T flag_num(const std::string& flag, const std::string& v) {
   return x;
 }
 }  // namespace
+
+void load_config_from_args(int argc, char** argv, Config& c) {
+  for (int i = 0; i < argc; i++) {
+    if (std::strcmp(argv[i], "--config")) continue;
+    if (i + 1 >= argc) throw ConfigError("--config needs a file");
+    load_config_file(argv[i + 1], c);
+  }
+}
+
+void finish_config(Config& c) {
+  validate(c);
+  if (!c.hash_seed_set) {
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, 0) != sizeof s) s = uint64_t(time(nullptr));
+    c.core.table.hash_seed = s;
+  }
+}
 
 bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   std::string a = argv[i];

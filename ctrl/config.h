@@ -63,6 +63,12 @@ std::string_view full_policy_name(FullPolicy p);
 // Final checks after file + flags (e.g. rate with mode off).
 void validate(const Config& c);
 
+// Loads the file named by --config among argv (before the flags are applied, so flags
+// override it wherever they appear). Throws ConfigError.
+void load_config_from_args(int argc, char** argv, Config& c);
+// After file and flags: validate() and, unless fixed, a random per-run hash seed.
+void finish_config(Config& c);
+
 // Applies one command-line flag shared by `replay` and `run` at argv[i] (advancing i past
 // its value). Returns false when the flag is not one of them. Throws ConfigError.
 bool apply_common_flag(Config& c, int argc, char** argv, int& i);

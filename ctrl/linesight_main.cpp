@@ -1,6 +1,5 @@
 // linesight command line: `linesight replay FILE... [options]`.
 #include <signal.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -54,17 +53,8 @@ int cmd_replay(int argc, char** argv) {
   Config cfg;
   std::vector<std::string> files;
   bool quiet = false;
-  // The config file first, so flags override it wherever they appear.
-  for (int i = 0; i < argc; i++)
-    if (!std::strcmp(argv[i], "--config")) {
-      if (i + 1 >= argc) die("--config needs a file");
-      try {
-        load_config_file(argv[i + 1], cfg);
-      } catch (const ConfigError& e) {
-        die(e.what());
-      }
-    }
   try {
+    load_config_from_args(argc, argv, cfg);
     for (int i = 0; i < argc; i++) {
       std::string a = argv[i];
       auto val = [&]() -> std::string {
@@ -88,16 +78,11 @@ int cmd_replay(int argc, char** argv) {
       } else if (a.size() > 1 && a[0] == '-') die("unknown option " + a + " (see --help)");
       else files.push_back(a);
     }
-    validate(cfg);
+    finish_config(cfg);
   } catch (const ConfigError& e) {
     die(e.what());
   }
   if (files.empty()) die("replay needs at least one pcap/pcapng file");
-  if (!cfg.hash_seed_set) {
-    uint64_t s = 0;
-    if (getrandom(&s, sizeof s, 0) != sizeof s) s = uint64_t(time(nullptr));
-    cfg.core.table.hash_seed = s;
-  }
 
   std::unique_ptr<PacketSource> src;
   try {
