@@ -25,6 +25,7 @@
 #include "ctrl/config.h"
 #include "ctrl/ctl_server.h"
 #include "ctrl/flow_writer.h"
+#include "ctrl/outputs.h"
 #include "ctrl/runtime.h"
 #include "dataplane/dpdk_lcores.h"
 
@@ -124,15 +125,13 @@ int cmd_run(int argc, char** argv) {
     die(e.what());
   }
 
-  std::unique_ptr<FlowWriter> writer;
-  if (!cfg.flows_out.empty()) {
-    try {
-      writer = std::make_unique<FlowWriter>(cfg.flows_out, cfg.payload_out);
-    } catch (const std::exception& e) {
-      die(e.what());
-    }
+  std::unique_ptr<Outputs> outputs;
+  try {
+    outputs = std::make_unique<Outputs>(cfg);
+  } catch (const std::exception& e) {
+    die(e.what());
   }
-  SummaryCollector summary(writer.get());
+  SummaryCollector summary(&outputs->fanout);
   summary.track_hosts = !quiet;
 
   std::unique_ptr<CtlServer> ctl;
@@ -152,7 +151,7 @@ int cmd_run(int argc, char** argv) {
 
   rt.launch();
   uint64_t last_pkts = UINT64_MAX, last_change = wall_ns();
-  uint64_t next_check = 0;
+  uint64_t next_check = 0, last_flush = wall_ns();
   for (;;) {
     unsigned n = rt.drain(summary);
     if (ctl) ctl->poll(n ? 0 : 1);
@@ -160,6 +159,11 @@ int cmd_run(int argc, char** argv) {
     uint64_t now = wall_ns();
     if (now >= next_check) {
       next_check = now + 50'000'000ull;
+      // Live links: records should not sit in a half-full IPFIX message for long.
+      if (outputs->ipfix && now - last_flush >= 1'000'000'000ull) {
+        outputs->ipfix->flush();
+        last_flush = now;
+      }
       uint64_t pk = rt.rx_packets();
       if (pk != last_pkts) {
         last_pkts = pk;
@@ -176,18 +180,16 @@ int cmd_run(int argc, char** argv) {
   }
   ReplayResult res = rt.finish();
   int rc = 0;
-  if (writer) {
-    try {
-      writer->close();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "linesight: %s\n", e.what());
-      rc = 1;
-    }
+  std::string err = outputs->close();
+  if (!err.empty()) {
+    std::fprintf(stderr, "linesight: %s\n", err.c_str());
+    rc = 1;
   }
   if (!quiet) {
     std::string s = format_summary(res, summary, uint32_t(res.per_core.size()),
                                    cfg.flows_out == "-" ? "" : cfg.flows_out);
     s += rt.ring_summary();
+    s += outputs->summary();
     std::fputs(s.c_str(), cfg.flows_out == "-" ? stderr : stdout);
   }
   if (!cfg.summary_json.empty()) {

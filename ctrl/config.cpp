@@ -185,6 +185,8 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
       {"output", [&](const YAML::Node& n, const std::string& nm) {
          walk(file, n, nm, {
              {"flows", [&](auto& v, auto&) { c.flows_out = v.Scalar(); }},
+             {"ipfix", [&](auto& v, auto&) { c.ipfix = v.Scalar(); }},
+             {"ipfix_template_refresh", [&](auto& v, auto& k) { c.ipfix_template_refresh_ns = dur(file, v, k); }},
              {"payload", [&](auto& v, auto& k) { c.payload_out = as<bool>(file, v, k); }},
              {"summary_json", [&](auto& v, auto&) { c.summary_json = v.Scalar(); }},
          });
@@ -286,6 +288,7 @@ void validate(const Config& c) {
 
 const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/config.md)
   --flows-out FILE       flow records as JSON lines ("-" = stdout)
+  --ipfix HOST:PORT      export flow records as IPFIX over UDP (two uniflows per flow)
   --payload-out          include the captured payload prefix (hex) in records
   --summary-json FILE    final counters as JSON
   --sampling SPEC        off | packet:N | packet_random:N[:SEED] | flow_hash:N[:SEED] |
@@ -339,6 +342,7 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   auto& t = cfg.core.table;
   if (a == "--config") val();  // loaded before the flags
   else if (a == "--flows-out") cfg.flows_out = val();
+  else if (a == "--ipfix") cfg.ipfix = val();
   else if (a == "--payload-out") cfg.payload_out = true;
   else if (a == "--summary-json") cfg.summary_json = val();
   else if (a == "--sampling") cfg.core.sampling = parse_sampling_spec(val());

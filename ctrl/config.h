@@ -44,6 +44,8 @@ struct Config {
   double speed = 0;
   uint64_t loop = 1;
   std::string flows_out;
+  std::string ipfix;  // collector HOST:PORT (UDP), empty = off
+  uint64_t ipfix_template_refresh_ns = 60'000'000'000ull;
   bool payload_out = false;
   std::string summary_json;
 };

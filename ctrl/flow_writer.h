@@ -31,6 +31,20 @@ class FlowWriter final : public RecordConsumer {
   std::vector<char> buf_;
 };
 
+// Hands every record to each consumer in turn (JSON file, IPFIX, ...).
+class Fanout final : public RecordConsumer {
+ public:
+  void add(RecordConsumer* c) {
+    if (c) outs_.push_back(c);
+  }
+  void consume(const FlowRecord& r) override {
+    for (auto* c : outs_) c->consume(r);
+  }
+
+ private:
+  std::vector<RecordConsumer*> outs_;
+};
+
 // Counts records and keeps per-host byte totals for the human summary; forwards every
 // record to `next` when set.
 class SummaryCollector final : public RecordConsumer {

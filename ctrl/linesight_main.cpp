@@ -13,6 +13,7 @@
 #include "ctrl/commands.h"
 #include "ctrl/config.h"
 #include "ctrl/flow_writer.h"
+#include "ctrl/outputs.h"
 #include "dataplane/replay.h"
 
 using namespace ls;
@@ -90,15 +91,13 @@ int cmd_replay(int argc, char** argv) {
   } catch (const std::exception& e) {
     die(e.what());
   }
-  std::unique_ptr<FlowWriter> writer;
-  if (!cfg.flows_out.empty()) {
-    try {
-      writer = std::make_unique<FlowWriter>(cfg.flows_out, cfg.payload_out);
-    } catch (const std::exception& e) {
-      die(e.what());
-    }
+  std::unique_ptr<Outputs> outputs;
+  try {
+    outputs = std::make_unique<Outputs>(cfg);
+  } catch (const std::exception& e) {
+    die(e.what());
   }
-  SummaryCollector summary(writer.get());
+  SummaryCollector summary(&outputs->fanout);
   summary.track_hosts = !quiet;
 
   struct sigaction sa {};
@@ -125,17 +124,15 @@ int cmd_replay(int argc, char** argv) {
   }
   if (tty) std::fputs("\r\033[K", stderr);
   int rc = 0;
-  if (writer) {
-    try {
-      writer->close();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "linesight: %s\n", e.what());
-      rc = 1;
-    }
+  std::string err = outputs->close();
+  if (!err.empty()) {
+    std::fprintf(stderr, "linesight: %s\n", err.c_str());
+    rc = 1;
   }
   for (auto& w : src->stats().warnings) std::fprintf(stderr, "linesight: warning: %s\n", w.c_str());
   if (!quiet) {
     std::string s = format_summary(r, summary, cfg.cores, cfg.flows_out == "-" ? "" : cfg.flows_out);
+    s += outputs->summary();
     std::fputs(s.c_str(), cfg.flows_out == "-" ? stderr : stdout);
   }
   if (!cfg.summary_json.empty()) {

@@ -1,0 +1,51 @@
+// The exporters a run writes to, built from the config: JSON lines, IPFIX.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "ctrl/config.h"
+#include "ctrl/flow_writer.h"
+#include "ctrl/ipfix.h"
+
+namespace ls {
+
+struct Outputs {
+  std::unique_ptr<FlowWriter> writer;
+  std::unique_ptr<IpfixExporter> ipfix;
+  Fanout fanout;
+
+  // Throws std::runtime_error naming the file or collector that failed.
+  explicit Outputs(const Config& c) {
+    if (!c.flows_out.empty()) writer = std::make_unique<FlowWriter>(c.flows_out, c.payload_out);
+    if (!c.ipfix.empty()) {
+      IpfixConfig ic;
+      ic.collector = c.ipfix;
+      ic.template_refresh_ns = c.ipfix_template_refresh_ns;
+      ipfix = std::make_unique<IpfixExporter>(ic);
+    }
+    fanout.add(writer.get());
+    fanout.add(ipfix.get());
+  }
+  // Flushes everything; returns an error message (empty when all went out).
+  std::string close() {
+    std::string err;
+    if (ipfix) ipfix->flush();
+    if (writer) {
+      try {
+        writer->close();
+      } catch (const std::exception& e) {
+        err = e.what();
+      }
+    }
+    return err;
+  }
+  std::string summary() const {
+    if (!ipfix) return "";
+    const auto& s = ipfix->stats;
+    return "ipfix: " + std::to_string(s.data_records) + " data records in " +
+           std::to_string(s.messages) + " messages, " + std::to_string(s.send_errors) +
+           " send errors\n";
+  }
+};
+
+}  // namespace ls
