@@ -25,6 +25,7 @@
 #include "ctrl/config.h"
 #include "ctrl/ctl_server.h"
 #include "ctrl/flow_writer.h"
+#include "ctrl/metrics_server.h"
 #include "ctrl/outputs.h"
 #include "ctrl/runtime.h"
 #include "dataplane/dpdk_lcores.h"
@@ -46,6 +47,7 @@ options (override the config file):
   --rx-queues N          RX queues per port
   --workers N            worker lcores
   --socket PATH          control socket (linesightctl), "" disables
+  --metrics HOST:PORT    Prometheus metrics at http://HOST:PORT/metrics (off by default)
   --exit-idle D          stop once no packet has arrived for D (tests, pcap vdevs)
   --memory-replay FILE   load FILE into mbufs and replay it through net_ring queues
   --loop N               memory replay: N passes, addresses rewritten per pass
@@ -100,6 +102,7 @@ int cmd_run(int argc, char** argv) {
       else if (a == "--rx-queues") cfg.dpdk.rx_queues = uint16_t(num(1, 128));
       else if (a == "--workers") cfg.dpdk.workers = uint16_t(num(1, 128));
       else if (a == "--socket") cfg.control.socket = val();
+      else if (a == "--metrics") cfg.control.metrics = val();
       else if (a == "--exit-idle") cfg.control.exit_idle_ns = parse_duration_ns(val());
       else if (a == "--memory-replay") cfg.dpdk.memory_replay = val();
       else if (a == "--loop") cfg.dpdk.memory_loops = num(1, 1u << 30);
@@ -144,6 +147,17 @@ int cmd_run(int argc, char** argv) {
     }
   }
 
+  std::unique_ptr<MetricsServer> metrics;
+  if (!cfg.control.metrics.empty()) {
+    try {
+      metrics = std::make_unique<MetricsServer>(cfg.control.metrics, [&] {
+        return rt.metrics_text(outputs->metrics());
+      });
+    } catch (const std::exception& e) {
+      die(e.what());
+    }
+  }
+
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);
@@ -155,13 +169,15 @@ int cmd_run(int argc, char** argv) {
   for (;;) {
     unsigned n = rt.drain(summary);
     if (ctl) ctl->poll(n ? 0 : 1);
+    if (metrics) metrics->poll();
     if (g_signal.load()) rt.request_stop("signal");
     uint64_t now = wall_ns();
     if (now >= next_check) {
       next_check = now + 50'000'000ull;
       // Live links: records should not sit in a half-full IPFIX message for long.
-      if (outputs->ipfix && now - last_flush >= 1'000'000'000ull) {
-        outputs->ipfix->flush();
+      if (now - last_flush >= 1'000'000'000ull) {
+        if (outputs->ipfix) outputs->ipfix->flush();
+        if (outputs->writer) outputs->writer->tick();
         last_flush = now;
       }
       uint64_t pk = rt.rx_packets();
@@ -176,7 +192,7 @@ int cmd_run(int argc, char** argv) {
     if (rt.stopping() && rt.all_done() && !n) {
       if (!rt.drain(summary)) break;
     }
-    if (!n && !ctl) usleep(200);
+    if (!n && !ctl) usleep(metrics ? 100 : 200);
   }
   ReplayResult res = rt.finish();
   int rc = 0;

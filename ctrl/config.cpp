@@ -180,12 +180,15 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
                 c.control.socket_mode = x;
               }},
              {"exit_idle", [&](auto& v, auto& k) { c.control.exit_idle_ns = dur(file, v, k); }},
+             {"metrics", [&](auto& v, auto&) { c.control.metrics = v.Scalar(); }},
          });
        }},
       {"output", [&](const YAML::Node& n, const std::string& nm) {
          walk(file, n, nm, {
              {"flows", [&](auto& v, auto&) { c.flows_out = v.Scalar(); }},
              {"ipfix", [&](auto& v, auto&) { c.ipfix = v.Scalar(); }},
+             {"rotate_bytes", [&](auto& v, auto& k) { c.rotate_bytes = as<uint64_t>(file, v, k); }},
+             {"rotate_interval", [&](auto& v, auto& k) { c.rotate_interval_ns = dur(file, v, k); }},
              {"ipfix_template_refresh", [&](auto& v, auto& k) { c.ipfix_template_refresh_ns = dur(file, v, k); }},
              {"payload", [&](auto& v, auto& k) { c.payload_out = as<bool>(file, v, k); }},
              {"summary_json", [&](auto& v, auto&) { c.summary_json = v.Scalar(); }},
@@ -288,6 +291,8 @@ void validate(const Config& c) {
 
 const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/config.md)
   --flows-out FILE       flow records as JSON lines ("-" = stdout)
+  --rotate-bytes N       start a new --flows-out file after N bytes (old one renamed)
+  --rotate-interval D    ... or after D (e.g. 5m)
   --ipfix HOST:PORT      export flow records as IPFIX over UDP (two uniflows per flow)
   --payload-out          include the captured payload prefix (hex) in records
   --summary-json FILE    final counters as JSON
@@ -343,6 +348,8 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   if (a == "--config") val();  // loaded before the flags
   else if (a == "--flows-out") cfg.flows_out = val();
   else if (a == "--ipfix") cfg.ipfix = val();
+  else if (a == "--rotate-bytes") cfg.rotate_bytes = flag_num<uint64_t>(a, val());
+  else if (a == "--rotate-interval") cfg.rotate_interval_ns = parse_duration_ns(val());
   else if (a == "--payload-out") cfg.payload_out = true;
   else if (a == "--summary-json") cfg.summary_json = val();
   else if (a == "--sampling") cfg.core.sampling = parse_sampling_spec(val());

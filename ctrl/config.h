@@ -33,6 +33,7 @@ struct ControlConfig {
   std::string socket = "/run/linesight/linesight.sock";
   uint32_t socket_mode = 0600;
   uint64_t exit_idle_ns = 0;  // stop when no packet arrived for this long (0: never)
+  std::string metrics;        // Prometheus HOST:PORT, empty = off
 };
 
 struct Config {
@@ -44,6 +45,7 @@ struct Config {
   double speed = 0;
   uint64_t loop = 1;
   std::string flows_out;
+  uint64_t rotate_bytes = 0, rotate_interval_ns = 0;  // JSON lines rotation (0: off)
   std::string ipfix;  // collector HOST:PORT (UDP), empty = off
   uint64_t ipfix_template_refresh_ns = 60'000'000'000ull;
   bool payload_out = false;

@@ -6,6 +6,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <ctime>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -135,16 +137,53 @@ void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
   o += "}";
 }
 
-FlowWriter::FlowWriter(const std::string& path, bool with_payload)
-    : payload_(with_payload), path_(path), buf_(1 << 20) {
+namespace {
+uint64_t now_ns() {
+  timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  return uint64_t(t.tv_sec) * 1'000'000'000ull + uint64_t(t.tv_nsec);
+}
+}  // namespace
+
+FlowWriter::FlowWriter(const std::string& path, bool with_payload, RotateConfig rot)
+    : payload_(with_payload), path_(path), buf_(1 << 20), rot_(rot) {
   if (path == "-") {
     f_ = stdout;
-  } else {
-    f_ = std::fopen(path.c_str(), "w");
-    if (!f_) throw std::runtime_error(path + ": " + std::strerror(errno));
-    own_ = true;
+    std::setvbuf(f_, buf_.data(), _IOFBF, buf_.size());
+    return;
   }
+  open_file();
+}
+
+void FlowWriter::open_file() {
+  f_ = std::fopen(path_.c_str(), "w");
+  if (!f_) throw std::runtime_error(path_ + ": " + std::strerror(errno));
+  own_ = true;
   std::setvbuf(f_, buf_.data(), _IOFBF, buf_.size());
+  bytes_ = 0;
+  opened_ns_ = now_ns();
+}
+
+void FlowWriter::rotate() {
+  if (!own_ || !f_) return;
+  if (std::fclose(f_) != 0) write_errors_++;
+  f_ = nullptr;
+  time_t t = time_t(opened_ns_ / 1'000'000'000ull);
+  tm g;
+  gmtime_r(&t, &g);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &g);
+  std::string stem = path_, ext;
+  size_t dot = path_.rfind('.');
+  if (dot != std::string::npos && path_.find('/', dot) == std::string::npos) {
+    stem = path_.substr(0, dot);
+    ext = path_.substr(dot);
+  }
+  std::string target = stem + "." + stamp + ext;
+  for (int n = 1; std::ifstream(target).good(); n++) target = stem + "." + stamp + "." + std::to_string(n) + ext;
+  if (std::rename(path_.c_str(), target.c_str()) != 0) write_errors_++;
+  rotations_++;
+  open_file();
 }
 
 FlowWriter::~FlowWriter() {
@@ -158,12 +197,18 @@ void FlowWriter::consume(const FlowRecord& r) {
   line_.clear();
   format_record(r, payload_, line_);
   line_ += '\n';
-  std::fwrite(line_.data(), 1, line_.size(), f_);
+  if (std::fwrite(line_.data(), 1, line_.size(), f_) != line_.size()) write_errors_++;
+  bytes_ += line_.size();
+  if (rot_.max_bytes && bytes_ >= rot_.max_bytes) rotate();
+}
+
+void FlowWriter::tick() {
+  if (rot_.max_age_ns && own_ && bytes_ && now_ns() - opened_ns_ >= rot_.max_age_ns) rotate();
 }
 
 void FlowWriter::close() {
   if (!f_) return;
-  bool bad = std::fflush(f_) != 0 || std::ferror(f_);
+  bool bad = std::fflush(f_) != 0 || std::ferror(f_) || write_errors_;
   if (own_ && std::fclose(f_) != 0) bad = true;
   f_ = nullptr;
   if (bad) throw std::runtime_error(path_ + ": write failed: " + std::strerror(errno));

@@ -16,19 +16,33 @@ namespace ls {
 void format_record(const FlowRecord& r, bool with_payload, std::string& out);
 std::string format_ip(const uint8_t* a, uint8_t ip_ver);
 
+struct RotateConfig {
+  uint64_t max_bytes = 0;  // rotate when the file reaches this size (0: never)
+  uint64_t max_age_ns = 0; // rotate when the file is this old (0: never)
+};
+
+// Writes to `path`; on rotation the full file is renamed to PATH-STEM.YYYYmmddTHHMMSS[.N].EXT
+// (complete files only: a reader that picks up rotated files never sees a partial one).
 class FlowWriter final : public RecordConsumer {
  public:
   // "-" writes to stdout. Throws std::runtime_error when the file cannot be opened.
-  FlowWriter(const std::string& path, bool with_payload);
+  FlowWriter(const std::string& path, bool with_payload, RotateConfig rot = {});
   ~FlowWriter() override;
   void consume(const FlowRecord& r) override;
+  void tick();   // time-based rotation on an idle link
   void close();  // flushes; throws if a write failed (disk full is an error, not a loss)
+  uint64_t rotations() const { return rotations_; }
+  uint64_t write_errors() const { return write_errors_; }
 
  private:
+  void open_file();
+  void rotate();
   FILE* f_ = nullptr;
   bool own_ = false, payload_;
   std::string path_, line_;
   std::vector<char> buf_;
+  RotateConfig rot_;
+  uint64_t bytes_ = 0, opened_ns_ = 0, rotations_ = 0, write_errors_ = 0;
 };
 
 // Hands every record to each consumer in turn (JSON file, IPFIX, ...).

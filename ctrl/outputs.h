@@ -16,7 +16,9 @@ struct Outputs {
 
   // Throws std::runtime_error naming the file or collector that failed.
   explicit Outputs(const Config& c) {
-    if (!c.flows_out.empty()) writer = std::make_unique<FlowWriter>(c.flows_out, c.payload_out);
+    if (!c.flows_out.empty())
+      writer = std::make_unique<FlowWriter>(c.flows_out, c.payload_out,
+                                            RotateConfig{c.rotate_bytes, c.rotate_interval_ns});
     if (!c.ipfix.empty()) {
       IpfixConfig ic;
       ic.collector = c.ipfix;
@@ -38,6 +40,16 @@ struct Outputs {
       }
     }
     return err;
+  }
+  std::string metrics() const {
+    if (!ipfix) return "";
+    const auto& s = ipfix->stats;
+    return "# HELP linesight_ipfix_records_total IPFIX data records exported.\n"
+           "# TYPE linesight_ipfix_records_total counter\nlinesight_ipfix_records_total " +
+           std::to_string(s.data_records) +
+           "\n# HELP linesight_ipfix_send_errors_total IPFIX messages that could not be sent.\n"
+           "# TYPE linesight_ipfix_send_errors_total counter\nlinesight_ipfix_send_errors_total " +
+           std::to_string(s.send_errors) + "\n";
   }
   std::string summary() const {
     if (!ipfix) return "";

@@ -16,6 +16,7 @@
 #include <stdexcept>
 
 #include "ctrl/ctl_server.h"
+#include "ctrl/metrics_server.h"
 
 namespace ls {
 namespace {
@@ -447,6 +448,42 @@ std::string Runtime::ring_json() const {
   j["record_ring_full"] = full;
   j["record_pool_empty"] = empty;
   return j.dump();
+}
+
+std::string Runtime::metrics_text(const std::string& exporter_metrics) const {
+  Exposition x;
+  auto lc = [](unsigned id) { return "lcore=\"" + std::to_string(id) + "\""; };
+  x.family("linesight_packets_total", "counter", "Packets received by the RX lcore.");
+  for (auto& l : rx_) x.sample("linesight_packets_total", lc(l->lcore_id), double(l->core->ctr.get(Ctr::packets)));
+  x.family("linesight_bytes_total", "counter", "Frame bytes received by the RX lcore.");
+  for (auto& l : rx_) x.sample("linesight_bytes_total", lc(l->lcore_id), double(l->core->ctr.get(Ctr::bytes)));
+  x.family("linesight_flows_active", "gauge", "Flows in the RX lcore's table.");
+  for (auto& l : rx_) x.sample("linesight_flows_active", lc(l->lcore_id), double(l->flows.load()));
+  x.family("linesight_dropped_packets_total", "counter",
+           "Packets not in any flow, by reason (parse errors, table full, sampler skips).");
+  for (auto& l : rx_)
+    for (size_t i = 0; i < kNumCounters; i++)
+      if (kCounterKinds[i] == CtrKind::DROP)
+        x.sample("linesight_dropped_packets_total",
+                 lc(l->lcore_id) + ",reason=\"" + std::string(kCounterNames[i]) + "\"", double(l->core->ctr.v[i]));
+  x.family("linesight_events_total", "counter", "Dataplane events: protocols seen, flows created and ended, clock jumps.");
+  for (auto& l : rx_)
+    for (size_t i = 2; i < kNumCounters; i++)  // 0, 1 are packets and bytes above
+      if (kCounterKinds[i] == CtrKind::INFO)
+        x.sample("linesight_events_total",
+                 lc(l->lcore_id) + ",event=\"" + std::string(kCounterNames[i]) + "\"", double(l->core->ctr.v[i]));
+  x.family("linesight_records_dropped_total", "counter", "Flow records dropped: ring full or no free record buffer.");
+  for (auto& l : rx_) {
+    x.sample("linesight_records_dropped_total", lc(l->lcore_id) + ",reason=\"ring_full\"", double(l->rc.record_ring_full));
+    x.sample("linesight_records_dropped_total", lc(l->lcore_id) + ",reason=\"pool_empty\"", double(l->rc.record_pool_empty));
+  }
+  for (auto& w : workers_)
+    x.sample("linesight_records_dropped_total", lc(w->lcore_id) + ",reason=\"ring_full\"", double(w->rc.record_ring_full));
+  x.family("linesight_ring_entries", "gauge", "Entries waiting in a ring.");
+  for (rte_ring* g : rings_) x.sample("linesight_ring_entries", "ring=\"" + std::string(g->name) + "\"", double(rte_ring_count(g)));
+  x.family("linesight_ring_capacity", "gauge", "Ring capacity.");
+  for (rte_ring* g : rings_) x.sample("linesight_ring_capacity", "ring=\"" + std::string(g->name) + "\"", double(rte_ring_get_capacity(g)));
+  return std::move(x).str() + exporter_metrics;
 }
 
 // Counters are read while lcores write them: each is an aligned 64-bit word, so a read

@@ -42,7 +42,8 @@ class Runtime {
   SamplingConfig sampling() const;
   std::string stats_json() const;
   std::string ring_summary() const;
-  std::string ring_json() const;  // record drops per lcore: ring full, pool empty
+  std::string ring_json() const;
+  std::string metrics_text(const std::string& exporter_metrics) const;  // Prometheus  // record drops per lcore: ring full, pool empty
   const char* stop_reason() const { return stop_reason_; }
 
  private:

@@ -6,7 +6,7 @@ PKGS=(
   g++ pkg-config meson ninja-build python3
   dpdk-dev libhyperscan-dev libxxhash-dev libtbb-dev libpcap-dev libyaml-cpp-dev
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
-  tshark tcpdump tcpreplay softflowd nfdump iproute2 time
+  tshark tcpdump tcpreplay softflowd nfdump iproute2 time prometheus curl
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -59,6 +59,16 @@ with tempfile.TemporaryDirectory() as d:
     r = run("replay", pcap, "--config", good, "--cores", "1")
     check(r.returncode == 0 and "on 1 core" in r.stdout, "flags override the config file")
 
+    rot = os.path.join(d, "rot")
+    os.mkdir(rot)
+    r = run("replay", pcap, "--flows-out", os.path.join(rot, "f.jsonl"), "--rotate-bytes", "20000", "--quiet")
+    files = sorted(os.listdir(rot))
+    lines = [l for f in files for l in open(os.path.join(rot, f))]
+    ok = all(json.loads(l) for l in lines)
+    r2 = run("replay", pcap, "--flows-out", "-", "--quiet")
+    check(r.returncode == 0 and len(files) > 3 and ok and len(lines) == len(r2.stdout.splitlines()),
+          f"size rotation: {len(files)} files, {len(lines)} complete records, none lost")
+
     # SIGINT during a long paced replay: exit cleanly with every active flow written.
     out = os.path.join(d, "int.jsonl")
     p = subprocess.Popen([BIN, "replay", pcap, "--speed", "0.001", "--flows-out", out],

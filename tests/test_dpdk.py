@@ -140,8 +140,13 @@ def test_control_socket(d):
     sock, out = os.path.join(d, "ctl.sock"), os.path.join(d, "live.jsonl")
     # Below saturation (this machine shares 2 CPUs among 3 lcores and the feeder): here
     # nothing may be dropped at all while sampling changes.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    mport = s.getsockname()[1]
+    s.close()
     p, summ = run(d, ["--flows-out", out, "--socket", sock, "--memory-replay", pcap, "--loop", "100000",
-                      "--replay-pps", "200000", "--capacity", "65536"], eal(3, mem=1024), wait=False)
+                      "--replay-pps", "200000", "--capacity", "65536", "--metrics", f"127.0.0.1:{mport}"],
+                  eal(3, mem=1024), wait=False)
     try:
         check(wait_for(sock), "control socket appears")
         time.sleep(0.5)
@@ -181,6 +186,15 @@ def test_control_socket(d):
         check(r.returncode == 0 and "total:" in r.stdout and "rings:" in r.stdout, "linesightctl stats table")
         r = ctl(sock, "--json", "stats")
         check(r.returncode == 0 and json.loads(r.stdout)["ok"], "linesightctl --json")
+        import urllib.request
+        body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+        check("linesight_packets_total{" in body and "linesight_dropped_packets_total{" in body,
+              "Prometheus /metrics serves counters")
+        if shutil.which("promtool"):
+            pt = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True)
+            check(pt.returncode == 0, "promtool check metrics passes " + pt.stdout + pt.stderr)
+        else:
+            print("SKIP promtool not installed (scripts/setup.sh installs prometheus)")
         r = ctl(sock, "bogus")
         check(r.returncode == 2 and "unknown command" in r.stderr, "linesightctl names a bad command")
         hog.close()
