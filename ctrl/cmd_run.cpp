@@ -142,6 +142,20 @@ int cmd_run(int argc, char** argv) {
     try {
       ctl = std::make_unique<CtlServer>(cfg.control.socket, cfg.control.socket_mode);
       register_runtime_commands(*ctl, rt, cfg);
+      ctl->add("/export", "exporter status: records, files, rotations, IPFIX messages and errors",
+               [&](const CtlRequest&) {
+                 nlohmann::json j{{"records", summary.records}};
+                 if (outputs->writer)
+                   j["json"] = {{"path", cfg.flows_out}, {"rotations", outputs->writer->rotations()},
+                                {"write_errors", outputs->writer->write_errors()}};
+                 if (outputs->ipfix) {
+                   const auto& s = outputs->ipfix->stats;
+                   j["ipfix"] = {{"collector", cfg.ipfix}, {"data_records", s.data_records},
+                                 {"messages", s.messages}, {"send_errors", s.send_errors},
+                                 {"template_sends", s.template_sends}};
+                 }
+                 return j;
+               });
     } catch (const std::exception& e) {
       die(e.what());
     }
@@ -213,6 +227,7 @@ int cmd_run(int argc, char** argv) {
     auto j = nlohmann::json::parse(format_summary_json(res, summary, uint32_t(res.per_core.size())));
     j["rings"] = nlohmann::json::parse(rt.ring_json());
     j["stop_reason"] = rt.stop_reason();
+    if (rt.feed_ns_) j["feed_ns"] = rt.feed_ns_;
     f << j.dump(1) << "\n";
     if (!f) rc = 1;
   }

@@ -13,9 +13,11 @@
 
 #include <nlohmann/json.hpp>
 #include <cstring>
+#include <algorithm>
 #include <stdexcept>
 
 #include "ctrl/ctl_server.h"
+#include "ctrl/flow_writer.h"
 #include "ctrl/metrics_server.h"
 
 namespace ls {
@@ -320,6 +322,7 @@ void Runtime::feed() {
     }
   }
 out:
+  feed_ns_ = wall_ns() - start_ns_;
   feeder_done_.store(true);
 }
 
@@ -435,6 +438,35 @@ std::string Runtime::ring_summary() const {
     o += line;
   }
   return o;
+}
+
+std::vector<FlowRecord> Runtime::top_flows(uint32_t n, bool by_packets) {
+  n = std::min(n, TopRequest::kMax);
+  std::vector<uint32_t> want;
+  for (auto& l : rx_) {
+    // The lcore reads n / by_packets only after seeing the new request id (acquire).
+    l->top.n = n;
+    l->top.by_packets = by_packets;
+    want.push_back(l->top.asked.fetch_add(1, std::memory_order_release) + 1);
+  }
+  uint64_t deadline = wall_ns() + 2'000'000'000ull;
+  for (size_t i = 0; i < rx_.size(); i++)
+    while (rx_[i]->top.done.load(std::memory_order_acquire) != want[i]) {
+      if (wall_ns() > deadline || rx_[i]->done.load()) throw CtlError("RX lcores did not answer within 2 s");
+      usleep(100);
+    }
+  std::vector<FlowRecord> out;
+  for (auto& l : rx_)
+    for (const FlowEntry& e : l->top.result) {
+      out.emplace_back();
+      out.back().fill(e, nullptr, 0, EndReason::FLUSH, l->index, sampling());
+    }
+  auto key = [by_packets](const FlowRecord& r) {
+    return by_packets ? uint64_t(r.e.pkts[0]) + r.e.pkts[1] : r.e.bytes[0] + r.e.bytes[1];
+  };
+  std::sort(out.begin(), out.end(), [&](auto& a, auto& b) { return key(a) > key(b); });
+  if (out.size() > n) out.resize(n);
+  return out;
 }
 
 std::string Runtime::ring_json() const {
@@ -583,6 +615,29 @@ void register_runtime_commands(CtlServer& s, Runtime& rt, const Config& cfg) {
         {"output", {{"flows", cfg.flows_out}, {"payload", cfg.payload_out}}},
         {"control", {{"socket", cfg.control.socket}}}};
   });
+  s.add("/flows/top", "largest active flows: /flows/top?by=bytes|packets&n=20 (n <= 1000)",
+        [&rt](const CtlRequest& r) {
+          std::string by = r.query.count("by") ? r.query.at("by") : "bytes";
+          if (by != "bytes" && by != "packets") throw CtlError("by must be bytes or packets");
+          uint32_t n = 20;
+          if (r.query.count("n")) {
+            const std::string& s = r.query.at("n");
+            char* end;
+            unsigned long x = std::strtoul(s.c_str(), &end, 10);
+            if (s.empty() || *end || x == 0 || x > TopRequest::kMax) throw CtlError("n must be 1 .. 1000");
+            n = uint32_t(x);
+          }
+          nlohmann::json arr = nlohmann::json::array();
+          std::string line;
+          for (const FlowRecord& f : rt.top_flows(n, by == "packets")) {
+            line.clear();
+            format_record(f, false, line);
+            auto j = nlohmann::json::parse(line);
+            j.erase("end_reason");
+            arr.push_back(j);
+          }
+          return arr;
+        });
   s.add("/shutdown", "stop RX, flush every flow through workers and exporters, exit",
         [&rt](const CtlRequest&) {
           rt.request_stop("shutdown command");

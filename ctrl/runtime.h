@@ -43,7 +43,9 @@ class Runtime {
   std::string stats_json() const;
   std::string ring_summary() const;
   std::string ring_json() const;
-  std::string metrics_text(const std::string& exporter_metrics) const;  // Prometheus  // record drops per lcore: ring full, pool empty
+  std::string metrics_text(const std::string& exporter_metrics) const;  // Prometheus
+  // Asks every RX lcore for its top n active flows and merges them (waits ≤ 2 s).
+  std::vector<FlowRecord> top_flows(uint32_t n, bool by_packets);  // record drops per lcore: ring full, pool empty
   const char* stop_reason() const { return stop_reason_; }
 
  private:
@@ -68,6 +70,9 @@ class Runtime {
   std::thread feeder_;
   std::atomic<bool> feeder_done_{true};
   uint64_t start_ns_ = 0, end_ns_ = 0;
+ public:
+  uint64_t feed_ns_ = 0;  // memory replay: launch → last packet handed to the RX queues
+ private:
   bool eal_up_ = false, launched_ = false;
   const char* stop_reason_ = "";
   std::unique_ptr<LiveSettings> live_;

@@ -5,6 +5,8 @@
 #include <rte_mbuf_dyn.h>
 #include <rte_pause.h>
 
+#include <algorithm>
+
 namespace ls {
 
 uint16_t worker_of(const FlowRecord& r, uint16_t workers) {
@@ -71,11 +73,50 @@ inline uint64_t now_ns(const RuntimeShared& sh) {
   return sh.wall0_ns + (rte_rdtsc() - sh.tsc0) * 1'000'000'000ull / sh.tsc_hz;
 }
 
+constexpr uint32_t kTopSlice = 8192;  // table entries scanned per check point
+
+uint64_t top_key(const FlowEntry& e, bool pk) {
+  return pk ? uint64_t(e.pkts[0]) + e.pkts[1] : e.bytes[0] + e.bytes[1];
+}
+
+// One slice of a /flows/top scan: keeps the N largest in `result` as a min-heap.
+void top_step(RxLcore& l) {
+  TopRequest& t = l.top;
+  uint32_t asked = t.asked.load(std::memory_order_acquire);
+  if (!t.scanning) {
+    if (asked == t.serving) return;
+    t.serving = asked;
+    t.scanning = true;
+    t.pos = 0;
+    t.result.clear();
+  }
+  auto cmp = [pk = t.by_packets](const FlowEntry& a, const FlowEntry& b) {
+    return top_key(a, pk) > top_key(b, pk);
+  };
+  const FlowTable& tab = l.core->table;
+  tab.for_range(t.pos, t.pos + kTopSlice, [&](const FlowEntry& e) {
+    if (t.result.size() < t.n) {
+      t.result.push_back(e);
+      std::push_heap(t.result.begin(), t.result.end(), cmp);
+    } else if (top_key(e, t.by_packets) > top_key(t.result.front(), t.by_packets)) {
+      std::pop_heap(t.result.begin(), t.result.end(), cmp);
+      t.result.back() = e;
+      std::push_heap(t.result.begin(), t.result.end(), cmp);
+    }
+  });
+  t.pos += kTopSlice;
+  if (t.pos >= tab.high_water()) {
+    t.scanning = false;
+    t.done.store(t.serving, std::memory_order_release);
+  }
+}
+
 }  // namespace
 
 void rx_lcore_init(RxLcore& l, const CoreConfig& cfg) {
   l.sink = std::make_unique<RingRecordSink>(&l);
   l.core = std::make_unique<FlowCore>(cfg, *l.sink, l.index);
+  l.top.result.reserve(TopRequest::kMax);
 }
 
 int rx_lcore_main(void* arg) {
@@ -131,6 +172,7 @@ int rx_lcore_main(void* arg) {
         l->core->table.advance_clock(now_ns(sh), 0);
         l->core->table.expire();
       }
+      top_step(*l);
       rte_rcu_qsbr_quiescent(sh.qsbr, l->index);
     }
     if (!got) idle(sh, empty);

@@ -54,6 +54,20 @@ struct RuntimeShared {
   bool packet_clock = false;  // true: time only advances with packet timestamps (pcap vdevs)
 };
 
+// /flows/top: control asks, the RX lcore scans its own table a slice per check point and
+// publishes its top N; control never reads a table.
+struct TopRequest {
+  static constexpr uint32_t kMax = 1000;
+  std::atomic<uint32_t> asked{0};  // control: bump after setting n and by_packets
+  std::atomic<uint32_t> done{0};   // lcore: = asked once `result` is complete
+  uint32_t n = 20;
+  bool by_packets = false;
+  std::vector<FlowEntry> result;   // capacity reserved at start: no allocation on the lcore
+  // lcore-private scan state
+  uint32_t serving = 0, pos = 0;
+  bool scanning = false;
+};
+
 // One RX lcore: its queues, its flow table, its output rings (one per worker).
 struct alignas(64) RxLcore {
   unsigned lcore_id = 0;
@@ -67,6 +81,7 @@ struct alignas(64) RxLcore {
   std::atomic<bool> done{false};
   std::atomic<uint64_t> rx_packets{0};  // published for /stats and idle detection
   std::atomic<uint32_t> flows{0};
+  TopRequest top;
   RuntimeShared* shared = nullptr;
 };
 

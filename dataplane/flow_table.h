@@ -110,6 +110,13 @@ class FlowTable {
   const FlowEntry& entry(uint32_t i) const { return entries_[i]; }
   const TableConfig& config() const { return cfg_; }
   size_t memory_bytes() const;
+  uint32_t high_water() const { return high_water_; }
+  // Visits used entries with index in [from, to) (clamped to the high-water mark).
+  template <class F>
+  void for_range(uint32_t from, uint32_t to, F&& f) const {
+    for (uint32_t i = from; i < to && i < high_water_; i++)
+      if (entries_[i].key.ip_ver) f(entries_[i]);
+  }
   template <class F>
   void for_each(F&& f) const {
     for (uint32_t i = 0; i < high_water_; i++)

@@ -177,6 +177,13 @@ def test_control_socket(d):
             ok += json.loads(buf.split(b"\n")[0])["ok"]
             c.close()
         check(ok == 8, "8 concurrent clients answered while another never reads")
+        top = raw(sock, b'{"cmd":"/flows/top?by=packets&n=5"}\n')
+        pk = [x["packets_fwd"] + x["packets_rev"] for x in top.get("result", [])]
+        check(top["ok"] and len(pk) == 5 and pk == sorted(pk, reverse=True), f"/flows/top by packets: {pk}")
+        e = raw(sock, b'{"cmd":"/flows/top?n=0"}\n')
+        check(not e["ok"] and "n must be" in e["error"], "/flows/top checks n")
+        ex = raw(sock, b'{"cmd":"/export"}\n')
+        check(ex["ok"] and ex["result"]["json"]["path"] == out and ex["result"]["records"] > 0, "/export status")
         r = ctl(sock, "sampling", "set", "--mode", "flow_hash", "--rate", "4", "--seed", "7")
         check(r.returncode == 0 and "flow_hash 1:4 seed 7" in r.stdout, "linesightctl sampling set: " + r.stdout.strip())
         time.sleep(0.5)
