@@ -151,13 +151,29 @@ void Runtime::setup() {
     to_control_.push_back(wl->to_control);
     workers_.push_back(std::move(wl));
   }
+  // Tables from DPDK hugepages on each RX lcore's NUMA node when EAL has hugepages;
+  // with --no-huge they stay on transparent huge pages (the test setup).
   for (auto& l : rx_) {
     for (auto& w : workers_) {
       rte_ring* r = ring("ls_rx" + std::to_string(l->index) + "_w" + std::to_string(w->index));
       l->to_worker.push_back(r);
       w->from_rx.push_back(r);
     }
-    rx_lcore_init(*l, cfg_.core);
+    static int node;
+    node = int(rte_lcore_to_socket_id(l->lcore_id));
+    if (rte_eal_has_hugepages())
+      region_allocator() = {
+          [](size_t n, void* ctx) { return rte_zmalloc_socket("ls_table", n, 2u << 20, *static_cast<int*>(ctx)); },
+          [](void* p, void*) { rte_free(p); }, &node};
+    try {
+      rx_lcore_init(*l, cfg_.core);
+    } catch (const std::bad_alloc&) {
+      region_allocator() = {};
+      throw std::runtime_error("not enough memory for a flow table of " +
+                               std::to_string(cfg_.core.table.capacity) + " flows on NUMA node " +
+                               std::to_string(node) + " (lower table.capacity or add hugepages)");
+    }
+    region_allocator() = {};
   }
 }
 

@@ -15,12 +15,32 @@
 
 namespace ls {
 
+// Where table memory comes from. Default: anonymous 2 MB-aligned mmap with transparent
+// huge pages. Under EAL with hugepages the runtime installs an allocator that takes
+// memory from DPDK on the owning lcore's NUMA node (set before constructing the table).
+struct RegionAllocator {
+  void* (*alloc)(size_t bytes, void* ctx) = nullptr;  // zeroed, 2 MB aligned, or nullptr
+  void (*release)(void* p, void* ctx) = nullptr;
+  void* ctx = nullptr;
+};
+inline RegionAllocator& region_allocator() {
+  static RegionAllocator a;
+  return a;
+}
+
 class Region {
  public:
   Region() = default;
   static constexpr size_t kHuge = 2u << 20;
 
   explicit Region(size_t bytes) {
+    if (const RegionAllocator& ra = region_allocator(); ra.alloc) {
+      size_ = bytes ? bytes : 1;
+      ptr_ = ra.alloc(size_, ra.ctx);
+      if (!ptr_) throw std::bad_alloc();
+      alloc_ = ra;
+      return;
+    }
     // Round to whole 2 MB pages and align the start, so transparent huge pages can back
     // all of it: at millions of flows, 4 KB pages make every lookup a TLB miss.
     size_ = (bytes + kHuge - 1) / kHuge * kHuge;
@@ -38,15 +58,19 @@ class Region {
     madvise(p, size_, MADV_POPULATE_WRITE);
     ptr_ = p;
   }
-  Region(Region&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), size_(o.size_) {}
+  Region(Region&& o) noexcept
+      : ptr_(std::exchange(o.ptr_, nullptr)), size_(o.size_), alloc_(o.alloc_) {}
   Region& operator=(Region&& o) noexcept {
     std::swap(ptr_, o.ptr_);
     std::swap(size_, o.size_);
+    std::swap(alloc_, o.alloc_);
     return *this;
   }
   Region(const Region&) = delete;
   ~Region() {
-    if (ptr_) munmap(ptr_, size_);
+    if (!ptr_) return;
+    if (alloc_.release) alloc_.release(ptr_, alloc_.ctx);
+    else munmap(ptr_, size_);
   }
   template <class T>
   T* as() const { return static_cast<T*>(ptr_); }
@@ -55,6 +79,7 @@ class Region {
  private:
   void* ptr_ = nullptr;
   size_t size_ = 0;
+  RegionAllocator alloc_{};
 };
 
 }  // namespace ls
