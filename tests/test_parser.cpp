@@ -27,7 +27,8 @@ void expect_v4(const PacketMeta& m, std::array<uint8_t, 4> s, std::array<uint8_t
 }
 
 TEST(Parser, TcpOverEthernet) {
-  auto r = parse(lstest::tcp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1234, 80, 0x02, "GET /"));
+  Pkt p = lstest::tcp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1234, 80, 0x02, "GET /");
+  auto r = parse(p);  // r.m.payload points into p
   ASSERT_TRUE(r.ok);
   expect_v4(r.m, {10, 0, 0, 1}, {10, 0, 0, 2});
   EXPECT_EQ(r.m.l4_proto, 6);
