@@ -114,6 +114,24 @@ def test_netpcap(d):
         check(r.returncode == 0 and ra == rb and ra, f"net_pcap run == replay on {rel} ({len(ra)} records)")
 
 
+def test_config_file_and_errors(d):
+    pcap = os.path.join(DATA, "slips/test-cc-capture-1.pcap")
+    cfg, out = os.path.join(d, "run.yaml"), os.path.join(d, "cfg.jsonl")
+    with open(cfg, "w") as f:
+        f.write("dpdk:\n  eal: " + json.dumps(eal(3, f"net_pcap0,rx_pcap={pcap}")) + "\n  burst: 16\n"
+                "control: {socket: '', exit_idle: 1s}\noutput: {flows: " + json.dumps(out) + "}\n")
+    r = subprocess.run([BIN, "run", "--config", cfg, "--quiet", "--hash-seed", "1"], capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0 and sum(1 for _ in open(out)) == 299, "run configured entirely from YAML (dpdk.eal, control, output)")
+    r = subprocess.run([BIN, "run", "--socket", "", "--", *eal(3)], capture_output=True, text=True, timeout=60)
+    check(r.returncode == 2 and "no DPDK ports" in r.stderr, "no ports: " + r.stderr.strip().splitlines()[-1])
+    r = subprocess.run([BIN, "run", "--socket", "", "--rx-lcores", "4", "--", *eal(3, f"net_pcap0,rx_pcap={pcap}")],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 2 and "need 6 lcores" in r.stderr, "too few lcores explained")
+    r = subprocess.run([BIN, "run", "--socket", "", "--rx-queues", "4", "--", *eal(3, f"net_pcap0,rx_pcap={pcap}")],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 2 and "RX queues" in r.stderr, "more queues than the port has explained: " + r.stderr.strip().splitlines()[-1])
+
+
 def test_memory_multi_lcore(d):
     pcap = os.path.join(DATA, "bench/ndpi-ether-concat.pcap")
     a, b = os.path.join(d, "mr.jsonl"), os.path.join(d, "mrr.jsonl")
@@ -305,7 +323,7 @@ def main():
     import re
     DROPS.update(re.findall(r"X\((\w+), DROP\)", hdr))
     with tempfile.TemporaryDirectory() as d:
-        for t in (test_netpcap, test_memory_multi_lcore, test_control_socket, test_sigterm, test_af_packet):
+        for t in (test_netpcap, test_config_file_and_errors, test_memory_multi_lcore, test_control_socket, test_sigterm, test_af_packet):
             print(f"-- {t.__name__}", flush=True)
             t(d)
     sys.exit(1 if failures else 0)
