@@ -190,6 +190,7 @@ int cmd_run(int argc, char** argv) {
       next_check = now + 50'000'000ull;
       // Live links: records should not sit in a half-full IPFIX message for long.
       if (now - last_flush >= 1'000'000'000ull) {
+        rt.sample_rates();
         if (outputs->ipfix) outputs->ipfix->flush();
         if (outputs->writer) outputs->writer->tick();
         last_flush = now;

@@ -498,9 +498,25 @@ std::string Runtime::ring_json() const {
   return j.dump();
 }
 
+void Runtime::sample_rates() {
+  uint64_t now = wall_ns();
+  rate_last_pk_.resize(rx_.size(), 0);
+  rate_pps_.resize(rx_.size(), 0);
+  for (size_t i = 0; i < rx_.size(); i++) {
+    uint64_t pk = rx_[i]->core->ctr.get(Ctr::packets);
+    if (rate_last_ns_ && now > rate_last_ns_)
+      rate_pps_[i] = double(pk - rate_last_pk_[i]) * 1e9 / double(now - rate_last_ns_);
+    rate_last_pk_[i] = pk;
+  }
+  rate_last_ns_ = now;
+}
+
 std::string Runtime::metrics_text(const std::string& exporter_metrics) const {
   Exposition x;
   auto lc = [](unsigned id) { return "lcore=\"" + std::to_string(id) + "\""; };
+  x.family("linesight_packets_per_second", "gauge", "RX lcore packet rate over the last second.");
+  for (size_t i = 0; i < rx_.size() && i < rate_pps_.size(); i++)
+    x.sample("linesight_packets_per_second", lc(rx_[i]->lcore_id), rate_pps_[i]);
   x.family("linesight_packets_total", "counter", "Packets received by the RX lcore.");
   for (auto& l : rx_) x.sample("linesight_packets_total", lc(l->lcore_id), double(l->core->ctr.get(Ctr::packets)));
   x.family("linesight_bytes_total", "counter", "Frame bytes received by the RX lcore.");

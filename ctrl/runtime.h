@@ -44,6 +44,7 @@ class Runtime {
   std::string ring_summary() const;
   std::string ring_json() const;
   std::string metrics_text(const std::string& exporter_metrics) const;  // Prometheus
+  void sample_rates();  // control loop, about once a second: packets/s per RX lcore
   // Asks every RX lcore for its top n active flows and merges them (waits ≤ 2 s).
   std::vector<FlowRecord> top_flows(uint32_t n, bool by_packets);  // record drops per lcore: ring full, pool empty
   const char* stop_reason() const { return stop_reason_; }
@@ -76,6 +77,9 @@ class Runtime {
   bool eal_up_ = false, launched_ = false;
   const char* stop_reason_ = "";
   std::unique_ptr<LiveSettings> live_;
+  std::vector<uint64_t> rate_last_pk_;
+  std::vector<double> rate_pps_;
+  uint64_t rate_last_ns_ = 0;
   uint64_t live_version_ = 0;
 };
 
