@@ -187,6 +187,7 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
          walk(file, n, nm, {
              {"flows", [&](auto& v, auto&) { c.flows_out = v.Scalar(); }},
              {"ipfix", [&](auto& v, auto&) { c.ipfix = v.Scalar(); }},
+             {"features", [&](auto& v, auto&) { c.features_out = v.Scalar(); }},
              {"rotate_bytes", [&](auto& v, auto& k) { c.rotate_bytes = as<uint64_t>(file, v, k); }},
              {"rotate_interval", [&](auto& v, auto& k) { c.rotate_interval_ns = dur(file, v, k); }},
              {"ipfix_template_refresh", [&](auto& v, auto& k) { c.ipfix_template_refresh_ns = dur(file, v, k); }},
@@ -294,6 +295,7 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --rotate-bytes N       start a new --flows-out file after N bytes (old one renamed)
   --rotate-interval D    ... or after D (e.g. 5m)
   --ipfix HOST:PORT      export flow records as IPFIX over UDP (two uniflows per flow)
+  --features-out FILE    one feature row per flow record, CSV (docs/features.md)
   --payload-out          include the captured payload prefix (hex) in records
   --summary-json FILE    final counters as JSON
   --sampling SPEC        off | packet:N | packet_random:N[:SEED] | flow_hash:N[:SEED] |
@@ -348,6 +350,7 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   if (a == "--config") val();  // loaded before the flags
   else if (a == "--flows-out") cfg.flows_out = val();
   else if (a == "--ipfix") cfg.ipfix = val();
+  else if (a == "--features-out") cfg.features_out = val();
   else if (a == "--rotate-bytes") cfg.rotate_bytes = flag_num<uint64_t>(a, val());
   else if (a == "--rotate-interval") cfg.rotate_interval_ns = parse_duration_ns(val());
   else if (a == "--payload-out") cfg.payload_out = true;

@@ -47,6 +47,8 @@ struct Config {
   std::string flows_out;
   uint64_t rotate_bytes = 0, rotate_interval_ns = 0;  // JSON lines rotation (0: off)
   std::string ipfix;  // collector HOST:PORT (UDP), empty = off
+  std::string features_out;  // feature rows as CSV (docs/features.md), empty = off
+  uint32_t pair_capacity = 1u << 18;
   uint64_t ipfix_template_refresh_ns = 60'000'000'000ull;
   bool payload_out = false;
   std::string summary_json;

@@ -1,17 +1,20 @@
 // The exporters a run writes to, built from the config: JSON lines, IPFIX.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "ctrl/config.h"
 #include "ctrl/flow_writer.h"
 #include "ctrl/ipfix.h"
+#include "features/feature_stage.h"
 
 namespace ls {
 
 struct Outputs {
   std::unique_ptr<FlowWriter> writer;
   std::unique_ptr<IpfixExporter> ipfix;
+  std::unique_ptr<FeatureWriter> features;
   Fanout fanout;
 
   // Throws std::runtime_error naming the file or collector that failed.
@@ -25,16 +28,24 @@ struct Outputs {
       ic.template_refresh_ns = c.ipfix_template_refresh_ns;
       ipfix = std::make_unique<IpfixExporter>(ic);
     }
+    if (!c.features_out.empty()) {
+      FeatureConfig fc;
+      fc.pair_capacity = c.pair_capacity;
+      fc.hash_seed = c.core.table.hash_seed;
+      features = std::make_unique<FeatureWriter>(c.features_out, fc);
+    }
     fanout.add(writer.get());
     fanout.add(ipfix.get());
+    fanout.add(features.get());
   }
   // Flushes everything; returns an error message (empty when all went out).
   std::string close() {
     std::string err;
     if (ipfix) ipfix->flush();
-    if (writer) {
+    for (auto close : {std::function<void()>([&] { if (writer) writer->close(); }),
+                       std::function<void()>([&] { if (features) features->close(); })}) {
       try {
-        writer->close();
+        close();
       } catch (const std::exception& e) {
         err = e.what();
       }

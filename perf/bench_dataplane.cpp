@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dataplane/flow_core.h"
+#include "features/feature_stage.h"
 #include "tests/pktbuild.h"
 
 using namespace ls;
@@ -207,6 +208,37 @@ void BM_ExpirySweep(benchmark::State& st) {
   st.SetItemsProcessed(st.iterations() * (tc.capacity / 2) / 1000);
 }
 BENCHMARK(BM_ExpirySweep);
+
+// Feature stage per flow record: timing features + pair lookup + periodicity over a full
+// 32-contact history, range(0) pairs in the table.
+void BM_FeatureStage(benchmark::State& st) {
+  const uint32_t pairs = uint32_t(st.range(0));
+  FeatureConfig fc;
+  fc.pair_capacity = pairs * 2;
+  FeatureStage fs(fc);
+  FlowRecord r{};
+  r.e.key.ip_ver = 4;
+  r.e.key.proto = 6;
+  r.e.key.hi_port = 443;
+  r.e.init_lo = 1;
+  r.e.pkts[0] = r.e.pkts[1] = 6;
+  r.e.bytes[0] = r.e.bytes[1] = 3000;
+  r.e.flags[0] = 0x1B;
+  FeatureRow row;
+  uint64_t t = 1'000'000'000'000ull;
+  uint32_t i = 0;
+  for (auto _ : st) {
+    uint32_t p = i++ % pairs;
+    std::memcpy(r.e.key.lo, &p, 4);
+    t += 1'000'000'000ull / pairs * 2;
+    r.e.first_ns = t;
+    r.e.last_ns = t + 100'000'000;
+    fs.compute(r, row);
+    benchmark::DoNotOptimize(row.pair.score);
+  }
+  st.SetItemsProcessed(st.iterations());
+}
+BENCHMARK(BM_FeatureStage)->Arg(1000)->Arg(100000);
 
 }  // namespace
 

@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 
-from lsdata import BIN, ROOT
+from lsdata import BIN, DATA, ROOT
 
 failures = 0
 
@@ -68,6 +68,21 @@ with tempfile.TemporaryDirectory() as d:
     r2 = run("replay", pcap, "--flows-out", "-", "--quiet")
     check(r.returncode == 0 and len(files) > 3 and ok and len(lines) == len(r2.stdout.splitlines()),
           f"size rotation: {len(files)} files, {len(lines)} complete records, none lost")
+
+    beacon = os.path.join(DATA, "slips/test-cc-capture-1.pcap")
+    if os.path.exists(beacon):
+        fo = os.path.join(d, "features.csv")
+        r = run("replay", beacon, "--features-out", fo, "--flows-out", os.path.join(d, "b.jsonl"), "--quiet")
+        import csv
+        lines = open(fo).read().splitlines()
+        rows = list(csv.DictReader(lines[1:]))
+        last = [x for x in rows if x["dst"] == "141.193.213.21"][-1]
+        check(r.returncode == 0 and lines[0] == "# linesight features v1" and len(rows) == 299
+              and float(last["pair_periodicity"]) > 0.85 and abs(float(last["pair_period_s"]) - 2.2) < 0.1,
+              f"features: one row per record, the 2 s beacon pair periodic ({last['pair_periodicity']}, "
+              f"period {last['pair_period_s']} s)")
+    else:
+        print("SKIP features on the beacon capture: shared data absent")
 
     # SIGINT during a long paced replay: exit cleanly with every active flow written.
     out = os.path.join(d, "int.jsonl")

@@ -1,0 +1,207 @@
+#include "features/feature_stage.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <bit>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+namespace ls {
+
+FeatureStage::FeatureStage(const FeatureConfig& c) : cfg_(c) {
+  uint32_t cap = std::bit_ceil(std::max<uint32_t>(c.pair_capacity, 64));
+  mem_ = Region(size_t(cap) * sizeof(Pair));
+  pairs_ = mem_.as<Pair>();
+  mask_ = cap - 1;
+}
+
+// Linear probing over a window of 8 slots; when the window is full the pair idle the
+// longest is replaced (its history is lost: a bounded table forgets the coldest first).
+FeatureStage::Pair* FeatureStage::find_or_make(const PairKey& k, uint64_t now) {
+  uint64_t h = XXH3_64bits_withSeed(&k, sizeof k, cfg_.hash_seed);
+  constexpr uint32_t kWindow = 8;
+  Pair* victim = nullptr;
+  for (uint32_t i = 0; i < kWindow; i++) {
+    Pair& p = pairs_[(h + i) & mask_];
+    if (p.contacts && p.key == k) {
+      if (now > p.last_ns + cfg_.pair_max_age_ns) {
+        ctr_.pairs_aged_out++;
+        p.contacts = 0;  // restart its history below
+        victim = &p;
+        break;
+      }
+      return &p;
+    }
+    if (!p.contacts) {
+      if (!victim || victim->contacts) victim = &p;
+    } else if (!victim || (victim->contacts && p.last_ns < victim->last_ns)) {
+      victim = &p;
+    }
+  }
+  if (victim->contacts) ctr_.pairs_evicted++;
+  else ctr_.pairs_created++;
+  std::memset(victim, 0, sizeof *victim);
+  victim->key = k;
+  victim->first_ns = victim->last_ns = now;
+  return victim;
+}
+
+void FeatureStage::compute(const FlowRecord& r, FeatureRow& f) {
+  const FlowEntry& e = r.e;
+  int fw = e.init_lo ? 0 : 1;
+  uint64_t n = uint64_t(e.pkts[0]) + e.pkts[1];
+  uint64_t bytes = e.bytes[0] + e.bytes[1];
+  f.rec = &r;
+  f.duration_s = double(e.last_ns - e.first_ns) / 1e9;
+  f.bytes_ratio = bytes ? double(e.bytes[fw]) / double(bytes) : 0;
+  if (n >= 2) {
+    double gaps = double(n - 1);
+    f.iat_mean_us = double(e.last_ns - e.first_ns) / 1e3 / gaps;
+    f.iat_std_us = std::sqrt(std::max(0.0, e.iat_sq / gaps - f.iat_mean_us * f.iat_mean_us));
+    f.iat_cv = f.iat_mean_us > 0 ? f.iat_std_us / f.iat_mean_us : 0;
+    f.iat_min_us = e.iat_min_us;
+    f.iat_max_us = e.iat_max_us;
+  } else {
+    f.iat_mean_us = f.iat_std_us = f.iat_cv = 0;
+    f.iat_min_us = f.iat_max_us = 0;
+  }
+  f.size_mean = n ? double(bytes) / double(n) : 0;
+  f.size_std = n ? std::sqrt(std::max(0.0, e.size_sq / double(n) - f.size_mean * f.size_mean)) : 0;
+  bool tcp = e.key.proto == 6;
+  f.handshake = tcp && (e.tcp_state & TCP_ESTABLISHED);
+  f.syn_only = tcp && (e.tcp_state & TCP_SYN) && !(e.tcp_state & TCP_SYNACK);
+  f.rst = tcp && (e.tcp_state & TCP_RST);
+  f.fin_both = tcp && (e.tcp_state & (TCP_FIN_LO | TCP_FIN_HI)) == (TCP_FIN_LO | TCP_FIN_HI);
+
+  PairKey k{};
+  std::memcpy(k.client, fw == 0 ? e.key.lo : e.key.hi, 16);
+  std::memcpy(k.server, fw == 0 ? e.key.hi : e.key.lo, 16);
+  k.port = fw == 0 ? e.key.hi_port : e.key.lo_port;
+  k.proto = e.key.proto;
+  k.ver = e.key.ip_ver;
+  Pair& p = *find_or_make(k, e.first_ns);
+  // A TCP record without the initiator's SYN continues a long flow (active timeout):
+  // same contact, not a new one.
+  bool new_contact = !tcp || (e.flags[fw] & 0x02) || p.contacts == 0;
+  if (new_contact) {
+    uint64_t off = e.first_ns >= p.first_ns ? (e.first_ns - p.first_ns) / 1'000'000 : 0;
+    if (off > UINT32_MAX) {  // 49 days since the pair's first contact: start over
+      p.first_ns = e.first_ns;
+      p.used = p.head = 0;
+      off = 0;
+    }
+    p.start_ms[p.head] = uint32_t(off);
+    p.head = uint8_t((p.head + 1) % kHistory);
+    if (p.used < kHistory) p.used++;
+    p.contacts++;
+  }
+  p.last_ns = std::max(p.last_ns, e.last_ns);
+  double starts[kHistory];
+  for (uint32_t i = 0; i < p.used; i++) starts[i] = double(p.start_ms[i]) / 1e3;
+  f.pair = score_periodicity(starts, p.used);
+  f.pair_contacts = p.contacts;
+  f.pair_age_s = double(p.last_ns - p.first_ns) / 1e9;
+  ctr_.rows++;
+}
+
+const char* FeatureStage::csv_header() {
+  return "first_ns,last_ns,src,dst,sport,dport,proto,ip_version,end_reason,"
+         "duration_s,packets_fwd,packets_rev,bytes_fwd,bytes_rev,bytes_ratio,"
+         "iat_mean_us,iat_std_us,iat_min_us,iat_max_us,iat_cv,size_mean,size_std,"
+         "tcp_flags_fwd,tcp_flags_rev,tcp_handshake,tcp_syn_only,tcp_rst,tcp_fin_both,"
+         "pair_contacts,pair_age_s,pair_intervals,pair_interval_mean_s,pair_interval_cv,"
+         "pair_period_s,pair_mode_share,pair_periodicity\n";
+}
+
+namespace {
+void num(std::string& o, uint64_t v) {
+  char b[24];
+  o.append(b, std::to_chars(b, b + sizeof b, v).ptr);
+}
+void dbl(std::string& o, double v) {
+  if (!std::isfinite(v)) v = 0;
+  char b[40];
+  o.append(b, std::to_chars(b, b + sizeof b, v, std::chars_format::general, 6).ptr);
+}
+std::string ip(const uint8_t* a, uint8_t ver) {
+  char b[INET6_ADDRSTRLEN];
+  inet_ntop(ver == 6 ? AF_INET6 : AF_INET, a, b, sizeof b);
+  return b;
+}
+}  // namespace
+
+void FeatureStage::csv_row(const FeatureRow& f, std::string& o) {
+  const FlowEntry& e = f.rec->e;
+  int fw = e.init_lo ? 0 : 1, rv = 1 - fw;
+  auto c = [&o] { o += ','; };
+  num(o, e.first_ns); c();
+  num(o, e.last_ns); c();
+  o += ip(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver); c();
+  o += ip(fw == 0 ? e.key.hi : e.key.lo, e.key.ip_ver); c();
+  num(o, fw == 0 ? e.key.lo_port : e.key.hi_port); c();
+  num(o, fw == 0 ? e.key.hi_port : e.key.lo_port); c();
+  num(o, e.key.proto); c();
+  num(o, e.key.ip_ver); c();
+  o += end_reason_name(f.rec->why); c();
+  dbl(o, f.duration_s); c();
+  num(o, e.pkts[fw]); c();
+  num(o, e.pkts[rv]); c();
+  num(o, e.bytes[fw]); c();
+  num(o, e.bytes[rv]); c();
+  dbl(o, f.bytes_ratio); c();
+  dbl(o, f.iat_mean_us); c();
+  dbl(o, f.iat_std_us); c();
+  num(o, f.iat_min_us); c();
+  num(o, f.iat_max_us); c();
+  dbl(o, f.iat_cv); c();
+  dbl(o, f.size_mean); c();
+  dbl(o, f.size_std); c();
+  num(o, e.flags[fw]); c();
+  num(o, e.flags[rv]); c();
+  num(o, f.handshake); c();
+  num(o, f.syn_only); c();
+  num(o, f.rst); c();
+  num(o, f.fin_both); c();
+  num(o, f.pair_contacts); c();
+  dbl(o, f.pair_age_s); c();
+  num(o, f.pair.intervals); c();
+  dbl(o, f.pair.mean_s); c();
+  dbl(o, f.pair.cv); c();
+  dbl(o, f.pair.period_s); c();
+  dbl(o, f.pair.mode_share); c();
+  dbl(o, f.pair.score);
+  o += '\n';
+}
+
+FeatureWriter::FeatureWriter(const std::string& path, const FeatureConfig& c)
+    : stage_(c), path_(path) {
+  f_ = path == "-" ? stdout : std::fopen(path.c_str(), "w");
+  if (!f_) throw std::runtime_error(path + ": " + std::strerror(errno));
+  std::fputs("# linesight features v1\n", f_);
+  std::fputs(FeatureStage::csv_header(), f_);
+}
+
+FeatureWriter::~FeatureWriter() {
+  if (f_ && f_ != stdout) std::fclose(f_);
+}
+
+void FeatureWriter::consume(const FlowRecord& r) {
+  FeatureRow row;
+  stage_.compute(r, row);
+  line_.clear();
+  FeatureStage::csv_row(row, line_);
+  if (std::fwrite(line_.data(), 1, line_.size(), f_) != line_.size()) bad_ = true;
+}
+
+void FeatureWriter::close() {
+  if (!f_) return;
+  bool bad = bad_ || std::fflush(f_) != 0;
+  if (f_ != stdout && std::fclose(f_) != 0) bad = true;
+  f_ = nullptr;
+  if (bad) throw std::runtime_error(path_ + ": write failed: " + std::strerror(errno));
+}
+
+}  // namespace ls

@@ -1,0 +1,90 @@
+// The feature stage: flow record in, feature row out, one pass shared by every later
+// detection app. Owns per client→server pair contact history in a bounded table (fixed
+// capacity, oldest pair evicted), so it can run on the worker that owns the server
+// endpoint without locks. Schema: docs/features.md (version 1).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "dataplane/mem.h"
+#include "dataplane/record.h"
+#include "features/periodicity.h"
+
+namespace ls {
+
+struct FeatureConfig {
+  uint32_t pair_capacity = 1u << 18;                // client→server pairs tracked
+  uint64_t pair_max_age_ns = 3'600'000'000'000ull;  // idle pairs older than this restart
+  uint64_t hash_seed = 0;
+};
+
+struct FeatureRow {
+  const FlowRecord* rec;
+  // flow timing
+  double duration_s, bytes_ratio, iat_mean_us, iat_std_us, iat_cv, size_mean, size_std;
+  uint32_t iat_min_us, iat_max_us;
+  bool handshake, syn_only, rst, fin_both;
+  // client → server pair (the flow's initiator → responder, responder port, protocol)
+  uint32_t pair_contacts;
+  double pair_age_s;
+  Periodicity pair;
+};
+
+struct FeatureCounters {
+  uint64_t rows = 0, pairs_created = 0, pairs_evicted = 0, pairs_aged_out = 0;
+};
+
+class FeatureStage {
+ public:
+  static constexpr uint32_t kHistory = 32;  // contact starts kept per pair
+
+  explicit FeatureStage(const FeatureConfig& c);
+  // Updates the pair's history with this record (a new contact unless it continues a
+  // long TCP flow) and fills `row`.
+  void compute(const FlowRecord& r, FeatureRow& row);
+  const FeatureCounters& counters() const { return ctr_; }
+  size_t memory_bytes() const { return mem_.size(); }
+
+  static const char* csv_header();
+  static void csv_row(const FeatureRow& f, std::string& out);
+
+ private:
+  struct PairKey {
+    uint8_t client[16], server[16];
+    uint16_t port;
+    uint8_t proto, ver;
+    bool operator==(const PairKey& o) const { return std::memcmp(this, &o, sizeof *this) == 0; }
+  };
+  struct Pair {
+    PairKey key;
+    uint64_t first_ns, last_ns;
+    uint32_t contacts;
+    uint32_t start_ms[kHistory];  // ring, ms since first_ns
+    uint8_t head, used;
+  };
+  Pair* find_or_make(const PairKey& k, uint64_t now_ns);
+
+  FeatureConfig cfg_;
+  Region mem_;
+  Pair* pairs_;
+  uint32_t mask_;
+  FeatureCounters ctr_;
+};
+
+// Writes feature rows as CSV (first line "# linesight features v1", then the header).
+class FeatureWriter final : public RecordConsumer {
+ public:
+  FeatureWriter(const std::string& path, const FeatureConfig& c);  // throws
+  ~FeatureWriter() override;
+  void consume(const FlowRecord& r) override;
+  void close();  // throws on a failed write
+  const FeatureStage& stage() const { return stage_; }
+
+ private:
+  FeatureStage stage_;
+  FILE* f_;
+  std::string path_, line_;
+  bool bad_ = false;
+};
+
+}  // namespace ls
