@@ -91,7 +91,7 @@ void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
   if (e.key.proto == 6) {
     key(o, "tcp_flags_fwd"); num(o, e.flags[f]); o += ',';
     key(o, "tcp_flags_rev"); num(o, e.flags[b]); o += ',';
-    key(o, "tcp_state"); num(o, e.tcp_state); o += ',';
+    key(o, "tcp_state"); num(o, e.tcp_state & ~FLOW_CONTINUED); o += ',';
   }
   key(o, "end_reason"); o += '"'; o += end_reason_name(r.why); o += "\",";
   // Inter-arrival over all packets of the record, both directions, µs.

@@ -148,6 +148,14 @@ void Runtime::setup() {
     wl->shared = &shared_;
     wl->rx = &rx_;
     wl->to_control = ring("ls_w" + std::to_string(w) + "_ctl");
+    if (!cfg_.features_out.empty()) {
+      // Pair state lives on the worker that owns the server endpoint: no sharing.
+      FeatureConfig fc;
+      fc.pair_capacity = cfg_.pair_capacity;
+      fc.hash_seed = cfg_.core.table.hash_seed;
+      stages_.push_back(std::make_unique<FeatureStage>(fc));
+      wl->stage = stages_.back().get();
+    }
     to_control_.push_back(wl->to_control);
     workers_.push_back(std::move(wl));
   }

@@ -12,6 +12,7 @@
 #include "ctrl/config.h"
 #include "dataplane/dpdk_lcores.h"
 #include "dataplane/replay.h"
+#include "features/feature_stage.h"
 
 struct rte_mempool;
 
@@ -60,7 +61,7 @@ class Runtime {
   std::vector<RxQueueRef> queues_;
   std::vector<std::unique_ptr<RxLcore>> rx_;
   std::vector<std::unique_ptr<WorkerLcore>> workers_;
-  std::vector<std::unique_ptr<RecordSink>> sinks_;
+  std::vector<std::unique_ptr<RecordStage>> stages_;  // one per worker
   std::vector<rte_ring*> rings_;  // every ring, for occupancy and cleanup
   std::vector<rte_ring*> to_control_;
   rte_mempool* mbuf_pool_ = nullptr;

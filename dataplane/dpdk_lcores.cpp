@@ -201,6 +201,7 @@ int worker_lcore_main(void* arg) {
       unsigned n = rte_ring_sc_dequeue_burst(in, objs, kMaxBurst, nullptr);
       got += n;
       for (unsigned i = 0; i < n; i++) {
+        if (w->stage) w->stage->process(*static_cast<FlowRecord*>(objs[i]));
         bool flushing = sh.stop.load(std::memory_order_relaxed);
         while (rte_ring_sp_enqueue(w->to_control, objs[i]) != 0) {
           if (!flushing) {

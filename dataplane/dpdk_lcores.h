@@ -85,13 +85,14 @@ struct alignas(64) RxLcore {
   RuntimeShared* shared = nullptr;
 };
 
-// One worker lcore: drains the rings from every RX lcore, routes to control.
-// (Until the features issue lands, records pass through unchanged.)
+// One worker lcore: drains the rings from every RX lcore, runs its stage (features of the
+// server endpoints it owns) on each record, passes it to control.
 struct alignas(64) WorkerLcore {
   unsigned lcore_id = 0;
   uint16_t index = 0;
   std::vector<rte_ring*> from_rx;  // one per RX lcore
   rte_ring* to_control = nullptr;  // SP/SC
+  RecordStage* stage = nullptr;    // e.g. the feature stage; owned by the runtime
   RingCounters rc;
   std::atomic<bool> done{false};
   std::atomic<uint64_t> records{0};

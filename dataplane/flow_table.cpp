@@ -304,6 +304,7 @@ bool FlowTable::expire_entry(uint32_t i, EndReason why) {
     reset_counters(e);
     e.first_ns = e.last_ns;
     e.sampled_pkts = 0;
+    e.tcp_state |= FLOW_CONTINUED;
     return false;
   }
   ctr_.inc(why == EndReason::TCP_END ? Ctr::flows_tcp_end : Ctr::flows_idle_timeout);

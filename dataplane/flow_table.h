@@ -17,9 +17,11 @@ std::string_view end_reason_name(EndReason r);
 enum class FullPolicy : uint8_t { EVICT_OLDEST, DROP_NEW };
 
 // TCP state bits, per canonical direction where it matters.
+// FLOW_CONTINUED (any protocol): this record continues an earlier record of the same flow
+// (active timeout) — the same contact, not a new connection.
 enum : uint8_t {
   TCP_SYN = 1, TCP_SYNACK = 2, TCP_ESTABLISHED = 4, TCP_FIN_LO = 8, TCP_FIN_HI = 16,
-  TCP_RST = 32, TCP_CLOSED = 64,
+  TCP_RST = 32, TCP_CLOSED = 64, FLOW_CONTINUED = 128,
 };
 
 // Hot state of one flow: exactly two cache lines. Direction index 0 = packets whose

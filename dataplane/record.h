@@ -8,18 +8,28 @@
 
 namespace ls {
 
+// Client→server pair features, attached by the worker that owns the server endpoint
+// (features/feature_stage.h); `valid` is false until a stage has filled them.
+struct PairFeatures {
+  bool valid;
+  uint32_t contacts, intervals;
+  double age_s, mean_s, cv, period_s, mode_share, score;
+};
+
 struct FlowRecord {
   FlowEntry e;
   EndReason why;
   uint16_t core;
   uint16_t paylen[2];
   SamplingConfig sampling;
+  PairFeatures pair;
   uint8_t payload[2][FlowTable::kMaxPayload];
 
   void fill(const FlowEntry& fe, const uint8_t* pay, uint16_t cap, EndReason r,
             uint16_t core_id, const SamplingConfig& s) {
     e = fe;
     why = r;
+    pair.valid = false;
     core = core_id;
     sampling = s;
     for (int d = 0; d < 2; d++) {
@@ -27,6 +37,12 @@ struct FlowRecord {
       if (paylen[d]) std::memcpy(payload[d], pay + size_t(d) * cap, paylen[d]);
     }
   }
+};
+
+// A stage that annotates records in place on a worker lcore (features, later detection).
+struct RecordStage {
+  virtual ~RecordStage() = default;
+  virtual void process(FlowRecord& r) = 0;
 };
 
 struct RecordConsumer {

@@ -45,7 +45,7 @@ FeatureStage::Pair* FeatureStage::find_or_make(const PairKey& k, uint64_t now) {
   else ctr_.pairs_created++;
   std::memset(victim, 0, sizeof *victim);
   victim->key = k;
-  victim->first_ns = victim->last_ns = now;
+  victim->first_ns = victim->last_ns = victim->base_ns = now;
   return victim;
 }
 
@@ -76,6 +76,13 @@ void FeatureStage::compute(const FlowRecord& r, FeatureRow& f) {
   f.rst = tcp && (e.tcp_state & TCP_RST);
   f.fin_both = tcp && (e.tcp_state & (TCP_FIN_LO | TCP_FIN_HI)) == (TCP_FIN_LO | TCP_FIN_HI);
 
+  f.pair = r.pair.valid ? r.pair : pair_features(r);
+  ctr_.rows++;
+}
+
+PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
+  const FlowEntry& e = r.e;
+  int fw = e.init_lo ? 0 : 1;
   PairKey k{};
   std::memcpy(k.client, fw == 0 ? e.key.lo : e.key.hi, 16);
   std::memcpy(k.server, fw == 0 ? e.key.hi : e.key.lo, 16);
@@ -83,28 +90,45 @@ void FeatureStage::compute(const FlowRecord& r, FeatureRow& f) {
   k.proto = e.key.proto;
   k.ver = e.key.ip_ver;
   Pair& p = *find_or_make(k, e.first_ns);
-  // A TCP record without the initiator's SYN continues a long flow (active timeout):
-  // same contact, not a new one.
-  bool new_contact = !tcp || (e.flags[fw] & 0x02) || p.contacts == 0;
+  // A record continuing a long flow (active timeout) is the same contact. Decided by the
+  // record alone, so the pair's state does not depend on the order records arrive in.
+  bool new_contact = !(e.tcp_state & FLOW_CONTINUED);
   if (new_contact) {
-    uint64_t off = e.first_ns >= p.first_ns ? (e.first_ns - p.first_ns) / 1'000'000 : 0;
-    if (off > UINT32_MAX) {  // 49 days since the pair's first contact: start over
-      p.first_ns = e.first_ns;
-      p.used = p.head = 0;
+    // Whole milliseconds of absolute time, so offsets do not depend on which start is the base.
+    int64_t off = int64_t(e.first_ns / 1'000'000) - int64_t(p.base_ns / 1'000'000);
+    if (off > INT32_MAX || off < INT32_MIN) {  // ±24 days from the first contact: start over
+      p.base_ns = e.first_ns;
+      p.used = 0;
       off = 0;
     }
-    p.start_ms[p.head] = uint32_t(off);
-    p.head = uint8_t((p.head + 1) % kHistory);
-    if (p.used < kHistory) p.used++;
+    // Keep the kHistory most recent starts in time order, whatever order records arrive
+    // in (cores emit them as flows end).
+    int32_t v = int32_t(off);
+    if (p.used < kHistory || v > p.start_ms[0]) {
+      uint32_t n = p.used;
+      if (n == kHistory) {  // drop the oldest
+        std::memmove(p.start_ms, p.start_ms + 1, (kHistory - 1) * sizeof(uint32_t));
+        n--;
+      }
+      uint32_t at = n;
+      while (at > 0 && p.start_ms[at - 1] > v) {
+        p.start_ms[at] = p.start_ms[at - 1];
+        at--;
+      }
+      p.start_ms[at] = v;
+      p.used = uint8_t(n + 1);
+    }
     p.contacts++;
   }
+  p.first_ns = std::min(p.first_ns, e.first_ns);
   p.last_ns = std::max(p.last_ns, e.last_ns);
+  // Exact integer ms from the earliest kept start: the same contacts give bit-identical
+  // intervals whatever the pair's base (which depends on arrival order).
   double starts[kHistory];
-  for (uint32_t i = 0; i < p.used; i++) starts[i] = double(p.start_ms[i]) / 1e3;
-  f.pair = score_periodicity(starts, p.used);
-  f.pair_contacts = p.contacts;
-  f.pair_age_s = double(p.last_ns - p.first_ns) / 1e9;
-  ctr_.rows++;
+  for (uint32_t i = 0; i < p.used; i++) starts[i] = double(p.start_ms[i] - p.start_ms[0]) / 1e3;
+  Periodicity s = score_periodicity(starts, p.used);
+  return {true, p.contacts, s.intervals, double(p.last_ns - p.first_ns) / 1e9, s.mean_s, s.cv,
+          s.period_s, s.mode_share, s.score};
 }
 
 const char* FeatureStage::csv_header() {
@@ -165,8 +189,8 @@ void FeatureStage::csv_row(const FeatureRow& f, std::string& o) {
   num(o, f.syn_only); c();
   num(o, f.rst); c();
   num(o, f.fin_both); c();
-  num(o, f.pair_contacts); c();
-  dbl(o, f.pair_age_s); c();
+  num(o, f.pair.contacts); c();
+  dbl(o, f.pair.age_s); c();
   num(o, f.pair.intervals); c();
   dbl(o, f.pair.mean_s); c();
   dbl(o, f.pair.cv); c();

@@ -25,23 +25,25 @@ struct FeatureRow {
   uint32_t iat_min_us, iat_max_us;
   bool handshake, syn_only, rst, fin_both;
   // client → server pair (the flow's initiator → responder, responder port, protocol)
-  uint32_t pair_contacts;
-  double pair_age_s;
-  Periodicity pair;
+  PairFeatures pair;
 };
 
 struct FeatureCounters {
   uint64_t rows = 0, pairs_created = 0, pairs_evicted = 0, pairs_aged_out = 0;
 };
 
-class FeatureStage {
+class FeatureStage final : public RecordStage {
  public:
   static constexpr uint32_t kHistory = 32;  // contact starts kept per pair
 
   explicit FeatureStage(const FeatureConfig& c);
-  // Updates the pair's history with this record (a new contact unless it continues a
-  // long TCP flow) and fills `row`.
+  // Fills `row`: the flow's own features, and the pair features — taken from the record
+  // when a worker already attached them, else computed here (updating the pair history:
+  // a new contact unless the record continues a long TCP flow).
   void compute(const FlowRecord& r, FeatureRow& row);
+  // Worker side: updates the pair history and attaches the pair features to `r`.
+  void process(FlowRecord& r) override { r.pair = pair_features(r); }
+  PairFeatures pair_features(const FlowRecord& r);
   const FeatureCounters& counters() const { return ctr_; }
   size_t memory_bytes() const { return mem_.size(); }
 
@@ -59,8 +61,9 @@ class FeatureStage {
     PairKey key;
     uint64_t first_ns, last_ns;
     uint32_t contacts;
-    uint32_t start_ms[kHistory];  // ring, ms since first_ns
-    uint8_t head, used;
+    uint64_t base_ns;             // the first start seen: offsets are relative to it
+    int32_t start_ms[kHistory];   // the most recent starts by time, ascending, ms from base_ns
+    uint8_t used;
   };
   Pair* find_or_make(const PairKey& k, uint64_t now_ns);
 

@@ -144,10 +144,36 @@ def test_disk_full(d):
 def test_memory_multi_lcore(d):
     pcap = os.path.join(DATA, "bench/ndpi-ether-concat.pcap")
     a, b = os.path.join(d, "mr.jsonl"), os.path.join(d, "mrr.jsonl")
+    fa, fb = os.path.join(d, "mr.csv"), os.path.join(d, "mrr.csv")
     r, summ = run(d, ["--flows-out", a, "--exit-idle", "1s", "--socket", "", "--memory-replay", pcap,
-                      "--loop", "3", "--rx-queues", "2", "--rx-lcores", "2", "--workers", "2"],
-                  eal(5, mem=1024))
-    replay(pcap, b, "--loop", "3")
+                      "--loop", "3", "--rx-queues", "2", "--rx-lcores", "2", "--workers", "2",
+                      "--features-out", fa, "--replay-pps", "250000"], eal(5, mem=1024))
+    replay(pcap, b, "--loop", "3", "--features-out", fb)
+    # Features computed on the two workers (each owning its servers' pairs) agree with the
+    # replay's: per-record flow features are equal; the pair state after its last contact
+    # is equal (a row's pair features depend on which of the pair's flows ended first,
+    # which expiry timing decides, so intermediate rows may differ).
+    def rows(p):
+        flow, final = [], {}
+        for line in open(p):
+            if line.startswith("#") or line.startswith("first_ns"):
+                continue
+            c = line.rstrip("\n").split(",")
+            flow.append(",".join(c[:8] + c[9:28]))
+            key = (c[2], c[3], c[5], c[6])
+            if key not in final or int(c[28]) >= int(final[key][0]):
+                final[key] = c[28:]
+        return sorted(flow), final
+    (fla, fia), (flb, fib) = rows(fa), rows(fb)
+    check(fla == flb and len(fla) > 20000, f"flow features from 2 workers == replay's ({len(fla)} rows)")
+    # Pairs whose contacts span the 1 h aging window may restart on one side and not on
+    # the other (which of two records > 1 h apart arrives first decides): compared apart,
+    # and a pair restarted mid-sequence can still differ; allow 0.5 %.
+    inside = [k for k in fib if float(fib[k][1]) < 3000 and k in fia and float(fia[k][1]) < 3000]
+    same = sum(1 for k in inside if fia[k] == fib[k])
+    check(same >= 0.995 * len(inside) and len(inside) > 0.95 * len(fib),
+          f"final pair features equal for {same}/{len(inside)} pairs within the aging window "
+          f"({len(fib) - len(inside)} pairs span it)")
     drop = ("core", "end_reason")
     ra, rb = records(a, drop), records(b, drop)
     cores = {}
@@ -156,6 +182,7 @@ def test_memory_multi_lcore(d):
         cores.setdefault((x["src"], x["dst"], x["sport"], x["dport"], x["proto"]), set()).add(x["core"])
     split = sum(1 for v in cores.values() if len(v) > 1)
     s = json.load(open(summ))
+    check(s["rings"] == {"record_ring_full": 0, "record_pool_empty": 0}, f"below saturation no record dropped: {s['rings']}")
     per = [c.get("packets", 0) for c in s["per_core"]]
     check(r.returncode == 0 and ra == rb, f"memory replay on 2 RX lcores == replay --loop 3 ({len(ra)} records)")
     check(split == 0, f"no flow split across RX lcores ({len(cores)} 5-tuples)")
@@ -206,7 +233,7 @@ def test_control_socket(d):
         check(ok == 8, "8 concurrent clients answered while another never reads")
         top = raw(sock, b'{"cmd":"/flows/top?by=packets&n=5"}\n')
         pk = [x["packets_fwd"] + x["packets_rev"] for x in top.get("result", [])]
-        check(top["ok"] and len(pk) == 5 and pk == sorted(pk, reverse=True), f"/flows/top by packets: {pk}")
+        check(top["ok"] and 1 <= len(pk) <= 5 and pk == sorted(pk, reverse=True), f"/flows/top by packets: {pk}")
         e = raw(sock, b'{"cmd":"/flows/top?n=0"}\n')
         check(not e["ok"] and "n must be" in e["error"], "/flows/top checks n")
         ex = raw(sock, b'{"cmd":"/export"}\n')

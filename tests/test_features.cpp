@@ -181,15 +181,16 @@ TEST(FeatureStage, BeaconPairBecomesPeriodic) {
     r.e.last_ns = r.e.first_ns + 150'000'000;
     st.compute(r, row);
   }
-  EXPECT_EQ(row.pair_contacts, 20u);
+  EXPECT_EQ(row.pair.contacts, 20u);
   EXPECT_TRUE(row.handshake);
   EXPECT_GT(row.pair.score, 0.95);
   EXPECT_NEAR(row.pair.period_s, 2.0, 0.01);
-  // An active-timeout continuation (no SYN) is the same contact.
+  // An active-timeout continuation is the same contact.
   r.e.flags[0] = 0x18;
+  r.e.tcp_state |= FLOW_CONTINUED;
   r.e.first_ns += 60'000'000'000ull;
   st.compute(r, row);
-  EXPECT_EQ(row.pair_contacts, 20u);
+  EXPECT_EQ(row.pair.contacts, 20u);
 }
 
 }  // namespace
