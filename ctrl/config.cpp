@@ -183,6 +183,16 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
              {"metrics", [&](auto& v, auto&) { c.control.metrics = v.Scalar(); }},
          });
        }},
+      {"features", [&](const YAML::Node& n, const std::string& nm) {
+         walk(file, n, nm, {
+             {"rules", [&](auto& v, auto&) { c.rules = v.Scalar(); }},
+             {"pair_capacity", [&](auto& v, auto& k) {
+                uint64_t x = as<uint64_t>(file, v, k);
+                if (x < 64 || x > (1u << 28)) throw ConfigError(where(file, v, k) + "must be 64 .. 2^28");
+                c.pair_capacity = uint32_t(x);
+              }},
+         });
+       }},
       {"output", [&](const YAML::Node& n, const std::string& nm) {
          walk(file, n, nm, {
              {"flows", [&](auto& v, auto&) { c.flows_out = v.Scalar(); }},
@@ -296,6 +306,7 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --rotate-interval D    ... or after D (e.g. 5m)
   --ipfix HOST:PORT      export flow records as IPFIX over UDP (two uniflows per flow)
   --features-out FILE    one feature row per flow record, CSV (docs/features.md)
+  --rules FILE           payload signatures (Hyperscan), e.g. features/rules/default.rules
   --payload-out          include the captured payload prefix (hex) in records
   --summary-json FILE    final counters as JSON
   --sampling SPEC        off | packet:N | packet_random:N[:SEED] | flow_hash:N[:SEED] |
@@ -333,6 +344,13 @@ void load_config_from_args(int argc, char** argv, Config& c) {
 
 void finish_config(Config& c) {
   validate(c);
+  if (!c.rules.empty()) {
+    try {
+      c.loaded_rules = RuleSet::load_file(c.rules);
+    } catch (const RuleError& e) {
+      throw ConfigError(e.what());
+    }
+  }
   if (!c.hash_seed_set) {
     uint64_t s = 0;
     if (getrandom(&s, sizeof s, 0) != sizeof s) s = uint64_t(time(nullptr));
@@ -351,6 +369,7 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--flows-out") cfg.flows_out = val();
   else if (a == "--ipfix") cfg.ipfix = val();
   else if (a == "--features-out") cfg.features_out = val();
+  else if (a == "--rules") cfg.rules = val();
   else if (a == "--rotate-bytes") cfg.rotate_bytes = flag_num<uint64_t>(a, val());
   else if (a == "--rotate-interval") cfg.rotate_interval_ns = parse_duration_ns(val());
   else if (a == "--payload-out") cfg.payload_out = true;

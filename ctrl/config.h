@@ -1,10 +1,12 @@
 // linesight configuration: YAML file (reference in docs/config.md), overridden by flags.
 #pragma once
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "dataplane/flow_core.h"
+#include "features/signatures.h"
 
 namespace ls {
 
@@ -49,6 +51,8 @@ struct Config {
   std::string ipfix;  // collector HOST:PORT (UDP), empty = off
   std::string features_out;  // feature rows as CSV (docs/features.md), empty = off
   uint32_t pair_capacity = 1u << 18;
+  std::string rules;  // Hyperscan rules file for payload signatures (features/rules/)
+  std::shared_ptr<const RuleSet> loaded_rules;  // compiled once by finish_config()
   uint64_t ipfix_template_refresh_ns = 60'000'000'000ull;
   bool payload_out = false;
   std::string summary_json;

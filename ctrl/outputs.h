@@ -11,6 +11,15 @@
 
 namespace ls {
 
+// The rule set was compiled once by finish_config(); every stage shares it read-only.
+inline FeatureConfig feature_config(const Config& c) {
+  FeatureConfig fc;
+  fc.pair_capacity = c.pair_capacity;
+  fc.hash_seed = c.core.table.hash_seed;
+  fc.rules = c.loaded_rules;
+  return fc;
+}
+
 struct Outputs {
   std::unique_ptr<FlowWriter> writer;
   std::unique_ptr<IpfixExporter> ipfix;
@@ -29,10 +38,7 @@ struct Outputs {
       ipfix = std::make_unique<IpfixExporter>(ic);
     }
     if (!c.features_out.empty()) {
-      FeatureConfig fc;
-      fc.pair_capacity = c.pair_capacity;
-      fc.hash_seed = c.core.table.hash_seed;
-      features = std::make_unique<FeatureWriter>(c.features_out, fc);
+      features = std::make_unique<FeatureWriter>(c.features_out, feature_config(c));
     }
     fanout.add(writer.get());
     fanout.add(ipfix.get());

@@ -18,6 +18,7 @@
 
 #include "ctrl/ctl_server.h"
 #include "ctrl/flow_writer.h"
+#include "ctrl/outputs.h"
 #include "ctrl/metrics_server.h"
 
 namespace ls {
@@ -150,10 +151,7 @@ void Runtime::setup() {
     wl->to_control = ring("ls_w" + std::to_string(w) + "_ctl");
     if (!cfg_.features_out.empty()) {
       // Pair state lives on the worker that owns the server endpoint: no sharing.
-      FeatureConfig fc;
-      fc.pair_capacity = cfg_.pair_capacity;
-      fc.hash_seed = cfg_.core.table.hash_seed;
-      stages_.push_back(std::make_unique<FeatureStage>(fc));
+      stages_.push_back(std::make_unique<FeatureStage>(feature_config(cfg_)));
       wl->stage = stages_.back().get();
     }
     to_control_.push_back(wl->to_control);

@@ -8,12 +8,14 @@
 
 namespace ls {
 
-// Client→server pair features, attached by the worker that owns the server endpoint
-// (features/feature_stage.h); `valid` is false until a stage has filled them.
+// Features attached by the worker that owns the server endpoint (features/feature_stage.h):
+// the client→server pair's history and the payload signature hits. `valid` is false
+// until a stage has filled them.
 struct PairFeatures {
   bool valid;
   uint32_t contacts, intervals;
   double age_s, mean_s, cv, period_s, mode_share, score;
+  uint64_t sig_mask;  // bit i: rule i of the loaded rule set matched a payload prefix
 };
 
 struct FlowRecord {

@@ -12,6 +12,7 @@
 namespace ls {
 
 FeatureStage::FeatureStage(const FeatureConfig& c) : cfg_(c) {
+  if (c.rules) matcher_ = std::make_unique<SignatureMatcher>(c.rules);
   uint32_t cap = std::bit_ceil(std::max<uint32_t>(c.pair_capacity, 64));
   mem_ = Region(size_t(cap) * sizeof(Pair));
   pairs_ = mem_.as<Pair>();
@@ -128,7 +129,7 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
   for (uint32_t i = 0; i < p.used; i++) starts[i] = double(p.start_ms[i] - p.start_ms[0]) / 1e3;
   Periodicity s = score_periodicity(starts, p.used);
   return {true, p.contacts, s.intervals, double(p.last_ns - p.first_ns) / 1e9, s.mean_s, s.cv,
-          s.period_s, s.mode_share, s.score};
+          s.period_s, s.mode_share, s.score, matcher_ ? matcher_->match(r) : 0};
 }
 
 const char* FeatureStage::csv_header() {
@@ -137,7 +138,7 @@ const char* FeatureStage::csv_header() {
          "iat_mean_us,iat_std_us,iat_min_us,iat_max_us,iat_cv,size_mean,size_std,"
          "tcp_flags_fwd,tcp_flags_rev,tcp_handshake,tcp_syn_only,tcp_rst,tcp_fin_both,"
          "pair_contacts,pair_age_s,pair_intervals,pair_interval_mean_s,pair_interval_cv,"
-         "pair_period_s,pair_mode_share,pair_periodicity\n";
+         "pair_period_s,pair_mode_share,pair_periodicity,sig_hits\n";
 }
 
 namespace {
@@ -157,7 +158,7 @@ std::string ip(const uint8_t* a, uint8_t ver) {
 }
 }  // namespace
 
-void FeatureStage::csv_row(const FeatureRow& f, std::string& o) {
+void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::string& o) {
   const FlowEntry& e = f.rec->e;
   int fw = e.init_lo ? 0 : 1, rv = 1 - fw;
   auto c = [&o] { o += ','; };
@@ -196,7 +197,8 @@ void FeatureStage::csv_row(const FeatureRow& f, std::string& o) {
   dbl(o, f.pair.cv); c();
   dbl(o, f.pair.period_s); c();
   dbl(o, f.pair.mode_share); c();
-  dbl(o, f.pair.score);
+  dbl(o, f.pair.score); c();
+  if (rules) o += hit_ids(*rules, f.pair.sig_mask);
   o += '\n';
 }
 
@@ -216,7 +218,7 @@ void FeatureWriter::consume(const FlowRecord& r) {
   FeatureRow row;
   stage_.compute(r, row);
   line_.clear();
-  FeatureStage::csv_row(row, line_);
+  FeatureStage::csv_row(row, stage_.rules(), line_);
   if (std::fwrite(line_.data(), 1, line_.size(), f_) != line_.size()) bad_ = true;
 }
 

@@ -9,6 +9,7 @@
 #include "dataplane/mem.h"
 #include "dataplane/record.h"
 #include "features/periodicity.h"
+#include "features/signatures.h"
 
 namespace ls {
 
@@ -16,6 +17,7 @@ struct FeatureConfig {
   uint32_t pair_capacity = 1u << 18;                // client→server pairs tracked
   uint64_t pair_max_age_ns = 3'600'000'000'000ull;  // idle pairs older than this restart
   uint64_t hash_seed = 0;
+  std::shared_ptr<const RuleSet> rules;  // payload signatures; null = none
 };
 
 struct FeatureRow {
@@ -43,12 +45,13 @@ class FeatureStage final : public RecordStage {
   void compute(const FlowRecord& r, FeatureRow& row);
   // Worker side: updates the pair history and attaches the pair features to `r`.
   void process(FlowRecord& r) override { r.pair = pair_features(r); }
+  const RuleSet* rules() const { return matcher_ ? &matcher_->rules() : nullptr; }
   PairFeatures pair_features(const FlowRecord& r);
   const FeatureCounters& counters() const { return ctr_; }
   size_t memory_bytes() const { return mem_.size(); }
 
   static const char* csv_header();
-  static void csv_row(const FeatureRow& f, std::string& out);
+  static void csv_row(const FeatureRow& f, const RuleSet* rules, std::string& out);
 
  private:
   struct PairKey {
@@ -68,6 +71,7 @@ class FeatureStage final : public RecordStage {
   Pair* find_or_make(const PairKey& k, uint64_t now_ns);
 
   FeatureConfig cfg_;
+  std::unique_ptr<SignatureMatcher> matcher_;  // own Hyperscan scratch
   Region mem_;
   Pair* pairs_;
   uint32_t mask_;

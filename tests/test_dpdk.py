@@ -19,6 +19,7 @@ import time
 
 from lsdata import BIN, DATA, skip
 
+RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "features", "rules", "default.rules")
 CTL = os.environ.get("LINESIGHTCTL_BIN", os.path.join(os.path.dirname(BIN), "linesightctl"))
 failures = 0
 
@@ -147,8 +148,9 @@ def test_memory_multi_lcore(d):
     fa, fb = os.path.join(d, "mr.csv"), os.path.join(d, "mrr.csv")
     r, summ = run(d, ["--flows-out", a, "--exit-idle", "1s", "--socket", "", "--memory-replay", pcap,
                       "--loop", "3", "--rx-queues", "2", "--rx-lcores", "2", "--workers", "2",
-                      "--features-out", fa, "--replay-pps", "250000"], eal(5, mem=1024))
-    replay(pcap, b, "--loop", "3", "--features-out", fb)
+                      "--features-out", fa, "--replay-pps", "250000", "--rules", RULES, "--payload-bytes", "256"],
+                  eal(5, mem=1024))
+    replay(pcap, b, "--loop", "3", "--features-out", fb, "--rules", RULES, "--payload-bytes", "256")
     # Features computed on the two workers (each owning its servers' pairs) agree with the
     # replay's: per-record flow features are equal; the pair state after its last contact
     # is equal (a row's pair features depend on which of the pair's flows ended first,
@@ -159,13 +161,15 @@ def test_memory_multi_lcore(d):
             if line.startswith("#") or line.startswith("first_ns"):
                 continue
             c = line.rstrip("\n").split(",")
-            flow.append(",".join(c[:8] + c[9:28]))
+            flow.append(",".join(c[:8] + c[9:28] + c[36:]))  # with the signature hits
             key = (c[2], c[3], c[5], c[6])
             if key not in final or int(c[28]) >= int(final[key][0]):
-                final[key] = c[28:]
+                final[key] = c[28:36]
         return sorted(flow), final
     (fla, fia), (flb, fib) = rows(fa), rows(fb)
-    check(fla == flb and len(fla) > 20000, f"flow features from 2 workers == replay's ({len(fla)} rows)")
+    nsig = sum(1 for x in fla if x.split(",")[-1])
+    check(fla == flb and len(fla) > 20000 and nsig > 100,
+          f"flow features and signature hits from 2 workers == replay's ({len(fla)} rows, {nsig} with hits)")
     # Pairs whose contacts span the 1 h aging window may restart on one side and not on
     # the other (which of two records > 1 h apart arrives first decides): compared apart,
     # and a pair restarted mid-sequence can still differ; allow 0.5 %.

@@ -1,0 +1,73 @@
+// Payload signatures with Hyperscan. A rule set is parsed and compiled on the control
+// core (RuleSet::load_*), then shared read-only; each worker matches with its own scratch
+// (SignatureMatcher). Rules match the first payload bytes of each direction kept by the
+// flow table, in block mode. Rule file format, one rule per line:
+//
+//   ID:/PATTERN/FLAGS   name words...        # comment
+//
+// FLAGS: i caseless, s dot-all, m multi-line, 8 UTF-8, W Unicode classes. Every rule is
+// single-match (a hit is a feature bit); at most 64 rules, rule i is bit i. Names cannot
+// contain '/'.
+#pragma once
+#include <hs/hs.h>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dataplane/record.h"
+
+namespace ls {
+
+struct RuleError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Rule {
+  uint32_t id;
+  std::string pattern, name;
+  unsigned flags;
+  size_t line;
+};
+
+class RuleSet {
+ public:
+  static constexpr size_t kMaxRules = 64;
+  // Throw RuleError "FILE:LINE: reason" (Hyperscan's own message for bad patterns).
+  static std::shared_ptr<const RuleSet> load_file(const std::string& path);
+  static std::shared_ptr<const RuleSet> load_string(const std::string& text, const std::string& name);
+  ~RuleSet();
+  const std::vector<Rule>& rules() const { return rules_; }
+  const hs_database_t* db() const { return db_; }
+  hs_scratch_t* clone_scratch() const;  // one per worker; caller frees with hs_free_scratch
+  const std::string& source() const { return source_; }
+
+ private:
+  RuleSet() = default;
+  std::vector<Rule> rules_;
+  hs_database_t* db_ = nullptr;
+  hs_scratch_t* proto_ = nullptr;
+  std::string source_;
+};
+
+class SignatureMatcher {
+ public:
+  explicit SignatureMatcher(std::shared_ptr<const RuleSet> rs);
+  ~SignatureMatcher();
+  SignatureMatcher(const SignatureMatcher&) = delete;
+  // Bit i set when rule i matched either direction's payload prefix.
+  uint64_t match(const FlowRecord& r);
+  const RuleSet& rules() const { return *rs_; }
+  uint64_t scan_errors = 0;
+
+ private:
+  std::shared_ptr<const RuleSet> rs_;
+  hs_scratch_t* scratch_ = nullptr;
+};
+
+// "1001;1002" for the bits set in `mask` (rule ids, in rule order).
+std::string hit_ids(const RuleSet& rs, uint64_t mask);
+
+}  // namespace ls

