@@ -36,3 +36,17 @@ def replay(pcap, *args, check=True):
             recs = [json.loads(line) for line in f]
         with open(summ) as f:
             return recs, json.load(f)
+
+
+failures = 0
+
+
+def check(cond, what):
+    """Prints ok/FAIL for one assertion and remembers failures for finish()."""
+    global failures
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    failures += not cond
+
+
+def finish():
+    sys.exit(1 if failures else 0)

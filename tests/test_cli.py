@@ -9,15 +9,8 @@ import sys
 import tempfile
 import time
 
-from lsdata import BIN, DATA, ROOT
+from lsdata import BIN, DATA, ROOT, check, finish
 
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    print(("ok   " if cond else "FAIL ") + what)
-    failures += not cond
 
 
 def run(*args, **kw):
@@ -95,4 +88,4 @@ with tempfile.TemporaryDirectory() as d:
     check(p.returncode == 0 and "interrupted" in so and recs and all(x["end_reason"] == "flush" for x in recs),
           f"SIGINT flushes active flows ({len(recs)} records)")
 
-sys.exit(1 if failures else 0)
+finish()

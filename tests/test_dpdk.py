@@ -17,17 +17,10 @@ import sys
 import tempfile
 import time
 
-from lsdata import BIN, DATA, skip
+from lsdata import BIN, DATA, skip, check, finish
 
 RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "features", "rules", "default.rules")
 CTL = os.environ.get("LINESIGHTCTL_BIN", os.path.join(os.path.dirname(BIN), "linesightctl"))
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    failures += not cond
 
 
 def eal(lcores, *vdevs, mem=512):
@@ -371,7 +364,7 @@ def main():
         for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_sigterm, test_af_packet):
             print(f"-- {t.__name__}", flush=True)
             t(d)
-    sys.exit(1 if failures else 0)
+    finish()
 
 
 if __name__ == "__main__":

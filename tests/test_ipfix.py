@@ -14,15 +14,8 @@ import sys
 import tempfile
 import time
 
-from lsdata import BIN, DATA, need_data, skip
+from lsdata import BIN, DATA, need_data, skip, check, finish
 
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    failures += not cond
 
 
 def free_udp_port():
@@ -118,7 +111,7 @@ def main():
           f"collector down: run completes, send errors counted ({line[0] if line else r.stderr})")
     r = subprocess.run([BIN, "replay", pcap, "--ipfix", "nohost.invalid:9"], capture_output=True, text=True)
     check(r.returncode == 2 and "nohost.invalid" in r.stderr, "unresolvable collector named: " + r.stderr.strip())
-    sys.exit(1 if failures else 0)
+    finish()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 
-from lsdata import BIN, DATA, ROOT, skip
+from lsdata import BIN, DATA, ROOT, skip, check, finish
 
 RULES = os.path.join(ROOT, "features", "rules", "default.rules")
 EXPECT = [  # capture, rules that must fire, rules that must not
@@ -24,13 +24,6 @@ EXPECT = [  # capture, rules that must fire, rules that must not
     ("slips/test7-malicious-hide-and-seek.pcap", set(), "all"),
     ("stopddos/amp.UDP.isakmp.pcap", set(), "all"),
 ]
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    failures += not cond
 
 
 def main():
@@ -53,7 +46,7 @@ def main():
         r = subprocess.run([BIN, "replay", os.path.join(DATA, EXPECT[0][0]), "--rules", bad], capture_output=True, text=True)
         check(r.returncode == 2 and "bad.rules:3: rule 11: Missing close parenthesis" in r.stderr,
               "bad rules file refused: " + r.stderr.strip())
-    sys.exit(1 if failures else 0)
+    finish()
 
 
 if __name__ == "__main__":
