@@ -135,6 +135,7 @@ int cmd_run(int argc, char** argv) {
     die(e.what());
   }
   SummaryCollector summary(&outputs->fanout);
+  if (outputs->features) rt.on_rules_ = [&](auto rs) { outputs->features->add_rules(rs); };
   summary.track_hosts = !quiet;
 
   std::unique_ptr<CtlServer> ctl;
@@ -191,6 +192,7 @@ int cmd_run(int argc, char** argv) {
       // Live links: records should not sit in a half-full IPFIX message for long.
       if (now - last_flush >= 1'000'000'000ull) {
         rt.sample_rates();
+        rt.collect_retired_rules();
         if (outputs->ipfix) outputs->ipfix->flush();
         if (outputs->writer) outputs->writer->tick();
         last_flush = now;

@@ -491,6 +491,41 @@ std::vector<FlowRecord> Runtime::top_flows(uint32_t n, bool by_packets) {
   return out;
 }
 
+std::string Runtime::reload_rules(const std::string& path) {
+  if (stages_.empty()) throw CtlError("no feature stage running (start with --features-out)");
+  if (path.empty()) throw CtlError("no rules file: give {\"path\": FILE}");
+  auto rs = RuleSet::load_file(path);  // RuleError: the old rules stay
+  if (on_rules_) on_rules_(rs);         // the CSV writer must know the new ids first
+  collect_retired_rules();
+  std::vector<uint64_t> want;
+  for (auto& s : stages_) {
+    auto* fs = static_cast<FeatureStage*>(s.get());
+    want.push_back(fs->rules_generation() + 1);
+    if (!fs->offer_rules(std::make_unique<SignatureMatcher>(rs)))
+      throw CtlError("a previous reload is still being adopted; try again");
+  }
+  cfg_.rules = path;
+  cfg_.loaded_rules = rs;
+  // A worker adopts at its next record; an idle worker adopts when traffic arrives.
+  uint64_t deadline = wall_ns() + 2'000'000'000ull;
+  size_t adopted = 0;
+  while (wall_ns() < deadline) {
+    adopted = 0;
+    for (size_t i = 0; i < stages_.size(); i++)
+      adopted += static_cast<FeatureStage*>(stages_[i].get())->rules_generation() >= want[i];
+    if (adopted == stages_.size()) break;
+    usleep(1000);
+  }
+  collect_retired_rules();
+  return std::to_string(rs->rules().size()) + " rules from " + path + "; adopted by " +
+         std::to_string(adopted) + " of " + std::to_string(stages_.size()) + " workers" +
+         (adopted < stages_.size() ? " (the others adopt at their next record)" : "");
+}
+
+void Runtime::collect_retired_rules() {
+  for (auto& s : stages_) static_cast<FeatureStage*>(s.get())->take_retired();
+}
+
 std::string Runtime::ring_json() const {
   nlohmann::json j;
   uint64_t full = 0, empty = 0;
@@ -675,6 +710,17 @@ void register_runtime_commands(CtlServer& s, Runtime& rt, const Config& cfg) {
             arr.push_back(j);
           }
           return arr;
+        });
+  s.add("/rules/reload",
+        "recompile the rules file (or {\"path\": FILE}) and swap it into every worker; a bad "
+        "file is refused with Hyperscan's message and the old rules stay",
+        [&rt, &cfg](const CtlRequest& r) {
+          std::string path = r.body.value("path", cfg.rules);
+          try {
+            return nlohmann::json{{"reloaded", rt.reload_rules(path)}};
+          } catch (const RuleError& e) {
+            throw CtlError(e.what());
+          }
         });
   s.add("/shutdown", "stop RX, flush every flow through workers and exporters, exit",
         [&rt](const CtlRequest&) {

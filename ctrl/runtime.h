@@ -4,6 +4,7 @@
 #include <rte_ring.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -47,7 +48,12 @@ class Runtime {
   std::string metrics_text(const std::string& exporter_metrics) const;  // Prometheus
   void sample_rates();  // control loop, about once a second: packets/s per RX lcore
   // Asks every RX lcore for its top n active flows and merges them (waits ≤ 2 s).
-  std::vector<FlowRecord> top_flows(uint32_t n, bool by_packets);  // record drops per lcore: ring full, pool empty
+  std::vector<FlowRecord> top_flows(uint32_t n, bool by_packets);
+  // Compiles `path` (throws RuleError, old rules stay) and swaps it into every worker's
+  // feature stage; waits up to 2 s for the workers to adopt it.
+  std::string reload_rules(const std::string& path);
+  void collect_retired_rules();  // control loop: free matchers the workers let go of
+  std::function<void(std::shared_ptr<const RuleSet>)> on_rules_;  // called on a reload  // record drops per lcore: ring full, pool empty
   const char* stop_reason() const { return stop_reason_; }
 
  private:

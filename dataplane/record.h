@@ -15,7 +15,8 @@ struct PairFeatures {
   bool valid;
   uint32_t contacts, intervals;
   double age_s, mean_s, cv, period_s, mode_share, score;
-  uint64_t sig_mask;  // bit i: rule i of the loaded rule set matched a payload prefix
+  uint64_t sig_mask;      // bit i: rule i of `sig_rules` matched a payload prefix
+  const void* sig_rules;  // identity of the rule set that produced sig_mask (never dereferenced here)
 };
 
 struct FlowRecord {

@@ -50,7 +50,28 @@ FeatureStage::Pair* FeatureStage::find_or_make(const PairKey& k, uint64_t now) {
   return victim;
 }
 
+bool FeatureStage::offer_rules(std::unique_ptr<SignatureMatcher> m) {
+  if (pending_.load(std::memory_order_acquire) || retired_.load(std::memory_order_acquire)) return false;
+  offered_.fetch_add(1, std::memory_order_relaxed);
+  pending_.store(m.release(), std::memory_order_release);
+  return true;
+}
+
+void FeatureStage::adopt_pending_rules() {
+  SignatureMatcher* p = pending_.load(std::memory_order_acquire);
+  if (!p) return;
+  pending_.store(nullptr, std::memory_order_relaxed);
+  retired_.store(matcher_.release(), std::memory_order_release);
+  matcher_.reset(p);
+  adopted_.fetch_add(1, std::memory_order_release);
+}
+
+std::unique_ptr<SignatureMatcher> FeatureStage::take_retired() {
+  return std::unique_ptr<SignatureMatcher>(retired_.exchange(nullptr, std::memory_order_acq_rel));
+}
+
 void FeatureStage::compute(const FlowRecord& r, FeatureRow& f) {
+  adopt_pending_rules();
   const FlowEntry& e = r.e;
   int fw = e.init_lo ? 0 : 1;
   uint64_t n = uint64_t(e.pkts[0]) + e.pkts[1];
@@ -129,7 +150,8 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
   for (uint32_t i = 0; i < p.used; i++) starts[i] = double(p.start_ms[i] - p.start_ms[0]) / 1e3;
   Periodicity s = score_periodicity(starts, p.used);
   return {true, p.contacts, s.intervals, double(p.last_ns - p.first_ns) / 1e9, s.mean_s, s.cv,
-          s.period_s, s.mode_share, s.score, matcher_ ? matcher_->match(r) : 0};
+          s.period_s, s.mode_share, s.score, matcher_ ? matcher_->match(r) : 0,
+          matcher_ ? static_cast<const void*>(&matcher_->rules()) : nullptr};
 }
 
 const char* FeatureStage::csv_header() {
@@ -204,6 +226,7 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
 
 FeatureWriter::FeatureWriter(const std::string& path, const FeatureConfig& c)
     : stage_(c), path_(path) {
+  add_rules(c.rules);
   f_ = path == "-" ? stdout : std::fopen(path.c_str(), "w");
   if (!f_) throw std::runtime_error(path + ": " + std::strerror(errno));
   std::fputs("# linesight features v1\n", f_);
@@ -214,11 +237,21 @@ FeatureWriter::~FeatureWriter() {
   if (f_ && f_ != stdout) std::fclose(f_);
 }
 
+void FeatureWriter::add_rules(std::shared_ptr<const RuleSet> rs) {
+  if (!rs) return;
+  known_.push_back(std::move(rs));
+  if (known_.size() > 4) known_.erase(known_.begin());  // records in flight span ≤ 2 sets
+}
+
 void FeatureWriter::consume(const FlowRecord& r) {
   FeatureRow row;
   stage_.compute(r, row);
   line_.clear();
-  FeatureStage::csv_row(row, stage_.rules(), line_);
+  // Name the hits with the rule set that produced them (a reload may be under way).
+  const RuleSet* rs = stage_.rules();
+  for (auto& k : known_)
+    if (k.get() == row.pair.sig_rules) rs = k.get();
+  FeatureStage::csv_row(row, rs, line_);
   if (std::fwrite(line_.data(), 1, line_.size(), f_) != line_.size()) bad_ = true;
 }
 

@@ -3,8 +3,10 @@
 // capacity, oldest pair evicted), so it can run on the worker that owns the server
 // endpoint without locks. Schema: docs/features.md (version 1).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "dataplane/mem.h"
 #include "dataplane/record.h"
@@ -44,8 +46,20 @@ class FeatureStage final : public RecordStage {
   // a new contact unless the record continues a long TCP flow).
   void compute(const FlowRecord& r, FeatureRow& row);
   // Worker side: updates the pair history and attaches the pair features to `r`.
-  void process(FlowRecord& r) override { r.pair = pair_features(r); }
+  void process(FlowRecord& r) override {
+    adopt_pending_rules();
+    r.pair = pair_features(r);
+  }
   const RuleSet* rules() const { return matcher_ ? &matcher_->rules() : nullptr; }
+
+  // Rule reload without locks: the control core builds a matcher (own scratch) for this
+  // stage and offers it; the stage's thread adopts it before its next record and hands the
+  // old one back; control frees what was handed back. Returns false if an offer is still
+  // pending (call again later).
+  bool offer_rules(std::unique_ptr<SignatureMatcher> m);
+  // Control side: the matcher replaced by the last adoption, once the stage let go of it.
+  std::unique_ptr<SignatureMatcher> take_retired();
+  uint64_t rules_generation() const { return adopted_.load(std::memory_order_acquire); }
   PairFeatures pair_features(const FlowRecord& r);
   const FeatureCounters& counters() const { return ctr_; }
   size_t memory_bytes() const { return mem_.size(); }
@@ -70,8 +84,13 @@ class FeatureStage final : public RecordStage {
   };
   Pair* find_or_make(const PairKey& k, uint64_t now_ns);
 
+  void adopt_pending_rules();
+
   FeatureConfig cfg_;
   std::unique_ptr<SignatureMatcher> matcher_;  // own Hyperscan scratch
+  std::atomic<SignatureMatcher*> pending_{nullptr};  // control → stage
+  std::atomic<SignatureMatcher*> retired_{nullptr};  // stage → control
+  std::atomic<uint64_t> offered_{0}, adopted_{0};
   Region mem_;
   Pair* pairs_;
   uint32_t mask_;
@@ -86,9 +105,12 @@ class FeatureWriter final : public RecordConsumer {
   void consume(const FlowRecord& r) override;
   void close();  // throws on a failed write
   const FeatureStage& stage() const { return stage_; }
+  // Rule sets whose hits may appear in records (the loaded one, then each reload).
+  void add_rules(std::shared_ptr<const RuleSet> rs);
 
  private:
   FeatureStage stage_;
+  std::vector<std::shared_ptr<const RuleSet>> known_;
   FILE* f_;
   std::string path_, line_;
   bool bad_ = false;

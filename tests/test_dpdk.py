@@ -235,6 +235,8 @@ def test_control_socket(d):
         check(not e["ok"] and "n must be" in e["error"], "/flows/top checks n")
         ex = raw(sock, b'{"cmd":"/export"}\n')
         check(ex["ok"] and ex["result"]["json"]["path"] == out and ex["result"]["records"] > 0, "/export status")
+        e = raw(sock, b'{"cmd":"/rules/reload"}\n')
+        check(not e["ok"] and "no feature stage" in e["error"], "/rules/reload without features explains")
         r = ctl(sock, "sampling", "set", "--mode", "flow_hash", "--rate", "4", "--seed", "7")
         check(r.returncode == 0 and "flow_hash 1:4 seed 7" in r.stdout, "linesightctl sampling set: " + r.stdout.strip())
         time.sleep(0.5)
@@ -274,6 +276,35 @@ def test_control_socket(d):
         check(flow_pk + drops == c["packets"],
               f"packets balance through live sampling changes: {flow_pk} in records + {drops} dropped/sampled == {c['packets']}")
         check(c.get("sampled_out", 0) > 0, f"sampling took effect live (sampled_out {c.get('sampled_out', 0)})")
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def test_rules_reload(d):
+    pcap = os.path.join(DATA, "ndpi/mining.pcapng")
+    sock, out = os.path.join(d, "rr.sock"), os.path.join(d, "rr.csv")
+    only_ethproxy = os.path.join(d, "one.rules")
+    open(only_ethproxy, "w").write('77:/^\\{\\s*"worker"/s  ethproxy-only\n')
+    bad = os.path.join(d, "bad.rules")
+    open(bad, "w").write("1:/(/ broken\n")
+    p, summ = run(d, ["--features-out", out, "--socket", sock, "--rules", RULES, "--payload-bytes", "256",
+                      "--memory-replay", pcap, "--loop", "100000", "--replay-pps", "20000"], eal(3, mem=1024), wait=False)
+    try:
+        check(wait_for(sock), "socket for rule reload")
+        time.sleep(1)
+        e = raw(sock, json.dumps({"cmd": "/rules/reload", "path": bad}).encode() + b"\n")
+        check(not e["ok"] and "Missing close parenthesis" in e["error"], "bad rules refused, old kept: " + e.get("error", ""))
+        ok = raw(sock, json.dumps({"cmd": "/rules/reload", "path": only_ethproxy}).encode() + b"\n")
+        check(ok["ok"] and "1 rules" in ok["result"]["reloaded"], "reload: " + json.dumps(ok.get("result", ok)))
+        time.sleep(1.5)
+        ctl(sock, "shutdown")
+        p.communicate(timeout=60)
+        ids = set()
+        for line in open(out):
+            if not line.startswith("#") and not line.startswith("first_ns"):
+                ids.update(x for x in line.rstrip("\n").split(",")[-1].split(";") if x)
+        check({"1001", "77"} <= ids and "1002" in ids, f"hits from the old set then the new one, named correctly: {sorted(ids)}")
     finally:
         if p.poll() is None:
             p.kill()
@@ -361,7 +392,7 @@ def main():
     import re
     DROPS.update(re.findall(r"X\((\w+), DROP\)", hdr))
     with tempfile.TemporaryDirectory() as d:
-        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_sigterm, test_af_packet):
+        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_rules_reload, test_sigterm, test_af_packet):
             print(f"-- {t.__name__}", flush=True)
             t(d)
     finish()
