@@ -222,7 +222,7 @@ int cmd_run(int argc, char** argv) {
     std::string s = format_summary(res, summary, uint32_t(res.per_core.size()),
                                    cfg.flows_out == "-" ? "" : cfg.flows_out);
     s += rt.ring_summary();
-    s += outputs->summary();
+    s += outputs->summary(cfg);
     std::fputs(s.c_str(), cfg.flows_out == "-" ? stderr : stdout);
   }
   if (!cfg.summary_json.empty()) {

@@ -186,6 +186,10 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
       {"features", [&](const YAML::Node& n, const std::string& nm) {
          walk(file, n, nm, {
              {"rules", [&](auto& v, auto&) { c.rules = v.Scalar(); }},
+             {"ti", [&](auto& v, auto& k) {
+                if (!v.IsSequence()) throw ConfigError(where(file, v, k) + "expected a list of feed files or directories");
+                for (auto x : v) c.ti.push_back(x.Scalar());
+              }},
              {"pair_capacity", [&](auto& v, auto& k) {
                 uint64_t x = as<uint64_t>(file, v, k);
                 if (x < 64 || x > (1u << 28)) throw ConfigError(where(file, v, k) + "must be 64 .. 2^28");
@@ -307,6 +311,8 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --ipfix HOST:PORT      export flow records as IPFIX over UDP (two uniflows per flow)
   --features-out FILE    one feature row per flow record, CSV (docs/features.md)
   --rules FILE           payload signatures (Hyperscan), e.g. features/rules/default.rules
+  --ti PATH              threat-intel feed file or directory (repeatable): firehol
+                         .ipset/.netset, plain IP/CIDR lists, CSV with an ip column
   --payload-out          include the captured payload prefix (hex) in records
   --summary-json FILE    final counters as JSON
   --sampling SPEC        off | packet:N | packet_random:N[:SEED] | flow_hash:N[:SEED] |
@@ -351,6 +357,13 @@ void finish_config(Config& c) {
       throw ConfigError(e.what());
     }
   }
+  if (!c.ti.empty()) {
+    try {
+      c.loaded_ti = TiTable::load(c.ti);
+    } catch (const TiError& e) {
+      throw ConfigError(e.what());
+    }
+  }
   if (!c.hash_seed_set) {
     uint64_t s = 0;
     if (getrandom(&s, sizeof s, 0) != sizeof s) s = uint64_t(time(nullptr));
@@ -370,6 +383,7 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--ipfix") cfg.ipfix = val();
   else if (a == "--features-out") cfg.features_out = val();
   else if (a == "--rules") cfg.rules = val();
+  else if (a == "--ti") cfg.ti.push_back(val());
   else if (a == "--rotate-bytes") cfg.rotate_bytes = flag_num<uint64_t>(a, val());
   else if (a == "--rotate-interval") cfg.rotate_interval_ns = parse_duration_ns(val());
   else if (a == "--payload-out") cfg.payload_out = true;

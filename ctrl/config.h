@@ -7,6 +7,7 @@
 
 #include "dataplane/flow_core.h"
 #include "features/signatures.h"
+#include "features/ti_table.h"
 
 namespace ls {
 
@@ -53,6 +54,8 @@ struct Config {
   uint32_t pair_capacity = 1u << 18;
   std::string rules;  // Hyperscan rules file for payload signatures (features/rules/)
   std::shared_ptr<const RuleSet> loaded_rules;  // compiled once by finish_config()
+  std::vector<std::string> ti;                  // feed files / directories
+  std::shared_ptr<const TiTable> loaded_ti;     // built once by finish_config()
   uint64_t ipfix_template_refresh_ns = 60'000'000'000ull;
   bool payload_out = false;
   std::string summary_json;

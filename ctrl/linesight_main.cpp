@@ -132,7 +132,7 @@ int cmd_replay(int argc, char** argv) {
   for (auto& w : src->stats().warnings) std::fprintf(stderr, "linesight: warning: %s\n", w.c_str());
   if (!quiet) {
     std::string s = format_summary(r, summary, cfg.cores, cfg.flows_out == "-" ? "" : cfg.flows_out);
-    s += outputs->summary();
+    s += outputs->summary(cfg);
     std::fputs(s.c_str(), cfg.flows_out == "-" ? stderr : stdout);
   }
   if (!cfg.summary_json.empty()) {

@@ -17,6 +17,7 @@ inline FeatureConfig feature_config(const Config& c) {
   fc.pair_capacity = c.pair_capacity;
   fc.hash_seed = c.core.table.hash_seed;
   fc.rules = c.loaded_rules;
+  fc.ti = c.loaded_ti;
   return fc;
 }
 
@@ -68,12 +69,27 @@ struct Outputs {
            "# TYPE linesight_ipfix_send_errors_total counter\nlinesight_ipfix_send_errors_total " +
            std::to_string(s.send_errors) + "\n";
   }
-  std::string summary() const {
-    if (!ipfix) return "";
-    const auto& s = ipfix->stats;
-    return "ipfix: " + std::to_string(s.data_records) + " data records in " +
+  std::string summary(const Config& c) const {
+    std::string o;
+    if (ipfix) {
+      const auto& s = ipfix->stats;
+      o += "ipfix: " + std::to_string(s.data_records) + " data records in " +
            std::to_string(s.messages) + " messages, " + std::to_string(s.send_errors) +
            " send errors\n";
+    }
+    if (c.loaded_ti) {
+      uint64_t entries = 0, skipped = 0;
+      for (auto& f : c.loaded_ti->feeds()) {
+        entries += f.entries;
+        skipped += f.skipped;
+      }
+      o += "ti: " + std::to_string(c.loaded_ti->feeds().size()) + " feed instances, " +
+           std::to_string(entries) + " entries (" + std::to_string(skipped) +
+           " malformed lines skipped), " + std::to_string(c.loaded_ti->intervals()) +
+           " intervals, " + std::to_string(c.loaded_ti->memory_bytes() / 1024) + " KB\n";
+      for (auto& w : c.loaded_ti->warnings()) o += "ti: " + w + "\n";
+    }
+    return o;
   }
 };
 

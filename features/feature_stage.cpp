@@ -98,6 +98,11 @@ void FeatureStage::compute(const FlowRecord& r, FeatureRow& f) {
   f.rst = tcp && (e.tcp_state & TCP_RST);
   f.fin_both = tcp && (e.tcp_state & (TCP_FIN_LO | TCP_FIN_HI)) == (TCP_FIN_LO | TCP_FIN_HI);
 
+  f.ti_dst_hit = f.ti_src_hit = false;
+  if (cfg_.ti) {
+    f.ti_dst_hit = cfg_.ti->lookup(fw == 0 ? e.key.hi : e.key.lo, e.key.ip_ver, f.ti_dst);
+    f.ti_src_hit = cfg_.ti->lookup(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver, f.ti_src);
+  }
   f.pair = r.pair.valid ? r.pair : pair_features(r);
   ctr_.rows++;
 }
@@ -160,7 +165,9 @@ const char* FeatureStage::csv_header() {
          "iat_mean_us,iat_std_us,iat_min_us,iat_max_us,iat_cv,size_mean,size_std,"
          "tcp_flags_fwd,tcp_flags_rev,tcp_handshake,tcp_syn_only,tcp_rst,tcp_fin_both,"
          "pair_contacts,pair_age_s,pair_intervals,pair_interval_mean_s,pair_interval_cv,"
-         "pair_period_s,pair_mode_share,pair_periodicity,sig_hits\n";
+         "pair_period_s,pair_mode_share,pair_periodicity,sig_hits,"
+         "ti_dst_feeds,ti_dst_max_weight,ti_dst_categories,ti_dst_days_since_first,"
+         "ti_dst_days_since_last,ti_src_feeds\n";
 }
 
 namespace {
@@ -221,6 +228,18 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
   dbl(o, f.pair.mode_share); c();
   dbl(o, f.pair.score); c();
   if (rules) o += hit_ids(*rules, f.pair.sig_mask);
+  c();
+  // Days from the listing dates to the record: negative = listed only after the flow.
+  int64_t day = int64_t(e.first_ns / 86'400'000'000'000ull);
+  num(o, f.ti_dst_hit ? f.ti_dst.feeds : 0); c();
+  dbl(o, f.ti_dst_hit ? f.ti_dst.max_weight : 0); c();
+  if (f.ti_dst_hit) o += f.ti_dst.categories;
+  c();
+  if (f.ti_dst_hit && f.ti_dst.first_days) o += std::to_string(day - f.ti_dst.first_days);
+  c();
+  if (f.ti_dst_hit && f.ti_dst.last_days) o += std::to_string(day - f.ti_dst.last_days);
+  c();
+  num(o, f.ti_src_hit ? f.ti_src.feeds : 0);
   o += '\n';
 }
 

@@ -12,6 +12,7 @@
 #include "dataplane/record.h"
 #include "features/periodicity.h"
 #include "features/signatures.h"
+#include "features/ti_table.h"
 
 namespace ls {
 
@@ -20,6 +21,7 @@ struct FeatureConfig {
   uint64_t pair_max_age_ns = 3'600'000'000'000ull;  // idle pairs older than this restart
   uint64_t hash_seed = 0;
   std::shared_ptr<const RuleSet> rules;  // payload signatures; null = none
+  std::shared_ptr<const TiTable> ti;     // threat-intel feeds; null = none
 };
 
 struct FeatureRow {
@@ -28,6 +30,9 @@ struct FeatureRow {
   double duration_s, bytes_ratio, iat_mean_us, iat_std_us, iat_cv, size_mean, size_std;
   uint32_t iat_min_us, iat_max_us;
   bool handshake, syn_only, rst, fin_both;
+  // threat intel: the server (dst) and the client (src)
+  bool ti_dst_hit, ti_src_hit;
+  TiHit ti_dst, ti_src;
   // client → server pair (the flow's initiator → responder, responder port, protocol)
   PairFeatures pair;
 };

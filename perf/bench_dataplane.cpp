@@ -9,6 +9,11 @@
 
 #include "dataplane/flow_core.h"
 #include "features/feature_stage.h"
+#include "features/ti_table.h"
+
+#include <unistd.h>
+
+#include <cstdio>
 #include "tests/pktbuild.h"
 
 using namespace ls;
@@ -239,6 +244,36 @@ void BM_FeatureStage(benchmark::State& st) {
   st.SetItemsProcessed(st.iterations());
 }
 BENCHMARK(BM_FeatureStage)->Arg(1000)->Arg(100000);
+
+// Threat-intel lookups: range(0) random /32 entries plus 1/10 as many /24s in one feed,
+// looked up at random addresses (~half hits); the interval map is binary-searched.
+void BM_TiLookup(benchmark::State& st) {
+  const uint32_t n = uint32_t(st.range(0));
+  std::string path = "/tmp/ls_bench_ti_" + std::to_string(getpid()) + ".netset";
+  {
+    FILE* f = std::fopen(path.c_str(), "w");
+    std::mt19937 r(11);
+    for (uint32_t i = 0; i < n; i++) std::fprintf(f, "%u.%u.%u.%u\n", unsigned(r() & 255), unsigned(r() & 255), unsigned(r() & 255), unsigned(r() & 255));
+    for (uint32_t i = 0; i < n / 10; i++) std::fprintf(f, "%u.%u.%u.0/24\n", unsigned(r() & 255), unsigned(r() & 255), unsigned(r() & 255));
+    std::fclose(f);
+  }
+  auto t = TiTable::load({path});
+  std::remove(path.c_str());
+  std::vector<uint32_t> q(1 << 16);
+  std::mt19937 r(12);
+  for (auto& x : q) x = r();
+  size_t i = 0, hits = 0;
+  TiHit h;
+  for (auto _ : st) {
+    uint32_t a = q[i++ & 0xFFFF];
+    uint8_t b[4] = {uint8_t(a >> 24), uint8_t(a >> 16), uint8_t(a >> 8), uint8_t(a)};
+    hits += t->lookup(b, 4, h);
+  }
+  benchmark::DoNotOptimize(hits);
+  st.SetItemsProcessed(st.iterations());
+  st.counters["table_MB"] = double(t->memory_bytes()) / 1e6;
+}
+BENCHMARK(BM_TiLookup)->Arg(10000)->Arg(1000000);
 
 }  // namespace
 

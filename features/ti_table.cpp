@@ -1,0 +1,316 @@
+#include "features/ti_table.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cctype>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace ls {
+
+namespace {
+
+std::string trim(std::string s) {
+  size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
+// "Tue Jan 23 16:53:44 UTC 2024" or "2024-01-23" → days since the epoch (0 if unparsable).
+int64_t parse_date_days(const std::string& s) {
+  tm t{};
+  const char* end = strptime(s.c_str(), "%Y-%m-%d", &t);
+  if (!end) end = strptime(s.c_str(), "%a %b %d %H:%M:%S UTC %Y", &t);
+  if (!end) end = strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S", &t);
+  if (!end) return 0;
+  return int64_t(timegm(&t) / 86400);
+}
+
+struct Prefix {
+  bool v6;
+  unsigned __int128 lo, hi;
+  uint32_t feed;
+};
+
+unsigned __int128 load128(const uint8_t* a) {
+  unsigned __int128 x = 0;
+  for (int i = 0; i < 16; i++) x = x << 8 | a[i];
+  return x;
+}
+
+// "1.2.3.0/24", "1.2.3.4", "2001:db8::/32" → prefix; false when malformed.
+bool parse_prefix(const std::string& s, uint32_t feed, Prefix& p) {
+  std::string addr = s;
+  int len = -1;
+  size_t slash = s.find('/');
+  if (slash != std::string::npos) {
+    addr = s.substr(0, slash);
+    try {
+      size_t used;
+      len = std::stoi(s.substr(slash + 1), &used);
+      if (used != s.size() - slash - 1) return false;
+    } catch (...) {
+      return false;
+    }
+  }
+  uint8_t b[16];
+  if (inet_pton(AF_INET, addr.c_str(), b) == 1) {
+    if (len < 0) len = 32;
+    if (len > 32) return false;
+    uint32_t a = uint32_t(b[0]) << 24 | uint32_t(b[1]) << 16 | uint32_t(b[2]) << 8 | b[3];
+    uint32_t mask = len == 0 ? 0 : ~uint32_t(0) << (32 - len);
+    p = {false, a & mask, (a & mask) | ~mask, feed};
+    return true;
+  }
+  if (inet_pton(AF_INET6, addr.c_str(), b) == 1) {
+    if (len < 0) len = 128;
+    if (len > 128) return false;
+    unsigned __int128 a = load128(b);
+    unsigned __int128 mask = len == 0 ? 0 : ~(unsigned __int128)0 << (128 - len);
+    p = {true, a & mask, (a & mask) | ~mask, feed};
+    return true;
+  }
+  return false;
+}
+
+std::vector<std::string> split_csv(const std::string& line) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool q = false;
+  for (char c : line) {
+    if (c == '"') q = !q;
+    else if (c == ',' && !q) {
+      out.push_back(trim(cur));
+      cur.clear();
+    } else cur += c;
+  }
+  out.push_back(trim(cur));
+  return out;
+}
+
+}  // namespace
+
+struct TiBuilder {
+  std::vector<TiFeed> feeds;
+  std::vector<Prefix> prefixes;
+
+  // Dated snapshot directories (".../firehol-2024-01-24/x.ipset") date their files.
+  static int64_t dir_date(const std::filesystem::path& p) {
+    std::string d = p.parent_path().filename().string();
+    size_t dash = d.find_first_of("0123456789");
+    return dash == std::string::npos ? 0 : parse_date_days(d.substr(dash));
+  }
+
+  void load_file(const std::filesystem::path& p) {
+    std::ifstream f(p);
+    if (!f) throw TiError(p.string() + ": cannot open feed");
+    std::string ext = p.extension().string();
+    TiFeed feed;
+    feed.path = p.string();
+    feed.name = p.stem().string();
+    feed.date_days = dir_date(p);
+    uint32_t id = uint32_t(feeds.size());
+    std::string line;
+    double max_w = 0;
+    if (ext == ".csv") {
+      std::vector<std::string> hdr;
+      int ip = -1, cat = -1, date = -1, w = -1;
+      std::map<std::string, uint32_t> per_cat;  // CSV rows with categories become sub-feeds
+      while (std::getline(f, line)) {
+        std::string t = trim(line);
+        if (t.empty() || t[0] == '#') continue;
+        auto c = split_csv(t);
+        if (hdr.empty()) {
+          hdr = c;
+          for (size_t i = 0; i < c.size(); i++) {
+            std::string h = c[i];
+            std::transform(h.begin(), h.end(), h.begin(), ::tolower);
+            if (h == "ip" || h == "ip_address" || h == "indicator") ip = int(i);
+            else if (h == "category" || h == "family" || h == "report_title" || h == "threat") { if (cat < 0 || h == "family") cat = int(i); }
+            else if (h == "date" || h == "report_date" || h == "first_seen") date = int(i);
+            else if (h == "weight" || h == "confidence") w = int(i);
+          }
+          if (ip < 0) throw TiError(p.string() + ": CSV header has no ip column (ip, ip_address, indicator)");
+          continue;
+        }
+        Prefix pr;
+        if (int(c.size()) <= ip || !parse_prefix(c[size_t(ip)], id, pr)) {
+          feed.skipped++;
+          continue;
+        }
+        // Each distinct date in the file is its own instance (report-dated IOC lists).
+        int64_t d = date >= 0 && int(c.size()) > date ? parse_date_days(c[size_t(date)]) : feed.date_days;
+        std::string category = cat >= 0 && int(c.size()) > cat ? c[size_t(cat)] : "";
+        std::string key = category + "|" + std::to_string(d);
+        auto it = per_cat.find(key);
+        if (it == per_cat.end()) {
+          TiFeed sub = feed;
+          sub.category = category;
+          sub.date_days = d;
+          if (w >= 0 && int(c.size()) > w) {
+            try { sub.weight = std::stod(c[size_t(w)]); } catch (...) {}
+          }
+          feeds.push_back(sub);
+          it = per_cat.emplace(key, uint32_t(feeds.size() - 1)).first;
+        }
+        pr.feed = it->second;
+        feeds[it->second].entries++;
+        prefixes.push_back(pr);
+      }
+      if (per_cat.empty()) {
+        feeds.push_back(feed);  // keep the (empty) feed visible with its skipped count
+      } else {
+        for (auto& [k, i] : per_cat) feeds[i].skipped = feed.skipped;
+      }
+      return;
+    }
+    // .ipset / .netset / plain lists
+    int header_line = 0;
+    while (std::getline(f, line)) {
+      std::string t = trim(line);
+      if (t.empty()) continue;
+      if (t[0] == '#') {
+        std::string body = trim(t.substr(1));
+        if (++header_line == 2 && !body.empty() && body.find(':') == std::string::npos) feed.name = body;
+        size_t colon = body.find(':');
+        if (colon != std::string::npos) {
+          std::string k = trim(body.substr(0, colon)), v = trim(body.substr(colon + 1));
+          if (k == "Category") feed.category = v;
+          else if (k == "Source File Date" && parse_date_days(v)) feed.date_days = parse_date_days(v);
+        }
+        continue;
+      }
+      std::istringstream ls(t);
+      std::string tok, wtok;
+      ls >> tok >> wtok;
+      Prefix pr;
+      if (!parse_prefix(tok, id, pr)) {
+        feed.skipped++;
+        continue;
+      }
+      if (!wtok.empty()) {  // ipsum: number of lists naming the address
+        try { max_w = std::max(max_w, std::stod(wtok)); } catch (...) {}
+      }
+      feed.entries++;
+      prefixes.push_back(pr);
+    }
+    if (max_w > 0) feed.weight = max_w;
+    feeds.push_back(feed);
+  }
+};
+
+std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& paths) {
+  TiBuilder b;
+  std::vector<std::pair<std::filesystem::path, bool>> files;  // (path, found in a directory)
+  for (auto& p : paths) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(p, ec)) {
+      for (auto& e : std::filesystem::recursive_directory_iterator(p)) {
+        std::string ext = e.path().extension().string();
+        if (e.is_regular_file() && (ext == ".ipset" || ext == ".netset" || ext == ".txt" || ext == ".csv"))
+          files.push_back({e.path(), true});
+      }
+    } else if (std::filesystem::exists(p, ec)) {
+      files.push_back({p, false});
+    } else {
+      throw TiError(p + ": no such feed file or directory");
+    }
+  }
+  std::sort(files.begin(), files.end());
+  auto t = std::shared_ptr<TiTable>(new TiTable());
+  for (auto& [f, in_dir] : files) {
+    try {
+      b.load_file(f);
+    } catch (const TiError& e) {
+      if (!in_dir) throw;
+      t->warnings_.push_back(std::string(e.what()) + " (skipped)");
+    }
+  }
+  t->feeds_ = std::move(b.feeds);
+
+  // Sweep line over interval edges: each elementary interval gets the set of feeds open
+  // over it; sets are deduplicated.
+  std::map<std::vector<uint32_t>, uint32_t> set_ids;
+  auto set_of = [&](const std::multiset<uint32_t>& open) -> uint32_t {
+    if (open.empty()) return UINT32_MAX;
+    std::vector<uint32_t> s(open.begin(), open.end());
+    s.erase(std::unique(s.begin(), s.end()), s.end());
+    auto it = set_ids.find(s);
+    if (it != set_ids.end()) return it->second;
+    uint32_t id = uint32_t(t->sets_.size());
+    t->sets_.push_back(s);
+    set_ids.emplace(s, id);
+    return id;
+  };
+  for (bool v6 : {false, true}) {
+    // Events: +feed at lo, -feed at hi+1 (hi+1 overflows only for the very last address).
+    std::vector<std::pair<unsigned __int128, int64_t>> ev;
+    for (auto& p : b.prefixes) {
+      if (p.v6 != v6) continue;
+      ev.push_back({p.lo, int64_t(p.feed) + 1});
+      unsigned __int128 top = v6 ? ~(unsigned __int128)0 : 0xFFFFFFFFu;
+      if (p.hi != top) ev.push_back({p.hi + 1, -(int64_t(p.feed) + 1)});
+    }
+    std::sort(ev.begin(), ev.end());
+    std::multiset<uint32_t> open;
+    for (size_t i = 0; i < ev.size();) {
+      unsigned __int128 at = ev[i].first;
+      for (; i < ev.size() && ev[i].first == at; i++) {
+        if (ev[i].second > 0) open.insert(uint32_t(ev[i].second - 1));
+        else open.erase(open.find(uint32_t(-ev[i].second - 1)));
+      }
+      uint32_t s = set_of(open);
+      if (v6) {
+        if (t->v6_.empty() || t->v6_.back().set != s) t->v6_.push_back({at, s});
+      } else {
+        if (t->v4_.empty() || t->v4_.back().set != s) t->v4_.push_back({uint32_t(at), s});
+      }
+    }
+  }
+  for (auto& s : t->sets_) {
+    TiHit h;
+    std::set<std::string> names, cats;
+    for (uint32_t f : s) {
+      const TiFeed& fd = t->feeds_[f];
+      names.insert(fd.name);
+      if (!fd.category.empty()) cats.insert(fd.category);
+      h.max_weight = std::max(h.max_weight, fd.weight);
+      if (fd.date_days) {
+        h.first_days = h.first_days ? std::min(h.first_days, fd.date_days) : fd.date_days;
+        h.last_days = std::max(h.last_days, fd.date_days);
+      }
+    }
+    h.feeds = uint32_t(names.size());
+    for (auto& c : cats) h.categories += (h.categories.empty() ? "" : ";") + c;
+    t->set_hits_.push_back(h);
+  }
+  return t;
+}
+
+bool TiTable::lookup(const uint8_t* a, uint8_t ver, TiHit& out) const {
+  uint32_t set = UINT32_MAX;
+  if (ver == 4) {
+    uint32_t x = uint32_t(a[0]) << 24 | uint32_t(a[1]) << 16 | uint32_t(a[2]) << 8 | a[3];
+    auto it = std::upper_bound(v4_.begin(), v4_.end(), x, [](uint32_t v, const Iv4& iv) { return v < iv.lo; });
+    if (it != v4_.begin()) set = std::prev(it)->set;
+  } else {
+    unsigned __int128 x = load128(a);
+    auto it = std::upper_bound(v6_.begin(), v6_.end(), x, [](unsigned __int128 v, const Iv6& iv) { return v < iv.lo; });
+    if (it != v6_.begin()) set = std::prev(it)->set;
+  }
+  if (set == UINT32_MAX) return false;
+  out = set_hits_[set];
+  return true;
+}
+
+size_t TiTable::memory_bytes() const {
+  size_t n = v4_.size() * sizeof(Iv4) + v6_.size() * sizeof(Iv6) + set_hits_.size() * sizeof(TiHit);
+  for (auto& s : sets_) n += s.size() * sizeof(uint32_t);
+  return n;
+}
+
+}  // namespace ls

@@ -1,0 +1,69 @@
+// Threat-intelligence lookup table. Feeds are loaded on the control core into one
+// immutable table shared read-only by every feature stage: all prefixes (IPv4 and IPv6)
+// become disjoint address intervals, each carrying the set of feed instances that cover
+// it, so one binary search returns every feed listing an address (not just the longest
+// prefix). A feed instance is one feed file at one date: dated snapshots of the same feed
+// give first/last-listed dates.
+//
+// Formats: firehol .ipset / .netset (header: name, category, source file date), plain
+// lists (one IP or CIDR per line, optional second column = weight, as ipsum's count), and
+// CSV with a header naming an `ip` column (optional: category|family|report_title,
+// date|report_date|first_seen, weight|confidence).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ls {
+
+struct TiError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct TiFeed {
+  std::string name, category, path;
+  int64_t date_days = 0;  // days since the epoch of the feed's content (0: unknown)
+  double weight = 1.0;    // prior reliability
+  uint64_t entries = 0, skipped = 0;
+};
+
+struct TiHit {
+  uint32_t feeds = 0;           // distinct feed names listing the address
+  double max_weight = 0;
+  int64_t first_days = 0, last_days = 0;  // earliest / latest dated listing (0: undated)
+  std::string categories;       // distinct, ';'-separated
+};
+
+class TiTable {
+ public:
+  // Files or directories (searched recursively for .ipset .netset .txt .csv). Throws
+  // TiError naming the file for unreadable input; malformed lines are counted per feed.
+  static std::shared_ptr<const TiTable> load(const std::vector<std::string>& paths);
+  bool lookup(const uint8_t* addr, uint8_t ip_ver, TiHit& out) const;
+  const std::vector<TiFeed>& feeds() const { return feeds_; }
+  size_t intervals() const { return v4_.size() + v6_.size(); }
+  size_t memory_bytes() const;
+  // Files found in directories that are not feeds (e.g. a CSV without an ip column).
+  const std::vector<std::string>& warnings() const { return warnings_; }
+
+ private:
+  std::vector<std::string> warnings_;
+  struct Iv4 {
+    uint32_t lo;
+    uint32_t set;  // index into sets_, UINT32_MAX = none
+  };
+  struct Iv6 {
+    unsigned __int128 lo;
+    uint32_t set;
+  };
+  std::vector<TiFeed> feeds_;
+  std::vector<std::vector<uint32_t>> sets_;  // feed-instance sets, deduplicated
+  std::vector<TiHit> set_hits_;              // precomputed answer per set
+  std::vector<Iv4> v4_;
+  std::vector<Iv6> v6_;
+  friend struct TiBuilder;
+};
+
+}  // namespace ls

@@ -1,0 +1,92 @@
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "features/ti_table.h"
+
+using namespace ls;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TmpDir {
+  fs::path p = fs::temp_directory_path() / ("ls_ti_" + std::to_string(getpid()));
+  TmpDir() { fs::create_directories(p); }
+  ~TmpDir() { fs::remove_all(p); }
+  std::string write(const std::string& rel, const std::string& text) {
+    fs::create_directories((p / rel).parent_path());
+    std::ofstream(p / rel) << text;
+    return (p / rel).string();
+  }
+};
+
+TiHit look(const TiTable& t, const char* ip, bool* found = nullptr) {
+  uint8_t a[16] = {};
+  bool v6 = std::string(ip).find(':') != std::string::npos;
+  inet_pton(v6 ? AF_INET6 : AF_INET, ip, a);
+  TiHit h;
+  bool f = t.lookup(a, v6 ? 6 : 4, h);
+  if (found) *found = f;
+  return f ? h : TiHit{};
+}
+
+TEST(TiTable, OverlappingPrefixesReportEveryFeed) {
+  TmpDir d;
+  d.write("snap-2024-01-10/c2.ipset", "#\n# c2\n#\n# Category        : malware\n#\n10.1.2.3\n2001:db8::7\nnot-an-ip\n");
+  d.write("snap-2024-01-20/c2.ipset", "#\n# c2\n#\n# Category        : malware\n#\n10.1.2.3\n");
+  d.write("block.netset", "# block\n10.1.0.0/16\n10.0.0.0/8\n2001:db8::/32\n");
+  d.write("scores.txt", "# ipsum-like\n10.9.9.9\t7\n");
+  d.write("iocs.csv", "report_date,report_title,ip,port\n2024-01-05,Emotet,10.1.2.3,443\n2024-01-05,Emotet,bad,1\n");
+  auto t = TiTable::load({d.p.string()});
+  TiHit h = look(*t, "10.1.2.3");
+  EXPECT_EQ(h.feeds, 3u);  // c2 (two snapshots count once), block, iocs
+  EXPECT_EQ(h.categories, "Emotet;malware");
+  // Dates: the CSV row (2024-01-05) and the snapshot directories (01-10, 01-20).
+  EXPECT_EQ(h.first_days, 19727);  // 2024-01-05
+  EXPECT_EQ(h.last_days, 19742);   // 2024-01-20
+  EXPECT_EQ(look(*t, "10.1.9.9").feeds, 1u);    // only the /16 (and the /8): one feed
+  EXPECT_DOUBLE_EQ(look(*t, "10.9.9.9").max_weight, 7);
+  bool found;
+  look(*t, "11.0.0.1", &found);
+  EXPECT_FALSE(found);
+  EXPECT_EQ(look(*t, "2001:db8::7").feeds, 2u);
+  EXPECT_EQ(look(*t, "2001:db8::8").feeds, 1u);
+  look(*t, "2001:db9::1", &found);
+  EXPECT_FALSE(found);
+  uint64_t skipped = 0;
+  for (auto& f : t->feeds()) skipped += f.skipped;
+  EXPECT_EQ(skipped, 2u);  // "not-an-ip" and the CSV's "bad"
+}
+
+TEST(TiTable, ClearErrors) {
+  TmpDir d;
+  auto meta = d.write("families.csv", "family,description\nemotet,banking trojan\n");
+  EXPECT_THROW(TiTable::load({meta}), TiError);  // named explicitly: must be a feed
+  auto t = TiTable::load({d.p.string()});        // found in a directory: skipped, warned
+  ASSERT_EQ(t->warnings().size(), 1u);
+  EXPECT_NE(t->warnings()[0].find("no ip column"), std::string::npos);
+  try {
+    TiTable::load({"/nonexistent/feeds"});
+    FAIL();
+  } catch (const TiError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/feeds"), std::string::npos);
+  }
+}
+
+TEST(TiTable, SharedDataKnowsTheCapturesCnC) {
+  const char* data = std::getenv("LINESIGHT_DATA");
+  fs::path ti = fs::path(data ? data : "../shared/data") / "ti";
+  if (!fs::exists(ti)) GTEST_SKIP() << "shared data absent";
+  auto t = TiTable::load({ti.string()});
+  TiHit emotet = look(*t, "138.197.147.101");  // ndpi/emotet.pcap's C&C
+  EXPECT_GE(emotet.feeds, 2u);
+  EXPECT_NE(emotet.categories.find("emotet"), std::string::npos);
+  TiHit trick = look(*t, "82.118.225.196");    // ndpi/trickbot.pcap's server
+  EXPECT_GE(trick.feeds, 1u);
+  std::printf("  %zu feed instances, %zu intervals, %zu KB\n", t->feeds().size(), t->intervals(),
+              t->memory_bytes() / 1024);
+}
+
+}  // namespace
