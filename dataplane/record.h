@@ -17,6 +17,9 @@ struct PairFeatures {
   double age_s, mean_s, cv, period_s, mode_share, score;
   uint64_t sig_mask;      // bit i: rule i of `sig_rules` matched a payload prefix
   const void* sig_rules;  // identity of the rule set that produced sig_mask (never dereferenced here)
+  // the server endpoint (responder address), all its contacts so far
+  double srv_clients, srv_client_nets, srv_ports, srv_failed_share, srv_age_s;
+  uint64_t srv_flows, srv_bytes;
 };
 
 struct FlowRecord {

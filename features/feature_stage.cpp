@@ -11,43 +11,11 @@
 
 namespace ls {
 
-FeatureStage::FeatureStage(const FeatureConfig& c) : cfg_(c) {
+FeatureStage::FeatureStage(const FeatureConfig& c)
+    : cfg_(c),
+      pairs_(c.pair_capacity, c.pair_max_age_ns, c.hash_seed),
+      servers_(c.server_capacity, c.pair_max_age_ns, c.hash_seed ^ 0x5e4e7) {
   if (c.rules) matcher_ = std::make_unique<SignatureMatcher>(c.rules);
-  uint32_t cap = std::bit_ceil(std::max<uint32_t>(c.pair_capacity, 64));
-  mem_ = Region(size_t(cap) * sizeof(Pair));
-  pairs_ = mem_.as<Pair>();
-  mask_ = cap - 1;
-}
-
-// Linear probing over a window of 8 slots; when the window is full the pair idle the
-// longest is replaced (its history is lost: a bounded table forgets the coldest first).
-FeatureStage::Pair* FeatureStage::find_or_make(const PairKey& k, uint64_t now) {
-  uint64_t h = XXH3_64bits_withSeed(&k, sizeof k, cfg_.hash_seed);
-  constexpr uint32_t kWindow = 8;
-  Pair* victim = nullptr;
-  for (uint32_t i = 0; i < kWindow; i++) {
-    Pair& p = pairs_[(h + i) & mask_];
-    if (p.contacts && p.key == k) {
-      if (now > p.last_ns + cfg_.pair_max_age_ns) {
-        ctr_.pairs_aged_out++;
-        p.contacts = 0;  // restart its history below
-        victim = &p;
-        break;
-      }
-      return &p;
-    }
-    if (!p.contacts) {
-      if (!victim || victim->contacts) victim = &p;
-    } else if (!victim || (victim->contacts && p.last_ns < victim->last_ns)) {
-      victim = &p;
-    }
-  }
-  if (victim->contacts) ctr_.pairs_evicted++;
-  else ctr_.pairs_created++;
-  std::memset(victim, 0, sizeof *victim);
-  victim->key = k;
-  victim->first_ns = victim->last_ns = victim->base_ns = now;
-  return victim;
 }
 
 bool FeatureStage::offer_rules(std::unique_ptr<SignatureMatcher> m) {
@@ -116,7 +84,8 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
   k.port = fw == 0 ? e.key.hi_port : e.key.lo_port;
   k.proto = e.key.proto;
   k.ver = e.key.ip_ver;
-  Pair& p = *find_or_make(k, e.first_ns);
+  Pair& p = pairs_.find_or_make(k, e.first_ns);
+  if (!p.used()) p.first_ns = p.last_ns = p.base_ns = e.first_ns;
   // A record continuing a long flow (active timeout) is the same contact. Decided by the
   // record alone, so the pair's state does not depend on the order records arrive in.
   bool new_contact = !(e.tcp_state & FLOW_CONTINUED);
@@ -125,14 +94,14 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
     int64_t off = int64_t(e.first_ns / 1'000'000) - int64_t(p.base_ns / 1'000'000);
     if (off > INT32_MAX || off < INT32_MIN) {  // ±24 days from the first contact: start over
       p.base_ns = e.first_ns;
-      p.used = 0;
+      p.used_starts = 0;
       off = 0;
     }
     // Keep the kHistory most recent starts in time order, whatever order records arrive
     // in (cores emit them as flows end).
     int32_t v = int32_t(off);
-    if (p.used < kHistory || v > p.start_ms[0]) {
-      uint32_t n = p.used;
+    if (p.used_starts < kHistory || v > p.start_ms[0]) {
+      uint32_t n = p.used_starts;
       if (n == kHistory) {  // drop the oldest
         std::memmove(p.start_ms, p.start_ms + 1, (kHistory - 1) * sizeof(uint32_t));
         n--;
@@ -143,7 +112,7 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
         at--;
       }
       p.start_ms[at] = v;
-      p.used = uint8_t(n + 1);
+      p.used_starts = uint8_t(n + 1);
     }
     p.contacts++;
   }
@@ -152,11 +121,38 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
   // Exact integer ms from the earliest kept start: the same contacts give bit-identical
   // intervals whatever the pair's base (which depends on arrival order).
   double starts[kHistory];
-  for (uint32_t i = 0; i < p.used; i++) starts[i] = double(p.start_ms[i] - p.start_ms[0]) / 1e3;
-  Periodicity s = score_periodicity(starts, p.used);
+  for (uint32_t i = 0; i < p.used_starts; i++) starts[i] = double(p.start_ms[i] - p.start_ms[0]) / 1e3;
+  Periodicity s = score_periodicity(starts, p.used_starts);
+
+  // The server endpoint: everyone who talked to it (owned by this worker: records are
+  // routed by server).
+  ServerKey sk{};
+  std::memcpy(sk.addr, k.server, 16);
+  sk.ver = k.ver;
+  Server& sv = servers_.find_or_make(sk, e.first_ns);
+  if (!sv.used()) sv.first_ns = sv.last_ns = e.first_ns;
+  sv.flows++;
+  sv.bytes += e.bytes[0] + e.bytes[1];
+  bool tcp = e.key.proto == 6;
+  // Failed: a SYN never answered, or a reset before the handshake completed.
+  bool failed = tcp && (((e.tcp_state & TCP_SYN) && !(e.tcp_state & TCP_SYNACK)) ||
+                        ((e.tcp_state & TCP_RST) && !(e.tcp_state & TCP_ESTABLISHED)));
+  sv.failed += failed && !(e.tcp_state & FLOW_CONTINUED);
+  sv.clients.add(XXH3_64bits_withSeed(k.client, 16, cfg_.hash_seed));
+  uint8_t net[16] = {};
+  std::memcpy(net, k.client, k.ver == 4 ? 3 : 6);  // /24 or /48
+  sv.client_nets.add(XXH3_64bits_withSeed(net, 16, cfg_.hash_seed));
+  uint32_t pp = uint32_t(k.port) << 8 | k.proto;
+  sv.ports.add(XXH3_64bits_withSeed(&pp, sizeof pp, cfg_.hash_seed));
+  sv.first_ns = std::min(sv.first_ns, e.first_ns);
+  sv.last_ns = std::max(sv.last_ns, e.last_ns);
+
   return {true, p.contacts, s.intervals, double(p.last_ns - p.first_ns) / 1e9, s.mean_s, s.cv,
           s.period_s, s.mode_share, s.score, matcher_ ? matcher_->match(r) : 0,
-          matcher_ ? static_cast<const void*>(&matcher_->rules()) : nullptr};
+          matcher_ ? static_cast<const void*>(&matcher_->rules()) : nullptr,
+          sv.clients.estimate(), sv.client_nets.estimate(), sv.ports.estimate(),
+          double(sv.failed) / double(sv.flows), double(sv.last_ns - sv.first_ns) / 1e9, sv.flows,
+          sv.bytes};
 }
 
 const char* FeatureStage::csv_header() {
@@ -167,7 +163,8 @@ const char* FeatureStage::csv_header() {
          "pair_contacts,pair_age_s,pair_intervals,pair_interval_mean_s,pair_interval_cv,"
          "pair_period_s,pair_mode_share,pair_periodicity,sig_hits,"
          "ti_dst_feeds,ti_dst_max_weight,ti_dst_categories,ti_dst_days_since_first,"
-         "ti_dst_days_since_last,ti_src_feeds\n";
+         "ti_dst_days_since_last,ti_src_feeds,"
+         "srv_clients,srv_client_nets,srv_ports,srv_flows,srv_bytes,srv_failed_share,srv_age_s\n";
 }
 
 namespace {
@@ -239,7 +236,14 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
   c();
   if (f.ti_dst_hit && f.ti_dst.last_days) o += std::to_string(day - f.ti_dst.last_days);
   c();
-  num(o, f.ti_src_hit ? f.ti_src.feeds : 0);
+  num(o, f.ti_src_hit ? f.ti_src.feeds : 0); c();
+  dbl(o, std::round(f.pair.srv_clients)); c();
+  dbl(o, std::round(f.pair.srv_client_nets)); c();
+  dbl(o, std::round(f.pair.srv_ports)); c();
+  num(o, f.pair.srv_flows); c();
+  num(o, f.pair.srv_bytes); c();
+  dbl(o, f.pair.srv_failed_share); c();
+  dbl(o, f.pair.srv_age_s);
   o += '\n';
 }
 

@@ -10,6 +10,8 @@
 
 #include "dataplane/mem.h"
 #include "dataplane/record.h"
+#include "features/bounded_table.h"
+#include "features/hll.h"
 #include "features/periodicity.h"
 #include "features/signatures.h"
 #include "features/ti_table.h"
@@ -18,6 +20,7 @@ namespace ls {
 
 struct FeatureConfig {
   uint32_t pair_capacity = 1u << 18;                // client→server pairs tracked
+  uint32_t server_capacity = 1u << 16;              // server endpoints tracked
   uint64_t pair_max_age_ns = 3'600'000'000'000ull;  // idle pairs older than this restart
   uint64_t hash_seed = 0;
   std::shared_ptr<const RuleSet> rules;  // payload signatures; null = none
@@ -38,7 +41,8 @@ struct FeatureRow {
 };
 
 struct FeatureCounters {
-  uint64_t rows = 0, pairs_created = 0, pairs_evicted = 0, pairs_aged_out = 0;
+  uint64_t rows = 0;
+  BoundedTableCounters pairs, servers;
 };
 
 class FeatureStage final : public RecordStage {
@@ -66,8 +70,8 @@ class FeatureStage final : public RecordStage {
   std::unique_ptr<SignatureMatcher> take_retired();
   uint64_t rules_generation() const { return adopted_.load(std::memory_order_acquire); }
   PairFeatures pair_features(const FlowRecord& r);
-  const FeatureCounters& counters() const { return ctr_; }
-  size_t memory_bytes() const { return mem_.size(); }
+  FeatureCounters counters() const { return {ctr_.rows, pairs_.ctr, servers_.ctr}; }
+  size_t memory_bytes() const { return pairs_.memory_bytes() + servers_.memory_bytes(); }
 
   static const char* csv_header();
   static void csv_row(const FeatureRow& f, const RuleSet* rules, std::string& out);
@@ -77,17 +81,25 @@ class FeatureStage final : public RecordStage {
     uint8_t client[16], server[16];
     uint16_t port;
     uint8_t proto, ver;
-    bool operator==(const PairKey& o) const { return std::memcmp(this, &o, sizeof *this) == 0; }
   };
   struct Pair {
-    PairKey key;
     uint64_t first_ns, last_ns;
-    uint32_t contacts;
     uint64_t base_ns;             // the first start seen: offsets are relative to it
+    uint32_t contacts;
     int32_t start_ms[kHistory];   // the most recent starts by time, ascending, ms from base_ns
-    uint8_t used;
+    uint8_t used_starts;
+    bool used() const { return last_ns != 0; }
   };
-  Pair* find_or_make(const PairKey& k, uint64_t now_ns);
+  struct ServerKey {
+    uint8_t addr[16];
+    uint8_t ver, pad[3];
+  };
+  struct Server {
+    uint64_t first_ns, last_ns, flows, bytes, failed;
+    Hll<8> clients, client_nets;  // distinct client addresses, /24 (IPv4) or /48 (IPv6)
+    Hll<6> ports;                 // distinct (port, protocol) offered
+    bool used() const { return last_ns != 0; }
+  };
 
   void adopt_pending_rules();
 
@@ -96,9 +108,8 @@ class FeatureStage final : public RecordStage {
   std::atomic<SignatureMatcher*> pending_{nullptr};  // control → stage
   std::atomic<SignatureMatcher*> retired_{nullptr};  // stage → control
   std::atomic<uint64_t> offered_{0}, adopted_{0};
-  Region mem_;
-  Pair* pairs_;
-  uint32_t mask_;
+  BoundedTable<PairKey, Pair> pairs_;
+  BoundedTable<ServerKey, Server> servers_;
   FeatureCounters ctr_;
 };
 

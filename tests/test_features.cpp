@@ -143,6 +143,7 @@ TEST(PeriodicityOnLabelledTraffic, StratosphereConnLogs) {
 TEST(FeatureStage, PairHistoryIsBoundedAndEvictsTheColdest) {
   FeatureConfig c;
   c.pair_capacity = 64;
+  c.server_capacity = 64;
   FeatureStage st(c);
   FlowRecord r{};
   r.e.key.ip_ver = 4;
@@ -158,8 +159,8 @@ TEST(FeatureStage, PairHistoryIsBoundedAndEvictsTheColdest) {
     st.compute(r, row);
   }
   EXPECT_EQ(st.counters().rows, 1000u);
-  EXPECT_GT(st.counters().pairs_evicted, 900u);
-  EXPECT_EQ(st.memory_bytes(), size_t(2) << 20);  // 64 pairs, one 2 MB region
+  EXPECT_GT(st.counters().pairs.evicted, 900u);
+  EXPECT_EQ(st.memory_bytes(), size_t(4) << 20);  // 64 pairs + 64 servers: a 2 MB region each
 }
 
 TEST(FeatureStage, BeaconPairBecomesPeriodic) {
@@ -191,6 +192,51 @@ TEST(FeatureStage, BeaconPairBecomesPeriodic) {
   r.e.first_ns += 60'000'000'000ull;
   st.compute(r, row);
   EXPECT_EQ(row.pair.contacts, 20u);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Hll, EstimatesWithinItsErrorAndMerges) {
+  Hll<8> a, b;
+  for (uint64_t i = 0; i < 20000; i++) a.add(XXH3_64bits(&i, sizeof i));
+  EXPECT_NEAR(a.estimate(), 20000, 20000 * 0.065 * 3);  // 3 standard errors
+  for (uint64_t i = 10000; i < 30000; i++) b.add(XXH3_64bits(&i, sizeof i));
+  a.merge(b);  // union: 30000 distinct
+  EXPECT_NEAR(a.estimate(), 30000, 30000 * 0.065 * 3);
+  Hll<8> small;
+  for (uint64_t i = 0; i < 10; i++) small.add(XXH3_64bits(&i, sizeof i));
+  EXPECT_NEAR(small.estimate(), 10, 1);  // linear counting is near exact when small
+}
+
+TEST(FeatureStage, ServerSeesDistinctClientsPrefixesAndFailures) {
+  FeatureStage st({});
+  FlowRecord r{};
+  r.e.key.ip_ver = 4;
+  r.e.key.proto = 6;
+  r.e.init_lo = 1;
+  r.e.key.hi[0] = 200;  // the server
+  r.e.key.hi_port = 23;
+  FeatureRow row;
+  // 300 clients in 30 /24s try telnet; two thirds never get a SYN-ACK.
+  for (uint32_t i = 0; i < 300; i++) {
+    r.e.key.lo[0] = 10;
+    r.e.key.lo[1] = uint8_t(i % 30);
+    r.e.key.lo[3] = uint8_t(i / 30 + 1);
+    r.e.key.lo_port = uint16_t(1024 + i);
+    r.e.pkts[0] = 1;
+    r.e.bytes[0] = 60;
+    r.e.tcp_state = i % 3 ? TCP_SYN : TCP_SYN | TCP_SYNACK | TCP_ESTABLISHED;
+    r.e.first_ns = r.e.last_ns = 1'000'000'000ull * (1000 + i);
+    st.compute(r, row);
+  }
+  EXPECT_NEAR(row.pair.srv_clients, 300, 300 * 0.2);
+  EXPECT_NEAR(row.pair.srv_client_nets, 30, 3);
+  EXPECT_NEAR(row.pair.srv_ports, 1, 0.5);
+  EXPECT_EQ(row.pair.srv_flows, 300u);
+  EXPECT_NEAR(row.pair.srv_failed_share, 2.0 / 3, 0.01);
+  EXPECT_NEAR(row.pair.srv_age_s, 299, 0.01);
 }
 
 }  // namespace
