@@ -143,6 +143,43 @@ int cmd_run(int argc, char** argv) {
     try {
       ctl = std::make_unique<CtlServer>(cfg.control.socket, cfg.control.socket_mode);
       register_runtime_commands(*ctl, rt, cfg);
+      ctl->add("/ti/reload",
+               "reload the threat-intel feeds (the configured paths, or {\"paths\": [...]}); "
+               "a feed that cannot be read is refused and the old table stays",
+               [&](const CtlRequest& r) {
+                 if (!outputs->features) throw CtlError("no feature stage running (start with --features-out)");
+                 std::vector<std::string> paths = cfg.ti;
+                 if (r.body.contains("paths")) {
+                   if (!r.body["paths"].is_array()) throw CtlError("paths must be a list");
+                   paths.clear();
+                   for (auto& p : r.body["paths"]) paths.push_back(p.get<std::string>());
+                 }
+                 if (paths.empty()) throw CtlError("no feeds configured: give {\"paths\": [...]}");
+                 std::shared_ptr<const TiTable> t;
+                 try {
+                   t = TiTable::load(paths);
+                 } catch (const TiError& e) {
+                   throw CtlError(e.what());
+                 }
+                 // Rows are written (and TI looked up) on this control thread: a plain swap.
+                 outputs->features->set_ti(t);
+                 cfg.ti = paths;
+                 cfg.loaded_ti = t;
+                 uint64_t entries = 0;
+                 for (auto& f : t->feeds()) entries += f.entries;
+                 return nlohmann::json{{"feeds", t->feeds().size()}, {"entries", entries},
+                                       {"intervals", t->intervals()}, {"warnings", t->warnings()}};
+               });
+      ctl->add("/ti/feeds", "loaded threat-intel feeds: name, category, date, entries, skipped lines",
+               [&](const CtlRequest&) {
+                 nlohmann::json a = nlohmann::json::array();
+                 if (cfg.loaded_ti)
+                   for (auto& f : cfg.loaded_ti->feeds())
+                     a.push_back({{"name", f.name}, {"category", f.category}, {"path", f.path},
+                                  {"date_days", f.date_days}, {"weight", f.weight},
+                                  {"entries", f.entries}, {"skipped", f.skipped}});
+                 return a;
+               });
       ctl->add("/export", "exporter status: records, files, rotations, IPFIX messages and errors",
                [&](const CtlRequest&) {
                  nlohmann::json j{{"records", summary.records}};

@@ -69,6 +69,8 @@ class FeatureStage final : public RecordStage {
   // Control side: the matcher replaced by the last adoption, once the stage let go of it.
   std::unique_ptr<SignatureMatcher> take_retired();
   uint64_t rules_generation() const { return adopted_.load(std::memory_order_acquire); }
+  // TI lookups run on the thread that calls compute(): swap the table on that thread.
+  void set_ti(std::shared_ptr<const TiTable> t) { cfg_.ti = std::move(t); }
   PairFeatures pair_features(const FlowRecord& r);
   FeatureCounters counters() const { return {ctr_.rows, pairs_.ctr, servers_.ctr}; }
   size_t memory_bytes() const { return pairs_.memory_bytes() + servers_.memory_bytes(); }
@@ -123,6 +125,7 @@ class FeatureWriter final : public RecordConsumer {
   const FeatureStage& stage() const { return stage_; }
   // Rule sets whose hits may appear in records (the loaded one, then each reload).
   void add_rules(std::shared_ptr<const RuleSet> rs);
+  void set_ti(std::shared_ptr<const TiTable> t) { stage_.set_ti(std::move(t)); }
 
  private:
   FeatureStage stage_;

@@ -303,6 +303,14 @@ def test_rules_reload(d):
         time.sleep(1)
         e = raw(sock, json.dumps({"cmd": "/rules/reload", "path": bad}).encode() + b"\n")
         check(not e["ok"] and "Missing close parenthesis" in e["error"], "bad rules refused, old kept: " + e.get("error", ""))
+        feed = os.path.join(d, "feed.ipset")
+        open(feed, "w").write("#\n# test_feed\n#\n# Category        : malware\n#\n0.0.0.0/0\n")
+        e = raw(sock, json.dumps({"cmd": "/ti/reload", "paths": ["/nonexistent/feed"]}).encode() + b"\n")
+        check(not e["ok"] and "/nonexistent/feed" in e["error"], "bad TI path refused: " + e.get("error", ""))
+        ti = raw(sock, json.dumps({"cmd": "/ti/reload", "paths": [feed]}).encode() + b"\n")
+        check(ti["ok"] and ti["result"]["feeds"] == 1 and ti["result"]["entries"] == 1, "/ti/reload: " + json.dumps(ti))
+        fl = raw(sock, b'{"cmd":"/ti/feeds"}\n')
+        check(fl["ok"] and fl["result"][0]["name"] == "test_feed" and fl["result"][0]["category"] == "malware", "/ti/feeds lists it")
         ok = raw(sock, json.dumps({"cmd": "/rules/reload", "path": only_ethproxy}).encode() + b"\n")
         check(ok["ok"] and "1 rules" in ok["result"]["reloaded"], "reload: " + json.dumps(ok.get("result", ok)))
         time.sleep(1.5)
@@ -313,6 +321,9 @@ def test_rules_reload(d):
         for row in csv.DictReader(l for l in open(out) if not l.startswith("#")):
             ids.update(x for x in row["sig_hits"].split(";") if x)
         check({"1001", "77"} <= ids and "1002" in ids, f"hits from the old set then the new one, named correctly: {sorted(ids)}")
+        listed = sum(1 for row in csv.DictReader(l for l in open(out) if not l.startswith("#"))
+                     if row["ti_dst_categories"] == "malware")
+        check(listed > 0, f"rows after /ti/reload see the new feed ({listed} rows)")
     finally:
         if p.poll() is None:
             p.kill()
