@@ -25,10 +25,18 @@ struct Hll {
       if (o.reg[i] > reg[i]) reg[i] = o.reg[i];
   }
   double estimate() const {
+    // 2^-k for every possible register value: a table instead of ldexp per register.
+    static const auto kPow = [] {
+      struct T {
+        double v[66];
+      } t{};
+      for (int k = 0; k < 66; k++) t.v[k] = std::ldexp(1.0, -k);
+      return t;
+    }();
     double sum = 0;
     uint32_t zeros = 0;
     for (uint32_t i = 0; i < kM; i++) {
-      sum += std::ldexp(1.0, -int(reg[i]));
+      sum += kPow.v[reg[i]];
       zeros += reg[i] == 0;
     }
     double alpha = kM == 16 ? 0.673 : kM == 32 ? 0.697 : kM == 64 ? 0.709 : 0.7213 / (1 + 1.079 / kM);
