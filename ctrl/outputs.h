@@ -15,6 +15,7 @@ namespace ls {
 inline FeatureConfig feature_config(const Config& c) {
   FeatureConfig fc;
   fc.pair_capacity = c.pair_capacity;
+  fc.server_capacity = c.server_capacity;
   fc.hash_seed = c.core.table.hash_seed;
   fc.rules = c.loaded_rules;
   fc.ti = c.loaded_ti;

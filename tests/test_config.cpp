@@ -32,7 +32,10 @@ table:
 sampling: {mode: flow_hash, rate: 64, seed: 3}
 replay: {cores: 2, speed: 1.5, loop: 3}
 output: {flows: out.jsonl, payload: true}
+features: {pair_capacity: 1024, server_capacity: 512}
 )", c);
+  EXPECT_EQ(c.pair_capacity, 1024u);
+  EXPECT_EQ(c.server_capacity, 512u);
   EXPECT_TRUE(c.core.parse.decap_gtpu);
   EXPECT_EQ(c.core.parse.vxlan_port, 8472);
   EXPECT_TRUE(c.core.key.use_zone);
