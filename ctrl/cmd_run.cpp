@@ -249,28 +249,10 @@ int cmd_run(int argc, char** argv) {
     if (!n && !ctl) usleep(metrics ? 100 : 200);
   }
   ReplayResult res = rt.finish();
-  int rc = 0;
-  std::string err = outputs->close();
-  if (!err.empty()) {
-    std::fprintf(stderr, "linesight: %s\n", err.c_str());
-    rc = 1;
-  }
-  if (!quiet) {
-    std::string s = format_summary(res, summary, uint32_t(res.per_core.size()),
-                                   cfg.flows_out == "-" ? "" : cfg.flows_out);
-    s += rt.ring_summary();
-    s += outputs->summary(cfg);
-    std::fputs(s.c_str(), cfg.flows_out == "-" ? stderr : stdout);
-  }
-  if (!cfg.summary_json.empty()) {
-    std::ofstream f(cfg.summary_json);
-    auto j = nlohmann::json::parse(format_summary_json(res, summary, uint32_t(res.per_core.size())));
-    j["rings"] = nlohmann::json::parse(rt.ring_json());
-    j["stop_reason"] = rt.stop_reason();
-    if (rt.feed_ns_) j["feed_ns"] = rt.feed_ns_;
-    f << j.dump(1) << "\n";
-    if (!f) rc = 1;
-  }
+  nlohmann::json extra = {{"rings", nlohmann::json::parse(rt.ring_json())}, {"stop_reason", rt.stop_reason()}};
+  if (rt.feed_ns_) extra["feed_ns"] = rt.feed_ns_;
+  int rc = finish_outputs(*outputs, res, summary, cfg, uint32_t(res.per_core.size()), quiet,
+                          rt.ring_summary(), extra);
   ctl.reset();
   rt.cleanup();
   return rc;

@@ -123,26 +123,8 @@ int cmd_replay(int argc, char** argv) {
     die(e.what());
   }
   if (tty) std::fputs("\r\033[K", stderr);
-  int rc = 0;
-  std::string err = outputs->close();
-  if (!err.empty()) {
-    std::fprintf(stderr, "linesight: %s\n", err.c_str());
-    rc = 1;
-  }
   for (auto& w : src->stats().warnings) std::fprintf(stderr, "linesight: warning: %s\n", w.c_str());
-  if (!quiet) {
-    std::string s = format_summary(r, summary, cfg.cores, cfg.flows_out == "-" ? "" : cfg.flows_out);
-    s += outputs->summary(cfg);
-    std::fputs(s.c_str(), cfg.flows_out == "-" ? stderr : stdout);
-  }
-  if (!cfg.summary_json.empty()) {
-    std::ofstream f(cfg.summary_json);
-    f << format_summary_json(r, summary, cfg.cores);
-    if (!f) {
-      std::fprintf(stderr, "linesight: %s: cannot write summary\n", cfg.summary_json.c_str());
-      rc = 1;
-    }
-  }
+  int rc = finish_outputs(*outputs, r, summary, cfg, cfg.cores, quiet);
   return rc;
 }
 

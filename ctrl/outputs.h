@@ -1,6 +1,9 @@
 // The exporters a run writes to, built from the config: JSON lines, IPFIX.
 #pragma once
+#include <cstdio>
+#include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <string>
 
@@ -93,5 +96,34 @@ struct Outputs {
     return o;
   }
 };
+
+// End of a replay or run: closes the exporters, prints the human summary (plus `extra`),
+// writes the JSON summary (plus `extra_json` fields). Returns the exit code.
+inline int finish_outputs(Outputs& out, const ReplayResult& r, const SummaryCollector& s,
+                          const Config& c, uint32_t cores, bool quiet, const std::string& extra = "",
+                          const nlohmann::json& extra_json = nlohmann::json::object()) {
+  int rc = 0;
+  std::string err = out.close();
+  if (!err.empty()) {
+    std::fprintf(stderr, "linesight: %s\n", err.c_str());
+    rc = 1;
+  }
+  if (!quiet) {
+    std::string text = format_summary(r, s, cores, c.flows_out == "-" ? "" : c.flows_out);
+    text += extra + out.summary(c);
+    std::fputs(text.c_str(), c.flows_out == "-" ? stderr : stdout);
+  }
+  if (!c.summary_json.empty()) {
+    auto j = nlohmann::json::parse(format_summary_json(r, s, cores));
+    j.update(extra_json);
+    std::ofstream f(c.summary_json);
+    f << j.dump(1) << "\n";
+    if (!f) {
+      std::fprintf(stderr, "linesight: %s: cannot write summary\n", c.summary_json.c_str());
+      rc = 1;
+    }
+  }
+  return rc;
+}
 
 }  // namespace ls
