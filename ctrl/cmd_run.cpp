@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/clock.h"
 #include "ctrl/commands.h"
 #include "ctrl/config.h"
 #include "ctrl/ctl_server.h"
@@ -62,11 +63,6 @@ options (override the config file):
   std::exit(2);
 }
 
-uint64_t wall_ns() {
-  timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return uint64_t(t.tv_sec) * 1'000'000'000ull + uint64_t(t.tv_nsec);
-}
 
 }  // namespace
 
@@ -130,7 +126,7 @@ int cmd_run(int argc, char** argv) {
 
   std::unique_ptr<Outputs> outputs;
   try {
-    outputs = std::make_unique<Outputs>(cfg);
+    outputs = std::make_unique<Outputs>(cfg, /*workers_attach_features=*/true);
   } catch (const std::exception& e) {
     die(e.what());
   }

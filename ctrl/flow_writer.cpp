@@ -1,5 +1,8 @@
 #include "ctrl/flow_writer.h"
 
+#include "dataplane/clock.h"
+#include "dataplane/text.h"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -14,18 +17,8 @@
 namespace ls {
 namespace {
 
-void num(std::string& o, uint64_t v) {
-  char b[24];
-  auto [p, ec] = std::to_chars(b, b + sizeof b, v);
-  o.append(b, p);
-}
-
-void dbl(std::string& o, double v) {
-  if (!std::isfinite(v)) v = 0;
-  char b[32];
-  auto [p, ec] = std::to_chars(b, b + sizeof b, v, std::chars_format::fixed, 3);
-  o.append(b, p);
-}
+void num(std::string& o, uint64_t v) { append_uint(o, v); }
+void dbl(std::string& o, double v) { append_fixed3(o, v); }
 
 void key(std::string& o, const char* k) {
   o += '"';
@@ -44,25 +37,6 @@ void hex(std::string& o, const uint8_t* p, size_t n) {
 }
 
 }  // namespace
-
-std::string format_ip(const uint8_t* a, uint8_t ip_ver) {
-  char b[INET6_ADDRSTRLEN];
-  if (ip_ver == 6) {
-    inet_ntop(AF_INET6, a, b, sizeof b);
-    return b;
-  }
-  // inet_ntop goes through printf; dotted quads are common enough to do directly.
-  std::string s;
-  s.reserve(15);
-  for (int i = 0; i < 4; i++) {
-    if (i) s += '.';
-    uint8_t v = a[i];
-    if (v >= 100) s += char('0' + v / 100);
-    if (v >= 10) s += char('0' + v / 10 % 10);
-    s += char('0' + v % 10);
-  }
-  return s;
-}
 
 void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
   const FlowEntry& e = r.e;
@@ -137,14 +111,6 @@ void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
   o += "}";
 }
 
-namespace {
-uint64_t now_ns() {
-  timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return uint64_t(t.tv_sec) * 1'000'000'000ull + uint64_t(t.tv_nsec);
-}
-}  // namespace
-
 FlowWriter::FlowWriter(const std::string& path, bool with_payload, RotateConfig rot)
     : payload_(with_payload), path_(path), buf_(1 << 20), rot_(rot) {
   if (path == "-") {
@@ -161,7 +127,7 @@ void FlowWriter::open_file() {
   own_ = true;
   std::setvbuf(f_, buf_.data(), _IOFBF, buf_.size());
   bytes_ = 0;
-  opened_ns_ = now_ns();
+  opened_ns_ = wall_ns();
 }
 
 void FlowWriter::rotate() {
@@ -203,7 +169,7 @@ void FlowWriter::consume(const FlowRecord& r) {
 }
 
 void FlowWriter::tick() {
-  if (rot_.max_age_ns && own_ && bytes_ && now_ns() - opened_ns_ >= rot_.max_age_ns) rotate();
+  if (rot_.max_age_ns && own_ && bytes_ && wall_ns() - opened_ns_ >= rot_.max_age_ns) rotate();
 }
 
 void FlowWriter::close() {

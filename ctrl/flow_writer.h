@@ -8,13 +8,13 @@
 #include "dataplane/record.h"
 #include "dataplane/replay.h"
 #include "dataplane/flow_key.h"
+#include "dataplane/text.h"
 
 namespace ls {
 
 // Appends one JSON object (no newline) for the record. `initiator` is the flow's
 // first packet's source, reported as src.
 void format_record(const FlowRecord& r, bool with_payload, std::string& out);
-std::string format_ip(const uint8_t* a, uint8_t ip_ver);
 
 struct RotateConfig {
   uint64_t max_bytes = 0;  // rotate when the file reaches this size (0: never)

@@ -1,5 +1,7 @@
 #include "ctrl/ipfix.h"
 
+#include "dataplane/clock.h"
+
 #include <netdb.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -85,11 +87,6 @@ uint16_t selector(SampleMode m) {
   }
 }
 
-uint64_t wall_ns() {
-  timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return uint64_t(t.tv_sec) * 1'000'000'000ull + uint64_t(t.tv_nsec);
-}
 
 }  // namespace
 

@@ -31,8 +31,10 @@ struct Outputs {
   std::unique_ptr<FeatureWriter> features;
   Fanout fanout;
 
-  // Throws std::runtime_error naming the file or collector that failed.
-  explicit Outputs(const Config& c) {
+  // Throws std::runtime_error naming the file or collector that failed. With
+  // `workers_attach_features` (linesight run) the workers fill the stateful features, so
+  // the writer's own stage keeps minimal tables.
+  explicit Outputs(const Config& c, bool workers_attach_features = false) {
     if (!c.flows_out.empty())
       writer = std::make_unique<FlowWriter>(c.flows_out, c.payload_out,
                                             RotateConfig{c.rotate_bytes, c.rotate_interval_ns});
@@ -43,7 +45,9 @@ struct Outputs {
       ipfix = std::make_unique<IpfixExporter>(ic);
     }
     if (!c.features_out.empty()) {
-      features = std::make_unique<FeatureWriter>(c.features_out, feature_config(c));
+      FeatureConfig fc = feature_config(c);
+      if (workers_attach_features) fc.pair_capacity = fc.server_capacity = 64;
+      features = std::make_unique<FeatureWriter>(c.features_out, fc);
     }
     fanout.add(writer.get());
     fanout.add(ipfix.get());

@@ -1,3 +1,4 @@
+#include "dataplane/clock.h"
 #include "ctrl/runtime.h"
 
 #include <rte_cycles.h>
@@ -32,11 +33,6 @@ uint8_t kSymmetricRssKey[40] = {
     0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
     0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a};
 
-uint64_t wall_ns() {
-  timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return uint64_t(t.tv_sec) * 1'000'000'000ull + uint64_t(t.tv_nsec);
-}
 
 std::string err(const std::string& what, int rc) {
   return what + ": " + rte_strerror(rc < 0 ? -rc : rc);
@@ -165,8 +161,8 @@ void Runtime::setup() {
       l->to_worker.push_back(r);
       w->from_rx.push_back(r);
     }
-    static int node;
-    node = int(rte_lcore_to_socket_id(l->lcore_id));
+    // Used synchronously by rx_lcore_init below; the allocator is cleared right after.
+    int node = int(rte_lcore_to_socket_id(l->lcore_id));
     if (rte_eal_has_hugepages())
       region_allocator() = {
           [](size_t n, void* ctx) { return rte_zmalloc_socket("ls_table", n, 2u << 20, *static_cast<int*>(ctx)); },

@@ -85,13 +85,6 @@ void FlowTable::prefetch_entry(const FlowKey&, uint64_t h) const {
   }
 }
 
-uint32_t FlowTable::find_or_insert(const FlowKey& k, uint64_t h, bool admit_new,
-                                   uint64_t ts_ns) {
-  uint32_t i = find(k, h);
-  if (i != kNone || !admit_new) return i;
-  return insert(k, h, ts_ns);
-}
-
 uint32_t FlowTable::insert(const FlowKey& k, uint64_t h, uint64_t ts_ns) {
   uint32_t home = bucket_of(h);
   for (int attempt = 0; attempt < 2; attempt++) {

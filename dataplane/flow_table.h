@@ -77,9 +77,6 @@ class FlowTable {
 
   FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink);
 
-  // Returns the entry index for the key, creating it if absent (kNone when the table
-  // is full under DROP_NEW, or when `admit_new` is false and the key is absent).
-  uint32_t find_or_insert(const FlowKey& k, uint64_t h, bool admit_new, uint64_t ts_ns);
   uint32_t find(const FlowKey& k, uint64_t h) const;
   // Inserts a key known to be absent (applies the full policy).
   uint32_t insert(const FlowKey& k, uint64_t h, uint64_t ts_ns);
@@ -117,11 +114,6 @@ class FlowTable {
   template <class F>
   void for_range(uint32_t from, uint32_t to, F&& f) const {
     for (uint32_t i = from; i < to && i < high_water_; i++)
-      if (entries_[i].key.ip_ver) f(entries_[i]);
-  }
-  template <class F>
-  void for_each(F&& f) const {
-    for (uint32_t i = 0; i < high_water_; i++)
       if (entries_[i].key.ip_ver) f(entries_[i]);
   }
 

@@ -5,16 +5,11 @@
 #include <memory>
 #include <thread>
 
+#include "dataplane/clock.h"
 #include "dataplane/spsc_ring.h"
 
 namespace ls {
 namespace {
-
-uint64_t mono_ns() {
-  timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return uint64_t(t.tv_sec) * 1'000'000'000ull + uint64_t(t.tv_nsec);
-}
 
 constexpr uint32_t kBurst = 256;
 

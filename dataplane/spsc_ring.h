@@ -38,10 +38,6 @@ class SpscRing {
     head_.store(h + 1, std::memory_order_release);
     return true;
   }
-  // Consumer-side view of the occupancy (approximate while the producer runs).
-  uint32_t size() const {
-    return uint32_t(tail_.load(std::memory_order_acquire) - head_.load(std::memory_order_acquire));
-  }
   uint32_t capacity() const { return cap_; }
 
  private:

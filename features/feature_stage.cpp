@@ -1,6 +1,6 @@
 #include "features/feature_stage.h"
 
-#include <arpa/inet.h>
+#include "dataplane/text.h"
 
 #include <algorithm>
 #include <bit>
@@ -168,20 +168,8 @@ const char* FeatureStage::csv_header() {
 }
 
 namespace {
-void num(std::string& o, uint64_t v) {
-  char b[24];
-  o.append(b, std::to_chars(b, b + sizeof b, v).ptr);
-}
-void dbl(std::string& o, double v) {
-  if (!std::isfinite(v)) v = 0;
-  char b[40];
-  o.append(b, std::to_chars(b, b + sizeof b, v, std::chars_format::general, 6).ptr);
-}
-std::string ip(const uint8_t* a, uint8_t ver) {
-  char b[INET6_ADDRSTRLEN];
-  inet_ntop(ver == 6 ? AF_INET6 : AF_INET, a, b, sizeof b);
-  return b;
-}
+void num(std::string& o, uint64_t v) { append_uint(o, v); }
+void dbl(std::string& o, double v) { append_general6(o, v); }
 }  // namespace
 
 void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::string& o) {
@@ -190,8 +178,8 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
   auto c = [&o] { o += ','; };
   num(o, e.first_ns); c();
   num(o, e.last_ns); c();
-  o += ip(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver); c();
-  o += ip(fw == 0 ? e.key.hi : e.key.lo, e.key.ip_ver); c();
+  o += format_ip(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver); c();
+  o += format_ip(fw == 0 ? e.key.hi : e.key.lo, e.key.ip_ver); c();
   num(o, fw == 0 ? e.key.lo_port : e.key.hi_port); c();
   num(o, fw == 0 ? e.key.hi_port : e.key.lo_port); c();
   num(o, e.key.proto); c();

@@ -1,5 +1,7 @@
 #include "features/signatures.h"
 
+#include "dataplane/text.h"
+
 #include <cctype>
 #include <fstream>
 #include <sstream>
@@ -8,10 +10,6 @@ namespace ls {
 
 namespace {
 
-std::string trim(const std::string& s) {
-  size_t a = s.find_first_not_of(" \t\r"), b = s.find_last_not_of(" \t\r");
-  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
-}
 
 }  // namespace
 

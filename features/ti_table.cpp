@@ -1,5 +1,7 @@
 #include "features/ti_table.h"
 
+#include "dataplane/text.h"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -15,10 +17,6 @@ namespace ls {
 
 namespace {
 
-std::string trim(std::string s) {
-  size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
-  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
-}
 
 // "Tue Jan 23 16:53:44 UTC 2024" or "2024-01-23" → days since the epoch (0 if unparsable).
 int64_t parse_date_days(const std::string& s) {

@@ -140,9 +140,7 @@ TEST(Replay, StopFlagFlushesActiveFlows) {
   auto r = run_replay(*s, cfg_small(), l, o);
   EXPECT_TRUE(r.interrupted);
   EXPECT_GT(r.total.get(Ctr::packets), 0u);
-  uint64_t pk = 0;
   EXPECT_EQ(l.v.size(), r.total.get(Ctr::records_emitted));
-  (void)pk;
   std::filesystem::remove(path);
 }
 
