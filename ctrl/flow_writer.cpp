@@ -100,8 +100,9 @@ void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
     key(o, "est_packets"); num(o, n * r.sampling.rate); o += ',';
     key(o, "est_bytes"); num(o, (e.bytes[0] + e.bytes[1]) * r.sampling.rate); o += ',';
   } else if (r.sampling.mode == SampleMode::SAMPLE_HOLD) {
-    // Packets before admission are unseen; their expected number is rate - 1.
-    key(o, "est_packets"); num(o, n + e.sampled_pkts); o += ',';
+    // Packets before admission are unseen; their expected number is rate - 1 (the rate in
+    // force when the record left the table).
+    key(o, "est_packets"); num(o, n + (e.held ? r.sampling.rate - 1 : 0)); o += ',';
   }
   if (with_payload) {
     key(o, "payload_fwd"); hex(o, r.payload[f], r.paylen[f]); o += ',';

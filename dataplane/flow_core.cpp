@@ -81,11 +81,10 @@ void FlowCore::process(PacketMeta* const* metas, uint32_t n) {
       }
       e = table.insert(keys[i], hashes[i], p.ts_ns);
       if (e == FlowTable::kNone) continue;  // table_full_drop counted by the table
-      if (sampler.config().mode == SampleMode::SAMPLE_HOLD)
-        table.set_sampled_pkts(e, sampler.config().rate - 1);
+      if (sampler.config().mode == SampleMode::SAMPLE_HOLD) table.set_held(e);
     }
     table.update(e, src_lo[i] ? 0 : 1, p.ts_ns, p.wire_len, p.tcp_flags, p.payload,
-                 p.payload_len);
+                 p.payload_len, p.no_payload);
   }
   table.expire();
 }

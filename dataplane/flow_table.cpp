@@ -101,12 +101,12 @@ uint32_t FlowTable::insert(const FlowKey& k, uint64_t h, uint64_t ts_ns) {
         if (p) buckets_[home].displaced++;
         FlowEntry& e = entries_[i];
         e.key = k;
-        e.hash32 = uint32_t(h);
         reset_counters(e);
         e.first_ns = e.last_ns = ts_ns;
         e.tcp_state = 0;
         e.init_lo = 0;
-        e.sampled_pkts = 0;
+        e.held = 0;
+        e.rtt_us = 0;
         used_++;
         ctr_.inc(Ctr::flows_created);
         return i;
@@ -161,10 +161,11 @@ void FlowTable::reset_counters(FlowEntry& e) {
   e.size_max = 0;
   e.flags[0] = e.flags[1] = 0;
   e.paylen[0] = e.paylen[1] = 0;
+  e.empty_pkts = 0;
 }
 
 void FlowTable::update(uint32_t i, int dir, uint64_t ts, uint32_t wire_len, uint8_t tcp_flags,
-                       const uint8_t* payload, uint16_t payload_len) {
+                       const uint8_t* payload, uint16_t payload_len, bool no_payload) {
   FlowEntry& e = entries_[i];
   uint32_t n = e.pkts[0] + e.pkts[1];
   if (n == 0) {
@@ -186,12 +187,21 @@ void FlowTable::update(uint32_t i, int dir, uint64_t ts, uint32_t wire_len, uint
   e.size_sq += double(wire_len) * double(wire_len);
   e.size_min = std::min(e.size_min, sz);
   e.size_max = std::max(e.size_max, sz);
+  e.empty_pkts += no_payload;
   if (e.key.proto == 6) {
     e.flags[dir] |= tcp_flags;
     uint8_t st = e.tcp_state;
     if ((tcp_flags & 0x12) == 0x02) st |= TCP_SYN;
     else if ((tcp_flags & 0x12) == 0x12) st |= TCP_SYNACK;
-    else if ((tcp_flags & 0x10) && (st & TCP_SYNACK)) st |= TCP_ESTABLISHED;
+    else if ((tcp_flags & 0x10) && (st & TCP_SYNACK) && !(st & TCP_ESTABLISHED)) {
+      st |= TCP_ESTABLISHED;
+      // Handshake time as the sensor sees it: both path halves, wherever it sits. Only
+      // when the record began with the SYN (first_ns is its time).
+      if ((st & TCP_SYN) && !(st & FLOW_CONTINUED) && (e.flags[e.init_lo ? 0 : 1] & 0x02)) {
+        uint64_t us = (ts - e.first_ns) / 1000;
+        e.rtt_us = us == 0 ? 1 : us > UINT32_MAX ? UINT32_MAX : uint32_t(us);
+      }
+    }
     if (tcp_flags & 0x01) st |= dir == 0 ? TCP_FIN_LO : TCP_FIN_HI;
     if (tcp_flags & 0x04) st |= TCP_RST;
     if ((st & TCP_RST) || (st & (TCP_FIN_LO | TCP_FIN_HI)) == (TCP_FIN_LO | TCP_FIN_HI))
@@ -233,7 +243,8 @@ void FlowTable::remove(uint32_t i, EndReason why) {
                cfg_.payload_bytes, why);
     ctr_.inc(Ctr::records_emitted);
   }
-  uint32_t home = e.hash32 & bucket_mask_;
+  // Recomputed, not stored: deletion is once per flow, the 4 bytes serve every packet.
+  uint32_t home = bucket_of(hash_key(e.key, cfg_.hash_seed));
   for (uint32_t p = 0; p < kMaxProbe; p++) {
     Bucket& b = buckets_[home + p];
     for (uint32_t s = 0; s < kSlots; s++) {
@@ -296,7 +307,7 @@ bool FlowTable::expire_entry(uint32_t i, EndReason why) {
     ctr_.inc(Ctr::flows_active_timeout);
     reset_counters(e);
     e.first_ns = e.last_ns;
-    e.sampled_pkts = 0;
+    e.held = 0;  // the skipped packets were counted in the first record
     e.tcp_state |= FLOW_CONTINUED;
     return false;
   }

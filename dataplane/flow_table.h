@@ -28,7 +28,7 @@ enum : uint8_t {
 // source is key.lo; `init_lo` says whether the initiator (first packet's source) is lo.
 struct alignas(64) FlowEntry {
   FlowKey key;            // 44; key.ip_ver == 0 marks a free slot
-  uint32_t hash32;        // low hash bits: home bucket, needed to delete
+  uint32_t rtt_us;        // TCP: SYN to the ACK completing the handshake (0 = not seen)
   uint64_t first_ns;
   uint64_t last_ns;       // latest timestamp seen (never moves backwards)
   uint64_t bytes[2];      // frame bytes as captured on the wire
@@ -41,8 +41,9 @@ struct alignas(64) FlowEntry {
   uint16_t size_max;
   uint8_t flags[2];       // TCP flags OR-ed per direction
   uint8_t tcp_state;
-  uint8_t init_lo;
-  uint32_t sampled_pkts;  // packets skipped before a sample-and-hold admission (estimate)
+  uint8_t init_lo : 1;    // the initiator (first packet's source) is key.lo
+  uint8_t held : 1;       // admitted by sample-and-hold: packets before it were skipped
+  uint32_t empty_pkts;    // packets with an L4 header and no payload on the wire
   uint16_t paylen[2];     // payload bytes captured per direction (kept here: no extra miss)
 };
 static_assert(sizeof(FlowEntry) == 128, "hot flow state must stay at two cache lines");
@@ -85,7 +86,7 @@ class FlowTable {
 
   // Adds one packet to entry `i`; `dir` = 0 when the packet's source is key.lo.
   void update(uint32_t i, int dir, uint64_t ts_ns, uint32_t wire_len, uint8_t tcp_flags,
-              const uint8_t* payload, uint16_t payload_len);
+              const uint8_t* payload, uint16_t payload_len, bool no_payload = false);
 
   // Advances the table clock (the latest packet time). A new clock epoch (ClockGuard)
   // flushes every flow as CLOCK_JUMP, so concatenated captures do not expire each
@@ -94,7 +95,7 @@ class FlowTable {
   // Incremental expiry proportional to the packet time elapsed since the last call.
   void expire();
   void flush(EndReason why);
-  void set_sampled_pkts(uint32_t i, uint32_t n) { entries_[i].sampled_pkts = n; }
+  void set_held(uint32_t i) { entries_[i].held = 1; }
   // Expiry on access, judged by the packet's own time: a record's boundaries then
   // depend only on its own packets, not on when the sweep last ran (so K cores give the same records as one). Returns kNone
   // when the entry ended (idle / TCP end), else `i` (possibly after an active-timeout

@@ -48,6 +48,7 @@ struct alignas(64) PacketMeta {
   Frag frag;
   Tunnel tunnel;
   uint8_t vlan_depth;
+  bool no_payload;  // L4 header parsed and no payload bytes on the wire (pure ACK, ...)
   uint16_t epoch;
   Ctr error;  // Ctr::packets when the packet is usable, else the named drop counter
 };

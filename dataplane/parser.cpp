@@ -26,6 +26,7 @@ struct Parser {
   PacketMeta& m;
   Counters& c;
   uint8_t tunnel_depth = 0;
+  size_t uncaptured = 0;  // bytes the innermost IP header claims beyond the capture
 
   bool fail(Ctr why) {
     m.error = why;
@@ -104,6 +105,7 @@ struct Parser {
     m.tcp_flags = 0;
     m.payload = nullptr;
     m.payload_len = 0;
+    m.no_payload = false;
     return true;
   }
 
@@ -132,7 +134,8 @@ struct Parser {
     uint16_t off = fo & 0x1FFF;
     // Ethernet padding is not payload: trim to the IP total length.
     Cur l4{k.p + ihl, k.p + (total < k.left() ? total : k.left())};
-    if (total > k.left()) c.inc(Ctr::snaplen_truncated);
+    uncaptured = total > k.left() ? total - k.left() : 0;
+    if (uncaptured) c.inc(Ctr::snaplen_truncated);
     if (off) {
       m.frag = Frag::LATER;
       return true;
@@ -156,8 +159,9 @@ struct Parser {
     uint8_t nh = h[6];
     k.p += 40;
     // Jumbograms (plen 0, RFC 2675) and snaplen: bound by what was captured.
+    uncaptured = plen > k.left() ? plen - k.left() : 0;
     if (plen && plen < k.left()) k.end = k.p + plen;
-    else if (plen > k.left()) c.inc(Ctr::snaplen_truncated);
+    else if (uncaptured) c.inc(Ctr::snaplen_truncated);
     for (uint8_t n = 0;; n++) {
       switch (nh) {
         case 0:    // hop-by-hop
@@ -223,6 +227,8 @@ struct Parser {
     m.payload = k.p + hdr;
     size_t n = k.left() - hdr;
     m.payload_len = uint16_t(n > 0xFFFF ? 0xFFFF : n);
+    // Empty on the wire, not merely cut off by the snaplen.
+    m.no_payload = n == 0 && uncaptured == 0;
   }
 
   bool l4proto(Cur k, uint8_t proto) {
@@ -347,6 +353,7 @@ bool parse_packet(const PacketView& p, LinkType lt, const ParseConfig& cfg, Pack
   m.wire_len = p.wire_len;
   m.payload = nullptr;
   m.payload_len = 0;
+  m.no_payload = false;
   m.zone = 0;
   m.sport = m.dport = 0;
   m.ip_ver = 0;

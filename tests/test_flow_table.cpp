@@ -106,6 +106,26 @@ TEST_F(Fixture, CountsBothDirectionsInOneRecord) {
   ASSERT_EQ(r.paylen[f], 5);
   EXPECT_EQ(0, std::memcmp(r.payload[f], "hello", 5));
   EXPECT_TRUE(r.e.tcp_state & TCP_ESTABLISHED);
+  EXPECT_EQ(r.e.rtt_us, 3u);      // SYN → the ACK completing the handshake
+  EXPECT_EQ(r.e.empty_pkts, 2u);  // SYN and SYN-ACK carry no payload
+}
+
+TEST_F(Fixture, NoRttWithoutTheSynAndSnaplenIsNotEmptiness) {
+  make();
+  // Joined mid-handshake: no SYN, so no RTT.
+  feed(lstest::tcp4({10, 0, 0, 2}, {10, 0, 0, 9}, 443, 40000, 0x12), S);
+  feed(lstest::tcp4({10, 0, 0, 9}, {10, 0, 0, 2}, 40000, 443, 0x10), S + 5000);
+  // A packet cut by the snaplen before its payload is not payload-less.
+  auto p = lstest::tcp4({10, 0, 0, 9}, {10, 0, 0, 2}, 40000, 443, 0x18, "0123456789");
+  auto v = p.view(S + 9000);
+  v.cap_len -= 10;
+  clock.stamp(v);
+  core->process_raw(&v, 1);
+  core->finish();
+  ASSERT_EQ(sink.recs.size(), 1u);
+  EXPECT_EQ(sink.recs[0].e.rtt_us, 0u);
+  EXPECT_EQ(sink.recs[0].e.empty_pkts, 2u);
+  EXPECT_EQ(core->ctr.get(Ctr::snaplen_truncated), 1u);
 }
 
 TEST_F(Fixture, PayloadCaptureBoundedAndDisablable) {
