@@ -200,6 +200,12 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
                 if (x < 64 || x > (1u << 26)) throw ConfigError(where(file, v, k) + "must be 64 .. 2^26");
                 c.server_capacity = uint32_t(x);
               }},
+             {"client_capacity", [&](auto& v, auto& k) {
+                uint64_t x = as<uint64_t>(file, v, k);
+                if (x < 64 || x > (1u << 26)) throw ConfigError(where(file, v, k) + "must be 64 .. 2^26");
+                c.client_capacity = uint32_t(x);
+              }},
+             {"window", [&](auto& v, auto& k) { c.feature_window_ns = dur(file, v, k); }},
          });
        }},
       {"output", [&](const YAML::Node& n, const std::string& nm) {

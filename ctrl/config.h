@@ -53,6 +53,8 @@ struct Config {
   std::string features_out;  // feature rows as CSV (docs/features.md), empty = off
   uint32_t pair_capacity = 1u << 18;
   uint32_t server_capacity = 1u << 16;
+  uint32_t client_capacity = 1u << 16;
+  uint64_t feature_window_ns = 0;  // tumbling window of server/client counts (0: none)
   std::string rules;  // Hyperscan rules file for payload signatures (features/rules/)
   std::shared_ptr<const RuleSet> loaded_rules;  // compiled once by finish_config()
   std::vector<std::string> ti;                  // feed files / directories

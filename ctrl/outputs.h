@@ -19,6 +19,8 @@ inline FeatureConfig feature_config(const Config& c) {
   FeatureConfig fc;
   fc.pair_capacity = c.pair_capacity;
   fc.server_capacity = c.server_capacity;
+  fc.client_capacity = c.client_capacity;
+  fc.window_ns = c.feature_window_ns;
   fc.hash_seed = c.core.table.hash_seed;
   fc.rules = c.loaded_rules;
   fc.ti = c.loaded_ti;

@@ -144,6 +144,7 @@ void Runtime::setup() {
     wl->index = w;
     wl->shared = &shared_;
     wl->rx = &rx_;
+    wl->peers = &workers_;
     wl->to_control = ring("ls_w" + std::to_string(w) + "_ctl");
     if (!cfg_.features_out.empty()) {
       // Pair state lives on the worker that owns the server endpoint: no sharing.
@@ -152,6 +153,18 @@ void Runtime::setup() {
     }
     to_control_.push_back(wl->to_control);
     workers_.push_back(std::move(wl));
+  }
+  // Client phase: worker i hands records to the owner j of their client endpoint.
+  if (!stages_.empty() && d.workers > 1) {
+    for (auto& a : workers_) a->to_worker.assign(d.workers, nullptr);
+    for (auto& b : workers_) b->from_worker.assign(d.workers, nullptr);
+    for (auto& a : workers_)
+      for (auto& b : workers_)
+        if (a != b) {
+          rte_ring* r = ring("ls_w" + std::to_string(a->index) + "_w" + std::to_string(b->index));
+          a->to_worker[b->index] = r;
+          b->from_worker[a->index] = r;
+        }
   }
   // Tables from DPDK hugepages on each RX lcore's NUMA node when EAL has hugepages;
   // with --no-huge they stay on transparent huge pages (the test setup).
@@ -451,8 +464,9 @@ std::string Runtime::ring_summary() const {
     o += line;
   }
   for (auto& w : workers_) {
-    std::snprintf(line, sizeof line, "  worker lcore %u: %lu records out, %lu ring full\n", w->lcore_id,
-                  (unsigned long)w->rc.records_out, (unsigned long)w->rc.record_ring_full);
+    std::snprintf(line, sizeof line, "  worker lcore %u: %lu records out, %lu ring full, %lu client ring full\n",
+                  w->lcore_id, (unsigned long)w->rc.records_out, (unsigned long)w->rc.record_ring_full,
+                  (unsigned long)w->client_ring_full);
     o += line;
   }
   return o;
@@ -529,7 +543,7 @@ std::string Runtime::ring_json() const {
     full += l->rc.record_ring_full;
     empty += l->rc.record_pool_empty;
   }
-  for (auto& w : workers_) full += w->rc.record_ring_full;
+  for (auto& w : workers_) full += w->rc.record_ring_full + w->client_ring_full;
   j["record_ring_full"] = full;
   j["record_pool_empty"] = empty;
   return j.dump();
@@ -578,8 +592,10 @@ std::string Runtime::metrics_text(const std::string& exporter_metrics) const {
     x.sample("linesight_records_dropped_total", lc(l->lcore_id) + ",reason=\"ring_full\"", double(l->rc.record_ring_full));
     x.sample("linesight_records_dropped_total", lc(l->lcore_id) + ",reason=\"pool_empty\"", double(l->rc.record_pool_empty));
   }
-  for (auto& w : workers_)
+  for (auto& w : workers_) {
     x.sample("linesight_records_dropped_total", lc(w->lcore_id) + ",reason=\"ring_full\"", double(w->rc.record_ring_full));
+    x.sample("linesight_records_dropped_total", lc(w->lcore_id) + ",reason=\"client_ring_full\"", double(w->client_ring_full));
+  }
   x.family("linesight_ring_entries", "gauge", "Entries waiting in a ring.");
   for (rte_ring* g : rings_) x.sample("linesight_ring_entries", "ring=\"" + std::string(g->name) + "\"", double(rte_ring_count(g)));
   x.family("linesight_ring_capacity", "gauge", "Ring capacity.");
@@ -614,7 +630,8 @@ std::string Runtime::stats_json() const {
   ws = nlohmann::json::array();
   for (auto& w : workers_)
     ws.push_back({{"lcore", w->lcore_id}, {"records_out", w->rc.records_out},
-                  {"record_ring_full", w->rc.record_ring_full}});
+                  {"record_ring_full", w->rc.record_ring_full},
+                  {"client_ring_full", w->client_ring_full}});
   auto& rings = j["rings"];
   rings = nlohmann::json::array();
   for (rte_ring* r : rings_)

@@ -9,10 +9,19 @@
 
 namespace ls {
 
-uint16_t worker_of(const FlowRecord& r, uint16_t workers) {
-  const uint8_t* server = r.e.init_lo ? r.e.key.hi : r.e.key.lo;
-  uint64_t h = XXH3_64bits(server, r.e.key.ip_ver == 4 ? 4 : 16);
+namespace {
+uint16_t owner_of(const uint8_t* addr, uint8_t ver, uint16_t workers) {
+  uint64_t h = XXH3_64bits(addr, ver == 4 ? 4 : 16);
   return uint16_t((unsigned __int128)h * workers >> 64);
+}
+}  // namespace
+
+uint16_t worker_of(const FlowRecord& r, uint16_t workers) {
+  return owner_of(r.e.init_lo ? r.e.key.hi : r.e.key.lo, r.e.key.ip_ver, workers);
+}
+
+uint16_t client_worker_of(const FlowRecord& r, uint16_t workers) {
+  return owner_of(r.e.init_lo ? r.e.key.lo : r.e.key.hi, r.e.key.ip_ver, workers);
 }
 
 namespace {
@@ -186,6 +195,57 @@ int rx_lcore_main(void* arg) {
   return 0;
 }
 
+namespace {
+
+// Client phase, then control. Live mode drops on a full ring (counted); a shutdown
+// flush waits, control is always draining.
+void finish_record(WorkerLcore& w, RuntimeShared& sh, FlowRecord* r) {
+  if (w.stage) w.stage->process_client(*r);
+  bool flushing = sh.stop.load(std::memory_order_relaxed);
+  while (rte_ring_sp_enqueue(w.to_control, r) != 0) {
+    if (!flushing) {
+      w.rc.record_ring_full++;
+      rte_mempool_put(sh.record_pool, r);
+      return;
+    }
+    w.rc.shutdown_waits++;
+    rte_pause();
+  }
+  w.rc.records_out++;
+}
+
+unsigned drain_clients(WorkerLcore& w, RuntimeShared& sh) {
+  void* objs[kMaxBurst];
+  unsigned got = 0;
+  for (rte_ring* in : w.from_worker) {
+    if (!in) continue;
+    unsigned n = rte_ring_sc_dequeue_burst(in, objs, kMaxBurst, nullptr);
+    for (unsigned i = 0; i < n; i++) finish_record(w, sh, static_cast<FlowRecord*>(objs[i]));
+    got += n;
+  }
+  return got;
+}
+
+// Server phase done; hand the record to its client's owner.
+void to_client_owner(WorkerLcore& w, RuntimeShared& sh, FlowRecord* r) {
+  uint16_t o = w.to_worker.empty() ? w.index : client_worker_of(*r, uint16_t(w.to_worker.size()));
+  if (o == w.index) return finish_record(w, sh, r);
+  bool flushing = sh.stop.load(std::memory_order_relaxed);
+  while (rte_ring_sp_enqueue(w.to_worker[o], r) != 0) {
+    if (!flushing) {
+      w.client_ring_full++;
+      rte_mempool_put(sh.record_pool, r);
+      return;
+    }
+    // Two workers waiting on each other's full rings would deadlock: serve ours meanwhile.
+    w.rc.shutdown_waits++;
+    drain_clients(w, sh);
+    rte_pause();
+  }
+}
+
+}  // namespace
+
 int worker_lcore_main(void* arg) {
   auto* w = static_cast<WorkerLcore*>(arg);
   RuntimeShared& sh = *w->shared;
@@ -193,33 +253,27 @@ int worker_lcore_main(void* arg) {
   uint64_t n_rec = 0;
   uint32_t empty = 0;
   for (;;) {
-    // Read "all RX done" before draining, so a record enqueued before `done` is seen.
+    // Read the "done" flags before draining, so a record enqueued before them is seen.
     bool rx_done = true;
     for (auto& r : *w->rx) rx_done &= r->done.load(std::memory_order_acquire);
-    unsigned got = 0;
+    bool peers_done = true;
+    for (auto& p : *w->peers) peers_done &= p->server_done.load(std::memory_order_acquire);
+    unsigned got_rx = 0;
     for (rte_ring* in : w->from_rx) {
       unsigned n = rte_ring_sc_dequeue_burst(in, objs, kMaxBurst, nullptr);
-      got += n;
+      got_rx += n;
       for (unsigned i = 0; i < n; i++) {
-        if (w->stage) w->stage->process(*static_cast<FlowRecord*>(objs[i]));
-        bool flushing = sh.stop.load(std::memory_order_relaxed);
-        while (rte_ring_sp_enqueue(w->to_control, objs[i]) != 0) {
-          if (!flushing) {
-            w->rc.record_ring_full++;
-            rte_mempool_put(sh.record_pool, objs[i]);
-            goto next;
-          }
-          w->rc.shutdown_waits++;
-          rte_pause();
-        }
-        w->rc.records_out++;
-        n_rec++;
-      next:;
+        auto* r = static_cast<FlowRecord*>(objs[i]);
+        if (w->stage) w->stage->process(*r);
+        to_client_owner(*w, sh, r);
       }
     }
+    n_rec += got_rx;
+    unsigned got = got_rx + drain_clients(*w, sh);
     w->records.store(n_rec, std::memory_order_relaxed);
+    if (rx_done && !got_rx) w->server_done.store(true, std::memory_order_release);
     if (!got) {
-      if (rx_done) break;
+      if (peers_done) break;
       idle(sh, empty);
     } else {
       empty = 0;

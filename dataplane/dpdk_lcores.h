@@ -85,18 +85,24 @@ struct alignas(64) RxLcore {
   RuntimeShared* shared = nullptr;
 };
 
-// One worker lcore: drains the rings from every RX lcore, runs its stage (features of the
-// server endpoints it owns) on each record, passes it to control.
+// One worker lcore. Server phase: drains the rings from every RX lcore and runs its stage
+// on the server endpoints it owns. Client phase: the record goes on to the worker owning
+// its client endpoint (itself: no ring), whose stage adds the client view; then control.
 struct alignas(64) WorkerLcore {
   unsigned lcore_id = 0;
   uint16_t index = 0;
   std::vector<rte_ring*> from_rx;  // one per RX lcore
+  // index = worker; null for itself. Empty when there is no stage (no client phase).
+  std::vector<rte_ring*> to_worker, from_worker;
   rte_ring* to_control = nullptr;  // SP/SC
   RecordStage* stage = nullptr;    // e.g. the feature stage; owned by the runtime
   RingCounters rc;
+  uint64_t client_ring_full = 0;   // dropped: the client owner's ring was full (live mode)
+  std::atomic<bool> server_done{false};  // every RX record seen and passed on
   std::atomic<bool> done{false};
   std::atomic<uint64_t> records{0};
   const std::vector<std::unique_ptr<RxLcore>>* rx = nullptr;  // to know when RX is done
+  const std::vector<std::unique_ptr<WorkerLcore>>* peers = nullptr;  // all workers
   RuntimeShared* shared = nullptr;
 };
 
@@ -108,5 +114,7 @@ int worker_lcore_main(void* arg);  // arg: WorkerLcore*
 // The worker that owns a record: by the server endpoint (the initiator's peer), so every
 // record about one server lands on one worker.
 uint16_t worker_of(const FlowRecord& r, uint16_t workers);
+// The worker that owns a record's client endpoint (the initiator).
+uint16_t client_worker_of(const FlowRecord& r, uint16_t workers);
 
 }  // namespace ls

@@ -22,6 +22,14 @@ struct PairFeatures {
   uint64_t srv_flows, srv_bytes;
 };
 
+// Features attached by the worker that owns the client endpoint (the initiator), after the
+// server's worker attached `pair` (it counts the client's periodic servers).
+struct ClientFeatures {
+  bool valid;
+  double servers, ports, periodic_servers, failed_share, age_s;
+  uint64_t flows;
+};
+
 struct FlowRecord {
   FlowEntry e;
   EndReason why;
@@ -29,6 +37,7 @@ struct FlowRecord {
   uint16_t paylen[2];
   SamplingConfig sampling;
   PairFeatures pair;
+  ClientFeatures client;
   uint8_t payload[2][FlowTable::kMaxPayload];
 
   void fill(const FlowEntry& fe, const uint8_t* pay, uint16_t cap, EndReason r,
@@ -36,6 +45,7 @@ struct FlowRecord {
     e = fe;
     why = r;
     pair.valid = false;
+    client.valid = false;
     core = core_id;
     sampling = s;
     for (int d = 0; d < 2; d++) {
@@ -45,10 +55,13 @@ struct FlowRecord {
   }
 };
 
-// A stage that annotates records in place on a worker lcore (features, later detection).
+// A stage that annotates records in place on worker lcores (features, later detection).
+// A record visits the worker owning its server endpoint (`process`), then the worker
+// owning its client endpoint (`process_client`), then the control core.
 struct RecordStage {
   virtual ~RecordStage() = default;
   virtual void process(FlowRecord& r) = 0;
+  virtual void process_client(FlowRecord&) {}
 };
 
 struct RecordConsumer {

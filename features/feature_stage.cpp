@@ -14,7 +14,8 @@ namespace ls {
 FeatureStage::FeatureStage(const FeatureConfig& c)
     : cfg_(c),
       pairs_(c.pair_capacity, c.pair_max_age_ns, c.hash_seed),
-      servers_(c.server_capacity, c.pair_max_age_ns, c.hash_seed ^ 0x5e4e7) {
+      servers_(c.server_capacity, c.pair_max_age_ns, c.hash_seed ^ 0x5e4e7),
+      clients_(c.client_capacity, c.pair_max_age_ns, c.hash_seed ^ 0xc11e47) {
   if (c.rules) matcher_ = std::make_unique<SignatureMatcher>(c.rules);
 }
 
@@ -58,6 +59,8 @@ void FeatureStage::compute(const FlowRecord& r, FeatureRow& f) {
     f.iat_mean_us = f.iat_std_us = f.iat_cv = 0;
     f.iat_min_us = f.iat_max_us = 0;
   }
+  f.payloadless_share = n ? double(e.empty_pkts) / double(n) : 0;
+  f.rtt_us = e.rtt_us;
   f.size_mean = n ? double(bytes) / double(n) : 0;
   f.size_std = n ? std::sqrt(std::max(0.0, e.size_sq / double(n) - f.size_mean * f.size_mean)) : 0;
   bool tcp = e.key.proto == 6;
@@ -72,7 +75,51 @@ void FeatureStage::compute(const FlowRecord& r, FeatureRow& f) {
     f.ti_src_hit = cfg_.ti->lookup(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver, f.ti_src);
   }
   f.pair = r.pair.valid ? r.pair : pair_features(r);
+  f.client = r.client.valid ? r.client : client_features(r, f.pair);
   ctr_.rows++;
+}
+
+namespace {
+// A contact that failed: a SYN never answered, or a reset before the handshake completed.
+// A continuation record (active timeout) is not a new contact.
+bool failed_contact(const FlowEntry& e) {
+  if (e.key.proto != 6 || (e.tcp_state & FLOW_CONTINUED)) return false;
+  return ((e.tcp_state & TCP_SYN) && !(e.tcp_state & TCP_SYNACK)) ||
+         ((e.tcp_state & TCP_RST) && !(e.tcp_state & TCP_ESTABLISHED));
+}
+
+const uint8_t* client_addr(const FlowEntry& e) { return e.init_lo ? e.key.lo : e.key.hi; }
+const uint8_t* server_addr(const FlowEntry& e) { return e.init_lo ? e.key.hi : e.key.lo; }
+}  // namespace
+
+template <class V>
+void FeatureStage::roll_window(V& v, uint64_t ts) {
+  if (!cfg_.window_ns) return;
+  uint64_t w = ts / cfg_.window_ns;
+  if (v.used() && w > v.window) v = V{};  // a late record of an older window joins this one
+  if (!v.used()) v.window = w;
+}
+
+ClientFeatures FeatureStage::client_features(const FlowRecord& r, const PairFeatures& p) {
+  const FlowEntry& e = r.e;
+  EndpointKey ck{};
+  std::memcpy(ck.addr, client_addr(e), 16);
+  ck.ver = e.key.ip_ver;
+  Client& c = clients_.find_or_make(ck, e.first_ns);
+  roll_window(c, e.first_ns);
+  if (!c.used()) c.first_ns = c.last_ns = e.first_ns;
+  c.flows++;
+  c.failed += failed_contact(e);
+  const uint8_t* srv = server_addr(e);
+  uint64_t hs = XXH3_64bits_withSeed(srv, 16, cfg_.hash_seed);
+  c.servers.add(hs);
+  uint32_t pp = uint32_t(e.init_lo ? e.key.hi_port : e.key.lo_port) << 8 | e.key.proto;
+  c.ports.add(XXH3_64bits_withSeed(&pp, sizeof pp, cfg_.hash_seed));
+  if (p.valid && p.score >= cfg_.periodic_threshold) c.periodic.add(hs);
+  c.first_ns = std::min(c.first_ns, e.first_ns);
+  c.last_ns = std::max(c.last_ns, e.last_ns);
+  return {true, c.servers.estimate(), c.ports.estimate(), c.periodic.estimate(),
+          double(c.failed) / double(c.flows), double(c.last_ns - c.first_ns) / 1e9, c.flows};
 }
 
 PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
@@ -126,18 +173,15 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
 
   // The server endpoint: everyone who talked to it (owned by this worker: records are
   // routed by server).
-  ServerKey sk{};
+  EndpointKey sk{};
   std::memcpy(sk.addr, k.server, 16);
   sk.ver = k.ver;
   Server& sv = servers_.find_or_make(sk, e.first_ns);
+  roll_window(sv, e.first_ns);
   if (!sv.used()) sv.first_ns = sv.last_ns = e.first_ns;
   sv.flows++;
   sv.bytes += e.bytes[0] + e.bytes[1];
-  bool tcp = e.key.proto == 6;
-  // Failed: a SYN never answered, or a reset before the handshake completed.
-  bool failed = tcp && (((e.tcp_state & TCP_SYN) && !(e.tcp_state & TCP_SYNACK)) ||
-                        ((e.tcp_state & TCP_RST) && !(e.tcp_state & TCP_ESTABLISHED)));
-  sv.failed += failed && !(e.tcp_state & FLOW_CONTINUED);
+  sv.failed += failed_contact(e);
   sv.clients.add(XXH3_64bits_withSeed(k.client, 16, cfg_.hash_seed));
   uint8_t net[16] = {};
   std::memcpy(net, k.client, k.ver == 4 ? 3 : 6);  // /24 or /48
@@ -164,7 +208,9 @@ const char* FeatureStage::csv_header() {
          "pair_period_s,pair_mode_share,pair_periodicity,sig_hits,"
          "ti_dst_feeds,ti_dst_max_weight,ti_dst_categories,ti_dst_days_since_first,"
          "ti_dst_days_since_last,ti_src_feeds,"
-         "srv_clients,srv_client_nets,srv_ports,srv_flows,srv_bytes,srv_failed_share,srv_age_s\n";
+         "srv_clients,srv_client_nets,srv_ports,srv_flows,srv_bytes,srv_failed_share,srv_age_s,"
+         "payloadless_share,tcp_rtt_ms,"
+         "cli_servers,cli_ports,cli_flows,cli_failed_share,cli_periodic_servers,cli_age_s\n";
 }
 
 namespace {
@@ -231,7 +277,16 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
   num(o, f.pair.srv_flows); c();
   num(o, f.pair.srv_bytes); c();
   dbl(o, f.pair.srv_failed_share); c();
-  dbl(o, f.pair.srv_age_s);
+  dbl(o, f.pair.srv_age_s); c();
+  dbl(o, f.payloadless_share); c();
+  if (f.rtt_us) dbl(o, f.rtt_us / 1e3);
+  c();
+  dbl(o, std::round(f.client.servers)); c();
+  dbl(o, std::round(f.client.ports)); c();
+  num(o, f.client.flows); c();
+  dbl(o, f.client.failed_share); c();
+  dbl(o, std::round(f.client.periodic_servers)); c();
+  dbl(o, f.client.age_s);
   o += '\n';
 }
 
@@ -240,7 +295,7 @@ FeatureWriter::FeatureWriter(const std::string& path, const FeatureConfig& c)
   add_rules(c.rules);
   f_ = path == "-" ? stdout : std::fopen(path.c_str(), "w");
   if (!f_) throw std::runtime_error(path + ": " + std::strerror(errno));
-  std::fputs("# linesight features v1\n", f_);
+  std::fputs("# linesight features v2\n", f_);
   std::fputs(FeatureStage::csv_header(), f_);
 }
 

@@ -21,7 +21,12 @@ namespace ls {
 struct FeatureConfig {
   uint32_t pair_capacity = 1u << 18;                // client→server pairs tracked
   uint32_t server_capacity = 1u << 16;              // server endpoints tracked
+  uint32_t client_capacity = 1u << 16;              // client endpoints tracked
   uint64_t pair_max_age_ns = 3'600'000'000'000ull;  // idle pairs older than this restart
+  // Tumbling window for the server and client counts (0: since first seen, restarted
+  // after pair_max_age_ns idle). Windows are aligned to multiples of it since the epoch.
+  uint64_t window_ns = 0;
+  double periodic_threshold = 0.7;  // pair_periodicity from which a server counts as periodic
   uint64_t hash_seed = 0;
   std::shared_ptr<const RuleSet> rules;  // payload signatures; null = none
   std::shared_ptr<const TiTable> ti;     // threat-intel feeds; null = none
@@ -31,18 +36,21 @@ struct FeatureRow {
   const FlowRecord* rec;
   // flow timing
   double duration_s, bytes_ratio, iat_mean_us, iat_std_us, iat_cv, size_mean, size_std;
-  uint32_t iat_min_us, iat_max_us;
+  double payloadless_share;
+  uint32_t iat_min_us, iat_max_us, rtt_us;
   bool handshake, syn_only, rst, fin_both;
   // threat intel: the server (dst) and the client (src)
   bool ti_dst_hit, ti_src_hit;
   TiHit ti_dst, ti_src;
   // client → server pair (the flow's initiator → responder, responder port, protocol)
   PairFeatures pair;
+  // the client endpoint (initiator), all its contacts so far
+  ClientFeatures client;
 };
 
 struct FeatureCounters {
   uint64_t rows = 0;
-  BoundedTableCounters pairs, servers;
+  BoundedTableCounters pairs, servers, clients;
 };
 
 class FeatureStage final : public RecordStage {
@@ -59,6 +67,8 @@ class FeatureStage final : public RecordStage {
     adopt_pending_rules();
     r.pair = pair_features(r);
   }
+  // Worker owning the client: after process() ran on the server's worker.
+  void process_client(FlowRecord& r) override { r.client = client_features(r, r.pair); }
   const RuleSet* rules() const { return matcher_ ? &matcher_->rules() : nullptr; }
 
   // Rule reload without locks: the control core builds a matcher (own scratch) for this
@@ -72,8 +82,11 @@ class FeatureStage final : public RecordStage {
   // TI lookups run on the thread that calls compute(): swap the table on that thread.
   void set_ti(std::shared_ptr<const TiTable> t) { cfg_.ti = std::move(t); }
   PairFeatures pair_features(const FlowRecord& r);
-  FeatureCounters counters() const { return {ctr_.rows, pairs_.ctr, servers_.ctr}; }
-  size_t memory_bytes() const { return pairs_.memory_bytes() + servers_.memory_bytes(); }
+  ClientFeatures client_features(const FlowRecord& r, const PairFeatures& p);
+  FeatureCounters counters() const { return {ctr_.rows, pairs_.ctr, servers_.ctr, clients_.ctr}; }
+  size_t memory_bytes() const {
+    return pairs_.memory_bytes() + servers_.memory_bytes() + clients_.memory_bytes();
+  }
 
   static const char* csv_header();
   static void csv_row(const FeatureRow& f, const RuleSet* rules, std::string& out);
@@ -92,18 +105,28 @@ class FeatureStage final : public RecordStage {
     uint8_t used_starts;
     bool used() const { return last_ns != 0; }
   };
-  struct ServerKey {
+  struct EndpointKey {
     uint8_t addr[16];
     uint8_t ver, pad[3];
   };
   struct Server {
-    uint64_t first_ns, last_ns, flows, bytes, failed;
+    uint64_t first_ns, last_ns, window, flows, bytes, failed;
     Hll<8> clients, client_nets;  // distinct client addresses, /24 (IPv4) or /48 (IPv6)
     Hll<6> ports;                 // distinct (port, protocol) offered
     bool used() const { return last_ns != 0; }
   };
+  struct Client {
+    uint64_t first_ns, last_ns, window, flows, failed;
+    Hll<8> servers;         // distinct server addresses
+    Hll<8> ports;           // distinct (server port, protocol): the vertical-scan signal
+    Hll<6> periodic;        // distinct servers contacted periodically
+    bool used() const { return last_ns != 0; }
+  };
 
   void adopt_pending_rules();
+  // Restarts an endpoint's counts when `ts` falls in a later tumbling window.
+  template <class V>
+  void roll_window(V& v, uint64_t ts);
 
   FeatureConfig cfg_;
   std::unique_ptr<SignatureMatcher> matcher_;  // own Hyperscan scratch
@@ -111,11 +134,12 @@ class FeatureStage final : public RecordStage {
   std::atomic<SignatureMatcher*> retired_{nullptr};  // stage → control
   std::atomic<uint64_t> offered_{0}, adopted_{0};
   BoundedTable<PairKey, Pair> pairs_;
-  BoundedTable<ServerKey, Server> servers_;
+  BoundedTable<EndpointKey, Server> servers_;
+  BoundedTable<EndpointKey, Client> clients_;
   FeatureCounters ctr_;
 };
 
-// Writes feature rows as CSV (first line "# linesight features v1", then the header).
+// Writes feature rows as CSV (first line "# linesight features v2", then the header).
 class FeatureWriter final : public RecordConsumer {
  public:
   FeatureWriter(const std::string& path, const FeatureConfig& c);  // throws

@@ -70,7 +70,7 @@ with tempfile.TemporaryDirectory() as d:
         lines = open(fo).read().splitlines()
         rows = list(csv.DictReader(lines[1:]))
         last = [x for x in rows if x["dst"] == "141.193.213.21"][-1]
-        check(r.returncode == 0 and lines[0] == "# linesight features v1" and len(rows) == 299
+        check(r.returncode == 0 and lines[0] == "# linesight features v2" and len(rows) == 299
               and float(last["pair_periodicity"]) > 0.85 and abs(float(last["pair_period_s"]) - 2.2) < 0.1,
               f"features: one row per record, the 2 s beacon pair periodic ({last['pair_periodicity']}, "
               f"period {last['pair_period_s']} s)")

@@ -149,19 +149,28 @@ def test_memory_multi_lcore(d):
     # is equal (a row's pair features depend on which of the pair's flows ended first,
     # which expiry timing decides, so intermediate rows may differ).
     def rows(p):
-        flow, final, server = [], {}, {}
+        flow, final, server, client = [], {}, {}, {}
         for line in open(p):
             if line.startswith("#") or line.startswith("first_ns"):
                 continue
             c = line.rstrip("\n").split(",")
-            flow.append(",".join(c[:8] + c[9:28] + c[36:43]))  # + signature hits and TI
+            # + signature hits, TI, payload-less share and handshake RTT
+            flow.append(",".join(c[:8] + c[9:28] + c[36:43] + c[50:52]))
             key = (c[2], c[3], c[5], c[6])
             if key not in final or int(c[28]) >= int(final[key][0]):
                 final[key] = c[28:36]
             if c[3] not in server or int(c[46]) >= int(server[c[3]][3]):
                 server[c[3]] = c[43:50]
-        return sorted(flow), final, server
-    (fla, fia, sva), (flb, fib, svb) = rows(fa), rows(fb)
+            if c[2] not in client or int(c[54]) >= int(client[c[2]][2]):
+                client[c[2]] = c[52:58]
+        return sorted(flow), final, server, client
+    (fla, fia, sva, cla), (flb, fib, svb, clb) = rows(fa), rows(fb)
+    # Client view: computed on the worker owning the client, after the server's worker.
+    cli_in = [k for k in clb if k in cla and float(clb[k][5]) < 3000 and float(cla[k][5]) < 3000]
+    same_cli = sum(1 for k in cli_in if cla[k] == clb[k])
+    check(same_cli >= 0.995 * len(cli_in) and len(cli_in) > 0.9 * len(clb),
+          f"final client features (HLL servers, ports, flows, failures, periodic servers) equal for "
+          f"{same_cli}/{len(cli_in)} clients within the aging window ({len(clb) - len(cli_in)} span it)")
     # HLL sketches are order-independent; only the 1 h aging edge can differ, as for pairs.
     srv_in = [k for k in svb if k in sva and float(svb[k][6]) < 3000 and float(sva[k][6]) < 3000]
     same_srv = sum(1 for k in srv_in if sva[k] == svb[k])

@@ -144,6 +144,7 @@ TEST(FeatureStage, PairHistoryIsBoundedAndEvictsTheColdest) {
   FeatureConfig c;
   c.pair_capacity = 64;
   c.server_capacity = 64;
+  c.client_capacity = 64;
   FeatureStage st(c);
   FlowRecord r{};
   r.e.key.ip_ver = 4;
@@ -160,7 +161,7 @@ TEST(FeatureStage, PairHistoryIsBoundedAndEvictsTheColdest) {
   }
   EXPECT_EQ(st.counters().rows, 1000u);
   EXPECT_GT(st.counters().pairs.evicted, 900u);
-  EXPECT_EQ(st.memory_bytes(), size_t(4) << 20);  // 64 pairs + 64 servers: a 2 MB region each
+  EXPECT_EQ(st.memory_bytes(), size_t(6) << 20);  // pairs, servers, clients: a 2 MB region each
 }
 
 TEST(FeatureStage, BeaconPairBecomesPeriodic) {
@@ -237,6 +238,79 @@ TEST(FeatureStage, ServerSeesDistinctClientsPrefixesAndFailures) {
   EXPECT_EQ(row.pair.srv_flows, 300u);
   EXPECT_NEAR(row.pair.srv_failed_share, 2.0 / 3, 0.01);
   EXPECT_NEAR(row.pair.srv_age_s, 299, 0.01);
+}
+
+// One client: a vertical scan of one host (1000 ports, unanswered), a horizontal sweep
+// (400 hosts on port 22) and beacons to 3 servers every 30 s.
+TEST(FeatureStage, ClientSeesFanOutScansAndPeriodicServers) {
+  FeatureStage st({});
+  FlowRecord r{};
+  r.e.key.ip_ver = 4;
+  r.e.key.proto = 6;
+  r.e.init_lo = 1;
+  r.e.key.lo[0] = 10;  // the client
+  r.e.pkts[0] = 1;
+  r.e.tcp_state = TCP_SYN;
+  FeatureRow row;
+  uint64_t t = 1'000'000'000'000ull;
+  for (uint32_t p = 0; p < 1000; p++) {
+    r.e.key.hi[0] = 200;
+    r.e.key.hi_port = uint16_t(1 + p);
+    r.e.first_ns = r.e.last_ns = t += 1'000'000;
+    st.compute(r, row);
+  }
+  EXPECT_NEAR(row.client.ports, 1000, 1000 * 0.2);
+  EXPECT_NEAR(row.client.servers, 1, 0.5);
+  EXPECT_NEAR(row.client.failed_share, 1.0, 1e-9);
+  for (uint32_t h = 0; h < 400; h++) {
+    r.e.key.hi[0] = 100;
+    r.e.key.hi[2] = uint8_t(h >> 8);
+    r.e.key.hi[3] = uint8_t(h);
+    r.e.key.hi_port = 22;
+    r.e.first_ns = r.e.last_ns = t += 1'000'000;
+    st.compute(r, row);
+  }
+  EXPECT_NEAR(row.client.servers, 401, 401 * 0.2);
+  EXPECT_EQ(row.client.flows, 1400u);
+  EXPECT_NEAR(row.client.periodic_servers, 0, 0.5);
+  r.e.tcp_state = TCP_SYN | TCP_SYNACK | TCP_ESTABLISHED;
+  r.e.key.hi_port = 443;
+  for (int beat = 0; beat < 12; beat++)
+    for (uint8_t s = 0; s < 3; s++) {
+      r.e.key.hi[0] = 50;
+      r.e.key.hi[3] = s;
+      r.e.key.lo_port = uint16_t(30000 + beat);
+      r.e.first_ns = t + uint64_t(beat) * 30'000'000'000ull + s * 1'000'000ull;
+      r.e.last_ns = r.e.first_ns + 1'000'000;
+      st.compute(r, row);
+    }
+  EXPECT_NEAR(row.client.periodic_servers, 3, 0.5);
+  EXPECT_LT(row.client.failed_share, 1.0);
+}
+
+TEST(FeatureStage, TumblingWindowRestartsEndpointCounts) {
+  FeatureConfig c;
+  c.window_ns = 60'000'000'000ull;
+  FeatureStage st(c);
+  FlowRecord r{};
+  r.e.key.ip_ver = 4;
+  r.e.key.proto = 17;
+  r.e.init_lo = 1;
+  r.e.key.hi[0] = 9;
+  r.e.pkts[0] = 1;
+  FeatureRow row;
+  for (uint32_t i = 0; i < 50; i++) {  // 50 clients in the first minute, 5 in the next
+    r.e.key.lo[0] = 10;
+    r.e.key.lo[3] = uint8_t(i);
+    r.e.first_ns = r.e.last_ns = 120'000'000'000ull + (i < 45 ? i : 60 + i) * 1'000'000'000ull;
+    st.compute(r, row);
+    if (i == 44) {
+      EXPECT_NEAR(row.pair.srv_clients, 45, 5);
+    }
+  }
+  EXPECT_NEAR(row.pair.srv_clients, 5, 0.5);
+  EXPECT_EQ(row.pair.srv_flows, 5u);
+  EXPECT_EQ(row.client.flows, 1u);
 }
 
 }  // namespace
