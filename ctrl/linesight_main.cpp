@@ -10,10 +10,12 @@
 #include <iostream>
 #include <memory>
 
+#include "ctrl/collector.h"
 #include "ctrl/commands.h"
 #include "ctrl/config.h"
 #include "ctrl/flow_writer.h"
 #include "ctrl/outputs.h"
+#include "dataplane/clock.h"
 #include "dataplane/replay.h"
 
 using namespace ls;
@@ -25,16 +27,23 @@ void on_signal(int) { g_stop.store(true); }
 
 const char* kUsage = R"(usage: linesight replay FILE... [options]
        linesight run --config FILE [options] [-- EAL arguments]
+       linesight collect --listen HOST:PORT [options]
        linesight --version
 
-replay: pcap/pcapng files through the flow pipeline, one JSON line per flow.
-run:    the DPDK runtime on NIC ports or virtual devices (linesight run --help).
+replay:  pcap/pcapng files through the flow pipeline, one JSON line per flow.
+run:     the DPDK runtime on NIC ports or virtual devices (linesight run --help).
+collect: NetFlow v9 / IPFIX from routers or probes over UDP, joined into the same flow
+         records and features (docs/collector.md).
 
 replay options (override the config file):
   --cores K              per-core flow tables, packets dispatched by address hash (1)
   --speed X              replay at recorded speed × X (0 = as fast as possible)
   --loop N               play the input N times from memory, rewriting addresses per loop
   --quiet                no progress line and no summary
+
+collect options:
+  --listen HOST:PORT     UDP address to receive NetFlow v9 / IPFIX on (e.g. 0.0.0.0:2055)
+  --exit-idle D          stop once no datagram has arrived for D (e.g. 3s)
 )";
 
 [[noreturn]] void die(const std::string& m) {
@@ -48,6 +57,22 @@ T to_num(const std::string& flag, const std::string& v) {
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
   if (ec != std::errc() || p != v.data() + v.size()) die(flag + ": '" + v + "' is not a valid number");
   return x;
+}
+
+std::unique_ptr<Outputs> open_outputs(const Config& cfg) {
+  try {
+    return std::make_unique<Outputs>(cfg);
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
+}
+
+// SIGINT / SIGTERM end the input; every active flow is flushed into the outputs.
+void stop_on_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
 }
 
 int cmd_replay(int argc, char** argv) {
@@ -91,19 +116,10 @@ int cmd_replay(int argc, char** argv) {
   } catch (const std::exception& e) {
     die(e.what());
   }
-  std::unique_ptr<Outputs> outputs;
-  try {
-    outputs = std::make_unique<Outputs>(cfg);
-  } catch (const std::exception& e) {
-    die(e.what());
-  }
+  auto outputs = open_outputs(cfg);
   SummaryCollector summary(&outputs->fanout);
   summary.track_hosts = !quiet;
-
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  stop_on_signals();
 
   ReplayOptions opt;
   opt.cores = cfg.cores;
@@ -128,6 +144,62 @@ int cmd_replay(int argc, char** argv) {
   return rc;
 }
 
+int cmd_collect(int argc, char** argv) {
+  Config cfg;
+  std::string listen;
+  uint64_t exit_idle = 0;
+  bool quiet = false;
+  try {
+    load_config_from_args(argc, argv, cfg);
+    for (int i = 0; i < argc; i++) {
+      std::string a = argv[i];
+      auto val = [&]() -> std::string {
+        if (i + 1 >= argc) die(a + " needs a value");
+        return argv[++i];
+      };
+      if (apply_common_flag(cfg, argc, argv, i)) continue;
+      if (a == "--listen") listen = val();
+      else if (a == "--exit-idle") exit_idle = parse_duration_ns(val());
+      else if (a == "--quiet") quiet = true;
+      else if (a == "-h" || a == "--help") {
+        std::printf("%s%s", kUsage, kCommonFlagsHelp);
+        return 0;
+      } else die("unknown option " + a + " (see --help)");
+    }
+    finish_config(cfg);
+  } catch (const ConfigError& e) {
+    die(e.what());
+  }
+  if (listen.empty()) die("collect needs --listen HOST:PORT");
+  auto outputs = open_outputs(cfg);
+  SummaryCollector summary(&outputs->fanout);
+  summary.track_hosts = !quiet;
+  stop_on_signals();
+  Collector col(cfg.core, summary);
+  uint64_t t0 = mono_ns();
+  try {
+    serve_udp(col, listen, g_stop, exit_idle);
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
+  col.finish();
+  ReplayResult r;
+  r.total = col.table_counters();
+  r.per_core = {r.total};
+  r.wall_ns = mono_ns() - t0;
+  r.table_bytes = col.table_bytes();
+  r.interrupted = g_stop.load();
+  std::string extra = "collector: " + std::to_string(col.uniflows) + " exported records joined into " +
+                      std::to_string(r.total.get(Ctr::records_emitted)) + " flows\n";
+  nlohmann::json nf = nlohmann::json::object();
+  for (size_t i = 0; i < size_t(NfCtr::count); i++) {
+    uint64_t v = col.netflow().v[i];
+    nf[kNfCounterNames[i]] = v;
+    if (v) extra += "  " + std::string(kNfCounterNames[i]) + " " + std::to_string(v) + "\n";
+  }
+  return finish_outputs(*outputs, r, summary, cfg, 1, quiet, extra, {{"netflow", nf}});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -149,6 +221,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!std::strcmp(argv[1], "replay")) return cmd_replay(argc - 2, argv + 2);
+  if (!std::strcmp(argv[1], "collect")) return cmd_collect(argc - 2, argv + 2);
   std::fprintf(stderr, "linesight: unknown command '%s' (see --help)\n", argv[1]);
   return 2;
 }

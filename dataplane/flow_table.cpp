@@ -219,6 +219,44 @@ void FlowTable::update(uint32_t i, int dir, uint64_t ts, uint32_t wire_len, uint
   }
 }
 
+void FlowTable::merge_uniflow(uint32_t i, int dir, uint64_t first_ns, uint64_t last_ns,
+                              uint64_t pkts, uint64_t bytes, uint8_t tcp_flags, int initiator) {
+  FlowEntry& e = entries_[i];
+  bool empty = e.pkts[0] + e.pkts[1] == 0;
+  // The initiator is the direction that started first; on a tie (millisecond exports)
+  // the higher port is taken as the client's ephemeral one.
+  bool lo_src = dir == 0;
+  if (initiator) e.init_lo = initiator > 0 ? lo_src : !lo_src;
+  else if (empty || first_ns < e.first_ns ||
+           (first_ns == e.first_ns && e.pkts[1 - dir] && (e.key.lo_port > e.key.hi_port) == lo_src))
+    e.init_lo = lo_src;
+  if (empty) {
+    e.first_ns = first_ns;
+    e.last_ns = last_ns;
+    e.iat_min_us = 0;
+    e.size_min = 0;
+  }
+  e.first_ns = std::min(e.first_ns, first_ns);
+  e.last_ns = std::max(e.last_ns, last_ns);
+  e.pkts[dir] = uint32_t(std::min<uint64_t>(uint64_t(e.pkts[dir]) + pkts, UINT32_MAX));
+  e.bytes[dir] += bytes;
+  e.flags[dir] |= tcp_flags;
+  if (e.key.proto == 6) {
+    // Flags are OR-ed per direction: the handshake is inferred, not observed in order.
+    int f = e.init_lo ? 0 : 1, r = 1 - f;
+    uint8_t st = e.tcp_state & FLOW_CONTINUED;
+    if (e.flags[f] & 0x02) st |= TCP_SYN;
+    if ((e.flags[r] & 0x12) == 0x12) st |= TCP_SYNACK;
+    if ((st & TCP_SYNACK) && (e.flags[f] & 0x10)) st |= TCP_ESTABLISHED;
+    if (e.flags[0] & 0x01) st |= TCP_FIN_LO;
+    if (e.flags[1] & 0x01) st |= TCP_FIN_HI;
+    if ((e.flags[0] | e.flags[1]) & 0x04) st |= TCP_RST;
+    if ((st & TCP_RST) || (st & (TCP_FIN_LO | TCP_FIN_HI)) == (TCP_FIN_LO | TCP_FIN_HI))
+      st |= TCP_CLOSED;
+    e.tcp_state = st;
+  }
+}
+
 bool FlowTable::expired(const FlowEntry& e, uint64_t now, EndReason& why) const {
   if ((e.tcp_state & TCP_CLOSED) && now >= e.last_ns + cfg_.tcp_end_timeout_ns) {
     why = EndReason::TCP_END;

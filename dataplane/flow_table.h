@@ -87,6 +87,12 @@ class FlowTable {
   // Adds one packet to entry `i`; `dir` = 0 when the packet's source is key.lo.
   void update(uint32_t i, int dir, uint64_t ts_ns, uint32_t wire_len, uint8_t tcp_flags,
               const uint8_t* payload, uint16_t payload_len, bool no_payload = false);
+  // Adds one direction of a flow as an exporter reported it (collector input): counts,
+  // times and OR-ed TCP flags; per-packet statistics stay unknown (zero).
+  // `initiator`: the exporter says this direction's source initiated (1), did not (-1),
+  // or does not say (0: the earlier start wins).
+  void merge_uniflow(uint32_t i, int dir, uint64_t first_ns, uint64_t last_ns, uint64_t pkts,
+                     uint64_t bytes, uint8_t tcp_flags, int initiator = 0);
 
   // Advances the table clock (the latest packet time). A new clock epoch (ClockGuard)
   // flushes every flow as CLOCK_JUMP, so concatenated captures do not expire each

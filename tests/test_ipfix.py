@@ -14,16 +14,9 @@ import sys
 import tempfile
 import time
 
-from lsdata import BIN, DATA, need_data, skip, check, finish
+from lsdata import BIN, DATA, free_udp_port, need_data, skip, check, finish
 
 
-
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def icmp_ports(r, initiator):

@@ -1,0 +1,46 @@
+// Router flow input: NetFlow v9 / IPFIX datagrams → the exporter's unidirectional records
+// → joined into bidirectional flow records in a flow table (the two directions of a
+// conversation meet in one entry, as packets do) → the same consumers as a replay
+// (JSON records, IPFIX re-export, the feature stage). Single-threaded: it runs at the
+// rate of flow records, not packets.
+#pragma once
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ctrl/netflow.h"
+#include "dataplane/flow_core.h"
+#include "dataplane/record.h"
+
+namespace ls {
+
+class Collector final : public RecordSink {
+ public:
+  Collector(const CoreConfig& cfg, RecordConsumer& out);
+  void datagram(const uint8_t* p, size_t n, const std::string& from) { dec_.decode(p, n, from); }
+  void finish();  // flushes every flow still in the table
+  const NfCounters& netflow() const { return dec_.ctr; }
+  const Counters& table_counters() const { return ctr_; }
+  size_t table_bytes() const { return table_.memory_bytes(); }
+  uint64_t uniflows = 0;
+  void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override;
+
+ private:
+  void add(const Uniflow& u);
+
+  CoreConfig cfg_;
+  RecordConsumer& out_;
+  Counters ctr_;
+  FlowTable table_;
+  NetflowDecoder dec_;
+  std::vector<uint32_t> rate_;  // per entry: the exporter's 1:N packet sampling (0 = random)
+  FlowRecord rec_;
+};
+
+// Receives datagrams on a UDP address ("127.0.0.1:2055", "[::]:4739") until `stop` is set,
+// or `exit_idle_ns` after the last datagram (0: never). Throws on socket errors.
+void serve_udp(Collector& c, const std::string& listen, const std::atomic<bool>& stop,
+               uint64_t exit_idle_ns);
+
+}  // namespace ls

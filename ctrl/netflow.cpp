@@ -1,0 +1,309 @@
+#include "ctrl/netflow.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ls {
+
+namespace {
+
+uint16_t rd16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
+uint32_t rd32(const uint8_t* p) { return uint32_t(rd16(p)) << 16 | rd16(p + 2); }
+// Unsigned big-endian of 1..8 bytes (IPFIX reduced-size encoding, RFC 7011 6.2).
+uint64_t rdn(const uint8_t* p, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n && i < 8; i++) v = v << 8 | p[i];
+  return v;
+}
+
+constexpr uint64_t kNtpToUnix = 2'208'988'800ull;  // seconds from 1900 to 1970
+uint64_t ntp_ns(uint64_t v) {
+  uint64_t s = v >> 32, frac = v & 0xFFFFFFFFull;
+  if (s < kNtpToUnix) return 0;
+  return (s - kNtpToUnix) * 1'000'000'000ull + (frac * 1'000'000'000ull >> 32);
+}
+
+// Information elements used (IANA IPFIX registry; the same numbers as NetFlow v9 types).
+enum : uint16_t {
+  IE_OCTETS = 1, IE_PACKETS = 2, IE_PROTO = 4, IE_TCP_FLAGS = 6, IE_SRC_PORT = 7,
+  IE_SRC_V4 = 8, IE_DST_PORT = 11, IE_DST_V4 = 12, IE_LAST_UPTIME = 21, IE_FIRST_UPTIME = 22,
+  IE_SRC_V6 = 27, IE_DST_V6 = 28, IE_ICMP_V4 = 32, IE_SAMPLING_INTERVAL = 34,
+  IE_SAMPLING_ALGORITHM = 35, IE_SAMPLER_MODE = 49, IE_SAMPLER_INTERVAL = 50, IE_IP_VERSION = 60,
+  IE_OCTETS_TOTAL = 85, IE_PACKETS_TOTAL = 86, IE_ICMP_V6 = 139, IE_START_S = 150, IE_END_S = 151,
+  IE_START_MS = 152, IE_END_MS = 153, IE_START_US = 154, IE_END_US = 155, IE_START_NS = 156,
+  IE_END_NS = 157, IE_SYS_INIT_MS = 160, IE_ICMP_TYPE_V4 = 176, IE_ICMP_CODE_V4 = 177,
+  IE_ICMP_TYPE_V6 = 178, IE_ICMP_CODE_V6 = 179, IE_SELECTOR_ALGORITHM = 304,
+  IE_BIFLOW_DIRECTION = 239, IE_PACKET_INTERVAL = 305, IE_PACKET_SPACE = 306,
+};
+
+}  // namespace
+
+uint32_t NetflowDecoder::exporter_of(const std::string& from, uint32_t domain) {
+  auto [it, fresh] = exporter_index_.try_emplace({from, domain}, uint32_t(exporters_.size()));
+  if (fresh) {
+    Exporter e;
+    e.from = from;
+    e.domain = domain;
+    exporters_.push_back(e);
+  }
+  return it->second;
+}
+
+void NetflowDecoder::decode(const uint8_t* p, size_t n, const std::string& from) {
+  ctr.inc(NfCtr::datagrams);
+  if (n < 4) return ctr.inc(NfCtr::truncated_header);
+  uint16_t ver = rd16(p);
+  bool ipfix = ver == 10;
+  if (ver != 9 && ver != 10) return ctr.inc(NfCtr::bad_version);
+  size_t hdr = ipfix ? 16 : 20;
+  if (n < hdr) return ctr.inc(NfCtr::truncated_header);
+  uint32_t ex, seq, uptime_ms = 0;
+  uint64_t export_ms;
+  if (ipfix) {
+    ctr.inc(NfCtr::datagrams_ipfix);
+    size_t len = rd16(p + 2);
+    if (len != n) {
+      ctr.inc(NfCtr::bad_length);
+      if (len > n || len < hdr) return;
+      n = len;  // trailing bytes after the message are not ours
+    }
+    export_ms = uint64_t(rd32(p + 4)) * 1000;
+    seq = rd32(p + 8);
+    ex = exporter_of(from, rd32(p + 12));
+  } else {
+    ctr.inc(NfCtr::datagrams_v9);
+    uptime_ms = rd32(p + 4);
+    export_ms = uint64_t(rd32(p + 8)) * 1000;
+    seq = rd32(p + 12);
+    ex = exporter_of(from, rd32(p + 16));
+  }
+  uint32_t data_records = 0, flow_records = 0;
+  size_t off = hdr;
+  while (off + 4 <= n) {
+    uint16_t id = rd16(p + off);
+    size_t len = rd16(p + off + 2);
+    if (len < 4 || off + len > n) {
+      ctr.inc(NfCtr::bad_set_length);
+      break;
+    }
+    const uint8_t* body = p + off + 4;
+    size_t blen = len - 4;
+    off += len;
+    uint16_t tmpl_id = ipfix ? 2 : 0, opt_id = ipfix ? 3 : 1;
+    if (id == tmpl_id || id == opt_id) {
+      templates_set(body, blen, ex, ipfix, id == opt_id);
+    } else if (id >= 256) {
+      auto it = templates_.find({ex, id});
+      if (it == templates_.end()) {
+        ctr.inc(NfCtr::data_without_template);
+        continue;
+      }
+      uint32_t got = data_set(body, blen, ex, it->second, ipfix, export_ms, uptime_ms);
+      data_records += got;
+      if (!it->second.options) flow_records += got;
+    }  // other set ids are reserved: skipped
+  }
+  check_sequence(exporters_[ex], ipfix, seq, flow_records, data_records);
+}
+
+// v9 numbers datagrams. IPFIX numbers the data records sent before this message
+// (RFC 7011 3.1); some exporters (softflowd) number the flow records up to and including
+// it: recognised on the first message, which then carries its own count.
+void NetflowDecoder::check_sequence(Exporter& e, bool ipfix, uint32_t seq, uint32_t flows,
+                                    uint32_t data) {
+  if (!e.seq_known) {
+    e.seq_known = true;
+    e.seq_after = ipfix && seq != 0 && (seq == flows || seq == data);
+  } else {
+    uint32_t expect = e.seq_after ? e.next_seq + flows : e.next_seq;
+    if (seq != expect) {
+      uint32_t gap = seq - expect;
+      ctr.inc(NfCtr::sequence_gaps, gap < (1u << 31) ? gap : 1);  // far behind: a restart
+    }
+  }
+  e.next_seq = !ipfix ? seq + 1 : e.seq_after ? seq : seq + data;
+}
+
+void NetflowDecoder::templates_set(const uint8_t* p, size_t n, uint32_t ex, bool ipfix,
+                                   bool options) {
+  size_t off = 0;
+  while (off + 4 <= n) {
+    uint16_t tid = rd16(p + off);
+    uint16_t count = rd16(p + off + 2);
+    if (tid == 0 && !ipfix) return;  // v9 padding
+    if (ipfix && count == 0) {  // withdrawal (RFC 7011 8.1)
+      if (templates_.erase({ex, tid})) ctr.inc(NfCtr::templates_withdrawn);
+      off += 4;
+      continue;
+    }
+    Template t;
+    t.options = options;
+    size_t nfields = count;
+    off += 4;
+    if (options) {
+      if (off + 2 > n) return ctr.inc(NfCtr::bad_template);
+      uint16_t third = rd16(p + off);
+      off += 2;
+      if (ipfix) {
+        t.scope_fields = third;  // count = all fields, third = scope fields
+      } else {
+        // v9: count = scope length in bytes, third = option length in bytes
+        t.scope_fields = uint16_t(count / 4);
+        nfields = (size_t(count) + third) / 4;
+      }
+      if (t.scope_fields > nfields) return ctr.inc(NfCtr::bad_template);
+    }
+    if (tid < 256) return ctr.inc(NfCtr::bad_template);
+    for (size_t i = 0; i < nfields; i++) {
+      if (off + 4 > n) return ctr.inc(NfCtr::bad_template);
+      Field f{uint16_t(rd16(p + off) & (ipfix ? 0x7FFF : 0xFFFF)), rd16(p + off + 2), 0};
+      bool enterprise = ipfix && (p[off] & 0x80);
+      off += 4;
+      if (enterprise) {
+        if (off + 4 > n) return ctr.inc(NfCtr::bad_template);
+        f.pen = rd32(p + off);
+        off += 4;
+      }
+      if (f.len == 0 || (f.len == 65535 && !ipfix)) return ctr.inc(NfCtr::bad_template);
+      t.min_len += f.len == 65535 ? 1 : f.len;
+      t.fields.push_back(f);
+    }
+    ctr.inc(NfCtr::templates);
+    templates_[{ex, tid}] = std::move(t);
+  }
+}
+
+uint32_t NetflowDecoder::data_set(const uint8_t* p, size_t n, uint32_t ex, const Template& t,
+                                  bool ipfix, uint64_t export_ms, uint32_t uptime_ms) {
+  uint32_t got = 0;
+  size_t off = 0;
+  std::vector<uint16_t> lens(t.fields.size());
+  // Fewer bytes than the smallest record left: padding (RFC 7011 3.3.1, RFC 3954 5.3).
+  while (off + t.min_len <= n) {
+    size_t at = off;
+    bool ok = true;
+    for (size_t i = 0; i < t.fields.size(); i++) {
+      size_t len = t.fields[i].len;
+      if (len == 65535) {  // variable length: 1 byte, or 255 then 2 bytes
+        if (at + 1 > n) { ok = false; break; }
+        len = p[at++];
+        if (len == 255) {
+          if (at + 2 > n) { ok = false; break; }
+          len = rd16(p + at);
+          at += 2;
+        }
+      }
+      if (at + len > n) { ok = false; break; }
+      lens[i] = uint16_t(len);
+      at += len;
+    }
+    if (!ok) break;  // a cut variable-length record is treated as padding
+    record(p + off, t, lens, ex, ipfix, export_ms, uptime_ms);
+    got++;
+    off = at;
+  }
+  return got;
+}
+
+void NetflowDecoder::record(const uint8_t* p, const Template& t, const std::vector<uint16_t>& lens,
+                            uint32_t ex, bool ipfix, uint64_t export_ms, uint32_t uptime_ms) {
+  Exporter& e = exporters_[ex];
+  Uniflow u{};
+  bool have_src = false, have_dst = false, have_delta_p = false, have_delta_b = false;
+  uint64_t start_ns = 0, end_ns = 0, pkt_interval = 0, pkt_space = 0;
+  int64_t first_up = -1, last_up = -1;
+  uint8_t icmp_type = 0, icmp_code = 0;
+  bool have_icmp = false;
+  size_t at = 0;
+  for (size_t i = 0; i < t.fields.size(); i++) {
+    const Field& f = t.fields[i];
+    size_t len = lens[i];
+    const uint8_t* v = p + at;
+    if (f.len == 65535) v += len < 255 ? 1 : 3;
+    at = size_t(v - p) + len;
+    // v9 options scope fields are scope types, not IEs; IPFIX scopes are not needed here.
+    if (f.pen || (t.options && i < t.scope_fields)) continue;
+    uint64_t x = len <= 8 ? rdn(v, len) : 0;
+    switch (f.ie) {
+      case IE_SRC_V4: if (len == 4) { std::memcpy(u.src, v, 4); u.ip_ver = 4; have_src = true; } break;
+      case IE_DST_V4: if (len == 4) { std::memcpy(u.dst, v, 4); have_dst = true; } break;
+      case IE_SRC_V6: if (len == 16) { std::memcpy(u.src, v, 16); u.ip_ver = 6; have_src = true; } break;
+      case IE_DST_V6: if (len == 16) { std::memcpy(u.dst, v, 16); have_dst = true; } break;
+      case IE_SRC_PORT: u.sport = uint16_t(x); break;
+      case IE_DST_PORT: u.dport = uint16_t(x); break;
+      case IE_PROTO: u.proto = uint8_t(x); break;
+      case IE_TCP_FLAGS: u.tcp_flags = uint8_t(x); break;  // 2-byte form: flags in the low byte
+      case IE_IP_VERSION: if (x == 4 || x == 6) u.ip_ver = uint8_t(x); break;
+      case IE_OCTETS: u.bytes = x; have_delta_b = true; break;
+      case IE_PACKETS: u.packets = x; have_delta_p = true; break;
+      case IE_OCTETS_TOTAL: if (!have_delta_b) u.bytes = x; break;
+      case IE_PACKETS_TOTAL: if (!have_delta_p) u.packets = x; break;
+      case IE_FIRST_UPTIME: first_up = int64_t(x); break;
+      case IE_LAST_UPTIME: last_up = int64_t(x); break;
+      case IE_START_S: start_ns = x * 1'000'000'000ull; break;
+      case IE_END_S: end_ns = x * 1'000'000'000ull; break;
+      case IE_START_MS: start_ns = x * 1'000'000ull; break;
+      case IE_END_MS: end_ns = x * 1'000'000ull; break;
+      case IE_START_US: case IE_START_NS: start_ns = ntp_ns(x); break;
+      case IE_END_US: case IE_END_NS: end_ns = ntp_ns(x); break;
+      case IE_SYS_INIT_MS: e.init_ms = x; break;
+      case IE_ICMP_V4: case IE_ICMP_V6:
+        icmp_type = uint8_t(x >> 8); icmp_code = uint8_t(x); have_icmp = true; break;
+      case IE_ICMP_TYPE_V4: case IE_ICMP_TYPE_V6: icmp_type = uint8_t(x); have_icmp = true; break;
+      case IE_ICMP_CODE_V4: case IE_ICMP_CODE_V6: icmp_code = uint8_t(x); have_icmp = true; break;
+      case IE_SAMPLING_INTERVAL: case IE_SAMPLER_INTERVAL: if (x) e.sampling = uint32_t(x); break;
+      case IE_SAMPLING_ALGORITHM: case IE_SAMPLER_MODE: e.sampling_random = x == 2; break;
+      case IE_SELECTOR_ALGORITHM: e.sampling_random = x == 3; break;
+      case IE_PACKET_INTERVAL: pkt_interval = x; break;
+      case IE_PACKET_SPACE: pkt_space = x; break;
+      case IE_BIFLOW_DIRECTION: u.initiator = x == 1 ? 1 : x == 2 ? -1 : 0; break;
+      default: break;
+    }
+  }
+  if (t.options) {
+    // N selected, M skipped: 1 in (N + M) / N.
+    if (pkt_interval) e.sampling = uint32_t((pkt_interval + pkt_space) / pkt_interval);
+    ctr.inc(NfCtr::options_records);
+    return;
+  }
+  if (!have_src || !have_dst || !u.ip_ver) return ctr.inc(NfCtr::records_without_flow_key);
+  if (have_icmp && (u.proto == 1 || u.proto == 58)) {
+    u.sport = 0;
+    u.dport = uint16_t(icmp_type << 8 | icmp_code);
+  }
+  if (first_up >= 0 || last_up >= 0) {
+    if (first_up < 0) first_up = last_up;
+    if (last_up < 0) last_up = first_up;
+    int64_t base_ms;
+    if (!ipfix) {
+      base_ms = int64_t(export_ms) - int64_t(uptime_ms);  // the exporter's boot, to 1 s
+    } else if (e.init_ms) {
+      base_ms = int64_t(e.init_ms);
+    } else {
+      ctr.inc(NfCtr::records_without_time_base);
+      base_ms = int64_t(export_ms) - last_up;  // assume the flow ended at export
+    }
+    // Relative times are 32-bit milliseconds that may wrap (49.7 days after boot).
+    if (!ipfix) {
+      first_up = int32_t(uint32_t(first_up) - uptime_ms) + int64_t(uptime_ms);
+      last_up = int32_t(uint32_t(last_up) - uptime_ms) + int64_t(uptime_ms);
+    }
+    start_ns = uint64_t(std::max<int64_t>(0, base_ms + first_up)) * 1'000'000ull;
+    end_ns = uint64_t(std::max<int64_t>(0, base_ms + last_up)) * 1'000'000ull;
+  }
+  if (!start_ns && !end_ns) {
+    ctr.inc(NfCtr::records_without_time_base);
+    start_ns = end_ns = export_ms * 1'000'000ull;
+  }
+  if (!start_ns) start_ns = end_ns;
+  if (!end_ns || end_ns < start_ns) end_ns = start_ns;
+  u.first_ns = start_ns;
+  u.last_ns = end_ns;
+  u.sampling_interval = e.sampling;
+  u.sampling_random = e.sampling_random;
+  u.exporter = ex;
+  ctr.inc(NfCtr::records);
+  sink_(u);
+}
+
+}  // namespace ls

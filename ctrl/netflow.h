@@ -1,0 +1,113 @@
+// NetFlow v9 (RFC 3954) and IPFIX (RFC 7011) decoder: datagrams from router or probe
+// exporters in, unidirectional flow records out. Templates and options (sampling, system
+// init time) are kept per exporter and observation domain / source id. Every malformed or
+// unusable piece is counted under a named counter; decoding never reads past a datagram.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace ls {
+
+#define LS_NETFLOW_COUNTERS(X)                                                               \
+  X(datagrams)              /* datagrams offered */                                         \
+  X(datagrams_v9)                                                                            \
+  X(datagrams_ipfix)                                                                         \
+  X(records)                /* flow records decoded */                                      \
+  X(options_records)        /* options data records (sampling, system init time) */         \
+  X(templates)              /* template records learnt (incl. refreshes) */                 \
+  X(templates_withdrawn)                                                                     \
+  X(bad_version)            /* neither 9 nor 10 (v5 and sFlow are not supported) */         \
+  X(truncated_header)                                                                        \
+  X(bad_length)             /* IPFIX message length differs from the datagram */            \
+  X(bad_set_length)         /* a set shorter than its header or past the datagram */        \
+  X(bad_template)           /* template record cut short or with zero-length fields */      \
+  X(data_without_template)  /* data set whose template is not (yet) known: skipped */       \
+  X(records_without_flow_key) /* decoded, but no addresses/protocol: not a flow */          \
+  X(records_without_time_base) /* sysUpTime-relative times and no system init time */       \
+  X(sequence_gaps)          /* exporter sequence numbers skipped: datagrams or records lost */
+
+enum class NfCtr : uint8_t {
+#define LS_X(n) n,
+  LS_NETFLOW_COUNTERS(LS_X)
+#undef LS_X
+      count
+};
+inline constexpr const char* kNfCounterNames[] = {
+#define LS_X(n) #n,
+    LS_NETFLOW_COUNTERS(LS_X)
+#undef LS_X
+};
+
+struct NfCounters {
+  uint64_t v[size_t(NfCtr::count)] = {};
+  void inc(NfCtr c, uint64_t n = 1) { v[size_t(c)] += n; }
+  uint64_t get(NfCtr c) const { return v[size_t(c)]; }
+};
+
+// One direction of a flow as the exporter saw it.
+struct Uniflow {
+  uint8_t src[16], dst[16];  // IPv4 in the first 4 bytes
+  uint16_t sport, dport;     // ICMP: dport = type << 8 | code
+  uint8_t proto, ip_ver, tcp_flags;
+  uint64_t first_ns, last_ns;
+  uint64_t packets, bytes;
+  int8_t initiator;            // biflowDirection: 1 source initiated, -1 destination, 0 unknown
+  uint32_t sampling_interval;  // 1:N packet sampling announced by the exporter (1 = none)
+  bool sampling_random;
+  uint32_t exporter;           // index of the exporter (address:port, domain)
+};
+
+class NetflowDecoder {
+ public:
+  using Sink = std::function<void(const Uniflow&)>;
+  explicit NetflowDecoder(Sink s) : sink_(std::move(s)) {}
+  // `from` names the exporter (e.g. "192.0.2.1:50000").
+  void decode(const uint8_t* p, size_t n, const std::string& from);
+  NfCounters ctr;
+  size_t exporters() const { return exporters_.size(); }
+  size_t templates() const { return templates_.size(); }
+
+ private:
+  struct Field {
+    uint16_t ie;
+    uint16_t len;  // 65535: variable length (IPFIX)
+    uint32_t pen;  // enterprise number, 0 for IANA
+  };
+  struct Template {
+    std::vector<Field> fields;
+    uint16_t scope_fields = 0;  // options templates: leading scope fields
+    bool options = false;
+    size_t min_len = 0;         // bytes of one record (variable-length fields count 1)
+  };
+  struct Exporter {
+    std::string from;
+    uint32_t domain;
+    uint64_t init_ms = 0;        // system init time (absolute ms); 0 = unknown
+    uint32_t sampling = 1;
+    bool sampling_random = false;
+    uint32_t next_seq = 0;
+    bool seq_known = false;
+    bool seq_after = false;  // IPFIX exporter numbering records up to and including this message
+  };
+  using TemplateKey = std::tuple<uint32_t, uint16_t>;  // exporter index, template id
+
+  uint32_t exporter_of(const std::string& from, uint32_t domain);
+  void templates_set(const uint8_t* p, size_t n, uint32_t ex, bool ipfix, bool options);
+  // Returns the number of records decoded; stops at padding.
+  uint32_t data_set(const uint8_t* p, size_t n, uint32_t ex, const Template& t, bool ipfix,
+                    uint64_t export_ms, uint32_t uptime_ms);
+  void check_sequence(Exporter& e, bool ipfix, uint32_t seq, uint32_t flows, uint32_t data);
+  void record(const uint8_t* p, const Template& t, const std::vector<uint16_t>& lens, uint32_t ex,
+              bool ipfix, uint64_t export_ms, uint32_t uptime_ms);
+
+  Sink sink_;
+  std::vector<Exporter> exporters_;
+  std::map<std::pair<std::string, uint32_t>, uint32_t> exporter_index_;
+  std::map<TemplateKey, Template> templates_;
+};
+
+}  // namespace ls

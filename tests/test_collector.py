@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Router flow input: Debian's softflowd reads a capture and exports NetFlow v9 and IPFIX
+to `linesight collect` on 127.0.0.1; the collected flows and features are compared with
+`linesight replay` of the same capture, within what the export carries (counts, ms times,
+OR-ed TCP flags; bytes are IP bytes, ours are frame bytes: 14 per Ethernet packet).
+Also: our own IPFIX export read back by our collector, hostile datagrams counted by name,
+and the exporter's sampling rate carried into the records."""
+import collections
+import csv
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+
+from lsdata import BIN, free_udp_port, need_data, skip, check, finish
+
+
+SOFTFLOWD_TIMEOUTS = [x for t in ("tcp=30", "udp=30", "icmp=30", "general=30", "maxlife=300", "tcp.rst=2",
+                                   "tcp.fin=2") for x in ("-t", t)]
+
+
+
+class Collect:
+    """linesight collect in the background; outputs in a temporary directory."""
+
+    def __init__(self, d, *extra):
+        self.port = free_udp_port()
+        self.flows, self.feat, self.summ = (os.path.join(d, n) for n in ("c.jsonl", "c.csv", "c.json"))
+        self.err = open(os.path.join(d, "c.err"), "w+")
+        self.p = subprocess.Popen([BIN, "collect", "--listen", f"127.0.0.1:{self.port}", "--exit-idle", "1s",
+                                   "--quiet", "--hash-seed", "1", "--flows-out", self.flows, "--features-out",
+                                   self.feat, "--summary-json", self.summ, *extra],
+                                  stdout=subprocess.DEVNULL, stderr=self.err, text=True)
+        for _ in range(300):  # the socket is bound once this line is out
+            self.err.seek(0)
+            if "collecting" in self.err.read():
+                break
+            if self.p.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.05"])
+
+    def wait(self):
+        rc = self.p.wait(timeout=120)
+        self.err.seek(0)
+        recs = [json.loads(line) for line in open(self.flows)]
+        with open(self.summ) as f:
+            return rc, recs, json.load(f), self.err.read()
+
+
+def features(path):
+    with open(path) as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def final_pairs(rows):
+    """Pair state after the pair's last contact: (contacts, periodicity, period)."""
+    out = {}
+    for r in rows:
+        k = (r["src"], r["dst"], r["dport"], r["proto"])
+        if k not in out or int(r["pair_contacts"]) >= out[k][0]:
+            out[k] = (int(r["pair_contacts"]), float(r["pair_periodicity"]), float(r["pair_period_s"] or 0))
+    return out
+
+
+def match(ours, theirs, tol_ms, either=False):
+    """Pairs flows by 5-tuple and start time within tol_ms. With `either`, a collected flow
+    may have the other orientation (mid-connection records: the export does not say who
+    initiated); it is then returned turned around."""
+    by = collections.defaultdict(list)
+    for r in theirs:
+        by[(r["src"], r["dst"], r["sport"], r["dport"], r["proto"])].append((r, False))
+        if either:
+            by[(r["dst"], r["src"], r["dport"], r["sport"], r["proto"])].append((r, True))
+    pairs, used = [], set()
+    for r in ours:
+        cands = [c for c in by.get((r["src"], r["dst"], r["sport"], r["dport"], r["proto"]), []) if id(c[0]) not in used]
+        best = min(cands, key=lambda c: abs(c[0]["first_ns"] - r["first_ns"]), default=None)
+        if best is not None and abs(best[0]["first_ns"] - r["first_ns"]) <= tol_ms * 1_000_000:
+            used.add(id(best[0]))
+            b = dict(best[0])
+            if best[1]:
+                for x in ("packets", "bytes", "tcp_flags"):
+                    b[x + "_fwd"], b[x + "_rev"] = best[0].get(x + "_rev"), best[0].get(x + "_fwd")
+            pairs.append((r, b))
+    return pairs
+
+
+def totals(recs, l2):
+    """(packets, bytes less `l2` per packet) per conversation, whatever the flow cuts."""
+    t = collections.Counter()
+    for r in recs:
+        k = tuple(sorted([(r["src"], r["sport"]), (r["dst"], r["dport"])])) + (r["proto"],)
+        n = r["packets_fwd"] + r["packets_rev"]
+        t[k + ("p",)] += n
+        t[k + ("b",)] += r["bytes_fwd"] + r["bytes_rev"] - l2 * n
+    out = {}
+    for k, v in t.items():
+        out.setdefault(k[:-1], [0, 0])[0 if k[-1] == "p" else 1] = v
+    return out
+
+
+def replay_with_features(pcap, d, *extra):
+    js, fe = os.path.join(d, "r.jsonl"), os.path.join(d, "r.csv")
+    subprocess.run([BIN, "replay", pcap, "--quiet", "--hash-seed", "1", "--flows-out", js,
+                    "--features-out", fe, *extra], check=True)
+    return [json.loads(line) for line in open(js)], features(fe)
+
+
+def softflowd_vs_replay():
+    # softflowd -r expires flows only at the end of the file (its timeouts run on the wall
+    # clock), so where a conversation pauses longer than our idle timeout it exports one flow
+    # and we several: those captures are compared per conversation (5-tuple totals); the
+    # beacon captures (every contact a short TCP connection ended by FIN) also per flow
+    # and per client→server pair.
+    for rel, per_flow in [("slips/test-cc-capture-1.pcap", True), ("slips/test-cc-capture-2.pcap", True),
+                          ("ndpi/emotet.pcap", False), ("ndpi/tor.pcap", False),
+                          ("ndpi/dns-tunnel-iodine.pcap", False)]:
+        pcap = need_data(rel)
+        with tempfile.TemporaryDirectory() as d:
+            ours, ofeat = replay_with_features(pcap, d)
+            for ver in (9, 10):
+                c = Collect(d)
+                # -a: times from the capture; -6: IPv6 too; the file is flushed at its end.
+                # Timeouts as ours (idle 30 s, active 300 s), so both cut flows alike.
+                sf = subprocess.run(["softflowd", "-r", pcap, "-n", f"127.0.0.1:{c.port}", "-v", str(ver),
+                                     "-6", "-d", "-a", *SOFTFLOWD_TIMEOUTS], capture_output=True, text=True)
+                rc, theirs, summ, err = c.wait()
+                nf = summ["netflow"]
+                bad = {k: v for k, v in nf.items() if v and k not in
+                       ("datagrams", "datagrams_v9", "datagrams_ipfix", "records", "options_records", "templates")}
+                check(rc == 0 and sf.returncode == 0 and nf["records"] > 0 and not bad,
+                      f"{rel} v{ver}: {nf['datagrams']} datagrams, {nf['records']} records, {len(theirs)} flows, "
+                      f"no error counter ({bad or 'none'})")
+                # v9 carries export time in whole seconds: starts are off by a constant < 1 s.
+                ta, tb = totals(ours, 14), totals(theirs, 0)
+                check(ta == tb, f"{rel} v{ver}: {len(ta)} conversations, {sum(v[0] for v in ta.values())} packets: "
+                                f"packets and IP bytes per conversation equal"
+                                + ("" if ta == tb else f" (differ: {[(k, ta.get(k), tb.get(k)) for k in ta if ta.get(k) != tb.get(k)][:3]})"))
+                if not per_flow:
+                    continue
+                # IPFIX: init time + relative ms, each truncated: ≤ 2 ms.
+                pairs = match(ours, theirs, 1000 if ver == 9 else 2, either=True)
+                exact = [1 for a, b in pairs if a["packets_fwd"] == b["packets_fwd"] and
+                         a["packets_rev"] == b["packets_rev"] and
+                         a["bytes_fwd"] - 14 * a["packets_fwd"] == b["bytes_fwd"] and
+                         a["bytes_rev"] - 14 * a["packets_rev"] == b["bytes_rev"] and
+                         a.get("tcp_flags_fwd") == b.get("tcp_flags_fwd") and
+                         a.get("tcp_flags_rev") == b.get("tcp_flags_rev")]
+                check(len(exact) >= 0.95 * len(ours),
+                      f"{rel} v{ver}: {len(exact)}/{len(ours)} replay flows collected with equal direction, packets, "
+                      f"IP bytes and TCP flags ({len(pairs)} matched by 5-tuple and start)")
+                fa, fb = final_pairs(ofeat), final_pairs(features(c.feat))
+                common = [k for k in fa if k in fb]
+                # softflowd keeps a reused 5-tuple in one flow where we start a new one after
+                # FIN: contacts may differ by a few.
+                same = [k for k in common if abs(fa[k][0] - fb[k][0]) <= max(1, 0.02 * fa[k][0]) and
+                        abs(fa[k][1] - fb[k][1]) <= 0.05]
+                top = max(fa, key=lambda k: (fa[k][0], fa[k][1]))
+                check(len(same) >= 0.9 * len(fa) and top in fb and abs(fa[top][2] - fb[top][2]) <= 0.05 * fa[top][2],
+                      f"{rel} v{ver}: final pair features (contacts ±2 %, periodicity ±0.05) equal for {len(same)}/{len(fa)} "
+                      f"pairs; busiest pair {top[0]}→{top[1]}:{top[2]} period {fa[top][2]:.2f} s replayed, "
+                      f"{fb.get(top, (0, 0, 0))[2]:.2f} s collected, periodicity {fa[top][1]:.2f} / "
+                      f"{fb.get(top, (0, 0, 0))[1]:.2f}")
+
+
+def ipfix_round_trip():
+    pcap = need_data("ndpi/mining.pcapng")
+    with tempfile.TemporaryDirectory() as d:
+        c = Collect(d)
+        js = os.path.join(d, "r.jsonl")
+        subprocess.run([BIN, "replay", pcap, "--quiet", "--hash-seed", "1", "--flows-out", js, "--ipfix",
+                        f"127.0.0.1:{c.port}"], check=True)
+        rc, theirs, summ, _ = c.wait()
+        ours = [json.loads(line) for line in open(js)]
+        pairs = match(ours, theirs, 1)
+        same = [1 for a, b in pairs if all(a.get(k) == b.get(k) for k in
+                ("packets_fwd", "packets_rev", "bytes_fwd", "bytes_rev", "tcp_flags_fwd", "tcp_flags_rev"))]
+        check(rc == 0 and len(same) == len(ours) == len(theirs),
+              f"our IPFIX export read back by our collector: {len(same)}/{len(ours)} flows equal "
+              f"({summ['netflow']['records']} uniflows)")
+
+
+def hostile_then_valid():
+    """Garbage first, then a valid stream: each piece counted by name, nothing stops."""
+    pcap = need_data("slips/test-cc-capture-1.pcap")
+    with tempfile.TemporaryDirectory() as d:
+        c = Collect(d)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        hdr10 = lambda n, seq=0: struct.pack("!HHIII", 10, n, 1700000000, seq, 7)
+        grams = [
+            b"\x00",                                              # truncated_header
+            struct.pack("!HH", 5, 1) + b"\x00" * 20,              # bad_version (NetFlow v5)
+            hdr10(200) + b"\x00" * 4,                             # bad_length
+            hdr10(24) + struct.pack("!HH", 2, 2) + b"\x00" * 4,   # bad_set_length (4 < set header)
+            hdr10(24) + struct.pack("!HH", 300, 8) + b"\x01\x02\x03\x04",  # data_without_template
+            hdr10(28) + struct.pack("!HHHH", 2, 12, 400, 3) + b"\x00\x08\x00\x04",  # bad_template (3 fields, 1 given)
+            struct.pack("!HHIIII", 9, 1, 0, 0, 0, 0) + struct.pack("!HH", 0, 60000),  # v9 set past the datagram
+            b"\xff" * 65000,                                       # bad_version, giant
+        ]
+        for g in grams:
+            s.sendto(g, ("127.0.0.1", c.port))
+        subprocess.run(["softflowd", "-r", pcap, "-n", f"127.0.0.1:{c.port}", "-v", "10", "-6", "-d", "-a", "-s", "4"],
+                       capture_output=True)
+        rc, theirs, summ, err = c.wait()
+        nf = summ["netflow"]
+        want = {"truncated_header": 1, "bad_version": 2, "bad_length": 1, "bad_set_length": 2,
+                "data_without_template": 1, "bad_template": 1}
+        got = {k: nf[k] for k in want}
+        check(rc == 0 and got == want, f"hostile datagrams counted by name: {got}")
+        rates = collections.Counter((r["sampling"]["method"], r["sampling"]["rate"]) for r in theirs)
+        est = all(r["est_packets"] == 4 * (r["packets_fwd"] + r["packets_rev"]) for r in theirs)
+        check(nf["records"] > 0 and len(theirs) > 0 and list(rates) == [("packet", 4)] and est,
+              f"then the valid stream is collected: {len(theirs)} flows, exporter sampling 1:4 in every record "
+              f"and renormalised ({dict(rates)})")
+
+
+def main():
+    if not shutil.which("softflowd"):
+        skip("softflowd not installed (scripts/setup.sh installs it)")
+    softflowd_vs_replay()
+    ipfix_round_trip()
+    hostile_then_valid()
+    finish()
+
+
+if __name__ == "__main__":
+    main()
