@@ -1,6 +1,8 @@
-// Fixed-capacity hash table for per-worker feature state (pairs, servers). Linear probing
-// over an 8-slot window; when the window is full, the entry idle the longest is replaced
-// (the coldest state is forgotten first); entries idle longer than max_age restart.
+// Fixed-capacity hash table for per-worker feature state (pairs, servers, clients).
+// 8-way set-associative: a key's set is 8 slots whose signatures and ages sit in one
+// 64-byte line, apart from the (large) values, so a lookup costs that line plus the one
+// value it finds. A full set replaces its entry idle the longest (the coldest state is
+// forgotten first); entries idle longer than max_age restart.
 // Value must have `uint64_t last_ns` and `bool used()`; it is value-initialised on reuse.
 #pragma once
 #include <algorithm>
@@ -22,6 +24,7 @@ struct BoundedTableCounters {
 template <class Key, class Value>
 class BoundedTable {
  public:
+  static constexpr uint32_t kWays = 8;
   struct Slot {
     Key key;
     Value v;
@@ -29,40 +32,51 @@ class BoundedTable {
   BoundedTable(uint32_t capacity, uint64_t max_age_ns, uint64_t seed)
       : max_age_(max_age_ns), seed_(seed) {
     uint32_t cap = std::bit_ceil(std::max<uint32_t>(capacity, 64));
-    mem_ = Region(size_t(cap) * sizeof(Slot));
-    slots_ = mem_.as<Slot>();
+    size_t meta_bytes = size_t(cap) * sizeof(Meta);
+    mem_ = Region(meta_bytes + size_t(cap) * sizeof(Slot));
+    meta_ = mem_.as<Meta>();
+    slots_ = reinterpret_cast<Slot*>(mem_.as<uint8_t>() + meta_bytes);
     mask_ = cap - 1;
   }
   // The entry for `k`, created (value-initialised) when absent, aged out or evicted.
   Value& find_or_make(const Key& k, uint64_t now) {
     uint64_t h = XXH3_64bits_withSeed(&k, sizeof k, seed_);
-    constexpr uint32_t kWindow = 8;
-    Slot* victim = nullptr;
-    for (uint32_t i = 0; i < kWindow; i++) {
-      Slot& s = slots_[(h + i) & mask_];
-      if (s.v.used() && std::memcmp(&s.key, &k, sizeof k) == 0) {
-        if (now <= s.v.last_ns + max_age_) return s.v;
+    uint32_t sig = uint32_t(h >> 32) | 1;  // 0 marks a free slot
+    uint32_t now_s = uint32_t(now / 1'000'000'000ull);
+    uint32_t set = uint32_t(h) & mask_ & ~(kWays - 1);
+    Meta* m = meta_ + set;
+    uint32_t victim = 0;
+    for (uint32_t i = 0; i < kWays; i++) {
+      if (m[i].sig == sig && std::memcmp(&slots_[set + i].key, &k, sizeof k) == 0) {
+        Value& v = slots_[set + i].v;
+        m[i].age_s = std::max(m[i].age_s, now_s);
+        if (now <= v.last_ns + max_age_) return v;
         ctr.aged_out++;
-        s.v = Value{};
-        return s.v;
+        v = Value{};
+        return v;
       }
-      if (!s.v.used()) {
-        if (!victim || victim->v.used()) victim = &s;
-      } else if (!victim || (victim->v.used() && s.v.last_ns < victim->v.last_ns)) {
-        victim = &s;
-      }
+      // Prefer a free slot, else the one seen longest ago.
+      if (m[victim].sig && (!m[i].sig || m[i].age_s < m[victim].age_s)) victim = i;
     }
-    if (victim->v.used()) ctr.evicted++;
+    if (m[victim].sig) ctr.evicted++;
     else ctr.created++;
-    victim->key = k;
-    victim->v = Value{};
-    return victim->v;
+    m[victim] = {sig, now_s};
+    Slot& s = slots_[set + victim];
+    s.key = k;
+    s.v = Value{};
+    return s.v;
   }
   size_t memory_bytes() const { return mem_.size(); }
   BoundedTableCounters ctr;
 
  private:
+  struct Meta {
+    uint32_t sig;
+    uint32_t age_s;  // latest record start seen, seconds: the eviction order
+  };
+  static_assert(sizeof(Meta) * kWays == 64, "a set's metadata is one cache line");
   Region mem_;
+  Meta* meta_;
   Slot* slots_;
   uint32_t mask_;
   uint64_t max_age_, seed_;

@@ -12,35 +12,36 @@ namespace ls {
 template <unsigned P>
 struct Hll {
   static constexpr uint32_t kM = 1u << P;
+  static constexpr int kScale = 52;  // the harmonic sum in fixed point: 2^-k × 2^52
   uint8_t reg[kM] = {};
+  // Kept as registers change, so an estimate is O(1). Integers: the same registers give
+  // the same sum whatever order values arrived in (workers and replays agree bit for bit).
+  uint64_t sum = uint64_t(kM) << kScale;
+  uint32_t zeros = kM;
 
+  static uint64_t term(uint8_t k) { return k <= kScale ? 1ull << (kScale - k) : 0; }
   void add(uint64_t h) {
     uint32_t idx = uint32_t(h >> (64 - P));
     uint64_t rest = h << P;
     uint8_t rho = uint8_t(rest ? std::countl_zero(rest) + 1 : 64 - P + 1);
-    if (rho > reg[idx]) reg[idx] = rho;
+    uint8_t old = reg[idx];
+    if (rho <= old) return;
+    sum += term(rho) - term(old);
+    zeros -= old == 0;
+    reg[idx] = rho;
   }
   void merge(const Hll& o) {
-    for (uint32_t i = 0; i < kM; i++)
-      if (o.reg[i] > reg[i]) reg[i] = o.reg[i];
-  }
-  double estimate() const {
-    // 2^-k for every possible register value: a table instead of ldexp per register.
-    static const auto kPow = [] {
-      struct T {
-        double v[66];
-      } t{};
-      for (int k = 0; k < 66; k++) t.v[k] = std::ldexp(1.0, -k);
-      return t;
-    }();
-    double sum = 0;
-    uint32_t zeros = 0;
+    sum = 0;
+    zeros = 0;
     for (uint32_t i = 0; i < kM; i++) {
-      sum += kPow.v[reg[i]];
+      if (o.reg[i] > reg[i]) reg[i] = o.reg[i];
+      sum += term(reg[i]);
       zeros += reg[i] == 0;
     }
+  }
+  double estimate() const {
     double alpha = kM == 16 ? 0.673 : kM == 32 ? 0.697 : kM == 64 ? 0.709 : 0.7213 / (1 + 1.079 / kM);
-    double e = alpha * kM * kM / sum;
+    double e = alpha * kM * kM / std::ldexp(double(sum), -kScale);
     // Small range: linear counting is exact-er while registers are still empty.
     if (e <= 2.5 * kM && zeros) e = kM * std::log(double(kM) / zeros);
     return e;

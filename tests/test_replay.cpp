@@ -5,10 +5,12 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <set>
 
 #include "ctrl/flow_writer.h"
 #include "dataplane/replay.h"
+#include "dataplane/text.h"
 #include "tests/pktbuild.h"
 
 using namespace ls;
@@ -198,4 +200,33 @@ TEST(Replay, PacketSamplingRenormalises) {
   std::filesystem::remove(path);
 }
 
+}  // namespace
+
+namespace {
+// The fast paths of the number formatters agree with to_chars (= printf's %.3f / %g).
+TEST(Text, FastNumberFormattingMatchesToChars) {
+  std::mt19937_64 rng(5);
+  auto ref = [](double v, std::chars_format f, int p) {
+    char b[64];
+    return std::string(b, std::to_chars(b, b + sizeof b, v, f, p).ptr);
+  };
+  int bad = 0;
+  for (int i = 0; i < 200000; i++) {
+    double mag = std::pow(10.0, double(int(rng() % 16)) - 7);
+    double v = double(rng() % 10'000'000) / 1e6 * mag * ((rng() & 1) ? 1 : -1);
+    if (i % 5 == 0) v = std::round(v);
+    if (i % 7 == 0) v = double(rng() % 1000) / 8;
+    std::string g, f;
+    ls::append_general6(g, v);
+    ls::append_fixed3(f, v);
+    std::string rg = ref(v, std::chars_format::general, 6), rf = ref(v, std::chars_format::fixed, 3);
+    if (rf == "-0.000") rf = "0.000";  // we print no negative zero
+    if (rg == "-0") rg = "0";
+    bad += g != rg || f != rf;
+    if (bad && bad < 4 && (g != rg || f != rf)) ADD_FAILURE() << v << ": " << g << " vs " << rg << ", " << f << " vs " << rf;
+  }
+  EXPECT_EQ(bad, 0);
+  for (double v : {0.0, 1e-4, 9.999995, 999999.4, 999999.6, 123456.5, 0.5, 2.5})
+    EXPECT_EQ([&] { std::string s; ls::append_general6(s, v); return s; }(), ref(v, std::chars_format::general, 6)) << v;
+}
 }  // namespace
