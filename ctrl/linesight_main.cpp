@@ -28,6 +28,7 @@ void on_signal(int) { g_stop.store(true); }
 const char* kUsage = R"(usage: linesight replay FILE... [options]
        linesight run --config FILE [options] [-- EAL arguments]
        linesight collect --listen HOST:PORT [options]
+       linesight model check|predict MODEL.json [FEATURES.csv]
        linesight --version
 
 replay:  pcap/pcapng files through the flow pipeline, one JSON line per flow.
@@ -222,6 +223,7 @@ int main(int argc, char** argv) {
   }
   if (!std::strcmp(argv[1], "replay")) return cmd_replay(argc - 2, argv + 2);
   if (!std::strcmp(argv[1], "collect")) return cmd_collect(argc - 2, argv + 2);
+  if (!std::strcmp(argv[1], "model")) return cmd_model(argc - 2, argv + 2);
   std::fprintf(stderr, "linesight: unknown command '%s' (see --help)\n", argv[1]);
   return 2;
 }
