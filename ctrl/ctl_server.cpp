@@ -86,7 +86,9 @@ std::string CtlServer::handle_line(const std::string& line) {
     stats.errors++;
     reply = {{"ok", false}, {"error", e.what()}};
   }
-  return reply.dump() + "\n";
+  // Error texts quote the request, which may not be UTF-8: replace such bytes (a strict
+  // dump would throw and take the daemon down). Found by tests/fuzz/fuzz_ctl.
+  return reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 void CtlServer::close_client(size_t i) {

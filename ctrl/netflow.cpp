@@ -153,7 +153,9 @@ void NetflowDecoder::templates_set(const uint8_t* p, size_t n, uint32_t ex, bool
       }
       if (t.scope_fields > nfields) return ctr.inc(NfCtr::bad_template);
     }
-    if (tid < 256) return ctr.inc(NfCtr::bad_template);
+    // A template without fields would describe zero-length records: a data set could
+    // never be consumed (found by tests/fuzz/fuzz_netflow as a hang).
+    if (tid < 256 || nfields == 0) return ctr.inc(NfCtr::bad_template);
     for (size_t i = 0; i < nfields; i++) {
       if (off + 4 > n) return ctr.inc(NfCtr::bad_template);
       Field f{uint16_t(rd16(p + off) & (ipfix ? 0x7FFF : 0xFFFF)), rd16(p + off + 2), 0};
@@ -177,6 +179,7 @@ uint32_t NetflowDecoder::data_set(const uint8_t* p, size_t n, uint32_t ex, const
                                   bool ipfix, uint64_t export_ms, uint32_t uptime_ms) {
   uint32_t got = 0;
   size_t off = 0;
+  if (t.min_len == 0) return 0;
   std::vector<uint16_t> lens(t.fields.size());
   // Fewer bytes than the smallest record left: padding (RFC 7011 3.3.1, RFC 3954 5.3).
   while (off + t.min_len <= n) {

@@ -66,9 +66,17 @@ TreeModel TreeModel::load_string(const std::string& text, const std::string& nam
   Json j;
   try {
     j = Json::parse(text);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // parse_error, or out_of_range for 1e99999
     throw ModelError(name + ": not JSON (" + e.what() + "); expected Booster.save_model(\"model.json\")");
   }
+  try {
+    return compile(j, name);
+  } catch (const Json::exception& e) {  // a value of the wrong JSON type somewhere
+    throw ModelError(name + ": " + e.what());
+  }
+}
+
+TreeModel TreeModel::compile(const nlohmann::json& j, const std::string& name) {
   TreeModel m;
   const Json& learner = need(name, j, "top level", "learner");
   const Json& param = need(name, learner, "learner", "learner_model_param");
@@ -216,6 +224,16 @@ void TreeModel::predict(const float* x, float* out) const {
   }
   for (; t < trees_.size(); t++) margin[tree_class_[t]] += leaf(uint32_t(t), x);
   finish(margin, out);
+}
+
+void TreeModel::path_counts(const float* x, uint32_t* counts) const {
+  for (size_t t = 0; t < trees_.size(); t++) {
+    uint32_t i = trees_[t];
+    while (nodes_[i].child != i) {  // a leaf points to itself
+      counts[nodes_[i].feature]++;
+      i = step(nodes_[i], x);
+    }
+  }
 }
 
 void TreeModel::predict_batch(const float* x, size_t n, float* out, float* margin) const {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <nlohmann/json_fwd.hpp>
 #include <vector>
 
 namespace ls {
@@ -35,6 +36,9 @@ class TreeModel {
   // n vectors, row-major (stride = num_features()); trees outermost so each tree's nodes
   // stay in cache across the batch. `margin` needs n × num_outputs() floats of scratch.
   void predict_batch(const float* x, size_t n, float* out, float* margin) const;
+  // How often each feature was split on along this vector's paths (counts has
+  // num_features() entries, added to): the evidence of which features decided.
+  void path_counts(const float* x, uint32_t* counts) const;
 
  private:
   // Children of a split are adjacent (left, left + 1). A leaf points to itself with a
@@ -59,6 +63,7 @@ class TreeModel {
     return leaf_value_[i];
   }
   void finish(float* margin, float* out) const;
+  static TreeModel compile(const nlohmann::json& j, const std::string& name);
 
   std::vector<Node> nodes_;
   std::vector<float> leaf_value_;   // per node; 0 for splits

@@ -7,7 +7,7 @@ PKGS=(
   dpdk-dev libhyperscan-dev libxxhash-dev libtbb-dev libpcap-dev libyaml-cpp-dev
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
   tshark tcpdump tcpreplay softflowd nfdump iproute2 time prometheus curl
-  python3-xgboost python3-sklearn python3-numpy
+  python3-xgboost python3-sklearn python3-numpy clang libclang-rt-14-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -226,6 +226,10 @@ def test_control_socket(d):
         check(st["ok"] and st["result"]["total"]["packets"] > 0 and st["result"]["rings"], "/stats has counters and rings")
         e = raw(sock, b'{"cmd": /stats}\n')
         check(not e["ok"] and "malformed JSON" in e["error"], "malformed JSON gets an error reply")
+        # Found by fuzz_ctl: the error text quoted non-UTF-8 bytes and the reply could not
+        # be encoded, which aborted the daemon.
+        e = raw(sock, b'{"\xff\xff\xffcmd":\n')
+        check(e is not None and not e["ok"] and "malformed JSON" in e["error"], "non-UTF-8 request answered, daemon alive")
         e = raw(sock, b'{"cmd":"/nope"}\n')
         check(not e["ok"] and "unknown command /nope" in e["error"], "unknown command named")
         e = raw(sock, b'["cmd"]\n')

@@ -92,6 +92,10 @@ def main():
         bad = {
             "not json": ("{", "not JSON"),
             "no learner": ("{}", "missing 'learner'"),
+            # found by fuzz_model: a number out of double range, a value of the wrong type
+            "huge number": ('{"learner": {"x": 1e99999}}', "not JSON"),
+            "wrong type": ('{"learner": {"learner_model_param": {"base_score": "0.5", "num_feature": "3"}, '
+                           '"objective": {"name": 7}}}', "type_error"),
             "objective": (None, "unsupported objective 'rank:pairwise'"),
             "short array": (None, "left_children: expected"),
             "feature range": (None, "split feature"),

@@ -94,3 +94,18 @@ TEST_F(Netflow, EveryTruncationOfAValidMessageIsSafe) {
 }
 
 }  // namespace
+
+namespace {
+// Found by fuzz_netflow: a v9 template with no fields made its data set loop forever.
+TEST(NetflowRegression, TemplateWithoutFieldsIsRefused) {
+  std::vector<uint8_t> m = {0, 9, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0,  // v9 header
+                            0, 0, 0, 8, 1, 0, 0, 0,                                      // template 256, 0 fields
+                            1, 0, 0, 8, 1, 2, 3, 4};                                     // data set 256
+  uint64_t n = 0;
+  ls::NetflowDecoder d([&](const ls::Uniflow&) { n++; });
+  d.decode(m.data(), m.size(), "x");
+  EXPECT_EQ(d.ctr.get(ls::NfCtr::bad_template), 1u);
+  EXPECT_EQ(d.ctr.get(ls::NfCtr::data_without_template), 1u);
+  EXPECT_EQ(n, 0u);
+}
+}  // namespace

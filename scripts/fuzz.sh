@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Runs one libFuzzer target: scripts/fuzz.sh TARGET SECONDS [extra libFuzzer flags]
+#   TARGET: parser pcap netflow ctl ti model rules (or "all": each for SECONDS)
+# Builds (once) in build-fuzz with clang, ASan+UBSan and coverage. Seeds come from the
+# test suite's inputs and ../shared/data (when present); the corpus grows in
+# fuzz-corpus/TARGET. A crash leaves crash-* in fuzz-out/ and a non-zero exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=${1:?usage: scripts/fuzz.sh TARGET SECONDS}
+SECS=${2:-60}
+shift 2 || true
+BUILD=${BUILD_FUZZ:-build-fuzz}
+DATA=${LINESIGHT_DATA:-../shared/data}
+if [ ! -f "$BUILD/build.ninja" ]; then
+  CC=clang CXX=clang++ meson setup "$BUILD" -Dfuzz=true -Dbuildtype=debugoptimized -Db_lundef=false \
+    -Dtests=disabled -Dbenchmarks=disabled >/dev/null
+fi
+ninja -C "$BUILD" >/dev/null
+
+seed() {  # target → seed directory
+  local t=$1 d=fuzz-corpus/$1
+  mkdir -p "$d"
+  [ -n "$(ls -A "$d")" ] && { echo "$d"; return; }
+  case $t in
+    parser)  # first packets of real captures, one per file (link type byte 0 = Ethernet)
+      if command -v tshark >/dev/null && [ -d "$DATA" ]; then
+        local i=0
+        for f in "$DATA"/ndpi/*.pcap "$DATA"/slips/*.pcap "$DATA"/stopddos/*.pcap; do
+          [ -f "$f" ] || continue
+          tshark -r "$f" -c 20 -T fields -e frame.protocols >/dev/null 2>&1 || continue
+          python3 - "$f" "$d" "$i" <<'PY'
+import struct, sys
+f, d, i = sys.argv[1], sys.argv[2], int(sys.argv[3])
+b = open(f, "rb").read()
+if b[:4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4"):
+    e = "<" if b[:4] == b"\xd4\xc3\xb2\xa1" else ">"
+    off, k = 24, 0
+    while off + 16 <= len(b) and k < 20:
+        incl = struct.unpack(e + "I", b[off + 8:off + 12])[0]
+        open(f"{d}/{i}_{k}", "wb").write(b"\x00" + b[off + 16:off + 16 + incl])
+        off += 16 + incl; k += 1
+PY
+          i=$((i + 1))
+        done
+      fi ;;
+    pcap)
+      for f in "$DATA"/slips/test12-icmp-portscan.pcap "$DATA"/ndpi/dns-tunnel-iodine.pcap "$DATA"/ndpi/mining.pcapng; do
+        [ -f "$f" ] && head -c 65536 "$f" > "$d/$(basename "$f")"
+      done ;;
+    netflow)  # softflowd's v9 and IPFIX for a capture, length-prefixed as the target reads
+      if command -v softflowd >/dev/null && [ -f "$DATA/slips/test-cc-capture-2.pcap" ]; then
+        for v in 9 10; do
+          python3 - "$d/softflowd-v$v" "$v" "$DATA/slips/test-cc-capture-2.pcap" <<'PY'
+import socket, struct, subprocess, sys
+out, v, pcap = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); s.settimeout(2)
+subprocess.run(["softflowd", "-r", pcap, "-n", f"127.0.0.1:{s.getsockname()[1]}", "-v", v, "-6", "-d", "-a"],
+               capture_output=True)
+data = b""
+try:
+    while len(data) < 20000:
+        g = s.recv(65535); data += struct.pack("!H", len(g)) + g
+except socket.timeout:
+    pass
+open(out, "wb").write(data)
+PY
+        done
+      fi ;;
+    ctl)
+      printf '%s' '{"cmd":"/echo?a=1&b=2"}' > "$d/echo"; printf '%s' '{"cmd":"/help"}' > "$d/help"
+      printf '%s' '{"cmd":"/nope"}' > "$d/unknown"; printf '%s' '{"cmd":' > "$d/cut" ;;
+    ti)
+      for f in "$DATA"/ti/*; do
+        [ -f "$f" ] || continue
+        case $f in *.netset|*.ipset) p='\x00';; *.csv) p='\x02';; *) p='\x01';; esac
+        { printf "$p"; head -c 4096 "$f"; } > "$d/$(basename "$f")"
+      done ;;
+    model)
+      if /usr/bin/python3 -c 'import xgboost' 2>/dev/null; then
+        /usr/bin/python3 - "$d" <<'PY'
+import sys, numpy as np, xgboost as xgb
+x = np.random.default_rng(1).normal(size=(300, 5)); y = (x[:, 0] > 0).astype(int)
+for i, (obj, extra) in enumerate([("binary:logistic", {}), ("multi:softprob", {"num_class": 3})]):
+    yy = y if obj.startswith("binary") else (x[:, 1] > 0).astype(int) + y
+    b = xgb.train({"objective": obj, "max_depth": 3, **extra}, xgb.DMatrix(x, label=yy), 4)
+    b.save_model(f"{sys.argv[1]}/m{i}.json")
+PY
+      fi ;;
+    rules) cp features/rules/default.rules "$d/default" ;;
+  esac
+  echo "$d"
+}
+
+run() {
+  local t=$1 bin=$BUILD/tests/fuzz/fuzz_$1
+  shift
+  [ -x "$bin" ] || { echo "no fuzz target '$t' (parser pcap netflow ctl ti model rules)" >&2; exit 2; }
+  if compgen -G "tests/fuzz/regressions/$t/*" >/dev/null; then  # past crashes first
+    "$bin" tests/fuzz/regressions/"$t"/* >/dev/null 2>&1 || { echo "$t: a past crash is back" >&2; return 1; }
+  fi
+  local corpus
+  corpus=$(seed "$t")
+  mkdir -p fuzz-out
+  echo "== $t: ${SECS}s"
+  "$bin" "$corpus" -max_total_time="$SECS" -artifact_prefix="fuzz-out/$t-" -print_final_stats=1 \
+    -timeout=10 -rss_limit_mb=4096 "$@" 2>&1 | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb)|ERROR|SUMMARY|crash-|Done" || true
+  ls fuzz-out/"$t"-crash-* fuzz-out/"$t"-leak-* fuzz-out/"$t"-timeout-* 2>/dev/null && return 1
+  return 0
+}
+
+if [ "$TARGET" = all ]; then
+  rc=0
+  for t in parser pcap netflow ctl ti model rules; do run "$t" "$@" || rc=1; done
+  exit $rc
+fi
+run "$TARGET" "$@"

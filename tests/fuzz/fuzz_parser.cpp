@@ -1,0 +1,36 @@
+// Packet parser: any bytes, any link type, every decapsulation on; then the flow core so
+// the table's update path sees whatever the parser let through.
+#include <cstddef>
+#include <cstdint>
+
+#include "dataplane/flow_core.h"
+#include "dataplane/parser.h"
+
+namespace {
+struct Null : ls::RecordSink {
+  void emit(const ls::FlowEntry&, const uint8_t*, uint16_t, ls::EndReason) override {}
+};
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
+  if (n < 1) return 0;
+  static Null sink;
+  static ls::CoreConfig cfg = [] {
+    ls::CoreConfig c;
+    c.table.capacity = 1024;
+    c.table.payload_bytes = 32;
+    c.parse.decap_gtpu = true;
+    return c;
+  }();
+  static ls::FlowCore core(cfg, sink);
+  const ls::LinkType types[] = {ls::LinkType::ETHERNET, ls::LinkType::RAW,   ls::LinkType::LINUX_SLL,
+                                ls::LinkType::IPV4,     ls::LinkType::IPV6,  ls::LinkType::LINUX_SLL2,
+                                ls::LinkType::NULL_LOOP, ls::LinkType::ETHERNET};
+  ls::PacketView v{d + 1, uint32_t(n - 1), uint32_t(n - 1) + (d[0] >> 4), 1'000'000'000ull * d[0], 0,
+                   types[d[0] % 8], 0};
+  ls::PacketMeta m;
+  ls::Counters c;
+  ls::parse_packet(v, v.link, cfg.parse, m, c);
+  core.process_raw(&v, 1);
+  return 0;
+}

@@ -1,0 +1,28 @@
+// Threat-intel feed parsers: the first byte picks the format by file name (firehol
+// netset, plain list, CSV), the rest is the file.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdint>
+#include <string>
+
+#include "features/ti_table.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
+  if (n < 1) return 0;
+  const char* ext[] = {".netset", ".txt", ".csv", ".ipset"};
+  std::string path = "/dev/shm/ls-fuzz-ti-" + std::to_string(getpid()) + ext[d[0] % 4];
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) return 0;
+  std::fwrite(d + 1, 1, n - 1, f);
+  std::fclose(f);
+  try {
+    auto t = ls::TiTable::load({path});
+    ls::TiHit h;
+    uint8_t a[16] = {10, 0, 0, 1};
+    t->lookup(a, 4, h);
+  } catch (const std::exception&) {
+  }
+  unlink(path.c_str());
+  return 0;
+}
