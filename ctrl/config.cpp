@@ -322,6 +322,9 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --ipfix HOST:PORT      export flow records as IPFIX over UDP (two uniflows per flow)
   --features-out FILE    one feature row per flow record, CSV (docs/features.md)
   --rules FILE           payload signatures (Hyperscan), e.g. features/rules/default.rules
+  --detections-out FILE  detections as JSON lines (docs/detect.md)
+  --app SPEC             a detection app (repeatable): NAME:server|client|flow:MODEL.json:THRESHOLD
+                         or NAME:ENTITY:rule:sig=ID+ID,periodicity=X,contacts=N
   --ti PATH              threat-intel feed file or directory (repeatable): firehol
                          .ipset/.netset, plain IP/CIDR lists, CSV with an ip column
   --payload-out          include the captured payload prefix (hex) in records
@@ -393,6 +396,8 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--flows-out") cfg.flows_out = val();
   else if (a == "--ipfix") cfg.ipfix = val();
   else if (a == "--features-out") cfg.features_out = val();
+  else if (a == "--detections-out") cfg.detections_out = val();
+  else if (a == "--app") cfg.apps.push_back(val());
   else if (a == "--rules") cfg.rules = val();
   else if (a == "--ti") cfg.ti.push_back(val());
   else if (a == "--rotate-bytes") cfg.rotate_bytes = flag_num<uint64_t>(a, val());

@@ -51,6 +51,8 @@ struct Config {
   uint64_t rotate_bytes = 0, rotate_interval_ns = 0;  // JSON lines rotation (0: off)
   std::string ipfix;  // collector HOST:PORT (UDP), empty = off
   std::string features_out;  // feature rows as CSV (docs/features.md), empty = off
+  std::string detections_out;  // detections as JSON lines (docs/detect.md), empty = off
+  std::vector<std::string> apps;  // detection app specs (detect/apps.h parse_app)
   uint32_t pair_capacity = 1u << 18;
   uint32_t server_capacity = 1u << 16;
   uint32_t client_capacity = 1u << 16;

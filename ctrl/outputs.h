@@ -10,6 +10,7 @@
 #include "ctrl/config.h"
 #include "ctrl/flow_writer.h"
 #include "ctrl/ipfix.h"
+#include "detect/apps.h"
 #include "features/feature_stage.h"
 
 namespace ls {
@@ -31,6 +32,15 @@ struct Outputs {
   std::unique_ptr<FlowWriter> writer;
   std::unique_ptr<IpfixExporter> ipfix;
   std::unique_ptr<FeatureWriter> features;
+  std::unique_ptr<DetectStage> detect;
+
+  // Expert-rule apps used when --detections-out comes without --app (docs/detect.md).
+  static std::vector<std::string> default_apps() {
+    return {"beacon:server:rule:periodicity=0.8,contacts=10",
+            "c2-signature:server:rule:sig=1401+1402+1501+1502+1503",
+            "miner:server:rule:sig=1001+1002",
+            "exploit:server:rule:sig=1101+1102+1201+1202+1203"};
+  }
   Fanout fanout;
 
   // Throws std::runtime_error naming the file or collector that failed. With
@@ -46,10 +56,16 @@ struct Outputs {
       ic.template_refresh_ns = c.ipfix_template_refresh_ns;
       ipfix = std::make_unique<IpfixExporter>(ic);
     }
-    if (!c.features_out.empty()) {
+    if (!c.features_out.empty() || !c.detections_out.empty()) {
       FeatureConfig fc = feature_config(c);
-      if (workers_attach_features) fc.pair_capacity = fc.server_capacity = 64;
+      if (workers_attach_features) fc.pair_capacity = fc.server_capacity = fc.client_capacity = 64;
       features = std::make_unique<FeatureWriter>(c.features_out, fc);
+    }
+    if (!c.detections_out.empty()) {
+      std::vector<AppConfig> apps;
+      for (auto& s : c.apps.empty() ? default_apps() : c.apps) apps.push_back(parse_app(s));
+      detect = std::make_unique<DetectStage>(apps, c.detections_out);
+      features->on_row = [d = detect.get()](const FeatureRow& r, const RuleSet* rs) { d->score(r, rs); };
     }
     fanout.add(writer.get());
     fanout.add(ipfix.get());
@@ -60,7 +76,8 @@ struct Outputs {
     std::string err;
     if (ipfix) ipfix->flush();
     for (auto close : {std::function<void()>([&] { if (writer) writer->close(); }),
-                       std::function<void()>([&] { if (features) features->close(); })}) {
+                       std::function<void()>([&] { if (features) features->close(); }),
+                       std::function<void()>([&] { if (detect) detect->close(); })}) {
       try {
         close();
       } catch (const std::exception& e) {
@@ -86,6 +103,12 @@ struct Outputs {
       o += "ipfix: " + std::to_string(s.data_records) + " data records in " +
            std::to_string(s.messages) + " messages, " + std::to_string(s.send_errors) +
            " send errors\n";
+    }
+    if (detect) {
+      o += "detections: " + std::to_string(detect->detections()) + " -> " + c.detections_out + "\n";
+      for (auto& a : detect->stats())
+        o += "  " + a.name + ": " + std::to_string(a.fired) + " fired, " + std::to_string(a.cooled) +
+             " within cool-down, " + std::to_string(a.scored) + " rows scored\n";
     }
     if (c.loaded_ti) {
       uint64_t entries = 0, skipped = 0;

@@ -146,7 +146,7 @@ void Runtime::setup() {
     wl->rx = &rx_;
     wl->peers = &workers_;
     wl->to_control = ring("ls_w" + std::to_string(w) + "_ctl");
-    if (!cfg_.features_out.empty()) {
+    if (!cfg_.features_out.empty() || !cfg_.detections_out.empty()) {
       // Pair state lives on the worker that owns the server endpoint: no sharing.
       stages_.push_back(std::make_unique<FeatureStage>(feature_config(cfg_)));
       wl->stage = stages_.back().get();

@@ -293,6 +293,7 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
 FeatureWriter::FeatureWriter(const std::string& path, const FeatureConfig& c)
     : stage_(c), path_(path) {
   add_rules(c.rules);
+  if (path.empty()) return;
   f_ = path == "-" ? stdout : std::fopen(path.c_str(), "w");
   if (!f_) throw std::runtime_error(path + ": " + std::strerror(errno));
   std::fputs("# linesight features v2\n", f_);
@@ -317,6 +318,8 @@ void FeatureWriter::consume(const FlowRecord& r) {
   const RuleSet* rs = stage_.rules();
   for (auto& k : known_)
     if (k.get() == row.pair.sig_rules) rs = k.get();
+  if (on_row) on_row(row, rs);
+  if (!f_) return;
   FeatureStage::csv_row(row, rs, line_);
   if (std::fwrite(line_.data(), 1, line_.size(), f_) != line_.size()) bad_ = true;
 }

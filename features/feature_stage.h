@@ -5,6 +5,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -142,6 +143,7 @@ class FeatureStage final : public RecordStage {
 // Writes feature rows as CSV (first line "# linesight features v2", then the header).
 class FeatureWriter final : public RecordConsumer {
  public:
+  // path "" = rows only for on_row (no CSV).
   FeatureWriter(const std::string& path, const FeatureConfig& c);  // throws
   ~FeatureWriter() override;
   void consume(const FlowRecord& r) override;
@@ -150,11 +152,13 @@ class FeatureWriter final : public RecordConsumer {
   // Rule sets whose hits may appear in records (the loaded one, then each reload).
   void add_rules(std::shared_ptr<const RuleSet> rs);
   void set_ti(std::shared_ptr<const TiTable> t) { stage_.set_ti(std::move(t)); }
+  // Every row also goes here (the detection apps), in the same pass.
+  std::function<void(const FeatureRow&, const RuleSet*)> on_row;
 
  private:
   FeatureStage stage_;
   std::vector<std::shared_ptr<const RuleSet>> known_;
-  FILE* f_;
+  FILE* f_ = nullptr;
   std::string path_, line_;
   bool bad_ = false;
 };

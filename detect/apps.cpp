@@ -1,0 +1,276 @@
+#include "detect/apps.h"
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "dataplane/text.h"
+
+namespace ls {
+
+namespace {
+
+// Numeric columns of the feature schema, in one order, with how to read each from a row.
+// Missing values are NaN (as empty CSV cells in training).
+struct Column {
+  const char* name;
+  float (*get)(const FeatureRow&);
+};
+
+int fw(const FeatureRow& r) { return r.rec->e.init_lo ? 0 : 1; }
+float nan_if(bool absent, double v) { return absent ? std::nanf("") : float(v); }
+
+const Column kColumns[] = {
+    {"dport", [](const FeatureRow& r) { return float(fw(r) == 0 ? r.rec->e.key.hi_port : r.rec->e.key.lo_port); }},
+    {"proto", [](const FeatureRow& r) { return float(r.rec->e.key.proto); }},
+    {"duration_s", [](const FeatureRow& r) { return float(r.duration_s); }},
+    {"packets_fwd", [](const FeatureRow& r) { return float(r.rec->e.pkts[fw(r)]); }},
+    {"packets_rev", [](const FeatureRow& r) { return float(r.rec->e.pkts[1 - fw(r)]); }},
+    {"bytes_fwd", [](const FeatureRow& r) { return float(r.rec->e.bytes[fw(r)]); }},
+    {"bytes_rev", [](const FeatureRow& r) { return float(r.rec->e.bytes[1 - fw(r)]); }},
+    {"bytes_ratio", [](const FeatureRow& r) { return float(r.bytes_ratio); }},
+    {"iat_mean_us", [](const FeatureRow& r) { return float(r.iat_mean_us); }},
+    {"iat_std_us", [](const FeatureRow& r) { return float(r.iat_std_us); }},
+    {"iat_cv", [](const FeatureRow& r) { return float(r.iat_cv); }},
+    {"size_mean", [](const FeatureRow& r) { return float(r.size_mean); }},
+    {"size_std", [](const FeatureRow& r) { return float(r.size_std); }},
+    {"tcp_handshake", [](const FeatureRow& r) { return float(r.handshake); }},
+    {"tcp_syn_only", [](const FeatureRow& r) { return float(r.syn_only); }},
+    {"tcp_rst", [](const FeatureRow& r) { return float(r.rst); }},
+    {"pair_contacts", [](const FeatureRow& r) { return float(r.pair.contacts); }},
+    {"pair_age_s", [](const FeatureRow& r) { return float(r.pair.age_s); }},
+    {"pair_intervals", [](const FeatureRow& r) { return float(r.pair.intervals); }},
+    {"pair_interval_mean_s", [](const FeatureRow& r) { return float(r.pair.mean_s); }},
+    {"pair_interval_cv", [](const FeatureRow& r) { return float(r.pair.cv); }},
+    {"pair_period_s", [](const FeatureRow& r) { return float(r.pair.period_s); }},
+    {"pair_mode_share", [](const FeatureRow& r) { return float(r.pair.mode_share); }},
+    {"pair_periodicity", [](const FeatureRow& r) { return float(r.pair.score); }},
+    {"sig_hit_count", [](const FeatureRow& r) { return float(std::popcount(r.pair.sig_mask)); }},
+    {"ti_dst_feeds", [](const FeatureRow& r) { return float(r.ti_dst_hit ? r.ti_dst.feeds : 0); }},
+    {"ti_dst_max_weight", [](const FeatureRow& r) { return float(r.ti_dst_hit ? r.ti_dst.max_weight : 0); }},
+    {"ti_src_feeds", [](const FeatureRow& r) { return float(r.ti_src_hit ? r.ti_src.feeds : 0); }},
+    {"srv_clients", [](const FeatureRow& r) { return float(std::round(r.pair.srv_clients)); }},
+    {"srv_client_nets", [](const FeatureRow& r) { return float(std::round(r.pair.srv_client_nets)); }},
+    {"srv_ports", [](const FeatureRow& r) { return float(std::round(r.pair.srv_ports)); }},
+    {"srv_flows", [](const FeatureRow& r) { return float(r.pair.srv_flows); }},
+    {"srv_bytes", [](const FeatureRow& r) { return float(r.pair.srv_bytes); }},
+    {"srv_failed_share", [](const FeatureRow& r) { return float(r.pair.srv_failed_share); }},
+    {"srv_age_s", [](const FeatureRow& r) { return float(r.pair.srv_age_s); }},
+    {"payloadless_share", [](const FeatureRow& r) { return float(r.payloadless_share); }},
+    {"tcp_rtt_ms", [](const FeatureRow& r) { return nan_if(!r.rtt_us, r.rtt_us / 1e3); }},
+    {"cli_servers", [](const FeatureRow& r) { return float(std::round(r.client.servers)); }},
+    {"cli_ports", [](const FeatureRow& r) { return float(std::round(r.client.ports)); }},
+    {"cli_flows", [](const FeatureRow& r) { return float(r.client.flows); }},
+    {"cli_failed_share", [](const FeatureRow& r) { return float(r.client.failed_share); }},
+    {"cli_periodic_servers", [](const FeatureRow& r) { return float(std::round(r.client.periodic_servers)); }},
+    {"cli_age_s", [](const FeatureRow& r) { return float(r.client.age_s); }},
+};
+constexpr size_t kNumColumns = sizeof kColumns / sizeof kColumns[0];
+
+const char* entity_name(Entity e) { return e == Entity::SERVER ? "server" : e == Entity::CLIENT ? "client" : "flow"; }
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> v;
+  size_t a = 0;
+  for (;;) {
+    size_t b = s.find(sep, a);
+    v.push_back(s.substr(a, b == std::string::npos ? std::string::npos : b - a));
+    if (b == std::string::npos) return v;
+    a = b + 1;
+  }
+}
+
+double to_double(const std::string& app, const std::string& what, const std::string& v) {
+  try {
+    size_t used = 0;
+    double x = std::stod(v, &used);
+    if (used == v.size()) return x;
+  } catch (const std::exception&) {
+  }
+  throw std::runtime_error("app " + app + ": " + what + " '" + v + "' is not a number");
+}
+
+}  // namespace
+
+const std::vector<std::string>& feature_column_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (auto& c : kColumns) v.push_back(c.name);
+    return v;
+  }();
+  return names;
+}
+
+AppConfig parse_app(const std::string& spec) {
+  auto p = split(spec, ':');
+  if (p.size() != 4 || p[0].empty())
+    throw std::runtime_error("app '" + spec + "': expected NAME:server|client|flow:MODEL.json:THRESHOLD or "
+                             "NAME:ENTITY:rule:sig=ID+ID,periodicity=X,contacts=N");
+  AppConfig a;
+  a.name = p[0];
+  if (p[1] == "server") a.entity = Entity::SERVER;
+  else if (p[1] == "client") a.entity = Entity::CLIENT;
+  else if (p[1] == "flow") a.entity = Entity::FLOW;
+  else throw std::runtime_error("app " + a.name + ": entity '" + p[1] + "' is not server, client or flow");
+  if (p[2] == "rule") {
+    a.threshold = 1;
+    for (auto& kv : split(p[3], ',')) {
+      auto eq = kv.find('=');
+      std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
+      if (k == "sig") {
+        for (auto& id : split(v, '+')) a.sig_ids.push_back(uint32_t(to_double(a.name, "signature id", id)));
+      } else if (k == "periodicity") {
+        a.min_periodicity = to_double(a.name, "periodicity", v);
+      } else if (k == "contacts") {
+        a.min_contacts = uint32_t(to_double(a.name, "contacts", v));
+      } else {
+        throw std::runtime_error("app " + a.name + ": unknown rule condition '" + k + "' (sig, periodicity, contacts)");
+      }
+    }
+  } else {
+    a.model = p[2];
+    a.threshold = to_double(a.name, "threshold", p[3]);
+    if (!(a.threshold >= 0 && a.threshold <= 1)) throw std::runtime_error("app " + a.name + ": threshold must be 0 .. 1");
+  }
+  return a;
+}
+
+DetectStage::DetectStage(const std::vector<AppConfig>& apps, const std::string& out_path) : path_(out_path) {
+  for (auto& c : apps) {
+    App a;
+    a.cfg = c;
+    if (!c.model.empty()) {
+      a.model = std::make_shared<TreeModel>(TreeModel::load_file(c.model));
+      if (a.model->num_outputs() != 1)
+        throw std::runtime_error("app " + c.name + ": " + c.model + " has " + std::to_string(a.model->num_outputs()) +
+                                 " outputs; an app needs one score (binary:logistic)");
+      const auto& names = a.model->feature_names();
+      if (names.size() != a.model->num_features())
+        throw std::runtime_error("app " + c.name + ": " + c.model + " has no feature_names: train it on named columns");
+      for (auto& n : names) {
+        auto it = std::find(feature_column_names().begin(), feature_column_names().end(), n);
+        if (it == feature_column_names().end())
+          throw std::runtime_error("app " + c.name + ": model feature '" + n + "' is not a feature column (docs/features.md)");
+        a.columns.push_back(uint16_t(it - feature_column_names().begin()));
+      }
+    }
+    a.seen = std::make_unique<BoundedTable<EntityKey, Seen>>(1u << 16, c.cooldown_ns, 0xde7ec7);
+    apps_.push_back(std::move(a));
+    stats_.push_back({c.name});
+  }
+  values_.resize(kNumColumns);
+  out_.resize(1);
+  f_ = path_ == "-" ? stdout : std::fopen(path_.c_str(), "w");
+  if (!f_) throw std::runtime_error(path_ + ": " + std::strerror(errno));
+}
+
+DetectStage::~DetectStage() {
+  if (f_ && f_ != stdout) std::fclose(f_);
+}
+
+void DetectStage::score(const FeatureRow& row, const RuleSet* rules) {
+  for (size_t i = 0; i < kNumColumns; i++) values_[i] = kColumns[i].get(row);
+  for (size_t k = 0; k < apps_.size(); k++) {
+    App& a = apps_[k];
+    stats_[k].scored++;
+    double s;
+    if (a.model) {
+      x_.resize(a.columns.size());
+      for (size_t i = 0; i < a.columns.size(); i++) x_[i] = values_[a.columns[i]];
+      a.model->predict(x_.data(), out_.data());
+      s = out_[0];
+    } else {
+      bool sig = a.cfg.sig_ids.empty() || !rules;
+      if (rules && !a.cfg.sig_ids.empty())
+        for (size_t b = 0; b < rules->rules().size() && b < 64; b++)
+          if ((row.pair.sig_mask >> b & 1) &&
+              std::find(a.cfg.sig_ids.begin(), a.cfg.sig_ids.end(), rules->rules()[b].id) != a.cfg.sig_ids.end())
+            sig = true;
+      s = sig && row.pair.score >= a.cfg.min_periodicity && row.pair.contacts >= a.cfg.min_contacts ? 1 : 0;
+    }
+    if (s < a.cfg.threshold || s == 0) continue;
+    emit(a, row, s, rules);
+  }
+}
+
+void DetectStage::emit(App& a, const FeatureRow& row, double score, const RuleSet* rules) {
+  const FlowEntry& e = row.rec->e;
+  int f = e.init_lo ? 0 : 1;
+  const uint8_t* client = f == 0 ? e.key.lo : e.key.hi;
+  const uint8_t* server = f == 0 ? e.key.hi : e.key.lo;
+  uint16_t sport = f == 0 ? e.key.lo_port : e.key.hi_port, dport = f == 0 ? e.key.hi_port : e.key.lo_port;
+  EntityKey k{};
+  std::memcpy(k.addr, a.cfg.entity == Entity::CLIENT ? client : server, 16);
+  k.ver = e.key.ip_ver;
+  if (a.cfg.entity != Entity::CLIENT) {
+    k.port = dport;
+    k.proto = e.key.proto;
+  }
+  if (a.cfg.entity == Entity::FLOW) std::memcpy(k.addr + 8, client + 8, 8);  // distinct enough per flow
+  Seen& seen = a.seen->find_or_make(k, e.first_ns);
+  size_t idx = size_t(&a - apps_.data());
+  if (seen.used()) {  // within the cool-down: counted, not repeated
+    stats_[idx].cooled++;
+    seen.last_ns = std::max(seen.last_ns, e.first_ns);
+    return;
+  }
+  seen.last_ns = std::max<uint64_t>(e.first_ns, 1);
+  stats_[idx].fired++;
+  detections_++;
+  std::string& o = line_;
+  o.clear();
+  o += "{\"time_ns\":"; append_uint(o, e.first_ns);
+  o += ",\"app\":\""; o += a.cfg.name;
+  o += "\",\"entity\":\""; o += entity_name(a.cfg.entity);
+  o += "\",\"endpoint\":\""; o += format_ip(a.cfg.entity == Entity::CLIENT ? client : server, e.key.ip_ver);
+  o += "\",\"score\":"; append_general6(o, score);
+  o += ",\"threshold\":"; append_general6(o, a.cfg.threshold);
+  if (a.model) {
+    // Features split on along the paths, most used first: what decided the score.
+    std::vector<uint32_t> counts(a.model->num_features(), 0);
+    a.model->path_counts(x_.data(), counts.data());
+    std::vector<size_t> order(counts.size());
+    for (size_t i = 0; i < order.size(); i++) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return counts[x] > counts[y]; });
+    o += ",\"top_features\":[";
+    for (size_t i = 0; i < order.size() && i < 5 && counts[order[i]]; i++) {
+      if (i) o += ',';
+      o += "{\"name\":\""; o += a.model->feature_names()[order[i]];
+      o += "\",\"value\":"; append_general6(o, std::isnan(x_[order[i]]) ? 0 : x_[order[i]]);
+      o += ",\"splits\":"; append_uint(o, counts[order[i]]);
+      o += '}';
+    }
+    o += ']';
+  }
+  o += ",\"evidence\":{\"client\":\"";
+  // The client is evidence for the operator's own SOC; exports for partners drop it.
+  o += format_ip(client, e.key.ip_ver);
+  o += "\",\"server\":\""; o += format_ip(server, e.key.ip_ver);
+  o += "\",\"sport\":"; append_uint(o, sport);
+  o += ",\"dport\":"; append_uint(o, dport);
+  o += ",\"proto\":"; append_uint(o, e.key.proto);
+  o += ",\"pair_contacts\":"; append_uint(o, row.pair.contacts);
+  o += ",\"pair_period_s\":"; append_general6(o, row.pair.period_s);
+  o += ",\"pair_periodicity\":"; append_general6(o, row.pair.score);
+  o += ",\"srv_clients\":"; append_general6(o, std::round(row.pair.srv_clients));
+  o += ",\"sig_hits\":\""; if (rules) o += hit_ids(*rules, row.pair.sig_mask);
+  o += "\",\"ti_dst_feeds\":"; append_uint(o, row.ti_dst_hit ? row.ti_dst.feeds : 0);
+  o += ",\"ti_dst_categories\":\""; if (row.ti_dst_hit) o += row.ti_dst.categories;
+  o += "\"},\"sampling\":{\"method\":\""; o += sample_mode_name(row.rec->sampling.mode);
+  o += "\",\"rate\":"; append_uint(o, row.rec->sampling.rate);
+  o += "}}\n";
+  if (std::fwrite(o.data(), 1, o.size(), f_) != o.size()) bad_ = true;
+}
+
+void DetectStage::close() {
+  if (!f_) return;
+  bool bad = bad_ || std::fflush(f_) != 0;
+  if (f_ != stdout && std::fclose(f_) != 0) bad = true;
+  f_ = nullptr;
+  if (bad) throw std::runtime_error(path_ + ": write failed: " + std::strerror(errno));
+}
+
+}  // namespace ls

@@ -1,0 +1,82 @@
+// Detection apps: several apps score the same feature rows in the same pass (adding an app
+// adds no pass over the traffic). An app = name + the entity it scores (server endpoint,
+// client endpoint, flow) + a model over named feature columns (docs/features.md) or an
+// expert rule (signature hits + conditions) + threshold + cool-down per entity.
+// Detections are JSON lines with score, the features on the decision paths and evidence.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "detect/tree_model.h"
+#include "features/bounded_table.h"
+#include "features/feature_stage.h"
+
+namespace ls {
+
+enum class Entity : uint8_t { SERVER, CLIENT, FLOW };
+
+struct AppConfig {
+  std::string name;
+  Entity entity = Entity::SERVER;
+  std::string model;                // XGBoost JSON; empty for an expert rule
+  double threshold = 0.5;
+  uint64_t cooldown_ns = 3'600'000'000'000ull;  // one detection per entity per hour
+  // Expert rule (no model): fires when one of these signature ids hit (empty: any hit
+  // matters not) and the pair is at least this periodic over at least `min_contacts`.
+  std::vector<uint32_t> sig_ids;
+  double min_periodicity = 0;
+  uint32_t min_contacts = 0;
+};
+
+// "name:entity:model.json:threshold" or "name:entity:rule:sig=1001+1002,periodicity=0.5,contacts=8"
+AppConfig parse_app(const std::string& spec);  // throws std::runtime_error with the reason
+
+// Numeric feature columns by name: what a model's feature_names may use.
+const std::vector<std::string>& feature_column_names();
+
+class DetectStage {
+ public:
+  // Throws (ModelError or std::runtime_error) naming the app and what is wrong.
+  DetectStage(const std::vector<AppConfig>& apps, const std::string& out_path);
+  ~DetectStage();
+  // One feature row through every app; detections are written as they fire.
+  void score(const FeatureRow& row, const RuleSet* rules);
+  void close();  // throws on a failed write
+  uint64_t detections() const { return detections_; }
+  struct AppStats {
+    std::string name;
+    uint64_t scored = 0, fired = 0, cooled = 0;
+  };
+  const std::vector<AppStats>& stats() const { return stats_; }
+
+ private:
+  struct EntityKey {
+    uint8_t addr[16];
+    uint16_t port;
+    uint8_t ver, proto;
+  };
+  struct Seen {
+    uint64_t last_ns = 0;
+    bool used() const { return last_ns != 0; }
+  };
+  struct App {
+    AppConfig cfg;
+    std::shared_ptr<const TreeModel> model;
+    std::vector<uint16_t> columns;  // model feature i ← feature column columns[i]
+    std::unique_ptr<BoundedTable<EntityKey, Seen>> seen;
+  };
+  void emit(App& a, const FeatureRow& row, double score, const RuleSet* rules);
+
+  std::vector<App> apps_;
+  std::vector<AppStats> stats_;
+  std::vector<float> values_, x_, out_;
+  FILE* f_ = nullptr;
+  std::string path_, line_;
+  uint64_t detections_ = 0;
+  bool bad_ = false;
+};
+
+}  // namespace ls
