@@ -39,7 +39,11 @@ struct Outputs {
     return {"beacon:server:rule:periodicity=0.8,contacts=10",
             "c2-signature:server:rule:sig=1401+1402+1501+1502+1503",
             "miner:server:rule:sig=1001+1002",
-            "exploit:server:rule:sig=1101+1102+1201+1202+1203"};
+            "exploit:server:rule:sig=1101+1102+1201+1202+1203",
+            // vertical scan: one client, many ports, mostly unanswered
+            "scanner:client:rule:cli_ports>=100,cli_failed_share>=0.5",
+            // a client beaconing to several servers at once
+            "bot-host:client:rule:cli_periodic_servers>=3,pair_periodicity>=0.8"};
   }
   Fanout fanout;
 

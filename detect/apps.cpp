@@ -118,6 +118,18 @@ AppConfig parse_app(const std::string& spec) {
   if (p[2] == "rule") {
     a.threshold = 1;
     for (auto& kv : split(p[3], ',')) {
+      auto ge = kv.find(">="), le = kv.find("<=");
+      if (ge != std::string::npos || le != std::string::npos) {
+        size_t at = ge != std::string::npos ? ge : le;
+        std::string col = kv.substr(0, at);
+        auto& names = feature_column_names();
+        auto it = std::find(names.begin(), names.end(), col);
+        if (it == names.end())
+          throw std::runtime_error("app " + a.name + ": '" + col + "' is not a feature column (docs/features.md)");
+        a.conds.push_back({uint16_t(it - names.begin()), ge != std::string::npos,
+                           to_double(a.name, col, kv.substr(at + 2))});
+        continue;
+      }
       auto eq = kv.find('=');
       std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
       if (k == "sig") {
@@ -127,7 +139,8 @@ AppConfig parse_app(const std::string& spec) {
       } else if (k == "contacts") {
         a.min_contacts = uint32_t(to_double(a.name, "contacts", v));
       } else {
-        throw std::runtime_error("app " + a.name + ": unknown rule condition '" + k + "' (sig, periodicity, contacts)");
+        throw std::runtime_error("app " + a.name + ": unknown rule condition '" + k +
+                                 "' (sig=, periodicity=, contacts=, COLUMN>=X, COLUMN<=X)");
       }
     }
   } else {
@@ -189,7 +202,12 @@ void DetectStage::score(const FeatureRow& row, const RuleSet* rules) {
           if ((row.pair.sig_mask >> b & 1) &&
               std::find(a.cfg.sig_ids.begin(), a.cfg.sig_ids.end(), rules->rules()[b].id) != a.cfg.sig_ids.end())
             sig = true;
-      s = sig && row.pair.score >= a.cfg.min_periodicity && row.pair.contacts >= a.cfg.min_contacts ? 1 : 0;
+      bool ok = sig && row.pair.score >= a.cfg.min_periodicity && row.pair.contacts >= a.cfg.min_contacts;
+      for (auto& c : a.cfg.conds) {
+        float v = values_[c.column];
+        ok = ok && (c.at_least ? v >= c.value : v <= c.value);  // NaN compares false
+      }
+      s = ok ? 1 : 0;
     }
     if (s < a.cfg.threshold || s == 0) continue;
     emit(a, row, s, rules);

@@ -29,9 +29,17 @@ struct AppConfig {
   std::vector<uint32_t> sig_ids;
   double min_periodicity = 0;
   uint32_t min_contacts = 0;
+  // Any feature column: `name>=x` or `name<=x` (all must hold; NaN fails).
+  struct Cond {
+    uint16_t column;
+    bool at_least;
+    double value;
+  };
+  std::vector<Cond> conds;
 };
 
-// "name:entity:model.json:threshold" or "name:entity:rule:sig=1001+1002,periodicity=0.5,contacts=8"
+// "name:entity:model.json:threshold" or
+// "name:entity:rule:sig=1001+1002,periodicity=0.5,contacts=8,cli_ports>=100"
 AppConfig parse_app(const std::string& spec);  // throws std::runtime_error with the reason
 
 // Numeric feature columns by name: what a model's feature_names may use.

@@ -29,7 +29,9 @@ def flagged(dets, app):
 
 
 def main():
-    default = ["beacon:server:rule:periodicity=0.8,contacts=10", "miner:server:rule:sig=1001+1002", C2]
+    default = ["beacon:server:rule:periodicity=0.8,contacts=10", "miner:server:rule:sig=1001+1002", C2,
+               "scanner:client:rule:cli_ports>=100,cli_failed_share>=0.5",
+               "bot-host:client:rule:cli_periodic_servers>=3,pair_periodicity>=0.8"]
     labelled = {"slips/test-cc-capture-1.pcap": "141.193.213.21", "slips/test-cc-capture-2.pcap": "141.193.213.20",
                 "ndpi/emotet.pcap": "138.197.147.101", "ndpi/trickbot.pcap": "82.118.225.196"}
     for rel, cc in labelled.items():
@@ -45,6 +47,10 @@ def main():
           f"model detections carry score, path features and evidence ({m[0]['top_features'][:2] if m else None})")
     mine = flagged(detect("ndpi/mining.pcapng", *default), "miner")
     check({"94.23.199.191", "116.211.167.195"} <= mine, f"miner rule on stratum signatures: {sorted(mine)}")
+    # Hide and Seek: the infected IoT device (the capture's busiest host) beacons to its
+    # P2P peers.
+    bots = flagged(detect("slips/test7-malicious-hide-and-seek.pcap", *default), "bot-host")
+    check(bots == {"192.168.2.16"}, f"Hide-and-Seek: bot-host flags the infected device: {sorted(bots)}")
     # The application mix: 473 captures of ordinary applications (plus the emotet,
     # trickbot and mining captures among them).
     dets = detect("bench/ndpi-ether-concat.pcap", *default)
@@ -53,8 +59,12 @@ def main():
     check(len(c2) <= 2, f"application mix: {len(c2)} unlabelled servers flagged by c2-server (stated: ≤ 2): {sorted(c2)}")
     check(len(beacons) <= 12, f"application mix: {len(beacons)} servers flagged by the beacon rule (stated: ≤ 12; "
                               f"keep-alives are periodic too): {sorted(beacons)[:5]}")
+    scan, bots = flagged(dets, "scanner"), flagged(dets, "bot-host")
+    check(len(scan) <= 1 and len(bots) <= 1, f"application mix: scanner flags {sorted(scan)}, bot-host {sorted(bots)} "
+                                             f"(stated: ≤ 1 each)")
     for spec, want in [("x:host:m.json:0.5", "is not server, client or flow"),
                        ("x:server:rule:pace=3", "unknown rule condition 'pace'"),
+                       ("x:client:rule:cli_portz>=3", "'cli_portz' is not a feature column"),
                        ("x:server:/nonexistent.json:0.5", "/nonexistent.json: cannot open"),
                        ("x:server", "expected NAME:")]:
         r = subprocess.run([BIN, "replay", need_data("ndpi/emotet.pcap"), "--detections-out", "/dev/null", "--app", spec],
