@@ -166,6 +166,39 @@ int cmd_run(int argc, char** argv) {
                  return nlohmann::json{{"feeds", t->feeds().size()}, {"entries", entries},
                                        {"intervals", t->intervals()}, {"warnings", t->warnings()}};
                });
+      // Apps score rows on this control thread: swaps need no grace period.
+      ctl->add("/models", "detection apps: entity, model file, trees, threshold, rows scored, detections",
+               [&](const CtlRequest&) {
+                 if (!outputs->detect) throw CtlError("no detection apps running (start with --detections-out)");
+                 return nlohmann::json::parse(outputs->detect->describe());
+               });
+      ctl->add("/models/reload",
+               "reload every app's model file; all or none: a bad file is refused with its error and the "
+               "old models stay",
+               [&](const CtlRequest&) {
+                 if (!outputs->detect) throw CtlError("no detection apps running (start with --detections-out)");
+                 try {
+                   return nlohmann::json{{"reloaded", outputs->detect->reload_models()}};
+                 } catch (const std::exception& e) {
+                   throw CtlError(e.what());
+                 }
+               });
+      if (outputs->detect)
+        for (const auto& name : outputs->detect->app_names())
+          ctl->add("/apps/" + name + "/threshold", "get, or set with {\"set\": 0.7}, the threshold of app " + name,
+                   [&, name](const CtlRequest& r) {
+                     if (r.body.contains("set")) {
+                       if (!r.body["set"].is_number()) throw CtlError("set must be a number");
+                       try {
+                         outputs->detect->set_threshold(name, r.body["set"].get<double>());
+                       } catch (const std::exception& e) {
+                         throw CtlError(e.what());
+                       }
+                     }
+                     for (auto& a : nlohmann::json::parse(outputs->detect->describe()))
+                       if (a["name"] == name) return a;
+                     return nlohmann::json();
+                   });
       ctl->add("/ti/feeds", "loaded threat-intel feeds: name, category, date, entries, skipped lines",
                [&](const CtlRequest&) {
                  nlohmann::json a = nlohmann::json::array();

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "dataplane/text.h"
 
 namespace ls {
@@ -151,25 +153,32 @@ AppConfig parse_app(const std::string& spec) {
   return a;
 }
 
+namespace {
+// Loads an app's model and maps its features to columns; throws naming the app.
+std::shared_ptr<const TreeModel> load_app_model(const AppConfig& c, std::vector<uint16_t>& columns) {
+  auto m = std::make_shared<TreeModel>(TreeModel::load_file(c.model));
+  if (m->num_outputs() != 1)
+    throw std::runtime_error("app " + c.name + ": " + c.model + " has " + std::to_string(m->num_outputs()) +
+                             " outputs; an app needs one score (binary:logistic)");
+  const auto& names = m->feature_names();
+  if (names.size() != m->num_features())
+    throw std::runtime_error("app " + c.name + ": " + c.model + " has no feature_names: train it on named columns");
+  columns.clear();
+  for (auto& n : names) {
+    auto it = std::find(feature_column_names().begin(), feature_column_names().end(), n);
+    if (it == feature_column_names().end())
+      throw std::runtime_error("app " + c.name + ": model feature '" + n + "' is not a feature column (docs/features.md)");
+    columns.push_back(uint16_t(it - feature_column_names().begin()));
+  }
+  return m;
+}
+}  // namespace
+
 DetectStage::DetectStage(const std::vector<AppConfig>& apps, const std::string& out_path) : path_(out_path) {
   for (auto& c : apps) {
     App a;
     a.cfg = c;
-    if (!c.model.empty()) {
-      a.model = std::make_shared<TreeModel>(TreeModel::load_file(c.model));
-      if (a.model->num_outputs() != 1)
-        throw std::runtime_error("app " + c.name + ": " + c.model + " has " + std::to_string(a.model->num_outputs()) +
-                                 " outputs; an app needs one score (binary:logistic)");
-      const auto& names = a.model->feature_names();
-      if (names.size() != a.model->num_features())
-        throw std::runtime_error("app " + c.name + ": " + c.model + " has no feature_names: train it on named columns");
-      for (auto& n : names) {
-        auto it = std::find(feature_column_names().begin(), feature_column_names().end(), n);
-        if (it == feature_column_names().end())
-          throw std::runtime_error("app " + c.name + ": model feature '" + n + "' is not a feature column (docs/features.md)");
-        a.columns.push_back(uint16_t(it - feature_column_names().begin()));
-      }
-    }
+    if (!c.model.empty()) a.model = load_app_model(c, a.columns);
     a.seen = std::make_unique<BoundedTable<EntityKey, Seen>>(1u << 16, c.cooldown_ns, 0xde7ec7);
     apps_.push_back(std::move(a));
     stats_.push_back({c.name});
@@ -281,6 +290,55 @@ void DetectStage::emit(App& a, const FeatureRow& row, double score, const RuleSe
   o += "\",\"rate\":"; append_uint(o, row.rec->sampling.rate);
   o += "}}\n";
   if (std::fwrite(o.data(), 1, o.size(), f_) != o.size()) bad_ = true;
+}
+
+std::string DetectStage::describe() const {
+  nlohmann::json a = nlohmann::json::array();
+  for (size_t i = 0; i < apps_.size(); i++) {
+    const App& x = apps_[i];
+    nlohmann::json j{{"name", x.cfg.name}, {"entity", entity_name(x.cfg.entity)}, {"threshold", x.cfg.threshold},
+                     {"scored", stats_[i].scored}, {"fired", stats_[i].fired}, {"cooled", stats_[i].cooled}};
+    if (x.model)
+      j.update({{"model", x.cfg.model}, {"objective", x.model->objective()}, {"trees", x.model->num_trees()},
+                {"features", x.model->feature_names()}, {"reloads", x.reloads}});
+    else
+      j["rule"] = true;
+    a.push_back(j);
+  }
+  return a.dump();
+}
+
+std::string DetectStage::reload_models() {
+  std::vector<std::shared_ptr<const TreeModel>> fresh(apps_.size());
+  std::vector<std::vector<uint16_t>> cols(apps_.size());
+  for (size_t i = 0; i < apps_.size(); i++)
+    if (apps_[i].model) fresh[i] = load_app_model(apps_[i].cfg, cols[i]);  // throws: nothing swapped
+  size_t n = 0;
+  for (size_t i = 0; i < apps_.size(); i++) {
+    if (!fresh[i]) continue;
+    apps_[i].model = std::move(fresh[i]);
+    apps_[i].columns = std::move(cols[i]);
+    apps_[i].reloads++;
+    n++;
+  }
+  return std::to_string(n) + " model" + (n == 1 ? "" : "s") + " reloaded";
+}
+
+void DetectStage::set_threshold(const std::string& app, double t) {
+  if (!(t >= 0 && t <= 1)) throw std::runtime_error("threshold must be 0 .. 1");
+  for (auto& a : apps_)
+    if (a.cfg.name == app) {
+      if (!a.model) throw std::runtime_error("app " + app + " is an expert rule: no threshold to set");
+      a.cfg.threshold = t;
+      return;
+    }
+  throw std::runtime_error("no app named " + app);
+}
+
+std::vector<std::string> DetectStage::app_names() const {
+  std::vector<std::string> v;
+  for (auto& a : apps_) v.push_back(a.cfg.name);
+  return v;
 }
 
 void DetectStage::close() {

@@ -60,6 +60,14 @@ class DetectStage {
   };
   const std::vector<AppStats>& stats() const { return stats_; }
 
+  // Control (same thread as score()): the apps as JSON; reload every app's model file —
+  // all or none: a file that fails leaves every old model in place (throws the reason);
+  // set an app's threshold (throws for an unknown app or a value outside 0 .. 1).
+  std::string describe() const;
+  std::string reload_models();
+  void set_threshold(const std::string& app, double t);
+  std::vector<std::string> app_names() const;
+
  private:
   struct EntityKey {
     uint8_t addr[16];
@@ -73,6 +81,7 @@ class DetectStage {
   struct App {
     AppConfig cfg;
     std::shared_ptr<const TreeModel> model;
+    uint64_t reloads = 0;
     std::vector<uint16_t> columns;  // model feature i ← feature column columns[i]
     std::unique_ptr<BoundedTable<EntityKey, Seen>> seen;
   };

@@ -7,6 +7,7 @@
   a client that never reads, while sampling is changed live under load; /shutdown and
   SIGTERM flush every flow (records written == records emitted, packets balance);
 - net_af_packet on a veth in a network namespace we create, tcpreplay sending a capture."""
+import collections
 import json
 import os
 import shutil
@@ -342,6 +343,55 @@ def test_rules_reload(d):
             p.kill()
 
 
+def test_models_reload(d):
+    """Detection apps in run: /models, /models/reload (a bad file keeps the old model),
+    /apps/NAME/threshold, repeatedly under a memory replay, without losing a packet."""
+    pcap = os.path.join(DATA, "slips/test-cc-capture-1.pcap")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = os.path.join(d, "c2.json")
+    good = open(os.path.join(root, "detect", "models", "c2-server.json")).read()
+    open(model, "w").write(good)
+    sock, out, det = os.path.join(d, "md.sock"), os.path.join(d, "md.jsonl"), os.path.join(d, "det.jsonl")
+    p, summ = run(d, ["--flows-out", out, "--socket", sock, "--detections-out", det, "--rules", RULES,
+                      "--app", f"c2-server:server:{model}:0.5", "--app", "beacon:server:rule:periodicity=0.8,contacts=10",
+                      "--memory-replay", pcap, "--loop", "20", "--replay-pps", "20000", "--exit-idle", "1s"],
+                  eal(3, mem=1024), wait=False)
+    try:
+        check(wait_for(sock), "socket for model reload")
+        m = raw(sock, b'{"cmd":"/models"}\n')
+        check(m["ok"] and [a["name"] for a in m["result"]] == ["c2-server", "beacon"] and m["result"][0]["trees"] > 0,
+              "/models lists both apps: " + json.dumps([(a["name"], a.get("trees")) for a in m.get("result", [])]))
+        reloads = 0
+        for i in range(5):
+            open(model, "w").write(good[: len(good) // 2])  # a half-written file
+            e = raw(sock, b'{"cmd":"/models/reload"}\n')
+            if i == 0:
+                check(not e["ok"] and "not JSON" in e["error"], "a bad model file is refused, the old model stays")
+            open(model, "w").write(good)
+            ok = raw(sock, b'{"cmd":"/models/reload"}\n')
+            reloads += ok["ok"]
+            t = raw(sock, json.dumps({"cmd": "/apps/c2-server/threshold", "set": 0.5 + i / 10}).encode() + b"\n")
+            time.sleep(0.2)
+        check(reloads == 5, f"5 reloads of a good model under replay ({reloads})")
+        check(t["ok"] and abs(t["result"]["threshold"] - 0.9) < 1e-9, "/apps/c2-server/threshold set live")
+        e = raw(sock, json.dumps({"cmd": "/apps/c2-server/threshold", "set": 2}).encode() + b"\n")
+        check(not e["ok"] and "0 .. 1" in e["error"], "threshold outside 0 .. 1 refused")
+        e = raw(sock, json.dumps({"cmd": "/apps/beacon/threshold", "set": 0.5}).encode() + b"\n")
+        check(not e["ok"] and "expert rule" in e["error"], "a rule app has no threshold")
+        so, se = p.communicate(timeout=120)
+        s = json.load(open(summ))
+        c = s["counters"]
+        flow_pk = sum(json.loads(l)["packets_fwd"] + json.loads(l)["packets_rev"] for l in open(out))
+        drops = sum(v for k, v in c.items() if k in DROPS)
+        check(p.returncode == 0 and flow_pk + drops == c["packets"] and c["packets"] == 20 * 7931,
+              f"no packet lost across reloads: {flow_pk} in records + {drops} dropped == {c['packets']}")
+        apps = collections.Counter(json.loads(l)["app"] for l in open(det))
+        check(apps["c2-server"] >= 1 and apps["beacon"] >= 1, f"detections from both apps: {dict(apps)}")
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
 def test_sigterm(d):
     pcap = os.path.join(DATA, "bench/ndpi-ether-concat.pcap")
     out = os.path.join(d, "term.jsonl")
@@ -424,7 +474,7 @@ def main():
     import re
     DROPS.update(re.findall(r"X\((\w+), DROP\)", hdr))
     with tempfile.TemporaryDirectory() as d:
-        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_rules_reload, test_sigterm, test_af_packet):
+        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_rules_reload, test_models_reload, test_sigterm, test_af_packet):
             print(f"-- {t.__name__}", flush=True)
             t(d)
     finish()
