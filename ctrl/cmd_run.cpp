@@ -209,6 +209,16 @@ int cmd_run(int argc, char** argv) {
                                   {"entries", f.entries}, {"skipped", f.skipped}});
                  return a;
                });
+      ctl->add("/ti/export", "write the indicators of flagged servers now (CSV, JSON, STIX 2.1, MISP) to --ti-export",
+               [&](const CtlRequest&) {
+                 if (!outputs->ti_export) throw CtlError("no TI export configured (start with --ti-export DIR)");
+                 try {
+                   auto files = outputs->ti_export->write(wall_ns());
+                   return nlohmann::json{{"indicators", outputs->ti_export->indicators()}, {"files", files}};
+                 } catch (const std::exception& e) {
+                   throw CtlError(e.what());
+                 }
+               });
       ctl->add("/export", "exporter status: records, files, rotations, IPFIX messages and errors",
                [&](const CtlRequest&) {
                  nlohmann::json j{{"records", summary.records}};

@@ -323,6 +323,9 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --features-out FILE    one feature row per flow record, CSV (docs/features.md)
   --rules FILE           payload signatures (Hyperscan), e.g. features/rules/default.rules
   --detections-out FILE  detections as JSON lines (docs/detect.md)
+  --ti-export DIR        indicators of flagged servers at exit: CSV, JSON, STIX 2.1, MISP feed
+                         (docs/ti.md; no client address is ever written)
+  --privacy-k N          client counts leave only from N distinct clients (5)
   --app SPEC             a detection app (repeatable): NAME:server|client|flow:MODEL.json:THRESHOLD
                          or NAME:ENTITY:rule:sig=ID+ID,periodicity=X,contacts=N
   --ti PATH              threat-intel feed file or directory (repeatable): firehol
@@ -398,6 +401,8 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--features-out") cfg.features_out = val();
   else if (a == "--detections-out") cfg.detections_out = val();
   else if (a == "--app") cfg.apps.push_back(val());
+  else if (a == "--ti-export") cfg.ti_export = val();
+  else if (a == "--privacy-k") cfg.privacy_k = flag_num<uint32_t>(a, val());
   else if (a == "--rules") cfg.rules = val();
   else if (a == "--ti") cfg.ti.push_back(val());
   else if (a == "--rotate-bytes") cfg.rotate_bytes = flag_num<uint64_t>(a, val());

@@ -53,6 +53,8 @@ struct Config {
   std::string features_out;  // feature rows as CSV (docs/features.md), empty = off
   std::string detections_out;  // detections as JSON lines (docs/detect.md), empty = off
   std::vector<std::string> apps;  // detection app specs (detect/apps.h parse_app)
+  std::string ti_export;          // directory for indicators (CSV, JSON, STIX, MISP), empty = off
+  uint32_t privacy_k = 5;         // distinct clients before client counts are exported
   uint32_t pair_capacity = 1u << 18;
   uint32_t server_capacity = 1u << 16;
   uint32_t client_capacity = 1u << 16;

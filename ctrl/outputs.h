@@ -10,6 +10,8 @@
 #include "ctrl/config.h"
 #include "ctrl/flow_writer.h"
 #include "ctrl/ipfix.h"
+#include "ctrl/ti_export.h"
+#include "dataplane/clock.h"
 #include "detect/apps.h"
 #include "features/feature_stage.h"
 
@@ -33,6 +35,7 @@ struct Outputs {
   std::unique_ptr<IpfixExporter> ipfix;
   std::unique_ptr<FeatureWriter> features;
   std::unique_ptr<DetectStage> detect;
+  std::unique_ptr<TiExporter> ti_export;
 
   // Expert-rule apps used when --detections-out comes without --app (docs/detect.md).
   static std::vector<std::string> default_apps() {
@@ -70,6 +73,10 @@ struct Outputs {
       for (auto& s : c.apps.empty() ? default_apps() : c.apps) apps.push_back(parse_app(s));
       detect = std::make_unique<DetectStage>(apps, c.detections_out);
       features->on_row = [d = detect.get()](const FeatureRow& r, const RuleSet* rs) { d->score(r, rs); };
+      if (!c.ti_export.empty()) {
+        ti_export = std::make_unique<TiExporter>(TiExportConfig{c.ti_export, c.privacy_k});
+        detect->on_detection = [t = ti_export.get()](const Detection& d) { t->add(d); };
+      }
     }
     fanout.add(writer.get());
     fanout.add(ipfix.get());
@@ -81,7 +88,8 @@ struct Outputs {
     if (ipfix) ipfix->flush();
     for (auto close : {std::function<void()>([&] { if (writer) writer->close(); }),
                        std::function<void()>([&] { if (features) features->close(); }),
-                       std::function<void()>([&] { if (detect) detect->close(); })}) {
+                       std::function<void()>([&] { if (detect) detect->close(); }),
+                       std::function<void()>([&] { if (ti_export) ti_export->write(wall_ns()); })}) {
       try {
         close();
       } catch (const std::exception& e) {
@@ -110,6 +118,9 @@ struct Outputs {
     }
     if (detect) {
       o += "detections: " + std::to_string(detect->detections()) + " -> " + c.detections_out + "\n";
+      if (ti_export)
+        o += "ti export: " + std::to_string(ti_export->indicators()) + " indicators -> " + c.ti_export + " (" +
+             std::to_string(ti_export->not_public()) + " flagged rows about private addresses kept home)\n";
       for (auto& a : detect->stats())
         o += "  " + a.name + ": " + std::to_string(a.fired) + " fired, " + std::to_string(a.cooled) +
              " within cool-down, " + std::to_string(a.scored) + " rows scored\n";

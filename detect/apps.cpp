@@ -237,6 +237,16 @@ void DetectStage::emit(App& a, const FeatureRow& row, double score, const RuleSe
     k.proto = e.key.proto;
   }
   if (a.cfg.entity == Entity::FLOW) std::memcpy(k.addr + 8, client + 8, 8);  // distinct enough per flow
+  if (on_detection) {
+    static const std::string none;
+    std::string names;
+    if (rules)
+      for (size_t b = 0; b < rules->rules().size() && b < 64; b++)
+        if (row.pair.sig_mask >> b & 1) names += (names.empty() ? "" : ";") + rules->rules()[b].name;
+    on_detection({a.cfg.name, a.cfg.entity, server, e.key.ip_ver, e.key.proto, dport, score, e.first_ns, e.last_ns,
+                  row.pair.srv_clients, row.pair.score, row.pair.period_s, row.pair.srv_bytes,
+                  row.ti_dst_hit ? row.ti_dst.feeds : 0u, row.ti_dst_hit ? row.ti_dst.categories : none, names});
+  }
   Seen& seen = a.seen->find_or_make(k, e.first_ns);
   size_t idx = size_t(&a - apps_.data());
   if (seen.used()) {  // within the cool-down: counted, not repeated

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +46,22 @@ AppConfig parse_app(const std::string& spec);  // throws std::runtime_error with
 // Numeric feature columns by name: what a model's feature_names may use.
 const std::vector<std::string>& feature_column_names();
 
+// One app firing on one feature row (also within the cool-down), for exporters.
+struct Detection {
+  const std::string& app;
+  Entity entity;
+  const uint8_t* server;  // 16 bytes, IPv4 in the first 4
+  uint8_t ip_ver, proto;
+  uint16_t dport;
+  double score;
+  uint64_t first_ns, last_ns;
+  double srv_clients, periodicity, period_s;
+  uint64_t srv_bytes;
+  uint32_t ti_feeds;
+  const std::string& ti_categories;
+  std::string sig_names;  // `;`-separated rule names
+};
+
 class DetectStage {
  public:
   // Throws (ModelError or std::runtime_error) naming the app and what is wrong.
@@ -54,6 +71,7 @@ class DetectStage {
   void score(const FeatureRow& row, const RuleSet* rules);
   void close();  // throws on a failed write
   uint64_t detections() const { return detections_; }
+  std::function<void(const Detection&)> on_detection;
   struct AppStats {
     std::string name;
     uint64_t scored = 0, fired = 0, cooled = 0;

@@ -354,6 +354,7 @@ def test_models_reload(d):
     sock, out, det = os.path.join(d, "md.sock"), os.path.join(d, "md.jsonl"), os.path.join(d, "det.jsonl")
     p, summ = run(d, ["--flows-out", out, "--socket", sock, "--detections-out", det, "--rules", RULES,
                       "--app", f"c2-server:server:{model}:0.5", "--app", "beacon:server:rule:periodicity=0.8,contacts=10",
+                      "--ti-export", os.path.join(d, "tix"),
                       "--memory-replay", pcap, "--loop", "20", "--replay-pps", "20000", "--exit-idle", "1s"],
                   eal(3, mem=1024), wait=False)
     try:
@@ -378,6 +379,9 @@ def test_models_reload(d):
         check(not e["ok"] and "0 .. 1" in e["error"], "threshold outside 0 .. 1 refused")
         e = raw(sock, json.dumps({"cmd": "/apps/beacon/threshold", "set": 0.5}).encode() + b"\n")
         check(not e["ok"] and "expert rule" in e["error"], "a rule app has no threshold")
+        x = raw(sock, b'{"cmd":"/ti/export"}\n')
+        check(x["ok"] and x["result"]["indicators"] >= 1 and any(f.endswith("stix-bundle.json") for f in x["result"]["files"]),
+              f"/ti/export on demand: {x.get('result', x)}")
         so, se = p.communicate(timeout=120)
         s = json.load(open(summ))
         c = s["counters"]

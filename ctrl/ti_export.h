@@ -1,0 +1,53 @@
+// Threat-intel export: server endpoints that detection apps flagged become indicators,
+// written as CSV, JSON, a STIX 2.1 bundle and a MISP feed directory. Privacy by
+// construction: only server-entity detections are exported (never a client), no client
+// address is ever written, and client-derived counts leave only when at least k distinct
+// clients contributed, bucketed (docs/ti.md).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "detect/apps.h"
+
+namespace ls {
+
+struct TiExportConfig {
+  std::string dir;
+  uint32_t k = 5;                 // minimum distinct clients before client counts leave
+  std::string producer = "linesight sensor";
+};
+
+class TiExporter {
+ public:
+  explicit TiExporter(TiExportConfig c) : cfg_(std::move(c)) {}
+  void add(const Detection& d);
+  // Writes every format into cfg.dir (created); returns the files written. Throws with the
+  // path on a failed write.
+  std::vector<std::string> write(uint64_t now_ns) const;
+  size_t indicators() const { return ind_.size(); }
+  uint64_t not_public() const { return not_public_; }  // detections of private addresses, not exported
+
+  // Below k: "" (withheld); else 1-4, 5-9, 10-49, 50-99, 100-499, 500+.
+  std::string bucket(double clients) const;
+  // Combines the apps' score with independent feed listings (docs/ti.md).
+  static double reliability(double score, uint32_t feeds);
+
+ private:
+  struct Indicator {
+    std::string ip;
+    uint8_t ver = 4;
+    std::set<uint32_t> ports;  // port << 8 | protocol
+    std::set<std::string> apps, threats;
+    uint64_t first_ns = UINT64_MAX, last_ns = 0, detections = 0, srv_bytes = 0;
+    double score = 0, clients = 0, periodicity = 0, period_s = 0;
+    uint32_t feeds = 0;
+  };
+  TiExportConfig cfg_;
+  std::map<std::string, Indicator> ind_;
+  uint64_t not_public_ = 0;
+};
+
+}  // namespace ls

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""TI export with privacy: captures replayed with detection apps and --ti-export; every
+client address seen (initiators of any flow, unless the address is itself an exported
+server) is searched in every export file as text, packed bytes and hex — none may
+appear. The STIX 2.1 bundle is checked against the specification's required properties
+and references, the MISP feed directory against what a MISP subscription reads, and
+client counts leave only from k distinct clients, bucketed."""
+import ipaddress
+import json
+import os
+import re
+import subprocess
+import tempfile
+
+from lsdata import BIN, ROOT, check, finish, need_data
+
+RULES = os.path.join(ROOT, "features", "rules", "default.rules")
+APPS = ["c2-server:server:" + os.path.join(ROOT, "detect", "models", "c2-server.json") + ":0.5",
+        "beacon:server:rule:periodicity=0.8,contacts=10", "miner:server:rule:sig=1001+1002",
+        "scanner:client:rule:cli_ports>=100,cli_failed_share>=0.5",
+        "bot-host:client:rule:cli_periodic_servers>=3,pair_periodicity>=0.8"]
+TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+ID = re.compile(r"^([a-z0-9-]+)--[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def export(d, captures, *extra):
+    out = os.path.join(d, "x")
+    clients, flows = set(), os.path.join(d, "f.jsonl")
+    for i, rel in enumerate(captures):
+        args = [BIN, "replay", need_data(rel), "--quiet", "--hash-seed", "1", "--rules", RULES,
+                "--detections-out", os.path.join(d, "det.jsonl"), "--flows-out", flows,
+                "--ti-export", os.path.join(out, str(i)), *extra]
+        for a in APPS:
+            args += ["--app", a]
+        subprocess.run(args, check=True)
+        clients.update(json.loads(line)["src"] for line in open(flows))
+    return out, clients
+
+
+def check_stix(path):
+    b = json.load(open(path))
+    objs = b["objects"]
+    ids = {o["id"] for o in objs}
+    problems = []
+    if b["type"] != "bundle" or not ID.match(b["id"]) or not b["id"].startswith("bundle--"):
+        problems.append("bundle header")
+    need = {"indicator": ["created", "modified", "pattern", "pattern_type", "valid_from", "indicator_types"],
+            "observed-data": ["created", "modified", "first_observed", "last_observed", "number_observed", "object_refs"],
+            "relationship": ["created", "modified", "relationship_type", "source_ref", "target_ref"],
+            "identity": ["created", "modified", "name"], "ipv4-addr": ["value"], "ipv6-addr": ["value"]}
+    for o in objs:
+        m = ID.match(o.get("id", ""))
+        if o.get("spec_version") != "2.1" or not m or m.group(1) != o.get("type"):
+            problems.append(f"{o.get('id')}: type/id/spec_version")
+        for k in need.get(o["type"], ["?"]):
+            if k not in o:
+                problems.append(f"{o['id']}: missing {k}")
+        for k in ("created", "modified", "valid_from", "first_observed", "last_observed"):
+            if k in o and not TS.match(o[k]):
+                problems.append(f"{o['id']}: {k} not a STIX timestamp")
+        for k in ("source_ref", "target_ref", "created_by_ref"):
+            if k in o and o[k] not in ids:
+                problems.append(f"{o['id']}: {k} dangles")
+        for r in o.get("object_refs", []):
+            if r not in ids:
+                problems.append(f"{o['id']}: object_ref dangles")
+        if o["type"] == "indicator" and not re.match(r"^\[ipv[46]-addr:value = '[0-9a-f.:]+'\]$", o["pattern"]):
+            problems.append(f"{o['id']}: pattern {o['pattern']}")
+        if o["type"] == "indicator" and not 0 <= o.get("confidence", 0) <= 100:
+            problems.append(f"{o['id']}: confidence")
+    return problems, sum(1 for o in objs if o["type"] == "indicator")
+
+
+def main():
+    caps = ["slips/test-cc-capture-1.pcap", "ndpi/emotet.pcap", "ndpi/trickbot.pcap", "ndpi/mining.pcapng",
+            "slips/test7-malicious-hide-and-seek.pcap", "bench/ndpi-ether-concat.pcap"]
+    with tempfile.TemporaryDirectory() as d:
+        out, clients = export(d, caps)
+        files = [os.path.join(r, f) for r, _, fs in os.walk(out) for f in fs]
+        exported = set()
+        for f in files:
+            if f.endswith("indicators.json"):
+                exported.update(x["indicator"] for x in json.load(open(f)))
+        blobs = {f: open(f, "rb").read() for f in files}
+        leaks = []
+        for c in sorted(clients - exported):
+            a = ipaddress.ip_address(c)
+            forms = [c.encode(), a.packed.hex().encode(), a.exploded.encode()]
+            # Packed bytes that are all printable are just text (e.g. 65.66.67.68 = "ABCD").
+            if any(ch < 0x20 or ch > 0x7e for ch in a.packed):
+                forms.append(a.packed)
+            for f, b in blobs.items():
+                leaks += [(c, os.path.basename(f)) for form in forms if re.search(rb"(?<![0-9a-f.:])" + re.escape(form) + rb"(?![0-9a-f:]|\.\d)", b)]
+        check(len(files) >= 6 * 5 and not leaks,
+              f"{len(clients - exported)} client addresses from {len(caps)} captures: none in {len(files)} export files "
+              f"as text, packed or hex ({len(exported)} servers exported){'; leaks: ' + str(leaks[:3]) if leaks else ''}")
+        check(not any(ipaddress.ip_address(x).is_private or ipaddress.ip_address(x).is_loopback for x in exported),
+              f"only public addresses exported: {sorted(exported)}")
+        check({"138.197.147.101", "82.118.225.196", "141.193.213.21"} <= exported,
+              "the labelled C&C servers are exported")
+        for i, rel in enumerate(caps):
+            p, n = check_stix(os.path.join(out, str(i), "stix-bundle.json"))
+            man = json.load(open(os.path.join(out, str(i), "misp", "manifest.json")))
+            (uuid, meta), = man.items()
+            ev = json.load(open(os.path.join(out, str(i), "misp", uuid + ".json")))["Event"]
+            attrs_ok = all(a["type"] == "ip-dst|port" and re.match(r"^[0-9a-f.:]+\|\d+$", a["value"]) for a in ev["Attribute"])
+            check(not p and ev["uuid"] == uuid and meta["Orgc"]["name"] and attrs_ok,
+                  f"{rel}: STIX 2.1 bundle valid ({n} indicators), MISP feed {len(ev['Attribute'])} attributes"
+                  + (f"; problems: {p[:3]}" if p else ""))
+        # k-anonymity: the mix's beacon servers have few clients; with k = 1 counts appear, bucketed.
+        rows = json.load(open(os.path.join(out, "5", "indicators.json")))
+        hidden = all("clients_bucket" not in r for r in rows)
+        out1, _ = export(d, ["bench/ndpi-ether-concat.pcap"], "--privacy-k", "1")
+        shown = [r.get("clients_bucket") for r in json.load(open(os.path.join(out1, "0", "indicators.json")))]
+        check(hidden and shown and set(shown) <= {"1-4", "5-9", "10-49", "50-99", "100-499", "500+"},
+              f"client counts below k = 5 withheld; with k = 1 they are bucketed: {sorted(set(shown))}")
+    finish()
+
+
+if __name__ == "__main__":
+    main()
