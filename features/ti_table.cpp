@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
@@ -103,10 +104,121 @@ struct TiBuilder {
     return dash == std::string::npos ? 0 : parse_date_days(d.substr(dash));
   }
 
+  // The feed instance for (category, date) within one file, made from `base` on first use
+  // (the weight of the row that created it).
+  uint32_t instance(std::map<std::string, uint32_t>& m, const TiFeed& base, const std::string& category,
+                    int64_t day, double weight) {
+    auto [it, fresh] = m.try_emplace(category + "|" + std::to_string(day), uint32_t(feeds.size()));
+    if (fresh) {
+      TiFeed s = base;
+      s.category = category;
+      s.date_days = day;
+      s.weight = weight;
+      feeds.push_back(s);
+    }
+    return it->second;
+  }
+
+  // Addresses quoted after `ipv4-addr:value`, `ipv6-addr:value` or `dst_ref.value` /
+  // `src_ref.value` comparisons in a STIX pattern ("[ipv4-addr:value = '1.2.3.4']").
+  static std::vector<std::string> stix_addresses(const std::string& pat) {
+    std::vector<std::string> out;
+    for (const char* key : {"ipv4-addr:value", "ipv6-addr:value", "dst_ref.value", "src_ref.value"}) {
+      for (size_t at = pat.find(key); at != std::string::npos; at = pat.find(key, at + 1)) {
+        size_t q = pat.find('\'', at);
+        size_t eq = pat.find('=', at);
+        if (q == std::string::npos || eq == std::string::npos || eq > q) continue;
+        size_t e = pat.find('\'', q + 1);
+        if (e == std::string::npos) continue;
+        out.push_back(pat.substr(q + 1, e - q - 1));
+      }
+    }
+    return out;
+  }
+
+  // STIX 2.1 bundle (indicators with STIX patterns) or a MISP event file (attributes
+  // ip-dst, ip-src, ip-dst|port, ip-src|port, also inside objects). A MISP feed
+  // directory is its event files; manifest.json is skipped by the caller.
+  void load_json(const std::filesystem::path& p, std::ifstream& f) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(f);
+    } catch (const nlohmann::json::exception& e) {
+      throw TiError(p.string() + ": not JSON (" + e.what() + ")");
+    }
+    TiFeed feed;
+    feed.path = p.string();
+    feed.name = p.stem().string();
+    feed.date_days = dir_date(p);
+    auto str = [](const nlohmann::json& o, const char* k) {
+      return o.is_object() && o.contains(k) && o[k].is_string() ? o[k].get<std::string>() : std::string();
+    };
+    std::map<std::string, uint32_t> sub;  // (category|date) → feed instance
+    auto add = [&](const std::string& value, const std::string& category, int64_t day, double weight) {
+      Prefix pr;
+      if (!parse_prefix(value, 0, pr)) {
+        feed.skipped++;
+        return;
+      }
+      pr.feed = instance(sub, feed, category, day, weight);
+      feeds[pr.feed].entries++;
+      prefixes.push_back(pr);
+    };
+    if (str(j, "type") == "bundle" && j.contains("objects") && j["objects"].is_array()) {
+      std::map<std::string, std::string> names;  // identity id → name: the producer names the feed
+      for (auto& o : j["objects"])
+        if (str(o, "type") == "identity") names[str(o, "id")] = str(o, "name");
+      for (auto& o : j["objects"]) {
+        if (str(o, "type") != "indicator") continue;
+        if (str(o, "pattern_type") != "stix" || str(o, "pattern").empty()) {
+          feed.skipped++;
+          continue;
+        }
+        auto addrs = stix_addresses(str(o, "pattern"));
+        if (addrs.empty()) {
+          feed.skipped++;  // file hashes, domains, …: not addresses
+          continue;
+        }
+        std::string category;
+        if (o.contains("labels") && o["labels"].is_array())
+          for (auto& l : o["labels"])
+            if (l.is_string()) category += (category.empty() ? "" : ";") + l.get<std::string>();
+        double w = o.contains("confidence") && o["confidence"].is_number() ? o["confidence"].get<double>() / 100 : 1;
+        int64_t day = parse_date_days(str(o, "valid_from"));
+        if (names.count(str(o, "created_by_ref"))) feed.name = names[str(o, "created_by_ref")];
+        for (auto& a : addrs) add(a, category, day ? day : feed.date_days, w);
+      }
+    } else if (j.is_object() && j.contains("Event") && j["Event"].is_object()) {
+      const auto& ev = j["Event"];
+      if (ev.contains("Orgc") && !str(ev["Orgc"], "name").empty()) feed.name = str(ev["Orgc"], "name");
+      std::string category = str(ev, "info");
+      int64_t day = parse_date_days(str(ev, "date"));
+      auto attrs = [&](const nlohmann::json& list) {
+        if (!list.is_array()) return;
+        for (auto& a : list) {
+          std::string type = str(a, "type"), value = str(a, "value");
+          if (type != "ip-dst" && type != "ip-src" && type != "ip-dst|port" && type != "ip-src|port") continue;
+          if (type.find('|') != std::string::npos) value = value.substr(0, value.find('|'));
+          add(value, category, day ? day : feed.date_days, 1);
+        }
+      };
+      if (ev.contains("Attribute")) attrs(ev["Attribute"]);
+      if (ev.contains("Object") && ev["Object"].is_array())
+        for (auto& o : ev["Object"])
+          if (o.contains("Attribute")) attrs(o["Attribute"]);
+    } else {
+      throw TiError(p.string() + ": JSON but neither a STIX 2.1 bundle nor a MISP event");
+    }
+    if (sub.empty()) feeds.push_back(feed);  // visible with its skipped count
+    else
+      for (auto& [k, i] : sub) feeds[i].skipped = feed.skipped;
+  }
+
   void load_file(const std::filesystem::path& p) {
     std::ifstream f(p);
     if (!f) throw TiError(p.string() + ": cannot open feed");
     std::string ext = p.extension().string();
+    if (ext == ".json") return load_json(p, f);
     TiFeed feed;
     feed.path = p.string();
     feed.name = p.stem().string();
@@ -143,20 +255,12 @@ struct TiBuilder {
         // Each distinct date in the file is its own instance (report-dated IOC lists).
         int64_t d = date >= 0 && int(c.size()) > date ? parse_date_days(c[size_t(date)]) : feed.date_days;
         std::string category = cat >= 0 && int(c.size()) > cat ? c[size_t(cat)] : "";
-        std::string key = category + "|" + std::to_string(d);
-        auto it = per_cat.find(key);
-        if (it == per_cat.end()) {
-          TiFeed sub = feed;
-          sub.category = category;
-          sub.date_days = d;
-          if (w >= 0 && int(c.size()) > w) {
-            try { sub.weight = std::stod(c[size_t(w)]); } catch (...) {}
-          }
-          feeds.push_back(sub);
-          it = per_cat.emplace(key, uint32_t(feeds.size() - 1)).first;
+        double weight = feed.weight;
+        if (w >= 0 && int(c.size()) > w) {
+          try { weight = std::stod(c[size_t(w)]); } catch (...) {}
         }
-        pr.feed = it->second;
-        feeds[it->second].entries++;
+        pr.feed = instance(per_cat, feed, category, d, weight);
+        feeds[pr.feed].entries++;
         prefixes.push_back(pr);
       }
       if (per_cat.empty()) {
@@ -209,7 +313,9 @@ std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& pat
     if (std::filesystem::is_directory(p, ec)) {
       for (auto& e : std::filesystem::recursive_directory_iterator(p)) {
         std::string ext = e.path().extension().string();
-        if (e.is_regular_file() && (ext == ".ipset" || ext == ".netset" || ext == ".txt" || ext == ".csv"))
+        // .json: STIX bundles and MISP event files (a MISP feed's manifest.json lists them)
+        if (e.is_regular_file() && (ext == ".ipset" || ext == ".netset" || ext == ".txt" || ext == ".csv" ||
+                                    (ext == ".json" && e.path().filename() != "manifest.json")))
           files.push_back({e.path(), true});
       }
     } else if (std::filesystem::exists(p, ec)) {

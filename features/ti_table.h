@@ -8,7 +8,9 @@
 // Formats: firehol .ipset / .netset (header: name, category, source file date), plain
 // lists (one IP or CIDR per line, optional second column = weight, as ipsum's count), and
 // CSV with a header naming an `ip` column (optional: category|family|report_title,
-// date|report_date|first_seen, weight|confidence).
+// date|report_date|first_seen, weight|confidence), STIX 2.1 bundles (indicators with
+// address patterns; labels → category, valid_from → date, confidence → weight) and MISP
+// event files / feed directories (ip-dst, ip-src, ip-*|port attributes).
 #pragma once
 #include <cstdint>
 #include <memory>

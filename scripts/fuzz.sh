@@ -74,7 +74,9 @@ PY
         [ -f "$f" ] || continue
         case $f in *.netset|*.ipset) p='\x00';; *.csv) p='\x02';; *) p='\x01';; esac
         { printf "$p"; head -c 4096 "$f"; } > "$d/$(basename "$f")"
-      done ;;
+      done
+      printf '\x04%s' '{"type":"bundle","objects":[{"type":"indicator","pattern_type":"stix","pattern":"[ipv4-addr:value = '"'"'192.0.2.1'"'"']"}]}' > "$d/stix"
+      printf '\x04%s' '{"Event":{"info":"x","date":"2024-01-01","Attribute":[{"type":"ip-dst|port","value":"192.0.2.2|80"}]}}' > "$d/misp" ;;
     model)
       if /usr/bin/python3 -c 'import xgboost' 2>/dev/null; then
         /usr/bin/python3 - "$d" <<'PY'

@@ -90,3 +90,50 @@ TEST(TiTable, SharedDataKnowsTheCapturesCnC) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TiTable, StixBundlesAndMispFeeds) {
+  TmpDir d;
+  d.write("partner.json", R"({"type": "bundle", "id": "bundle--1", "objects": [
+    {"type": "identity", "id": "identity--a", "name": "Partner ISP"},
+    {"type": "indicator", "id": "indicator--1", "created_by_ref": "identity--a", "pattern_type": "stix",
+     "pattern": "[ipv4-addr:value = '198.51.100.7']", "valid_from": "2024-02-08T15:16:39.842Z",
+     "confidence": 80, "labels": ["c2-server", "emotet"]},
+    {"type": "indicator", "id": "indicator--2", "pattern_type": "stix",
+     "pattern": "[network-traffic:dst_ref.value = '2001:db8::9' AND network-traffic:dst_port = 443]"},
+    {"type": "indicator", "id": "indicator--3", "pattern_type": "stix", "pattern": "[file:hashes.MD5 = 'abc']"},
+    {"type": "indicator", "id": "indicator--4", "pattern_type": "sigma", "pattern": "x"},
+    {"type": "indicator", "id": "indicator--5", "pattern_type": "stix", "pattern": "[ipv4-addr:value = 'nope']"}]})");
+  d.write("misp/manifest.json", R"({"e1": {"info": "x"}})");
+  d.write("misp/e1.json", R"({"Event": {"info": "botnet C2", "date": "2024-01-05", "Orgc": {"name": "CERT-X"},
+    "Attribute": [{"type": "ip-dst|port", "value": "203.0.113.5|8080"}, {"type": "domain", "value": "a.example"},
+                  {"type": "ip-src", "value": "bad"}],
+    "Object": [{"Attribute": [{"type": "ip-dst", "value": "203.0.113.6"}]}]}})");
+  auto t = TiTable::load({d.p.string()});
+  TiHit h = look(*t, "198.51.100.7");
+  EXPECT_EQ(h.feeds, 1u);
+  EXPECT_EQ(h.categories, "c2-server;emotet");
+  EXPECT_DOUBLE_EQ(h.max_weight, 0.8);
+  EXPECT_EQ(h.first_days, 19761);  // 2024-02-08
+  EXPECT_EQ(look(*t, "2001:db8::9").feeds, 1u);
+  EXPECT_EQ(look(*t, "203.0.113.5").categories, "botnet C2");
+  EXPECT_EQ(look(*t, "203.0.113.6").feeds, 1u);
+  uint64_t skipped = 0, stix = 0;
+  for (auto& f : t->feeds()) stix += f.name == "Partner ISP";
+  for (auto& f : t->feeds())
+    if (f.path.find("partner.json") != std::string::npos) skipped = f.skipped;
+  EXPECT_EQ(skipped, 3u);  // a hash, a sigma rule, a bad address
+  EXPECT_GE(stix, 1u);     // named by the bundle's producer
+  d.write("broken/x.json", "{\"type\": \"bundle\", ");
+  EXPECT_THROW(TiTable::load({(d.p / "broken/x.json").string()}), TiError);
+  d.write("other/y.json", "[1, 2]");
+  try {
+    TiTable::load({(d.p / "other/y.json").string()});
+    FAIL();
+  } catch (const TiError& e) {
+    EXPECT_NE(std::string(e.what()).find("neither a STIX 2.1 bundle nor a MISP event"), std::string::npos);
+  }
+}
+
+}  // namespace

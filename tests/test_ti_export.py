@@ -107,6 +107,14 @@ def main():
             check(not p and ev["uuid"] == uuid and meta["Orgc"]["name"] and attrs_ok,
                   f"{rel}: STIX 2.1 bundle valid ({n} indicators), MISP feed {len(ev['Attribute'])} attributes"
                   + (f"; problems: {p[:3]}" if p else ""))
+        # A partner imports the exports as feeds: STIX and MISP both name the servers.
+        for feed in ("stix-bundle.json", "misp"):
+            fe = os.path.join(d, "imp.csv")
+            subprocess.run([BIN, "replay", need_data("ndpi/emotet.pcap"), "--quiet", "--features-out", fe,
+                            "--ti", os.path.join(out, "1", feed)], check=True)
+            import csv
+            hit = {r["dst"] for r in csv.DictReader(l for l in open(fe) if not l.startswith("#")) if r["ti_dst_feeds"] != "0"}
+            check(hit == {"138.197.147.101"}, f"our {feed} export imported as a TI feed by another sensor: {sorted(hit)}")
         # k-anonymity: the mix's beacon servers have few clients; with k = 1 counts appear, bucketed.
         rows = json.load(open(os.path.join(out, "5", "indicators.json")))
         hidden = all("clients_bucket" not in r for r in rows)

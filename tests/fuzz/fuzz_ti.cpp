@@ -1,5 +1,5 @@
 // Threat-intel feed parsers: the first byte picks the format by file name (firehol
-// netset, plain list, CSV), the rest is the file.
+// netset, plain list, CSV, STIX bundle / MISP event JSON), the rest is the file.
 #include <unistd.h>
 
 #include <cstdio>
@@ -10,8 +10,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
   if (n < 1) return 0;
-  const char* ext[] = {".netset", ".txt", ".csv", ".ipset"};
-  std::string path = "/dev/shm/ls-fuzz-ti-" + std::to_string(getpid()) + ext[d[0] % 4];
+  const char* ext[] = {".netset", ".txt", ".csv", ".ipset", ".json"};
+  std::string path = "/dev/shm/ls-fuzz-ti-" + std::to_string(getpid()) + ext[d[0] % 5];
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) return 0;
   std::fwrite(d + 1, 1, n - 1, f);
