@@ -68,12 +68,18 @@ def raw(sock, payload, read=True):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)
     s.connect(sock)
-    s.sendall(payload)
+    try:
+        s.sendall(payload)
+    except BrokenPipeError:
+        pass  # the daemon answered (an oversized request) and closed before we finished: read the answer
     if not read:
         return s
     buf = b""
     while b"\n" not in buf:
-        chunk = s.recv(65536)
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
         if not chunk:
             break
         buf += chunk
