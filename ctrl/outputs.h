@@ -70,7 +70,12 @@ struct Outputs {
     }
     if (!c.detections_out.empty()) {
       std::vector<AppConfig> apps;
-      for (auto& s : c.apps.empty() ? default_apps() : c.apps) apps.push_back(parse_app(s));
+      for (auto& s : c.apps.empty() ? default_apps() : c.apps) {
+        apps.push_back(parse_app(s));
+        if (!apps.back().sig_ids.empty() && !c.loaded_rules)
+          std::fprintf(stderr, "linesight: warning: app %s matches signatures: it stays silent without --rules\n",
+                       apps.back().name.c_str());
+      }
       detect = std::make_unique<DetectStage>(apps, c.detections_out);
       features->on_row = [d = detect.get()](const FeatureRow& r, const RuleSet* rs) { d->score(r, rs); };
       if (!c.ti_export.empty()) {

@@ -205,7 +205,7 @@ void DetectStage::score(const FeatureRow& row, const RuleSet* rules) {
       a.model->predict(x_.data(), out_.data());
       s = out_[0];
     } else {
-      bool sig = a.cfg.sig_ids.empty() || !rules;
+      bool sig = a.cfg.sig_ids.empty();  // an app that needs signatures never fires without rules
       if (rules && !a.cfg.sig_ids.empty())
         for (size_t b = 0; b < rules->rules().size() && b < 64; b++)
           if ((row.pair.sig_mask >> b & 1) &&
@@ -236,7 +236,10 @@ void DetectStage::emit(App& a, const FeatureRow& row, double score, const RuleSe
     k.port = dport;
     k.proto = e.key.proto;
   }
-  if (a.cfg.entity == Entity::FLOW) std::memcpy(k.addr + 8, client + 8, 8);  // distinct enough per flow
+  if (a.cfg.entity == Entity::FLOW) {
+    std::memcpy(k.client, client, 16);
+    k.client_port = sport;
+  }
   if (on_detection) {
     static const std::string none;
     std::string names;

@@ -89,7 +89,8 @@ class DetectStage {
  private:
   struct EntityKey {
     uint8_t addr[16];
-    uint16_t port;
+    uint8_t client[16];  // flow entity only
+    uint16_t port, client_port;
     uint8_t ver, proto;
   };
   struct Seen {
