@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dataplane/output_file.h"
 #include "dataplane/text.h"
 
 namespace ls {
@@ -354,12 +355,6 @@ std::vector<std::string> DetectStage::app_names() const {
   return v;
 }
 
-void DetectStage::close() {
-  if (!f_) return;
-  bool bad = bad_ || std::fflush(f_) != 0;
-  if (f_ != stdout && std::fclose(f_) != 0) bad = true;
-  f_ = nullptr;
-  if (bad) throw std::runtime_error(path_ + ": write failed: " + std::strerror(errno));
-}
+void DetectStage::close() { close_output(f_, bad_, path_); }
 
 }  // namespace ls

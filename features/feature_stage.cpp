@@ -1,5 +1,6 @@
 #include "features/feature_stage.h"
 
+#include "dataplane/output_file.h"
 #include "dataplane/text.h"
 
 #include <algorithm>
@@ -324,12 +325,6 @@ void FeatureWriter::consume(const FlowRecord& r) {
   if (std::fwrite(line_.data(), 1, line_.size(), f_) != line_.size()) bad_ = true;
 }
 
-void FeatureWriter::close() {
-  if (!f_) return;
-  bool bad = bad_ || std::fflush(f_) != 0;
-  if (f_ != stdout && std::fclose(f_) != 0) bad = true;
-  f_ = nullptr;
-  if (bad) throw std::runtime_error(path_ + ": write failed: " + std::strerror(errno));
-}
+void FeatureWriter::close() { close_output(f_, bad_, path_); }
 
 }  // namespace ls
