@@ -14,6 +14,7 @@
 #include <xxhash.h>
 
 #include "dataplane/text.h"
+#include "features/reliability.h"
 
 namespace ls {
 
@@ -85,10 +86,14 @@ bool is_public(const uint8_t* a, uint8_t ver) {
 
 }  // namespace
 
-double TiExporter::reliability(double score, uint32_t feeds) {
-  // Independent evidence: our own detection (its score) and each feed listing (worth
-  // half the remaining doubt).
-  return 1 - (1 - std::clamp(score, 0.0, 1.0)) * std::pow(0.5, double(feeds));
+double TiExporter::reliability(uint64_t now_ns, const std::string& ip) const {
+  const Indicator& x = ind_.at(ip);
+  double today = double(now_ns) / 86'400e9;
+  std::vector<Evidence> feeds, own{{x.score, std::max(0.0, today - double(x.last_ns) / 86'400e9)}};
+  double listed_age = x.listed_days ? std::max(0.0, today - double(x.listed_days)) : 0;
+  // ipsum-style weights count lists: any weight ≥ 1 is a full-strength listing.
+  for (uint32_t i = 0; i < x.feeds; i++) feeds.push_back({std::min(1.0, x.feed_weight > 0 ? x.feed_weight : 1.0), listed_age});
+  return ls::reliability(ReliabilityModel{}, feeds, own, {});
 }
 
 std::string TiExporter::bucket(double clients) const {
@@ -126,6 +131,7 @@ void TiExporter::add(const Detection& d) {
   }
   x.first_ns = std::min(x.first_ns, d.first_ns);
   x.last_ns = std::max(x.last_ns, d.last_ns);
+  latest_ns_ = std::max(latest_ns_, d.last_ns);
   x.detections++;
   x.score = std::max(x.score, d.score);
   x.clients = std::max(x.clients, d.srv_clients);
@@ -133,6 +139,8 @@ void TiExporter::add(const Detection& d) {
   if (d.periodicity >= x.periodicity) x.period_s = d.period_s;
   x.srv_bytes = std::max(x.srv_bytes, d.srv_bytes);
   x.feeds = std::max(x.feeds, d.ti_feeds);
+  x.feed_weight = std::max(x.feed_weight, d.ti_max_weight);
+  x.listed_days = std::max(x.listed_days, d.ti_last_days);
 }
 
 std::vector<std::string> TiExporter::write(uint64_t now_ns) const {
@@ -161,7 +169,8 @@ std::vector<std::string> TiExporter::write(uint64_t now_ns) const {
       ports += (ports.empty() ? "" : ";") + p;
       jports.push_back(p);
     }
-    double rel = reliability(x.score, x.feeds);
+    // As of the traffic's clock (a replay of an old capture is judged at its own time).
+    double rel = reliability(latest_ns_, ip);
     std::string cb = bucket(x.clients);
     std::string line;
     line += ip + "," + std::to_string(x.ver) + "," + ports + "," + iso(x.first_ns) + "," + iso(x.last_ns) + "," +

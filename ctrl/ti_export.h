@@ -32,8 +32,10 @@ class TiExporter {
 
   // Below k: "" (withheld); else 1-4, 5-9, 10-49, 50-99, 100-499, 500+.
   std::string bucket(double clients) const;
-  // Combines the apps' score with independent feed listings (docs/ti.md).
-  static double reliability(double score, uint32_t feeds);
+  // features/reliability.h over this indicator's evidence at `now_ns`: each listing feed
+  // (weight capped at 1, age since its latest listing; undated: fresh), our detections
+  // (max score, age since the last).
+  double reliability(uint64_t now_ns, const std::string& ip) const;
 
  private:
   struct Indicator {
@@ -44,10 +46,13 @@ class TiExporter {
     uint64_t first_ns = UINT64_MAX, last_ns = 0, detections = 0, srv_bytes = 0;
     double score = 0, clients = 0, periodicity = 0, period_s = 0;
     uint32_t feeds = 0;
+    double feed_weight = 0;
+    int64_t listed_days = 0;  // latest dated listing (0: undated)
   };
   TiExportConfig cfg_;
   std::map<std::string, Indicator> ind_;
   uint64_t not_public_ = 0;
+  uint64_t latest_ns_ = 0;  // the latest traffic time seen: reliability is judged then
 };
 
 }  // namespace ls

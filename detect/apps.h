@@ -58,6 +58,8 @@ struct Detection {
   double srv_clients, periodicity, period_s;
   uint64_t srv_bytes;
   uint32_t ti_feeds;
+  double ti_max_weight;
+  int64_t ti_last_days;  // day of the latest dated listing (0: undated)
   const std::string& ti_categories;
   std::string sig_names;  // `;`-separated rule names
 };

@@ -137,3 +137,39 @@ TEST(TiTable, StixBundlesAndMispFeeds) {
 }
 
 }  // namespace
+
+#include "features/reliability.h"
+
+namespace {
+
+TEST(Reliability, IndependentSourcesCombineAndDecay) {
+  ReliabilityModel m;
+  // Two fresh feeds at weight 0.5 each: 1 − 0.5 × 0.5.
+  EXPECT_NEAR(reliability(m, {{0.5, 0}, {0.5, 0}}, {}, {}), 0.75, 1e-12);
+  // More independent sources never lower it.
+  EXPECT_GT(reliability(m, {{0.5, 0}, {0.5, 0}, {0.2, 0}}, {}, {}), 0.75);
+  // A listing loses half its weight per feed half-life.
+  EXPECT_NEAR(reliability(m, {{1.0, 30}}, {}, {}), 0.5, 1e-12);
+}
+
+TEST(Reliability, FalseNegativeCorrection) {
+  ReliabilityModel m;
+  // Every feed dropped it three months ago, but our sensor saw C&C-like traffic yesterday.
+  double dropped_only = reliability(m, {{0.9, 90}, {0.7, 90}}, {}, {});
+  double with_traffic = reliability(m, {{0.9, 90}, {0.7, 90}}, {{0.9, 1}}, {});
+  EXPECT_LT(dropped_only, 0.3);
+  EXPECT_GT(with_traffic, 0.8);  // keeps (regains) reliability
+}
+
+TEST(Reliability, FalsePositiveCorrection) {
+  ReliabilityModel m;
+  // Listed by one strong feed 90 days ago, never corroborated by traffic or partners.
+  double r = reliability(m, {{1.0, 90}}, {}, {});
+  EXPECT_LT(r, 0.15);  // 2^-3
+  // The same listing with a partner's recent report stays credible.
+  EXPECT_GT(reliability(m, {{1.0, 90}}, {}, {{0.8, 2}}), 0.7);
+  // Our own old detections decay faster than listings.
+  EXPECT_LT(reliability(m, {}, {{1.0, 28}}, {}), reliability(m, {{1.0, 28}}, {}, {}));
+}
+
+}  // namespace
