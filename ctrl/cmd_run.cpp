@@ -78,40 +78,31 @@ int cmd_run(int argc, char** argv) {
     }
   for (int i = dashdash + 1; i < argc; i++) eal_extra.push_back(argv[i]);
   try {
-    load_config_from_args(dashdash, argv, cfg);
-    for (int i = 0; i < dashdash; i++) {
-      std::string a = argv[i];
-      auto val = [&]() -> std::string {
-        if (i + 1 >= dashdash) die(a + " needs a value");
-        return argv[++i];
-      };
-      auto num = [&](unsigned lo, unsigned hi) {
-        std::string v = val();
-        char* end;
-        unsigned long x = std::strtoul(v.c_str(), &end, 10);
-        if (*end || v.empty() || x < lo || x > hi)
-          die(a + " must be " + std::to_string(lo) + " .. " + std::to_string(hi) + ", got '" + v + "'");
-        return unsigned(x);
-      };
-      if (apply_common_flag(cfg, dashdash, argv, i)) continue;
-      if (a == "--rx-lcores") cfg.dpdk.rx_lcores = uint16_t(num(1, 128));
-      else if (a == "--rx-queues") cfg.dpdk.rx_queues = uint16_t(num(1, 128));
-      else if (a == "--workers") cfg.dpdk.workers = uint16_t(num(1, 128));
-      else if (a == "--socket") cfg.control.socket = val();
-      else if (a == "--metrics") cfg.control.metrics = val();
-      else if (a == "--exit-idle") cfg.control.exit_idle_ns = parse_duration_ns(val());
-      else if (a == "--memory-replay") cfg.dpdk.memory_replay = val();
-      else if (a == "--loop") cfg.dpdk.memory_loops = num(1, 1u << 30);
-      else if (a == "--replay-pps") cfg.dpdk.memory_pps = num(1, 4000000000u);
-      else if (a == "--idle-sleep-us") cfg.dpdk.idle_sleep_us = num(0, 100000);
-      else if (a == "--mbuf-size") cfg.dpdk.mbuf_size = num(512, 65000);
-      else if (a == "--quiet") quiet = true;
-      else if (a == "-h" || a == "--help") {
-        std::printf("%s%s", kRunUsage, kCommonFlagsHelp);
-        return 0;
-      } else die("unknown option " + a + " (see linesight run --help)");
-    }
-    finish_config(cfg);
+    if (!parse_command_line(dashdash, argv, cfg, kRunUsage, [&](const std::string& a, const auto& val) {
+          auto num = [&](unsigned lo, unsigned hi) {
+            std::string v = val();
+            char* end;
+            unsigned long x = std::strtoul(v.c_str(), &end, 10);
+            if (*end || v.empty() || x < lo || x > hi)
+              die(a + " must be " + std::to_string(lo) + " .. " + std::to_string(hi) + ", got '" + v + "'");
+            return unsigned(x);
+          };
+          if (a == "--rx-lcores") cfg.dpdk.rx_lcores = uint16_t(num(1, 128));
+          else if (a == "--rx-queues") cfg.dpdk.rx_queues = uint16_t(num(1, 128));
+          else if (a == "--workers") cfg.dpdk.workers = uint16_t(num(1, 128));
+          else if (a == "--socket") cfg.control.socket = val();
+          else if (a == "--metrics") cfg.control.metrics = val();
+          else if (a == "--exit-idle") cfg.control.exit_idle_ns = parse_duration_ns(val());
+          else if (a == "--memory-replay") cfg.dpdk.memory_replay = val();
+          else if (a == "--loop") cfg.dpdk.memory_loops = num(1, 1u << 30);
+          else if (a == "--replay-pps") cfg.dpdk.memory_pps = num(1, 4000000000u);
+          else if (a == "--idle-sleep-us") cfg.dpdk.idle_sleep_us = num(0, 100000);
+          else if (a == "--mbuf-size") cfg.dpdk.mbuf_size = num(512, 65000);
+          else if (a == "--quiet") quiet = true;
+          else return false;
+          return true;
+        }))
+      return 0;
   } catch (const ConfigError& e) {
     die(e.what());
   }

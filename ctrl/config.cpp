@@ -1,5 +1,6 @@
 #include "ctrl/config.h"
 
+#include <cstdio>
 #include <yaml-cpp/yaml.h>
 
 #include <sys/random.h>
@@ -386,6 +387,25 @@ void finish_config(Config& c) {
     if (getrandom(&s, sizeof s, 0) != sizeof s) s = uint64_t(time(nullptr));
     c.core.table.hash_seed = s;
   }
+}
+
+bool parse_command_line(int argc, char** argv, Config& cfg, const char* usage, const FlagHandler& own) {
+  load_config_from_args(argc, argv, cfg);
+  for (int i = 0; i < argc; i++) {
+    std::string a = argv[i];
+    if (apply_common_flag(cfg, argc, argv, i)) continue;
+    if (a == "-h" || a == "--help") {
+      std::printf("%s%s", usage, kCommonFlagsHelp);
+      return false;
+    }
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw ConfigError(a + " needs a value");
+      return argv[++i];
+    };
+    if (!own(a, value)) throw ConfigError("unknown option " + a + " (see --help)");
+  }
+  finish_config(cfg);
+  return true;
 }
 
 bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {

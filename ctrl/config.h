@@ -2,6 +2,7 @@
 #pragma once
 #include <memory>
 #include <stdexcept>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -93,5 +94,12 @@ void finish_config(Config& c);
 // its value). Returns false when the flag is not one of them. Throws ConfigError.
 bool apply_common_flag(Config& c, int argc, char** argv, int& i);
 extern const char* kCommonFlagsHelp;
+
+// A subcommand's command line: the --config file, then each argument: the common flags,
+// else `own(arg, value)` — `value()` takes the next argument (ConfigError when missing);
+// `own` returns false for an argument it does not know. Then finish_config(). Returns
+// false after printing `usage` + the common flags for -h / --help. Throws ConfigError.
+using FlagHandler = std::function<bool(const std::string& arg, const std::function<std::string()>& value)>;
+bool parse_command_line(int argc, char** argv, Config& c, const char* usage, const FlagHandler& own);
 
 }  // namespace ls

@@ -81,31 +81,26 @@ int cmd_replay(int argc, char** argv) {
   std::vector<std::string> files;
   bool quiet = false;
   try {
-    load_config_from_args(argc, argv, cfg);
-    for (int i = 0; i < argc; i++) {
-      std::string a = argv[i];
-      auto val = [&]() -> std::string {
-        if (i + 1 >= argc) die(a + " needs a value");
-        return argv[++i];
-      };
-      if (apply_common_flag(cfg, argc, argv, i)) continue;
-      if (a == "--cores") {
-        cfg.cores = to_num<uint32_t>(a, val());
-        if (cfg.cores == 0 || cfg.cores > 64) die("--cores must be 1 .. 64");
-      } else if (a == "--speed") {
-        cfg.speed = to_num<double>(a, val());
-        if (!(cfg.speed >= 0)) die("--speed must be >= 0");
-      } else if (a == "--loop") {
-        cfg.loop = to_num<uint64_t>(a, val());
-        if (!cfg.loop) die("--loop must be >= 1");
-      } else if (a == "--quiet") quiet = true;
-      else if (a == "-h" || a == "--help") {
-        std::printf("%s%s", kUsage, kCommonFlagsHelp);
-        return 0;
-      } else if (a.size() > 1 && a[0] == '-') die("unknown option " + a + " (see --help)");
-      else files.push_back(a);
-    }
-    finish_config(cfg);
+    if (!parse_command_line(argc, argv, cfg, kUsage, [&](const std::string& a, const auto& val) {
+          if (a == "--cores") {
+            cfg.cores = to_num<uint32_t>(a, val());
+            if (cfg.cores == 0 || cfg.cores > 64) die("--cores must be 1 .. 64");
+          } else if (a == "--speed") {
+            cfg.speed = to_num<double>(a, val());
+            if (!(cfg.speed >= 0)) die("--speed must be >= 0");
+          } else if (a == "--loop") {
+            cfg.loop = to_num<uint64_t>(a, val());
+            if (!cfg.loop) die("--loop must be >= 1");
+          } else if (a == "--quiet") {
+            quiet = true;
+          } else if (a.size() > 1 && a[0] == '-') {
+            return false;
+          } else {
+            files.push_back(a);
+          }
+          return true;
+        }))
+      return 0;
   } catch (const ConfigError& e) {
     die(e.what());
   }
@@ -151,23 +146,14 @@ int cmd_collect(int argc, char** argv) {
   uint64_t exit_idle = 0;
   bool quiet = false;
   try {
-    load_config_from_args(argc, argv, cfg);
-    for (int i = 0; i < argc; i++) {
-      std::string a = argv[i];
-      auto val = [&]() -> std::string {
-        if (i + 1 >= argc) die(a + " needs a value");
-        return argv[++i];
-      };
-      if (apply_common_flag(cfg, argc, argv, i)) continue;
-      if (a == "--listen") listen = val();
-      else if (a == "--exit-idle") exit_idle = parse_duration_ns(val());
-      else if (a == "--quiet") quiet = true;
-      else if (a == "-h" || a == "--help") {
-        std::printf("%s%s", kUsage, kCommonFlagsHelp);
-        return 0;
-      } else die("unknown option " + a + " (see --help)");
-    }
-    finish_config(cfg);
+    if (!parse_command_line(argc, argv, cfg, kUsage, [&](const std::string& a, const auto& val) {
+          if (a == "--listen") listen = val();
+          else if (a == "--exit-idle") exit_idle = parse_duration_ns(val());
+          else if (a == "--quiet") quiet = true;
+          else return false;
+          return true;
+        }))
+      return 0;
   } catch (const ConfigError& e) {
     die(e.what());
   }
