@@ -185,6 +185,13 @@ DetectStage::DetectStage(const std::vector<AppConfig>& apps, const std::string& 
     stats_.push_back({c.name});
   }
   values_.resize(kNumColumns);
+  // Only the columns some app reads are computed per row.
+  for (auto& a : apps_) {
+    for (uint16_t c : a.columns) needed_.push_back(c);
+    for (auto& c : a.cfg.conds) needed_.push_back(c.column);
+  }
+  std::sort(needed_.begin(), needed_.end());
+  needed_.erase(std::unique(needed_.begin(), needed_.end()), needed_.end());
   out_.resize(1);
   f_ = path_ == "-" ? stdout : std::fopen(path_.c_str(), "w");
   if (!f_) throw std::runtime_error(path_ + ": " + std::strerror(errno));
@@ -195,7 +202,7 @@ DetectStage::~DetectStage() {
 }
 
 void DetectStage::score(const FeatureRow& row, const RuleSet* rules) {
-  for (size_t i = 0; i < kNumColumns; i++) values_[i] = kColumns[i].get(row);
+  for (uint16_t i : needed_) values_[i] = kColumns[i].get(row);
   for (size_t k = 0; k < apps_.size(); k++) {
     App& a = apps_[k];
     stats_[k].scored++;

@@ -111,6 +111,7 @@ class DetectStage {
   std::vector<App> apps_;
   std::vector<AppStats> stats_;
   std::vector<float> values_, x_, out_;
+  std::vector<uint16_t> needed_;  // columns read by some app
   FILE* f_ = nullptr;
   std::string path_, line_;
   uint64_t detections_ = 0;
