@@ -96,6 +96,38 @@ std::vector<std::string> split_csv(const std::string& line) {
 struct TiBuilder {
   std::vector<TiFeed> feeds;
   std::vector<Prefix> prefixes;
+  std::vector<TiTable::PortEntry> ports;
+
+  // A port named for a single address (not a range: a netset's port means nothing).
+  void add_port(const Prefix& p, uint32_t port) {
+    if (p.lo != p.hi || port == 0 || port > 65535) return;
+    ports.push_back({p.lo, uint8_t(p.v6 ? 6 : 4), uint16_t(port), p.feed});
+  }
+
+  // "443", "443/tcp", "443/tcp;8080/tcp", "443 8080" → each port number.
+  void add_ports(const Prefix& p, const std::string& list) {
+    uint32_t v = 0;
+    bool in = false, skip = false;  // skip: digits after '/' or in a word (not a port)
+    for (size_t i = 0; i <= list.size(); i++) {
+      char c = i < list.size() ? list[i] : ';';
+      if (c >= '0' && c <= '9' && !skip) {
+        v = v * 10 + uint32_t(c - '0');
+        in = v <= 65535;
+        if (!in) skip = true;
+        continue;
+      }
+      if (c == ';' || c == ' ' || c == '|' || c == ',') {
+        if (in) add_port(p, v);
+        v = 0;
+        in = skip = false;
+      } else {
+        if (in) add_port(p, v);
+        v = 0;
+        in = false;
+        skip = true;  // "/tcp" and the like until the next separator
+      }
+    }
+  }
 
   // Dated snapshot directories (".../firehol-2024-01-24/x.ipset") date their files.
   static int64_t dir_date(const std::filesystem::path& p) {
@@ -136,6 +168,21 @@ struct TiBuilder {
     return out;
   }
 
+  // `network-traffic:dst_port = 443` comparisons in a STIX pattern.
+  static std::vector<uint32_t> stix_ports(const std::string& pat) {
+    std::vector<uint32_t> out;
+    const std::string key = "dst_port";
+    for (size_t at = pat.find(key); at != std::string::npos; at = pat.find(key, at + 1)) {
+      size_t i = at + key.size();
+      while (i < pat.size() && (pat[i] == ' ' || pat[i] == '=')) i++;
+      uint32_t v = 0;
+      size_t d = i;
+      while (d < pat.size() && d - i < 6 && pat[d] >= '0' && pat[d] <= '9') v = v * 10 + uint32_t(pat[d++] - '0');
+      if (d > i && v && v <= 65535) out.push_back(v);
+    }
+    return out;
+  }
+
   // STIX 2.1 bundle (indicators with STIX patterns) or a MISP event file (attributes
   // ip-dst, ip-src, ip-dst|port, ip-src|port, also inside objects). A MISP feed
   // directory is its event files; manifest.json is skipped by the caller.
@@ -154,15 +201,18 @@ struct TiBuilder {
       return o.is_object() && o.contains(k) && o[k].is_string() ? o[k].get<std::string>() : std::string();
     };
     std::map<std::string, uint32_t> sub;  // (category|date) → feed instance
-    auto add = [&](const std::string& value, const std::string& category, int64_t day, double weight) {
+    auto add = [&](const std::string& value, const std::string& category, int64_t day, double weight,
+                   const std::string& port_list = "") -> bool {
       Prefix pr;
       if (!parse_prefix(value, 0, pr)) {
         feed.skipped++;
-        return;
+        return false;
       }
       pr.feed = instance(sub, feed, category, day, weight);
       feeds[pr.feed].entries++;
       prefixes.push_back(pr);
+      add_ports(pr, port_list);
+      return true;
     };
     if (str(j, "type") == "bundle" && j.contains("objects") && j["objects"].is_array()) {
       std::map<std::string, std::string> names;  // identity id → name: the producer names the feed
@@ -186,7 +236,9 @@ struct TiBuilder {
         double w = o.contains("confidence") && o["confidence"].is_number() ? o["confidence"].get<double>() / 100 : 1;
         int64_t day = parse_date_days(str(o, "valid_from"));
         if (names.count(str(o, "created_by_ref"))) feed.name = names[str(o, "created_by_ref")];
-        for (auto& a : addrs) add(a, category, day ? day : feed.date_days, w);
+        std::string port_list;
+        for (uint32_t pt : stix_ports(str(o, "pattern"))) port_list += std::to_string(pt) + ";";
+        for (auto& a : addrs) add(a, category, day ? day : feed.date_days, w, port_list);
       }
     } else if (j.is_object() && j.contains("Event") && j["Event"].is_object()) {
       const auto& ev = j["Event"];
@@ -198,16 +250,40 @@ struct TiBuilder {
         for (auto& a : list) {
           std::string type = str(a, "type"), value = str(a, "value");
           if (type != "ip-dst" && type != "ip-src" && type != "ip-dst|port" && type != "ip-src|port") continue;
-          if (type.find('|') != std::string::npos) value = value.substr(0, value.find('|'));
-          add(value, category, day ? day : feed.date_days, 1);
+          std::string port;
+          if (type.find('|') != std::string::npos && value.find('|') != std::string::npos) {
+            port = value.substr(value.find('|') + 1);
+            value = value.substr(0, value.find('|'));
+          }
+          add(value, category, day ? day : feed.date_days, 1, port);
         }
       };
       if (ev.contains("Attribute")) attrs(ev["Attribute"]);
       if (ev.contains("Object") && ev["Object"].is_array())
         for (auto& o : ev["Object"])
           if (o.contains("Attribute")) attrs(o["Attribute"]);
+    } else if (j.is_array() && !j.empty() && j[0].is_object() && j[0].contains("indicator")) {
+      // linesight's indicators.json (a partner sensor's export): reliability → weight,
+      // first_seen and last_seen → two dated listings, threats → category.
+      for (auto& o : j) {
+        std::string category;
+        if (o.contains("threats") && o["threats"].is_array())
+          for (auto& t : o["threats"])
+            if (t.is_string()) {
+              if (!category.empty()) category += ';';
+              category += t.get<std::string>();
+            }
+        double w = o.contains("reliability") && o["reliability"].is_number() ? o["reliability"].get<double>() : 1;
+        std::string port_list;
+        if (o.contains("ports") && o["ports"].is_array())
+          for (auto& pt : o["ports"])
+            if (pt.is_string()) port_list += pt.get<std::string>() + ";";
+        int64_t first = parse_date_days(str(o, "first_seen")), last = parse_date_days(str(o, "last_seen"));
+        if (!add(str(o, "indicator"), category, first ? first : feed.date_days, w, port_list)) continue;
+        if (last > first) add(str(o, "indicator"), category, last, w);
+      }
     } else {
-      throw TiError(p.string() + ": JSON but neither a STIX 2.1 bundle nor a MISP event");
+      throw TiError(p.string() + ": JSON but neither a STIX 2.1 bundle, a MISP event nor linesight indicators");
     }
     if (sub.empty()) feeds.push_back(feed);  // visible with its skipped count
     else
@@ -228,7 +304,8 @@ struct TiBuilder {
     double max_w = 0;
     if (ext == ".csv") {
       std::vector<std::string> hdr;
-      int ip = -1, cat = -1, date = -1, w = -1;
+      int ip = -1, cat = -1, date = -1, last = -1, w = -1, port = -1;
+      bool percent = false;  // a `confidence` column is 0-100
       std::map<std::string, uint32_t> per_cat;  // CSV rows with categories become sub-feeds
       while (std::getline(f, line)) {
         std::string t = trim(line);
@@ -240,9 +317,14 @@ struct TiBuilder {
             std::string h = c[i];
             std::transform(h.begin(), h.end(), h.begin(), ::tolower);
             if (h == "ip" || h == "ip_address" || h == "indicator") ip = int(i);
-            else if (h == "category" || h == "family" || h == "report_title" || h == "threat") { if (cat < 0 || h == "family") cat = int(i); }
-            else if (h == "date" || h == "report_date" || h == "first_seen") date = int(i);
-            else if (h == "weight" || h == "confidence") w = int(i);
+            else if (h == "category" || h == "family" || h == "report_title" || h == "threat" || h == "threats") {
+              if (cat < 0 || h == "family") cat = int(i);
+            } else if (h == "date" || h == "report_date" || h == "first_seen") date = int(i);
+            else if (h == "last_seen") last = int(i);
+            else if (h == "weight" || h == "confidence" || h == "reliability") {
+              w = int(i);
+              percent = h == "confidence";
+            } else if (h == "port" || h == "ports" || h == "dst_port") port = int(i);
           }
           if (ip < 0) throw TiError(p.string() + ": CSV header has no ip column (ip, ip_address, indicator)");
           continue;
@@ -258,10 +340,20 @@ struct TiBuilder {
         double weight = feed.weight;
         if (w >= 0 && int(c.size()) > w) {
           try { weight = std::stod(c[size_t(w)]); } catch (...) {}
+          if (percent && weight > 1) weight /= 100;
         }
         pr.feed = instance(per_cat, feed, category, d, weight);
         feeds[pr.feed].entries++;
         prefixes.push_back(pr);
+        if (port >= 0 && int(c.size()) > port) add_ports(pr, c[size_t(port)]);
+        // A last_seen column: the address was listed on that day too.
+        int64_t l = last >= 0 && int(c.size()) > last ? parse_date_days(c[size_t(last)]) : 0;
+        if (l > d) {
+          Prefix again = pr;
+          again.feed = instance(per_cat, feed, category, l, weight);
+          feeds[again.feed].entries++;
+          prefixes.push_back(again);
+        }
       }
       if (per_cat.empty()) {
         feeds.push_back(feed);  // keep the (empty) feed visible with its skipped count
@@ -335,11 +427,13 @@ std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& pat
     }
   }
   t->feeds_ = std::move(b.feeds);
+  t->ports_ = std::move(b.ports);
+  std::sort(t->ports_.begin(), t->ports_.end());
 
   // Sweep line over interval edges: each elementary interval gets the set of feeds open
   // over it; sets are deduplicated.
   std::map<std::vector<uint32_t>, uint32_t> set_ids;
-  auto set_of = [&](const std::multiset<uint32_t>& open) -> uint32_t {
+  auto intern_set = [&](const std::multiset<uint32_t>& open) -> uint32_t {
     if (open.empty()) return UINT32_MAX;
     std::vector<uint32_t> s(open.begin(), open.end());
     s.erase(std::unique(s.begin(), s.end()), s.end());
@@ -367,7 +461,7 @@ std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& pat
         if (ev[i].second > 0) open.insert(uint32_t(ev[i].second - 1));
         else open.erase(open.find(uint32_t(-ev[i].second - 1)));
       }
-      uint32_t s = set_of(open);
+      uint32_t s = intern_set(open);
       if (v6) {
         if (t->v6_.empty() || t->v6_.back().set != s) t->v6_.push_back({at, s});
       } else {
@@ -395,7 +489,7 @@ std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& pat
   return t;
 }
 
-bool TiTable::lookup(const uint8_t* a, uint8_t ver, TiHit& out) const {
+int TiTable::set_of(const uint8_t* a, uint8_t ver) const {
   uint32_t set = UINT32_MAX;
   if (ver == 4) {
     uint32_t x = uint32_t(a[0]) << 24 | uint32_t(a[1]) << 16 | uint32_t(a[2]) << 8 | a[3];
@@ -406,13 +500,35 @@ bool TiTable::lookup(const uint8_t* a, uint8_t ver, TiHit& out) const {
     auto it = std::upper_bound(v6_.begin(), v6_.end(), x, [](unsigned __int128 v, const Iv6& iv) { return v < iv.lo; });
     if (it != v6_.begin()) set = std::prev(it)->set;
   }
-  if (set == UINT32_MAX) return false;
-  out = set_hits_[set];
+  return set == UINT32_MAX ? -1 : int(set);
+}
+
+bool TiTable::lookup(const uint8_t* a, uint8_t ver, TiHit& out) const {
+  int set = set_of(a, ver);
+  if (set < 0) return false;
+  out = set_hits_[size_t(set)];
   return true;
 }
 
+const std::vector<uint32_t>& TiTable::listing(const uint8_t* a, uint8_t ver) const {
+  static const std::vector<uint32_t> none;
+  int set = set_of(a, ver);
+  return set < 0 ? none : sets_[size_t(set)];
+}
+
+std::vector<std::pair<uint32_t, uint16_t>> TiTable::listed_ports(const uint8_t* a, uint8_t ver) const {
+  PortEntry key{ver == 4 ? uint32_t(a[0]) << 24 | uint32_t(a[1]) << 16 | uint32_t(a[2]) << 8 | a[3] : load128(a),
+                ver, 0, 0};
+  std::vector<std::pair<uint32_t, uint16_t>> out;
+  for (auto it = std::lower_bound(ports_.begin(), ports_.end(), key);
+       it != ports_.end() && it->ver == ver && it->addr == key.addr; ++it)
+    out.push_back({it->feed, it->port});
+  return out;
+}
+
 size_t TiTable::memory_bytes() const {
-  size_t n = v4_.size() * sizeof(Iv4) + v6_.size() * sizeof(Iv6) + set_hits_.size() * sizeof(TiHit);
+  size_t n = v4_.size() * sizeof(Iv4) + v6_.size() * sizeof(Iv6) + set_hits_.size() * sizeof(TiHit) +
+             ports_.size() * sizeof(PortEntry);
   for (auto& s : sets_) n += s.size() * sizeof(uint32_t);
   return n;
 }

@@ -7,10 +7,12 @@
 //
 // Formats: firehol .ipset / .netset (header: name, category, source file date), plain
 // lists (one IP or CIDR per line, optional second column = weight, as ipsum's count), and
-// CSV with a header naming an `ip` column (optional: category|family|report_title,
-// date|report_date|first_seen, weight|confidence), STIX 2.1 bundles (indicators with
-// address patterns; labels → category, valid_from → date, confidence → weight) and MISP
-// event files / feed directories (ip-dst, ip-src, ip-*|port attributes).
+// CSV with a header naming an `ip` column (optional: category|family|report_title|threats,
+// date|report_date|first_seen, last_seen, weight|confidence|reliability, port|ports),
+// STIX 2.1 bundles (indicators with address patterns, `network-traffic:dst_port`; labels →
+// category, valid_from → date, confidence → weight), MISP event files / feed directories
+// (ip-dst, ip-src, ip-*|port attributes) and linesight's own indicators.json export (a
+// partner's sensor: indicator, ports, first/last seen, reliability, threats).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -44,6 +46,11 @@ class TiTable {
   // TiError naming the file for unreadable input; malformed lines are counted per feed.
   static std::shared_ptr<const TiTable> load(const std::vector<std::string>& paths);
   bool lookup(const uint8_t* addr, uint8_t ip_ver, TiHit& out) const;
+  // Every feed instance (index into feeds()) listing the address; empty if none.
+  const std::vector<uint32_t>& listing(const uint8_t* addr, uint8_t ip_ver) const;
+  // Ports a feed names for exactly this address (CSV port column, MISP ip-dst|port, STIX
+  // dst_port): (feed instance, port) pairs. Not used on the hot path.
+  std::vector<std::pair<uint32_t, uint16_t>> listed_ports(const uint8_t* addr, uint8_t ip_ver) const;
   const std::vector<TiFeed>& feeds() const { return feeds_; }
   size_t intervals() const { return v4_.size() + v6_.size(); }
   size_t memory_bytes() const;
@@ -65,6 +72,17 @@ class TiTable {
   std::vector<TiHit> set_hits_;              // precomputed answer per set
   std::vector<Iv4> v4_;
   std::vector<Iv6> v6_;
+  struct PortEntry {
+    unsigned __int128 addr;  // IPv4 in the low 32 bits
+    uint8_t ver;
+    uint16_t port;
+    uint32_t feed;
+    bool operator<(const PortEntry& o) const {
+      return ver != o.ver ? ver < o.ver : addr != o.addr ? addr < o.addr : port < o.port;
+    }
+  };
+  std::vector<PortEntry> ports_;  // sorted
+  int set_of(const uint8_t* addr, uint8_t ip_ver) const;  // -1: none
   friend struct TiBuilder;
 };
 

@@ -1,8 +1,10 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "features/ti_table.h"
 
@@ -21,6 +23,26 @@ struct TmpDir {
     return (p / rel).string();
   }
 };
+
+const uint8_t* addr(const char* ip) {
+  static uint8_t a[16];
+  std::memset(a, 0, sizeof a);
+  inet_pton(std::string(ip).find(':') != std::string::npos ? AF_INET6 : AF_INET, ip, a);
+  return a;
+}
+
+// Distinct ports the feeds name for the address, ascending, comma-separated.
+std::string ports_of(const TiTable& t, const char* ip) {
+  std::set<uint16_t> ports;
+  for (auto& [feed, port] : t.listed_ports(addr(ip), std::string(ip).find(':') != std::string::npos ? 6 : 4))
+    ports.insert(port);
+  std::string o;
+  for (uint16_t p : ports) {
+    if (!o.empty()) o += ',';
+    o += std::to_string(p);
+  }
+  return o;
+}
 
 TiHit look(const TiTable& t, const char* ip, bool* found = nullptr) {
   uint8_t a[16] = {};
@@ -132,8 +154,54 @@ TEST(TiTable, StixBundlesAndMispFeeds) {
     TiTable::load({(d.p / "other/y.json").string()});
     FAIL();
   } catch (const TiError& e) {
-    EXPECT_NE(std::string(e.what()).find("neither a STIX 2.1 bundle nor a MISP event"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("neither a STIX 2.1 bundle, a MISP event nor linesight indicators"),
+              std::string::npos);
   }
+  // Ports named per address: STIX dst_port, MISP ip-dst|port.
+  EXPECT_EQ(ports_of(*t, "2001:db8::9"), "443");
+  EXPECT_EQ(ports_of(*t, "203.0.113.5"), "8080");
+  EXPECT_EQ(ports_of(*t, "198.51.100.7"), "");
+}
+
+TEST(TiTable, CsvColumnMappingPortsAndLastSeen) {
+  TmpDir d;
+  auto f = d.write("iocs.csv",
+                   "ip,port,first_seen,last_seen,confidence,threat\n"
+                   "198.51.100.1,443,2024-01-01,2024-03-01,80,qakbot\n"
+                   "198.51.100.2,443/tcp;8080/tcp,2024-02-01,,,\n"
+                   "198.51.101.0/24,25,2024-02-01,,,\n"  // a range: its port names no address
+                   "198.51.100.3,not-a-port,2024-02-01,,,\n");
+  auto t = TiTable::load({f});
+  TiHit h = look(*t, "198.51.100.1");
+  EXPECT_EQ(h.first_days, 19723);  // 2024-01-01
+  EXPECT_EQ(h.last_days, 19783);   // 2024-03-01: last_seen is a listing too
+  EXPECT_DOUBLE_EQ(h.max_weight, 0.8);  // confidence in percent
+  EXPECT_EQ(h.categories, "qakbot");
+  EXPECT_EQ(ports_of(*t, "198.51.100.1"), "443");
+  EXPECT_EQ(ports_of(*t, "198.51.100.2"), "443,8080");
+  EXPECT_EQ(ports_of(*t, "198.51.100.3"), "");
+  EXPECT_EQ(ports_of(*t, "198.51.101.9"), "");  // inside the /24, no port of its own
+  EXPECT_EQ(t->listing(addr("198.51.101.9"), 4).size(), 1u);
+  EXPECT_EQ(t->listing(addr("198.51.100.1"), 4).size(), 2u);  // first and last seen
+  EXPECT_TRUE(t->listing(addr("192.0.2.1"), 4).empty());
+}
+
+TEST(TiTable, ReadsLinesightIndicatorsJson) {
+  TmpDir d;
+  auto f = d.write("partner/indicators.json", R"([
+    {"indicator": "203.0.113.50", "ip_version": 4, "ports": ["447/tcp", "449/tcp"],
+     "first_seen": "2024-05-01T10:00:00.000Z", "last_seen": "2024-05-03T10:00:00.000Z",
+     "apps": ["c2-server"], "score": 0.97, "reliability": 0.9, "threats": ["trickbot"]},
+    {"indicator": "nonsense", "ip_version": 4}])");
+  auto t = TiTable::load({f});
+  TiHit h = look(*t, "203.0.113.50");
+  EXPECT_EQ(h.feeds, 1u);
+  EXPECT_EQ(h.categories, "trickbot");
+  EXPECT_DOUBLE_EQ(h.max_weight, 0.9);
+  EXPECT_EQ(h.first_days, 19844);  // 2024-05-01
+  EXPECT_EQ(h.last_days, 19846);
+  EXPECT_EQ(ports_of(*t, "203.0.113.50"), "447,449");
+  EXPECT_EQ(t->feeds()[0].skipped, 1u);
 }
 
 }  // namespace
