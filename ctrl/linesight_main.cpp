@@ -29,12 +29,14 @@ const char* kUsage = R"(usage: linesight replay FILE... [options]
        linesight run --config FILE [options] [-- EAL arguments]
        linesight collect --listen HOST:PORT [options]
        linesight model check|predict MODEL.json [FEATURES.csv]
+       linesight report --detections PATH --feeds PATH [--partner PATH] [options]
        linesight --version
 
 replay:  pcap/pcapng files through the flow pipeline, one JSON line per flow.
 run:     the DPDK runtime on NIC ports or virtual devices (linesight run --help).
 collect: NetFlow v9 / IPFIX from routers or probes over UDP, joined into the same flow
          records and features (docs/collector.md).
+report:  what our detections add to threat-intel feeds (linesight report --help).
 
 replay options (override the config file):
   --cores K              per-core flow tables, packets dispatched by address hash (1)
@@ -210,6 +212,7 @@ int main(int argc, char** argv) {
   if (!std::strcmp(argv[1], "replay")) return cmd_replay(argc - 2, argv + 2);
   if (!std::strcmp(argv[1], "collect")) return cmd_collect(argc - 2, argv + 2);
   if (!std::strcmp(argv[1], "model")) return cmd_model(argc - 2, argv + 2);
+  if (!std::strcmp(argv[1], "report")) return cmd_report(argc - 2, argv + 2);
   std::fprintf(stderr, "linesight: unknown command '%s' (see --help)\n", argv[1]);
   return 2;
 }

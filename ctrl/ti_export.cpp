@@ -22,16 +22,6 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-std::string iso(uint64_t ns) {
-  time_t s = time_t(ns / 1'000'000'000ull);
-  tm t{};
-  gmtime_r(&s, &t);
-  char b[96];
-  std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
-                t.tm_hour, t.tm_min, t.tm_sec, unsigned(ns / 1'000'000ull % 1000));
-  return b;
-}
-
 // A stable UUID (version 4 layout) derived from a name: the same indicator gets the same
 // id in every export, so partners can update rather than duplicate.
 std::string uuid_of(const std::string& name) {
@@ -49,8 +39,6 @@ std::string uuid_of(const std::string& name) {
   return s;
 }
 
-const char* proto_name(uint8_t p) { return p == 6 ? "tcp" : p == 17 ? "udp" : p == 1 ? "icmp" : p == 58 ? "ipv6-icmp" : "ip"; }
-
 void write_file(const std::string& path, const std::string& text, std::vector<std::string>& written) {
   std::ofstream f(path, std::ios::binary);
   f << text;
@@ -64,6 +52,20 @@ std::string join(const std::set<std::string>& s, const char* sep) {
   for (auto& x : s) o += (o.empty() ? "" : sep) + x;
   return o;
 }
+
+}  // namespace
+
+std::string iso(uint64_t ns) {
+  time_t s = time_t(ns / 1'000'000'000ull);
+  tm t{};
+  gmtime_r(&s, &t);
+  char b[96];
+  std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
+                t.tm_hour, t.tm_min, t.tm_sec, unsigned(ns / 1'000'000ull % 1000));
+  return b;
+}
+
+const char* proto_name(uint8_t p) { return p == 6 ? "tcp" : p == 17 ? "udp" : p == 1 ? "icmp" : p == 58 ? "ipv6-icmp" : "ip"; }
 
 // Only globally routable addresses are indicators: private, loopback, link-local,
 // shared (CGN), multicast and reserved ones are someone's inside, not threat intel.
@@ -83,8 +85,6 @@ bool is_public(const uint8_t* a, uint8_t ver) {
   if (std::memcmp(a, zero, 10) == 0 && a[10] == 0xFF && a[11] == 0xFF) return is_public(a + 12, 4);  // v4-mapped
   return true;
 }
-
-}  // namespace
 
 double TiExporter::reliability(uint64_t now_ns, const std::string& ip) const {
   const Indicator& x = ind_.at(ip);

@@ -14,6 +14,13 @@
 
 namespace ls {
 
+// "2024-01-23T16:53:44.000Z" for a time in ns since the epoch.
+std::string iso(uint64_t ns);
+const char* proto_name(uint8_t proto);  // tcp, udp, icmp, ipv6-icmp, ip
+// Globally routable: private, loopback, link-local, CGN, multicast and reserved addresses
+// are someone's inside, never an indicator.
+bool is_public(const uint8_t* addr, uint8_t ip_ver);
+
 struct TiExportConfig {
   std::string dir;
   uint32_t k = 5;                 // minimum distinct clients before client counts leave
