@@ -222,6 +222,11 @@ int cmd_run(int argc, char** argv) {
                                  {"messages", s.messages}, {"send_errors", s.send_errors},
                                  {"template_sends", s.template_sends}};
                  }
+                 if (outputs->ti_export)
+                   j["ti_export"] = {{"dir", cfg.ti_export}, {"indicators", outputs->ti_export->indicators()},
+                                     {"every_s", cfg.ti_export_every_ns / 1'000'000'000ull},
+                                     {"scheduled_exports", outputs->scheduled_exports},
+                                     {"errors", outputs->export_errors}};
                  return j;
                });
     } catch (const std::exception& e) {
@@ -262,6 +267,7 @@ int cmd_run(int argc, char** argv) {
         rt.collect_retired_rules();
         if (outputs->ipfix) outputs->ipfix->flush();
         if (outputs->writer) outputs->writer->tick();
+        outputs->tick(now);
         last_flush = now;
       }
       uint64_t pk = rt.rx_packets();

@@ -88,7 +88,7 @@ std::string peer_name(const sockaddr_storage& a) {
 }  // namespace
 
 void serve_udp(Collector& c, const std::string& listen, const std::atomic<bool>& stop,
-               uint64_t exit_idle_ns) {
+               uint64_t exit_idle_ns, const std::function<void()>& tick) {
   auto colon = listen.rfind(':');
   if (colon == std::string::npos) throw std::runtime_error("--listen " + listen + ": expected HOST:PORT");
   std::string host = listen.substr(0, colon), port = listen.substr(colon + 1);
@@ -125,6 +125,7 @@ void serve_udp(Collector& c, const std::string& listen, const std::atomic<bool>&
         last = mono_ns();
       }
     }
+    if (tick) tick();
     if (exit_idle_ns && last && mono_ns() - last >= exit_idle_ns) break;
   }
   close(fd);

@@ -5,6 +5,7 @@
 // rate of flow records, not packets.
 #pragma once
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,8 +40,9 @@ class Collector final : public RecordSink {
 };
 
 // Receives datagrams on a UDP address ("127.0.0.1:2055", "[::]:4739") until `stop` is set,
-// or `exit_idle_ns` after the last datagram (0: never). Throws on socket errors.
+// or `exit_idle_ns` after the last datagram (0: never); `tick` runs at least every 100 ms
+// (scheduled exports). Throws on socket errors.
 void serve_udp(Collector& c, const std::string& listen, const std::atomic<bool>& stop,
-               uint64_t exit_idle_ns);
+               uint64_t exit_idle_ns, const std::function<void()>& tick = {});
 
 }  // namespace ls

@@ -1,4 +1,5 @@
 #include "ctrl/config.h"
+#include "ctrl/ti_export.h"
 
 #include <cstdio>
 #include <yaml-cpp/yaml.h>
@@ -209,9 +210,28 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
              {"window", [&](auto& v, auto& k) { c.feature_window_ns = dur(file, v, k); }},
          });
        }},
+      {"detect", [&](const YAML::Node& n, const std::string& nm) {
+         walk(file, n, nm, {
+             {"apps", [&](auto& v, auto& k) {
+                if (!v.IsSequence()) throw ConfigError(where(file, v, k) + "expected a list of app specs");
+                for (auto x : v) c.apps.push_back(x.Scalar());
+              }},
+         });
+       }},
+      {"ti_export", [&](const YAML::Node& n, const std::string& nm) {
+         walk(file, n, nm, {
+             {"dir", [&](auto& v, auto&) { c.ti_export = v.Scalar(); }},
+             {"every", [&](auto& v, auto& k) { c.ti_export_every_ns = dur(file, v, k); }},
+             {"privacy_k", [&](auto& v, auto& k) { c.privacy_k = as<uint32_t>(file, v, k); }},
+             {"producer", [&](auto& v, auto&) { c.producer = v.Scalar(); }},
+             {"pseudonym_secret", [&](auto& v, auto&) { c.pseudonym_secret_file = v.Scalar(); }},
+             {"pseudonym_rotate", [&](auto& v, auto& k) { c.pseudonym_rotate_ns = dur(file, v, k); }},
+         });
+       }},
       {"output", [&](const YAML::Node& n, const std::string& nm) {
          walk(file, n, nm, {
              {"flows", [&](auto& v, auto&) { c.flows_out = v.Scalar(); }},
+             {"detections", [&](auto& v, auto&) { c.detections_out = v.Scalar(); }},
              {"ipfix", [&](auto& v, auto&) { c.ipfix = v.Scalar(); }},
              {"features", [&](auto& v, auto&) { c.features_out = v.Scalar(); }},
              {"rotate_bytes", [&](auto& v, auto& k) { c.rotate_bytes = as<uint64_t>(file, v, k); }},
@@ -242,7 +262,8 @@ uint64_t parse_duration_ns(const std::string& s) {
   else if (unit == "ns") mul = 1;
   else if (unit == "m") mul = 60e9;
   else if (unit == "h") mul = 3600e9;
-  else throw ConfigError("'" + s + "': unknown unit '" + unit + "' (ns, us, ms, s, m, h)");
+  else if (unit == "d") mul = 86400e9;
+  else throw ConfigError("'" + s + "': unknown unit '" + unit + "' (ns, us, ms, s, m, h, d)");
   double ns = v * mul;
   if (ns > 1e19) throw ConfigError("'" + s + "' is too long");
   return uint64_t(ns);
@@ -327,6 +348,12 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --ti-export DIR        indicators of flagged servers at exit: CSV, JSON, STIX 2.1, MISP feed
                          (docs/ti.md; no client address is ever written)
   --privacy-k N          client counts leave only from N distinct clients (5)
+  --ti-export-every D    also export every D while running (run, collect; e.g. 1h)
+  --producer NAME        our name in STIX / MISP exports ("linesight sensor")
+  --pseudonym-secret F   opt-in: add keyed pseudonyms (HMAC-SHA256) of the clients that
+                         contacted each exported server; F holds a secret shared with the
+                         partners who agreed to correlate clients (>= 16 bytes)
+  --pseudonym-rotate D   new pseudonyms every D (1d)
   --app SPEC             a detection app (repeatable): NAME:server|client|flow:MODEL.json:THRESHOLD
                          or NAME:ENTITY:rule:sig=ID+ID,periodicity=X,contacts=N
   --ti PATH              threat-intel feed file or directory (repeatable): firehol
@@ -382,6 +409,15 @@ void finish_config(Config& c) {
       throw ConfigError(e.what());
     }
   }
+  if (!c.pseudonym_secret_file.empty()) {
+    if (c.ti_export.empty()) throw ConfigError("--pseudonym-secret needs --ti-export (pseudonyms only go into exports)");
+    if (!c.pseudonym_rotate_ns) throw ConfigError("--pseudonym-rotate must be > 0");
+    try {
+      c.pseudonym_secret = Pseudonymizer::read_secret(c.pseudonym_secret_file);
+    } catch (const std::exception& e) {
+      throw ConfigError(e.what());
+    }
+  }
   if (!c.hash_seed_set) {
     uint64_t s = 0;
     if (getrandom(&s, sizeof s, 0) != sizeof s) s = uint64_t(time(nullptr));
@@ -423,6 +459,10 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--app") cfg.apps.push_back(val());
   else if (a == "--ti-export") cfg.ti_export = val();
   else if (a == "--privacy-k") cfg.privacy_k = flag_num<uint32_t>(a, val());
+  else if (a == "--ti-export-every") cfg.ti_export_every_ns = parse_duration_ns(val());
+  else if (a == "--producer") cfg.producer = val();
+  else if (a == "--pseudonym-secret") cfg.pseudonym_secret_file = val();
+  else if (a == "--pseudonym-rotate") cfg.pseudonym_rotate_ns = parse_duration_ns(val());
   else if (a == "--rules") cfg.rules = val();
   else if (a == "--ti") cfg.ti.push_back(val());
   else if (a == "--rotate-bytes") cfg.rotate_bytes = flag_num<uint64_t>(a, val());

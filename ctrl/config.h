@@ -56,6 +56,11 @@ struct Config {
   std::vector<std::string> apps;  // detection app specs (detect/apps.h parse_app)
   std::string ti_export;          // directory for indicators (CSV, JSON, STIX, MISP), empty = off
   uint32_t privacy_k = 5;         // distinct clients before client counts are exported
+  uint64_t ti_export_every_ns = 0;  // scheduled export in run/collect (0: at exit and on demand)
+  std::string producer = "linesight sensor";  // names us in STIX/MISP exports
+  std::string pseudonym_secret_file;          // keyed client pseudonyms, empty = off
+  std::string pseudonym_secret;               // read by finish_config()
+  uint64_t pseudonym_rotate_ns = 86'400'000'000'000ull;
   uint32_t pair_capacity = 1u << 18;
   uint32_t server_capacity = 1u << 16;
   uint32_t client_capacity = 1u << 16;

@@ -167,7 +167,7 @@ int cmd_collect(int argc, char** argv) {
   Collector col(cfg.core, summary);
   uint64_t t0 = mono_ns();
   try {
-    serve_udp(col, listen, g_stop, exit_idle);
+    serve_udp(col, listen, g_stop, exit_idle, [&] { outputs->tick(wall_ns()); });
   } catch (const std::exception& e) {
     die(e.what());
   }

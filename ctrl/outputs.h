@@ -50,6 +50,11 @@ struct Outputs {
   }
   Fanout fanout;
 
+ private:
+  uint64_t next_export_ns_ = 0, export_every_ns_ = 0;
+
+ public:
+
   // Throws std::runtime_error naming the file or collector that failed. With
   // `workers_attach_features` (linesight run) the workers fill the stateful features, so
   // the writer's own stage keeps minimal tables.
@@ -79,7 +84,10 @@ struct Outputs {
       detect = std::make_unique<DetectStage>(apps, c.detections_out);
       features->on_row = [d = detect.get()](const FeatureRow& r, const RuleSet* rs) { d->score(r, rs); };
       if (!c.ti_export.empty()) {
-        ti_export = std::make_unique<TiExporter>(TiExportConfig{c.ti_export, c.privacy_k});
+        ti_export = std::make_unique<TiExporter>(TiExportConfig{c.ti_export, c.privacy_k, c.producer,
+                                                                c.pseudonym_secret, c.pseudonym_rotate_ns});
+        next_export_ns_ = c.ti_export_every_ns ? wall_ns() + c.ti_export_every_ns : 0;
+        export_every_ns_ = c.ti_export_every_ns;
         detect->on_detection = [t = ti_export.get()](const Detection& d) { t->add(d); };
       }
     }
@@ -87,6 +95,21 @@ struct Outputs {
     fanout.add(ipfix.get());
     fanout.add(features.get());
   }
+  // Called about once a second by long-running commands: the scheduled TI export. A
+  // failed write is reported and counted, and tried again at the next period.
+  void tick(uint64_t now_wall_ns) {
+    if (!ti_export || !next_export_ns_ || now_wall_ns < next_export_ns_) return;
+    next_export_ns_ = now_wall_ns + export_every_ns_;
+    try {
+      ti_export->write(now_wall_ns);
+      scheduled_exports++;
+    } catch (const std::exception& e) {
+      export_errors++;
+      std::fprintf(stderr, "linesight: scheduled TI export failed: %s\n", e.what());
+    }
+  }
+  uint64_t scheduled_exports = 0, export_errors = 0;
+
   // Flushes everything; returns an error message (empty when all went out).
   std::string close() {
     std::string err;

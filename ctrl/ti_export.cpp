@@ -10,6 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sys/stat.h>
+
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
@@ -86,6 +90,51 @@ bool is_public(const uint8_t* a, uint8_t ver) {
   return true;
 }
 
+Pseudonymizer::Pseudonymizer(std::string secret, uint64_t rotate_ns) : secret_(std::move(secret)), rotate_ns_(rotate_ns) {
+  if (secret_.size() < 16) throw std::invalid_argument("pseudonym secret must be at least 16 bytes");
+  if (!rotate_ns_) throw std::invalid_argument("pseudonym rotation period must be > 0");
+}
+
+std::string Pseudonymizer::read_secret(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error(path + ": cannot read the pseudonym secret");
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  if (s.size() < 16) throw std::runtime_error(path + ": pseudonym secret shorter than 16 bytes");
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && (st.st_mode & 077))
+    std::fprintf(stderr, "linesight: warning: %s is readable by group or others (chmod 600)\n", path.c_str());
+  return s;
+}
+
+std::string Pseudonymizer::of(const uint8_t* addr, uint8_t ver, uint64_t t_ns) {
+  uint64_t p = period(t_ns);
+  unsigned int len = 32;
+  if (p != key_period_) {  // derive this period's key once
+    std::string label = "linesight-pseudonym-v1|" + std::to_string(rotate_ns_) + "|" + std::to_string(p);
+    HMAC(EVP_sha256(), secret_.data(), int(secret_.size()), reinterpret_cast<const unsigned char*>(label.data()),
+         label.size(), key_, &len);
+    key_period_ = p;
+  }
+  unsigned char msg[17], out[32];
+  msg[0] = ver;
+  std::memcpy(msg + 1, addr, 16);
+  if (ver == 4) std::memset(msg + 5, 0, 12);
+  HMAC(EVP_sha256(), key_, 32, msg, sizeof msg, out, &len);
+  static const char hex[] = "0123456789abcdef";
+  std::string o(24, '0');
+  for (int i = 0; i < 12; i++) {
+    o[size_t(2 * i)] = hex[out[i] >> 4];
+    o[size_t(2 * i + 1)] = hex[out[i] & 15];
+  }
+  return o;
+}
+
+TiExporter::TiExporter(TiExportConfig c) : cfg_(std::move(c)) {
+  if (!cfg_.pseudonym_secret.empty())
+    pseud_ = std::make_unique<Pseudonymizer>(cfg_.pseudonym_secret, cfg_.pseudonym_rotate_ns);
+}
+
 double TiExporter::reliability(uint64_t now_ns, const std::string& ip) const {
   const Indicator& x = ind_.at(ip);
   double today = double(now_ns) / 86'400e9;
@@ -133,6 +182,10 @@ void TiExporter::add(const Detection& d) {
   x.last_ns = std::max(x.last_ns, d.last_ns);
   latest_ns_ = std::max(latest_ns_, d.last_ns);
   x.detections++;
+  if (pseud_ && d.client) {  // the address is hashed here and never kept
+    auto& ps = x.pseudonyms[pseud_->period(d.first_ns)];
+    if (ps.size() < kMaxPseudonyms) ps.insert(pseud_->of(d.client, d.ip_ver, d.first_ns));
+  }
   x.score = std::max(x.score, d.score);
   x.clients = std::max(x.clients, d.srv_clients);
   x.periodicity = std::max(x.periodicity, d.periodicity);
@@ -154,7 +207,8 @@ std::vector<std::string> TiExporter::write(uint64_t now_ns) const {
 
   // CSV and JSON
   std::string csv = "indicator,ip_version,ports,first_seen,last_seen,apps,score,reliability,threats,"
-                    "clients_bucket,periodicity,period_s,bytes,detections\n";
+                    "clients_bucket,periodicity,period_s,bytes,detections";
+  csv += pseud_ ? ",client_pseudonyms\n" : "\n";
   Json arr = Json::array();
   Json stix = Json::array();
   stix.push_back({{"type", "identity"}, {"spec_version", "2.1"}, {"id", producer_id}, {"created", now},
@@ -182,13 +236,30 @@ std::vector<std::string> TiExporter::write(uint64_t now_ns) const {
     append_general6(line, x.periodicity);
     line += ',';
     append_general6(line, x.period_s);
-    line += "," + std::to_string(x.srv_bytes) + "," + std::to_string(x.detections) + "\n";
+    line += "," + std::to_string(x.srv_bytes) + "," + std::to_string(x.detections);
+    // Pseudonyms per rotation period: partners compare them within the same period only.
+    Json jpseud = Json::array();
+    if (pseud_) {
+      line += ',';
+      bool first = true;
+      for (auto& [period, ids] : x.pseudonyms) {
+        std::string start = iso(period * pseud_->rotate_ns());
+        jpseud.push_back({{"period_start", start}, {"period_s", pseud_->rotate_ns() / 1'000'000'000ull}, {"ids", ids}});
+        for (auto& id : ids) {
+          if (!first) line += ';';
+          first = false;
+          line += start + "/" + id;
+        }
+      }
+    }
+    line += '\n';
     csv += line;
     Json j{{"indicator", ip}, {"ip_version", x.ver}, {"ports", jports}, {"first_seen", iso(x.first_ns)},
            {"last_seen", iso(x.last_ns)}, {"apps", x.apps}, {"score", x.score}, {"reliability", rel},
            {"threats", x.threats}, {"periodicity", x.periodicity}, {"period_s", x.period_s},
            {"bytes", x.srv_bytes}, {"detections", x.detections}};
     if (!cb.empty()) j["clients_bucket"] = cb;
+    if (pseud_) j["client_pseudonyms"] = jpseud;
     arr.push_back(j);
 
     // STIX 2.1: the address (SCO), what we observed, the indicator, and their link.
@@ -208,10 +279,12 @@ std::vector<std::string> TiExporter::write(uint64_t now_ns) const {
              {"labels", x.apps}};
     for (auto& t : x.threats) ind["labels"].push_back(t);
     stix.push_back(ind);
-    stix.push_back({{"type", "observed-data"}, {"spec_version", "2.1"}, {"id", obs_id}, {"created_by_ref", producer_id},
-                    {"created", now}, {"modified", now}, {"first_observed", iso(x.first_ns)},
-                    {"last_observed", iso(std::max(x.last_ns, x.first_ns))},
-                    {"number_observed", std::max<uint64_t>(1, x.detections)}, {"object_refs", {sco_id}}});
+    Json obs{{"type", "observed-data"}, {"spec_version", "2.1"}, {"id", obs_id}, {"created_by_ref", producer_id},
+             {"created", now}, {"modified", now}, {"first_observed", iso(x.first_ns)},
+             {"last_observed", iso(std::max(x.last_ns, x.first_ns))},
+             {"number_observed", std::max<uint64_t>(1, x.detections)}, {"object_refs", {sco_id}}};
+    if (pseud_) obs["x_linesight_client_pseudonyms"] = jpseud;  // a STIX custom property
+    stix.push_back(obs);
     stix.push_back({{"type", "relationship"}, {"spec_version", "2.1"},
                     {"id", "relationship--" + uuid_of("rel:" + ind_id + obs_id)}, {"created_by_ref", producer_id},
                     {"created", now}, {"modified", now}, {"relationship_type", "based-on"},

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -21,15 +22,39 @@ const char* proto_name(uint8_t proto);  // tcp, udp, icmp, ipv6-icmp, ip
 // are someone's inside, never an indicator.
 bool is_public(const uint8_t* addr, uint8_t ip_ver);
 
+// Keyed client pseudonyms for operators who agree to correlate clients (off by default):
+// pseudonym = HMAC-SHA256(period key, client address), period key = HMAC-SHA256(secret,
+// period number). Partners holding the same secret get the same pseudonym for the same
+// client within a period; without the secret it cannot be reversed or tested against a
+// guessed address, and rotation stops linking a client across periods.
+class Pseudonymizer {
+ public:
+  // `secret` ≥ 16 bytes (throws std::invalid_argument); `rotate_ns` > 0.
+  Pseudonymizer(std::string secret, uint64_t rotate_ns);
+  // Reads the secret from a file (trailing newline dropped); throws naming the file.
+  static std::string read_secret(const std::string& path);
+  uint64_t period(uint64_t t_ns) const { return t_ns / rotate_ns_; }
+  uint64_t rotate_ns() const { return rotate_ns_; }
+  std::string of(const uint8_t* addr, uint8_t ip_ver, uint64_t t_ns);  // 24 hex digits
+
+ private:
+  std::string secret_;
+  uint64_t rotate_ns_;
+  uint64_t key_period_ = UINT64_MAX;
+  unsigned char key_[32];
+};
+
 struct TiExportConfig {
   std::string dir;
   uint32_t k = 5;                 // minimum distinct clients before client counts leave
   std::string producer = "linesight sensor";
+  std::string pseudonym_secret;   // empty: no pseudonyms (the default)
+  uint64_t pseudonym_rotate_ns = 86'400'000'000'000ull;
 };
 
 class TiExporter {
  public:
-  explicit TiExporter(TiExportConfig c) : cfg_(std::move(c)) {}
+  explicit TiExporter(TiExportConfig c);
   void add(const Detection& d);
   // Writes every format into cfg.dir (created); returns the files written. Throws with the
   // path on a failed write.
@@ -55,8 +80,11 @@ class TiExporter {
     uint32_t feeds = 0;
     double feed_weight = 0;
     int64_t listed_days = 0;  // latest dated listing (0: undated)
+    std::map<uint64_t, std::set<std::string>> pseudonyms;  // period → client pseudonyms
   };
+  static constexpr size_t kMaxPseudonyms = 64;  // per indicator and period
   TiExportConfig cfg_;
+  std::unique_ptr<Pseudonymizer> pseud_;
   std::map<std::string, Indicator> ind_;
   uint64_t not_public_ = 0;
   uint64_t latest_ns_ = 0;  // the latest traffic time seen: reliability is judged then

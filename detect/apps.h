@@ -62,6 +62,9 @@ struct Detection {
   int64_t ti_last_days;  // day of the latest dated listing (0: undated)
   const std::string& ti_categories;
   std::string sig_names;  // `;`-separated rule names
+  // The client of the flow: for the operator's own SOC and for keyed pseudonyms only
+  // (ctrl/ti_export.h never writes it).
+  const uint8_t* client = nullptr;
 };
 
 class DetectStage {

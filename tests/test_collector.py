@@ -13,7 +13,9 @@ import shutil
 import socket
 import struct
 import subprocess
+import signal
 import tempfile
+import time
 
 from lsdata import BIN, free_udp_port, need_data, skip, check, finish
 
@@ -217,12 +219,48 @@ def hostile_then_valid():
               f"and renormalised ({dict(rates)})")
 
 
+def scheduled_export():
+    """--ti-export-every: a long-running collector exports while it runs, not only at exit."""
+    pcap = need_data("slips/test-cc-capture-1.pcap")
+    with tempfile.TemporaryDirectory() as d:
+        tx = os.path.join(d, "tx")
+        c = Collect(d, "--exit-idle", "600s", "--detections-out", os.path.join(d, "d.jsonl"),
+                    "--app", "beacon:server:rule:periodicity=0.8,contacts=10", "--ti-export", tx,
+                    "--ti-export-every", "1s")
+        ind = os.path.join(tx, "indicators.json")
+
+        def exported():
+            try:
+                return [x["indicator"] for x in json.load(open(ind))]
+            except (OSError, ValueError):
+                return None
+        for _ in range(100):
+            if exported() is not None:
+                break
+            time.sleep(0.05)
+        first = exported()
+        subprocess.run([BIN, "replay", pcap, "--quiet", "--ipfix", f"127.0.0.1:{c.port}"], check=True)
+        later = None
+        for _ in range(100):  # the next scheduled export names the beacon server
+            later = exported()
+            if later and "141.193.213.21" in later:
+                break
+            time.sleep(0.05)
+        running = c.p.poll() is None
+        c.p.send_signal(signal.SIGINT)
+        rc, _, _, err = c.wait()
+        check(first == [] and later and "141.193.213.21" in later and running and rc == 0
+              and "export failed" not in err,
+              f"scheduled export while running: first {first}, after the beacons {later}")
+
+
 def main():
     if not shutil.which("softflowd"):
         skip("softflowd not installed (scripts/setup.sh installs it)")
     softflowd_vs_replay()
     ipfix_round_trip()
     hostile_then_valid()
+    scheduled_export()
     finish()
 
 

@@ -75,8 +75,36 @@ TEST(Config, Durations) {
   EXPECT_EQ(parse_duration_ns("30"), 30'000'000'000ull);
   EXPECT_EQ(parse_duration_ns("250us"), 250'000ull);
   EXPECT_EQ(parse_duration_ns("1h"), 3600'000'000'000ull);
+  EXPECT_EQ(parse_duration_ns("1d"), 86400'000'000'000ull);
   EXPECT_THROW(parse_duration_ns("-1s"), ConfigError);
   EXPECT_THROW(parse_duration_ns("s"), ConfigError);
+}
+
+TEST(Config, DetectAndTiExportSections) {
+  Config c;
+  load_config_string(R"(
+output: {detections: det.jsonl}
+detect:
+  apps: ["beacon:server:rule:periodicity=0.8,contacts=10", "miner:server:rule:sig=1001"]
+ti_export:
+  dir: /var/lib/linesight/ti
+  every: 1h
+  privacy_k: 10
+  producer: ISP-X sensor
+  pseudonym_secret: /etc/linesight/pseudonym.key
+  pseudonym_rotate: 1d
+)", c, "t.yaml");
+  EXPECT_EQ(c.detections_out, "det.jsonl");
+  ASSERT_EQ(c.apps.size(), 2u);
+  EXPECT_EQ(c.ti_export, "/var/lib/linesight/ti");
+  EXPECT_EQ(c.ti_export_every_ns, 3600'000'000'000ull);
+  EXPECT_EQ(c.privacy_k, 10u);
+  EXPECT_EQ(c.producer, "ISP-X sensor");
+  EXPECT_EQ(c.pseudonym_secret_file, "/etc/linesight/pseudonym.key");
+  EXPECT_EQ(c.pseudonym_rotate_ns, 86400'000'000'000ull);
+  EXPECT_NE(error_of("ti_export: {every: soon}").find("t.yaml:1"), std::string::npos);
+  EXPECT_NE(error_of("detect: {apps: beacon}").find("expected a list"), std::string::npos);
+  EXPECT_NE(error_of("ti_export: {secret: x}").find("secret"), std::string::npos);  // unknown key named
 }
 
 TEST(Config, SamplingSpec) {

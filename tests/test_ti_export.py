@@ -5,12 +5,15 @@ server) is searched in every export file as text, packed bytes and hex — none 
 appear. The STIX 2.1 bundle is checked against the specification's required properties
 and references, the MISP feed directory against what a MISP subscription reads, and
 client counts leave only from k distinct clients, bucketed."""
+import hashlib
+import hmac
 import ipaddress
 import json
 import os
 import re
 import subprocess
 import tempfile
+import time
 
 from lsdata import BIN, ROOT, check, finish, need_data
 
@@ -24,6 +27,7 @@ ID = re.compile(r"^([a-z0-9-]+)--[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9
 
 
 def export(d, captures, *extra):
+    os.makedirs(d, exist_ok=True)
     out = os.path.join(d, "x")
     clients, flows = set(), os.path.join(d, "f.jsonl")
     for i, rel in enumerate(captures):
@@ -71,6 +75,95 @@ def check_stix(path):
     return problems, sum(1 for o in objs if o["type"] == "indicator")
 
 
+def find_leaks(files, clients):
+    """(client, file) for every client address found in a file as text, hex or bytes."""
+    blobs = {f: open(f, "rb").read() for f in files}
+    leaks = []
+    for c in sorted(clients):
+        a = ipaddress.ip_address(c)
+        forms = [c.encode(), a.packed.hex().encode(), a.exploded.encode()]
+        # Packed bytes that are all printable are just text (e.g. 65.66.67.68 = "ABCD").
+        if any(ch < 0x20 or ch > 0x7e for ch in a.packed):
+            forms.append(a.packed)
+        for f, b in blobs.items():
+            leaks += [(c, os.path.basename(f)) for form in forms if re.search(rb"(?<![0-9a-f.:])" + re.escape(form) + rb"(?![0-9a-f:]|\.\d)", b)]
+    return leaks
+
+
+def pseudonym(secret, rotate_ns, t_ns, client):
+    """The construction documented in docs/ti.md, written independently of the C++."""
+    a = ipaddress.ip_address(client)
+    period = t_ns // rotate_ns
+    key = hmac.new(secret, f"linesight-pseudonym-v1|{rotate_ns}|{period}".encode(), hashlib.sha256).digest()
+    msg = bytes([a.version]) + a.packed + bytes(16 - len(a.packed))
+    return period, hmac.new(key, msg, hashlib.sha256).hexdigest()[:24]
+
+
+def ids_by_server(out):
+    """indicator → {period_start: set(ids)} from an indicators.json."""
+    return {r["indicator"]: {p["period_start"]: set(p["ids"]) for p in r.get("client_pseudonyms", [])}
+            for r in json.load(open(os.path.join(out, "0", "indicators.json")))}
+
+
+def pseudonyms(d):
+    """Opt-in keyed client pseudonyms: computable by a partner holding the secret, equal
+    across sensors with the same secret, unrelated under another secret or period, and
+    still no client address in any file."""
+    s1, s2, short = (os.path.join(d, n) for n in ("s1", "s2", "short"))
+    for path, text in ((s1, "partners-agreed-secret-2024\n"), (s2, "another-operators-secret\n"), (short, "tooshort\n")):
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
+    day = 86400 * 10**9
+    cap = "slips/test-cc-capture-1.pcap"  # 11 minutes of beacons from one host
+    a_dir = os.path.join(d, "psA")
+    out, clients = export(a_dir, [cap], "--pseudonym-secret", s1)
+    files = [os.path.join(r, f) for r, _, fs in os.walk(out) for f in fs]
+    exported = set(ids_by_server(out))
+    leaks = find_leaks(files, clients - exported)
+    check(not leaks, f"pseudonyms on: {len(clients - exported)} client addresses, none in {len(files)} files"
+          + (f"; leaks {leaks[:3]}" if leaks else ""))
+    got = ids_by_server(out)
+    secret = b"partners-agreed-secret-2024"
+    want, n = {}, 0
+    for line in open(os.path.join(a_dir, "det.jsonl")):
+        x = json.loads(line)
+        if x["entity"] != "server" or x["endpoint"] not in got:
+            continue
+        period, pid = pseudonym(secret, day, x["time_ns"], x["evidence"]["client"])
+        start = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(period * 86400))
+        want.setdefault(x["endpoint"], {}).setdefault(start, set()).add(pid)
+        n += 1
+    ok = n > 0 and all(ids <= got[srv].get(start, set()) for srv, per in want.items() for start, ids in per.items())
+    check(ok, f"a partner with the secret computes the same pseudonyms from the documented construction ({n} detections)")
+    all_ids = [i for per in got.values() for ids in per.values() for i in ids]
+    check(all(re.fullmatch(r"[0-9a-f]{24}", i) for i in all_ids) and all(len(ids) <= 64 for per in got.values() for ids in per.values()),
+          f"{len(all_ids)} pseudonyms, 24 hex digits, at most 64 per server and period")
+    # Another sensor, same secret (another hash seed): the same pseudonyms.
+    out_b, _ = export(os.path.join(d, "psB"), [cap], "--pseudonym-secret", s1, "--hash-seed", "7")
+    check(ids_by_server(out_b) == got, "same secret on another sensor: same pseudonyms")
+    out_c, _ = export(os.path.join(d, "psC"), [cap], "--pseudonym-secret", s2)
+    other = {i for per in ids_by_server(out_c).values() for ids in per.values() for i in ids}
+    check(other and not (other & set(all_ids)), "another secret: no pseudonym in common")
+    # Rotation every 2 minutes: the beacon host gets a new pseudonym in each period.
+    out_h, _ = export(os.path.join(d, "psH"), [cap], "--pseudonym-secret", s1, "--pseudonym-rotate", "2m")
+    hourly = ids_by_server(out_h)
+    periods = max(len(per) for per in hourly.values())
+    # Per server, a client's pseudonym never repeats across periods; across the two beacon
+    # servers the same client has the same pseudonym within a period (that is the point).
+    repeats = [srv for srv, per in hourly.items() if len(set().union(*per.values())) != sum(map(len, per.values()))]
+    shared = [start for start in hourly.get("141.193.213.20", {}) if hourly["141.193.213.20"][start] & hourly.get("141.193.213.21", {}).get(start, set())]
+    check(periods > 1 and not repeats and shared,
+          f"2-minute rotation: {periods} periods, no pseudonym repeats across periods; one client links two servers in {len(shared)} periods")
+    # Without the option: no pseudonyms anywhere; bad secrets are refused clearly.
+    r = subprocess.run([BIN, "replay", need_data(cap), "--quiet", "--ti-export", os.path.join(d, "psX"),
+                        "--detections-out", os.path.join(d, "x.jsonl"), "--pseudonym-secret", short],
+                       capture_output=True, text=True)
+    check(r.returncode != 0 and "shorter than 16 bytes" in r.stderr, f"a short secret is refused: {r.stderr.strip()}")
+    r = subprocess.run([BIN, "replay", need_data(cap), "--quiet", "--pseudonym-secret", s1], capture_output=True, text=True)
+    check(r.returncode != 0 and "needs --ti-export" in r.stderr, f"pseudonyms without an export: {r.stderr.strip()}")
+
+
 def main():
     caps = ["slips/test-cc-capture-1.pcap", "ndpi/emotet.pcap", "ndpi/trickbot.pcap", "ndpi/mining.pcapng",
             "slips/test7-malicious-hide-and-seek.pcap", "bench/ndpi-ether-concat.pcap"]
@@ -81,16 +174,7 @@ def main():
         for f in files:
             if f.endswith("indicators.json"):
                 exported.update(x["indicator"] for x in json.load(open(f)))
-        blobs = {f: open(f, "rb").read() for f in files}
-        leaks = []
-        for c in sorted(clients - exported):
-            a = ipaddress.ip_address(c)
-            forms = [c.encode(), a.packed.hex().encode(), a.exploded.encode()]
-            # Packed bytes that are all printable are just text (e.g. 65.66.67.68 = "ABCD").
-            if any(ch < 0x20 or ch > 0x7e for ch in a.packed):
-                forms.append(a.packed)
-            for f, b in blobs.items():
-                leaks += [(c, os.path.basename(f)) for form in forms if re.search(rb"(?<![0-9a-f.:])" + re.escape(form) + rb"(?![0-9a-f:]|\.\d)", b)]
+        leaks = find_leaks(files, clients - exported)
         check(len(files) >= 6 * 5 and not leaks,
               f"{len(clients - exported)} client addresses from {len(caps)} captures: none in {len(files)} export files "
               f"as text, packed or hex ({len(exported)} servers exported){'; leaks: ' + str(leaks[:3]) if leaks else ''}")
@@ -122,6 +206,8 @@ def main():
         shown = [r.get("clients_bucket") for r in json.load(open(os.path.join(out1, "0", "indicators.json")))]
         check(hidden and shown and set(shown) <= {"1-4", "5-9", "10-49", "50-99", "100-499", "500+"},
               f"client counts below k = 5 withheld; with k = 1 they are bucketed: {sorted(set(shown))}")
+        check(all("client_pseudonyms" not in r for r in rows), "no pseudonyms unless asked for")
+        pseudonyms(d)
     finish()
 
 
