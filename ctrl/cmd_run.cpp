@@ -64,6 +64,23 @@ options (override the config file):
 }
 
 
+
+// The files a /…/reload command loads: {"paths": [...]} or the configured ones.
+std::vector<std::string> reload_paths(const CtlRequest& r, const std::vector<std::string>& configured, bool features) {
+  if (!features) throw CtlError("no feature stage running (start with --features-out)");
+  std::vector<std::string> paths = configured;
+  if (r.body.contains("paths")) {
+    if (!r.body["paths"].is_array()) throw CtlError("paths must be a list");
+    paths.clear();
+    for (auto& p : r.body["paths"]) {
+      if (!p.is_string()) throw CtlError("paths must be strings");
+      paths.push_back(p.get<std::string>());
+    }
+  }
+  if (paths.empty()) throw CtlError("nothing configured: give {\"paths\": [...]}");
+  return paths;
+}
+
 }  // namespace
 
 int cmd_run(int argc, char** argv) {
@@ -134,14 +151,7 @@ int cmd_run(int argc, char** argv) {
                "reload the threat-intel feeds (the configured paths, or {\"paths\": [...]}); "
                "a feed that cannot be read is refused and the old table stays",
                [&](const CtlRequest& r) {
-                 if (!outputs->features) throw CtlError("no feature stage running (start with --features-out)");
-                 std::vector<std::string> paths = cfg.ti;
-                 if (r.body.contains("paths")) {
-                   if (!r.body["paths"].is_array()) throw CtlError("paths must be a list");
-                   paths.clear();
-                   for (auto& p : r.body["paths"]) paths.push_back(p.get<std::string>());
-                 }
-                 if (paths.empty()) throw CtlError("no feeds configured: give {\"paths\": [...]}");
+                 auto paths = reload_paths(r, cfg.ti, outputs->features != nullptr);
                  std::shared_ptr<const TiTable> t;
                  try {
                    t = TiTable::load(paths);
@@ -156,6 +166,22 @@ int cmd_run(int argc, char** argv) {
                  for (auto& f : t->feeds()) entries += f.entries;
                  return nlohmann::json{{"feeds", t->feeds().size()}, {"entries", entries},
                                        {"intervals", t->intervals()}, {"warnings", t->warnings()}};
+               });
+      ctl->add("/partners/reload",
+               "reload partners' shared indicators (the configured files, or {\"paths\": [...]}); "
+               "a file that cannot be read is refused and the old table stays",
+               [&](const CtlRequest& r) {
+                 auto paths = reload_paths(r, cfg.partners, outputs->features != nullptr);
+                 std::shared_ptr<const PartnerTable> t;
+                 try {
+                   t = PartnerTable::load(paths);
+                 } catch (const PartnerError& e) {
+                   throw CtlError(e.what());
+                 }
+                 outputs->features->set_partners(t);  // rows are computed on this thread
+                 cfg.partners = paths;
+                 cfg.loaded_partners = t;
+                 return nlohmann::json{{"servers", t->size()}, {"files", t->files().size()}};
                });
       // Apps score rows on this control thread: swaps need no grace period.
       ctl->add("/models", "detection apps: entity, model file, trees, threshold, rows scored, detections",

@@ -192,6 +192,10 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
                 if (!v.IsSequence()) throw ConfigError(where(file, v, k) + "expected a list of feed files or directories");
                 for (auto x : v) c.ti.push_back(x.Scalar());
               }},
+             {"partners", [&](auto& v, auto& k) {
+                if (!v.IsSequence()) throw ConfigError(where(file, v, k) + "expected a list of partner files");
+                for (auto x : v) c.partners.push_back(x.Scalar());
+              }},
              {"pair_capacity", [&](auto& v, auto& k) {
                 uint64_t x = as<uint64_t>(file, v, k);
                 if (x < 64 || x > (1u << 28)) throw ConfigError(where(file, v, k) + "must be 64 .. 2^28");
@@ -358,6 +362,8 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
                          or NAME:ENTITY:rule:sig=ID+ID,periodicity=X,contacts=N
   --ti PATH              threat-intel feed file or directory (repeatable): firehol
                          .ipset/.netset, plain IP/CIDR lists, CSV with an ip column
+  --partner FILE         a partner's shared indicators (their linesight indicators.json
+                         or .csv) as features partner_* (repeatable; docs/features.md)
   --payload-out          include the captured payload prefix (hex) in records
   --summary-json FILE    final counters as JSON
   --sampling SPEC        off | packet:N | packet_random:N[:SEED] | flow_hash:N[:SEED] |
@@ -418,6 +424,13 @@ void finish_config(Config& c) {
       throw ConfigError(e.what());
     }
   }
+  if (!c.partners.empty()) {
+    try {
+      c.loaded_partners = PartnerTable::load(c.partners);
+    } catch (const PartnerError& e) {
+      throw ConfigError(e.what());
+    }
+  }
   if (!c.hash_seed_set) {
     uint64_t s = 0;
     if (getrandom(&s, sizeof s, 0) != sizeof s) s = uint64_t(time(nullptr));
@@ -465,6 +478,7 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--pseudonym-rotate") cfg.pseudonym_rotate_ns = parse_duration_ns(val());
   else if (a == "--rules") cfg.rules = val();
   else if (a == "--ti") cfg.ti.push_back(val());
+  else if (a == "--partner") cfg.partners.push_back(val());
   else if (a == "--rotate-bytes") cfg.rotate_bytes = flag_num<uint64_t>(a, val());
   else if (a == "--rotate-interval") cfg.rotate_interval_ns = parse_duration_ns(val());
   else if (a == "--payload-out") cfg.payload_out = true;

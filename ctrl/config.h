@@ -9,6 +9,7 @@
 #include "dataplane/flow_core.h"
 #include "features/signatures.h"
 #include "features/ti_table.h"
+#include "features/partners.h"
 
 namespace ls {
 
@@ -69,6 +70,8 @@ struct Config {
   std::shared_ptr<const RuleSet> loaded_rules;  // compiled once by finish_config()
   std::vector<std::string> ti;                  // feed files / directories
   std::shared_ptr<const TiTable> loaded_ti;     // built once by finish_config()
+  std::vector<std::string> partners;            // partners' indicators.json / .csv
+  std::shared_ptr<const PartnerTable> loaded_partners;  // built once by finish_config()
   uint64_t ipfix_template_refresh_ns = 60'000'000'000ull;
   bool payload_out = false;
   std::string summary_json;

@@ -27,6 +27,7 @@ inline FeatureConfig feature_config(const Config& c) {
   fc.hash_seed = c.core.table.hash_seed;
   fc.rules = c.loaded_rules;
   fc.ti = c.loaded_ti;
+  fc.partners = c.loaded_partners;
   return fc;
 }
 
@@ -152,6 +153,13 @@ struct Outputs {
       for (auto& a : detect->stats())
         o += "  " + a.name + ": " + std::to_string(a.fired) + " fired, " + std::to_string(a.cooled) +
              " within cool-down, " + std::to_string(a.scored) + " rows scored\n";
+    }
+    if (c.loaded_partners) {
+      uint64_t skipped = 0;
+      for (auto& f : c.loaded_partners->files()) skipped += f.skipped;
+      o += "partners: " + std::to_string(c.loaded_partners->size()) + " servers reported in " +
+           std::to_string(c.loaded_partners->files().size()) + " files (" + std::to_string(skipped) +
+           " malformed records skipped)\n";
     }
     if (c.loaded_ti) {
       uint64_t entries = 0, skipped = 0;

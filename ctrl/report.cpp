@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ctrl/ti_export.h"
+#include "features/partners.h"
 #include "features/reliability.h"
 
 namespace ls {
@@ -18,19 +19,6 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 constexpr double kDayNs = 86'400e9;
-
-// "2024-01-23T16:53:44.123Z" → ns since the epoch; 0 if unparsable.
-uint64_t parse_iso_ns(const std::string& s) {
-  tm t{};
-  const char* end = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &t);
-  if (!end) return 0;
-  uint64_t ns = uint64_t(timegm(&t)) * 1'000'000'000ull;
-  if (*end == '.') {
-    uint64_t scale = 100'000'000ull;
-    for (end++; *end >= '0' && *end <= '9'; end++, scale /= 10) ns += uint64_t(*end - '0') * scale;
-  }
-  return ns;
-}
 
 std::string day_str(int64_t day) {
   if (!day) return "";
@@ -112,7 +100,7 @@ struct Reader {
         if (a.is_string() && apps.count(a.get<std::string>())) match = true;
     if (!match) return;
     out.records++;
-    uint64_t first = parse_iso_ns(j.value("first_seen", "")), last = parse_iso_ns(j.value("last_seen", ""));
+    uint64_t first = parse_iso8601_ns(j.value("first_seen", "")), last = parse_iso8601_ns(j.value("last_seen", ""));
     if (!first) return malformed(where, "no first_seen time");
     bool bad;
     Sighting* s = sighting(j["indicator"].get<std::string>(), bad);

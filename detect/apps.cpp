@@ -70,6 +70,18 @@ const Column kColumns[] = {
     {"cli_failed_share", [](const FeatureRow& r) { return float(r.client.failed_share); }},
     {"cli_periodic_servers", [](const FeatureRow& r) { return float(std::round(r.client.periodic_servers)); }},
     {"cli_age_s", [](const FeatureRow& r) { return float(r.client.age_s); }},
+    {"partner_reports", [](const FeatureRow& r) { return float(r.partner ? r.partner->reports : 0); }},
+    {"partner_score", [](const FeatureRow& r) { return nan_if(!r.partner, r.partner ? r.partner->score : 0); }},
+    {"partner_port_match", [](const FeatureRow& r) {
+       return float(r.partner && r.partner->has_port(fw(r) == 0 ? r.rec->e.key.hi_port : r.rec->e.key.lo_port));
+     }},
+    {"partner_detections", [](const FeatureRow& r) { return float(r.partner ? r.partner->detections : 0); }},
+    {"partner_days_since_first", [](const FeatureRow& r) {
+       return nan_if(!r.partner || !r.partner->first_ns, r.partner ? partner_days(r.rec->e.first_ns, r.partner->first_ns) : 0);
+     }},
+    {"partner_days_since_last", [](const FeatureRow& r) {
+       return nan_if(!r.partner || !r.partner->last_ns, r.partner ? partner_days(r.rec->e.first_ns, r.partner->last_ns) : 0);
+     }},
 };
 constexpr size_t kNumColumns = sizeof kColumns / sizeof kColumns[0];
 

@@ -75,6 +75,7 @@ void FeatureStage::compute(const FlowRecord& r, FeatureRow& f) {
     f.ti_dst_hit = cfg_.ti->lookup(fw == 0 ? e.key.hi : e.key.lo, e.key.ip_ver, f.ti_dst);
     f.ti_src_hit = cfg_.ti->lookup(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver, f.ti_src);
   }
+  f.partner = cfg_.partners ? cfg_.partners->lookup(fw == 0 ? e.key.hi : e.key.lo, e.key.ip_ver) : nullptr;
   f.pair = r.pair.valid ? r.pair : pair_features(r);
   f.client = r.client.valid ? r.client : client_features(r, f.pair);
   ctr_.rows++;
@@ -211,7 +212,9 @@ const char* FeatureStage::csv_header() {
          "ti_dst_days_since_last,ti_src_feeds,"
          "srv_clients,srv_client_nets,srv_ports,srv_flows,srv_bytes,srv_failed_share,srv_age_s,"
          "payloadless_share,tcp_rtt_ms,"
-         "cli_servers,cli_ports,cli_flows,cli_failed_share,cli_periodic_servers,cli_age_s\n";
+         "cli_servers,cli_ports,cli_flows,cli_failed_share,cli_periodic_servers,cli_age_s,"
+         "partner_reports,partner_score,partner_port_match,partner_detections,partner_days_since_first,"
+         "partner_days_since_last\n";
 }
 
 namespace {
@@ -287,7 +290,17 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
   num(o, f.client.flows); c();
   dbl(o, f.client.failed_share); c();
   dbl(o, std::round(f.client.periodic_servers)); c();
-  dbl(o, f.client.age_s);
+  dbl(o, f.client.age_s); c();
+  // Partner reports: empty cells (missing) where no partner reported the server.
+  const PartnerHit* p = f.partner;
+  num(o, p ? p->reports : 0); c();
+  if (p) dbl(o, p->score);
+  c();
+  num(o, p && p->has_port(fw == 0 ? e.key.hi_port : e.key.lo_port)); c();
+  num(o, p ? p->detections : 0); c();
+  if (p && p->first_ns) dbl(o, partner_days(e.first_ns, p->first_ns));
+  c();
+  if (p && p->last_ns) dbl(o, partner_days(e.first_ns, p->last_ns));
   o += '\n';
 }
 
@@ -297,7 +310,7 @@ FeatureWriter::FeatureWriter(const std::string& path, const FeatureConfig& c)
   if (path.empty()) return;
   f_ = path == "-" ? stdout : std::fopen(path.c_str(), "w");
   if (!f_) throw std::runtime_error(path + ": " + std::strerror(errno));
-  std::fputs("# linesight features v2\n", f_);
+  std::fputs("# linesight features v3\n", f_);
   std::fputs(FeatureStage::csv_header(), f_);
 }
 

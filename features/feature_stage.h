@@ -1,7 +1,7 @@
 // The feature stage: flow record in, feature row out, one pass shared by every later
 // detection app. Owns per client→server pair contact history in a bounded table (fixed
 // capacity, oldest pair evicted), so it can run on the worker that owns the server
-// endpoint without locks. Schema: docs/features.md (version 1).
+// endpoint without locks. Schema: docs/features.md (version 3).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -13,6 +13,7 @@
 #include "dataplane/record.h"
 #include "features/bounded_table.h"
 #include "features/hll.h"
+#include "features/partners.h"
 #include "features/periodicity.h"
 #include "features/signatures.h"
 #include "features/ti_table.h"
@@ -31,6 +32,7 @@ struct FeatureConfig {
   uint64_t hash_seed = 0;
   std::shared_ptr<const RuleSet> rules;  // payload signatures; null = none
   std::shared_ptr<const TiTable> ti;     // threat-intel feeds; null = none
+  std::shared_ptr<const PartnerTable> partners;  // partner enriched features; null = none
 };
 
 struct FeatureRow {
@@ -43,6 +45,7 @@ struct FeatureRow {
   // threat intel: the server (dst) and the client (src)
   bool ti_dst_hit, ti_src_hit;
   TiHit ti_dst, ti_src;
+  const PartnerHit* partner;  // the server as partners reported it; null = not reported
   // client → server pair (the flow's initiator → responder, responder port, protocol)
   PairFeatures pair;
   // the client endpoint (initiator), all its contacts so far
@@ -82,6 +85,7 @@ class FeatureStage final : public RecordStage {
   uint64_t rules_generation() const { return adopted_.load(std::memory_order_acquire); }
   // TI lookups run on the thread that calls compute(): swap the table on that thread.
   void set_ti(std::shared_ptr<const TiTable> t) { cfg_.ti = std::move(t); }
+  void set_partners(std::shared_ptr<const PartnerTable> p) { cfg_.partners = std::move(p); }
   PairFeatures pair_features(const FlowRecord& r);
   ClientFeatures client_features(const FlowRecord& r, const PairFeatures& p);
   FeatureCounters counters() const { return {ctr_.rows, pairs_.ctr, servers_.ctr, clients_.ctr}; }
@@ -140,7 +144,7 @@ class FeatureStage final : public RecordStage {
   FeatureCounters ctr_;
 };
 
-// Writes feature rows as CSV (first line "# linesight features v2", then the header).
+// Writes feature rows as CSV (first line "# linesight features v3", then the header).
 class FeatureWriter final : public RecordConsumer {
  public:
   // path "" = rows only for on_row (no CSV).
@@ -152,6 +156,7 @@ class FeatureWriter final : public RecordConsumer {
   // Rule sets whose hits may appear in records (the loaded one, then each reload).
   void add_rules(std::shared_ptr<const RuleSet> rs);
   void set_ti(std::shared_ptr<const TiTable> t) { stage_.set_ti(std::move(t)); }
+  void set_partners(std::shared_ptr<const PartnerTable> p) { stage_.set_partners(std::move(p)); }
   // Every row also goes here (the detection apps), in the same pass.
   std::function<void(const FeatureRow&, const RuleSet*)> on_row;
 

@@ -70,10 +70,38 @@ with tempfile.TemporaryDirectory() as d:
         lines = open(fo).read().splitlines()
         rows = list(csv.DictReader(lines[1:]))
         last = [x for x in rows if x["dst"] == "141.193.213.21"][-1]
-        check(r.returncode == 0 and lines[0] == "# linesight features v2" and len(rows) == 299
+        check(r.returncode == 0 and lines[0] == "# linesight features v3" and len(rows) == 299
               and float(last["pair_periodicity"]) > 0.85 and abs(float(last["pair_period_s"]) - 2.2) < 0.1,
               f"features: one row per record, the 2 s beacon pair periodic ({last['pair_periodicity']}, "
               f"period {last['pair_period_s']} s)")
+        check(all(x["partner_reports"] == "0" and x["partner_score"] == "" for x in rows),
+              "no partner file: partner columns 0 / empty")
+        # A partner shared the beacon C&C (port 443) the day before the capture, and another
+        # server on a port we do not see.
+        partner = os.path.join(d, "partner.json")
+        with open(partner, "w") as f:
+            json.dump([{"indicator": "141.193.213.21", "ports": ["443/tcp", "8080/tcp"], "score": 0.9,
+                        "first_seen": "2024-02-07T15:16:39.842Z", "last_seen": "2024-02-08T03:16:39.842Z",
+                        "detections": 12, "threats": ["beacon"]},
+                       {"indicator": "141.193.213.20", "ports": ["8443/tcp"], "score": 0.6,
+                        "first_seen": "2024-02-01T00:00:00Z", "last_seen": "2024-02-01T00:00:00Z"},
+                       {"indicator": "not-an-ip"}], f)
+        r = run("replay", beacon, "--features-out", fo, "--partner", partner, "--quiet")
+        rows = list(csv.DictReader(open(fo).read().splitlines()[1:]))
+        cc = [x for x in rows if x["dst"] == "141.193.213.21"]
+        other = [x for x in rows if x["dst"] == "141.193.213.20"]
+        rest = [x for x in rows if x["dst"] not in ("141.193.213.21", "141.193.213.20")]
+        first = cc[0]
+        ok = (r.returncode == 0 and all(x["partner_reports"] == "1" and x["partner_score"] == "0.9"
+                                        and x["partner_port_match"] == "1" and x["partner_detections"] == "12" for x in cc)
+              and abs(float(first["partner_days_since_first"]) - 1.0) < 0.01
+              and abs(float(first["partner_days_since_last"]) - 0.5) < 0.01
+              and other and all(x["partner_port_match"] == "0" and x["partner_score"] == "0.6" for x in other)
+              and all(x["partner_reports"] == "0" for x in rest))
+        check(ok, f"--partner: the shared C&C's rows carry the partner's score, port match and ages "
+                  f"({len(cc)} rows, {first['partner_days_since_first']} d since first); other servers none")
+        r = run("replay", beacon, "--features-out", fo, "--partner", os.path.join(d, "features.csv"), "--quiet")
+        check(r.returncode == 2 and "no indicator column" in r.stderr, f"a file that is not a partner export: {r.stderr.strip()}")
     else:
         print("SKIP features on the beacon capture: shared data absent")
 

@@ -329,6 +329,13 @@ def test_rules_reload(d):
         check(not e["ok"] and "/nonexistent/feed" in e["error"], "bad TI path refused: " + e.get("error", ""))
         ti = raw(sock, json.dumps({"cmd": "/ti/reload", "paths": [feed]}).encode() + b"\n")
         check(ti["ok"] and ti["result"]["feeds"] == 1 and ti["result"]["entries"] == 1, "/ti/reload: " + json.dumps(ti))
+        e = raw(sock, json.dumps({"cmd": "/partners/reload", "paths": [feed]}).encode() + b"\n")
+        check(not e["ok"] and "indicator" in e["error"], "a feed is not a partner export: " + e.get("error", ""))
+        shared = os.path.join(d, "partner.json")
+        json.dump([{"indicator": "178.32.196.217", "ports": ["3333/tcp"], "score": 0.9,
+                    "first_seen": "2017-12-25T00:00:00Z"}], open(shared, "w"))
+        pr = raw(sock, json.dumps({"cmd": "/partners/reload", "paths": [shared]}).encode() + b"\n")
+        check(pr["ok"] and pr["result"] == {"servers": 1, "files": 1}, "/partners/reload: " + json.dumps(pr))
         fl = raw(sock, b'{"cmd":"/ti/feeds"}\n')
         check(fl["ok"] and fl["result"][0]["name"] == "test_feed" and fl["result"][0]["category"] == "malware", "/ti/feeds lists it")
         ok = raw(sock, json.dumps({"cmd": "/rules/reload", "path": only_ethproxy}).encode() + b"\n")

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 
+#include "features/partners.h"
 #include "features/ti_table.h"
 
 using namespace ls;
@@ -238,6 +239,47 @@ TEST(Reliability, FalsePositiveCorrection) {
   EXPECT_GT(reliability(m, {{1.0, 90}}, {}, {{0.8, 2}}), 0.7);
   // Our own old detections decay faster than listings.
   EXPECT_LT(reliability(m, {}, {{1.0, 28}}, {}), reliability(m, {{1.0, 28}}, {}, {}));
+}
+
+}  // namespace
+
+namespace {
+
+TEST(PartnerTable, CombinesPartnersExports) {
+  TmpDir d;
+  auto a = d.write("a/indicators.json", R"([
+    {"indicator": "203.0.113.7", "ports": ["443/tcp"], "score": 0.8, "first_seen": "2024-03-02T00:00:00.000Z",
+     "last_seen": "2024-03-03T12:00:00.000Z", "detections": 3, "threats": ["qakbot"]},
+    {"indicator": "2001:db8::1", "ports": ["8443/tcp"], "score": 0.7, "first_seen": "2024-03-01T00:00:00Z"},
+    {"indicator": "bogus"}, {"no": "indicator"}])");
+  auto b = d.write("b/indicators.csv",
+                   "indicator,ip_version,ports,first_seen,last_seen,apps,score,reliability,threats,clients_bucket,"
+                   "periodicity,period_s,bytes,detections\n"
+                   "203.0.113.7,4,443/tcp;2222/tcp,2024-03-01T00:00:00.000Z,2024-03-02T00:00:00.000Z,beacon,0.95,0.9,"
+                   "emotet,,0.9,60,1000,5\n"
+                   "203.0.113.8,4,,2024-03-01T00:00:00.000Z,,beacon,x,0.9,,,,,,1\n");
+  auto t = PartnerTable::load({a, b});
+  const PartnerHit* h = t->lookup(addr("203.0.113.7"), 4);
+  ASSERT_NE(h, nullptr);
+  EXPECT_EQ(h->reports, 2u);
+  EXPECT_DOUBLE_EQ(h->score, 0.95);
+  EXPECT_EQ(h->detections, 8u);
+  EXPECT_TRUE(h->has_port(443));
+  EXPECT_TRUE(h->has_port(2222));
+  EXPECT_FALSE(h->has_port(0));  // ICMP's port 0 is not "a port of interest"
+  EXPECT_EQ(h->threats, "emotet;qakbot");
+  EXPECT_EQ(h->first_ns, 1709251200000000000ull);  // 2024-03-01, the earlier partner
+  EXPECT_EQ(h->last_ns, 1709467200000000000ull);   // 2024-03-03 12:00
+  EXPECT_NE(t->lookup(addr("2001:db8::1"), 6), nullptr);
+  EXPECT_EQ(t->lookup(addr("203.0.113.9"), 4), nullptr);
+  EXPECT_EQ(t->lookup(addr("203.0.113.8"), 4), nullptr);  // its score is not a number: skipped
+  ASSERT_EQ(t->files().size(), 2u);
+  EXPECT_EQ(t->files()[0].skipped, 2u);
+  EXPECT_EQ(t->files()[1].skipped, 1u);
+  EXPECT_NEAR(partner_days(h->first_ns + 36 * 3600'000'000'000ull, h->first_ns), 1.5, 1e-9);
+  EXPECT_THROW(PartnerTable::load({d.write("c.csv", "ip,score\n1.2.3.4,1\n")}), PartnerError);
+  EXPECT_THROW(PartnerTable::load({d.write("d.json", "{\"type\": \"bundle\"}")}), PartnerError);
+  EXPECT_THROW(PartnerTable::load({(d.p / "missing.json").string()}), PartnerError);
 }
 
 }  // namespace
