@@ -1,11 +1,13 @@
 // Threat-intel feed parsers: the first byte picks the format by file name (firehol
-// netset, plain list, CSV, STIX bundle / MISP event JSON), the rest is the file.
+// netset, plain list, CSV, STIX bundle / MISP event / linesight indicators JSON), the
+// rest is the file. The same bytes also go through the partner-records parser.
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdint>
 #include <string>
 
+#include "features/partners.h"
 #include "features/ti_table.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
@@ -21,6 +23,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
     ls::TiHit h;
     uint8_t a[16] = {10, 0, 0, 1};
     t->lookup(a, 4, h);
+    t->listing(a, 4);
+    t->listed_ports(a, 4);
+  } catch (const std::exception&) {
+  }
+  try {
+    auto p = ls::PartnerTable::load({path});
+    uint8_t a[16] = {203, 0, 113, 7};
+    if (const ls::PartnerHit* h = p->lookup(a, 4)) h->has_port(443);
   } catch (const std::exception&) {
   }
   unlink(path.c_str());
