@@ -142,7 +142,10 @@ double TiExporter::reliability(uint64_t now_ns, const std::string& ip) const {
   double listed_age = x.listed_days ? std::max(0.0, today - double(x.listed_days)) : 0;
   // ipsum-style weights count lists: any weight ≥ 1 is a full-strength listing.
   for (uint32_t i = 0; i < x.feeds; i++) feeds.push_back({std::min(1.0, x.feed_weight > 0 ? x.feed_weight : 1.0), listed_age});
-  return ls::reliability(ReliabilityModel{}, feeds, own, {});
+  std::vector<Evidence> partners;
+  double partner_age = x.partner_last_ns ? std::max(0.0, today - double(x.partner_last_ns) / 86'400e9) : 0;
+  for (uint32_t i = 0; i < x.partners; i++) partners.push_back({x.partner_score, partner_age});
+  return ls::reliability(ReliabilityModel{}, feeds, own, partners);
 }
 
 std::string TiExporter::bucket(double clients) const {
@@ -194,6 +197,11 @@ void TiExporter::add(const Detection& d) {
   x.feeds = std::max(x.feeds, d.ti_feeds);
   x.feed_weight = std::max(x.feed_weight, d.ti_max_weight);
   x.listed_days = std::max(x.listed_days, d.ti_last_days);
+  if (d.partner) {
+    x.partners = std::max(x.partners, d.partner->reports);
+    x.partner_score = std::max(x.partner_score, d.partner->score);
+    x.partner_last_ns = std::max(x.partner_last_ns, d.partner->last_ns ? d.partner->last_ns : d.partner->first_ns);
+  }
 }
 
 std::vector<std::string> TiExporter::write(uint64_t now_ns) const {

@@ -66,7 +66,8 @@ class TiExporter {
   std::string bucket(double clients) const;
   // features/reliability.h over this indicator's evidence at `now_ns`: each listing feed
   // (weight capped at 1, age since its latest listing; undated: fresh), our detections
-  // (max score, age since the last).
+  // (max score, age since the last), each partner report (their score, age since their
+  // last sighting).
   double reliability(uint64_t now_ns, const std::string& ip) const;
 
  private:
@@ -80,6 +81,9 @@ class TiExporter {
     uint32_t feeds = 0;
     double feed_weight = 0;
     int64_t listed_days = 0;  // latest dated listing (0: undated)
+    uint32_t partners = 0;    // partners reporting it, their best score and latest sighting
+    double partner_score = 0;
+    uint64_t partner_last_ns = 0;
     std::map<uint64_t, std::set<std::string>> pseudonyms;  // period → client pseudonyms
   };
   static constexpr size_t kMaxPseudonyms = 64;  // per indicator and period

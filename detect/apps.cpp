@@ -270,7 +270,7 @@ void DetectStage::emit(App& a, const FeatureRow& row, double score, const RuleSe
                   row.pair.srv_clients, row.pair.score, row.pair.period_s, row.pair.srv_bytes,
                   row.ti_dst_hit ? row.ti_dst.feeds : 0u, row.ti_dst_hit ? row.ti_dst.max_weight : 0.0,
                   row.ti_dst_hit ? row.ti_dst.last_days : 0, row.ti_dst_hit ? row.ti_dst.categories : none, names,
-                  client});
+                  client, row.partner});
   }
   Seen& seen = a.seen->find_or_make(k, e.first_ns);
   size_t idx = size_t(&a - apps_.data());

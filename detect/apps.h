@@ -65,6 +65,7 @@ struct Detection {
   // The client of the flow: for the operator's own SOC and for keyed pseudonyms only
   // (ctrl/ti_export.h never writes it).
   const uint8_t* client = nullptr;
+  const PartnerHit* partner = nullptr;  // the server as partners reported it (--partner)
 };
 
 class DetectStage {

@@ -164,6 +164,31 @@ def pseudonyms(d):
     check(r.returncode != 0 and "needs --ti-export" in r.stderr, f"pseudonyms without an export: {r.stderr.strip()}")
 
 
+def partner_reliability(d):
+    """A partner's report of the server (--partner) adds its evidence to the exported
+    reliability: 1 − (1 − own score)(1 − partner score · 2^(−age/14 d))."""
+    cap = "ndpi/malware.pcap"  # c2-server scores its server 0.77: room for corroboration
+    partner = os.path.join(d, "partner-ind.json")
+    with open(partner, "w") as f:
+        json.dump([{"indicator": "67.215.92.210", "ports": ["80/tcp"], "score": 0.9,
+                    "first_seen": "2019-09-20T00:00:00Z", "last_seen": "2019-09-20T00:00:00Z"}], f)
+    alone, _ = export(os.path.join(d, "pr0"), [cap])
+    helped, _ = export(os.path.join(d, "pr1"), [cap], "--partner", partner)
+    a = {r["indicator"]: r for r in json.load(open(os.path.join(alone, "0", "indicators.json")))}
+    b = {r["indicator"]: r for r in json.load(open(os.path.join(helped, "0", "indicators.json")))}
+    x, y = a.get("67.215.92.210"), b.get("67.215.92.210")
+    if not x or not y:
+        check(False, f"malware.pcap's server exported with and without a partner ({sorted(a)}, {sorted(b)})")
+        return
+    import calendar
+    last = calendar.timegm(time.strptime(y["last_seen"][:19], "%Y-%m-%dT%H:%M:%S"))
+    age = (last - calendar.timegm(time.strptime("2019-09-20", "%Y-%m-%d"))) / 86400
+    want = 1 - (1 - y["score"]) * (1 - 0.9 * 2 ** (-age / 14))
+    check(abs(x["reliability"] - x["score"]) < 1e-6 and abs(y["reliability"] - want) < 1e-3,
+          f"a partner's week-old report raises reliability {x['reliability']:.3f} → {y['reliability']:.3f} "
+          f"(expected {want:.3f})")
+
+
 def main():
     caps = ["slips/test-cc-capture-1.pcap", "ndpi/emotet.pcap", "ndpi/trickbot.pcap", "ndpi/mining.pcapng",
             "slips/test7-malicious-hide-and-seek.pcap", "bench/ndpi-ether-concat.pcap"]
@@ -207,6 +232,7 @@ def main():
         check(hidden and shown and set(shown) <= {"1-4", "5-9", "10-49", "50-99", "100-499", "500+"},
               f"client counts below k = 5 withheld; with k = 1 they are bucketed: {sorted(set(shown))}")
         check(all("client_pseudonyms" not in r for r in rows), "no pseudonyms unless asked for")
+        partner_reliability(d)
         pseudonyms(d)
     finish()
 
