@@ -62,6 +62,9 @@ struct ReportRow {  // one reported address
 };
 
 struct Report {
+  Report() = default;
+  Report(Report&&) = default;  // rows point into `in`'s map nodes: moving keeps them,
+  Report(const Report&) = delete;  // a copy would not
   Sightings in;
   std::vector<ReportRow> rows;      // by address
   std::vector<FeedOverlap> feeds;   // every feed name, most overlap first

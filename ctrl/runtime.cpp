@@ -698,7 +698,12 @@ void register_runtime_commands(CtlServer& s, Runtime& rt, const Config& cfg) {
         {"dpdk", {{"eal", cfg.dpdk.eal}, {"rx_queues", cfg.dpdk.rx_queues},
                   {"rx_lcores", cfg.dpdk.rx_lcores}, {"workers", cfg.dpdk.workers},
                   {"burst", cfg.dpdk.burst}, {"ring_size", cfg.dpdk.ring_size}}},
-        {"output", {{"flows", cfg.flows_out}, {"payload", cfg.payload_out}}},
+        {"output", {{"flows", cfg.flows_out}, {"payload", cfg.payload_out}, {"detections", cfg.detections_out}}},
+        // The pseudonym secret never leaves: only whether pseudonyms are on.
+        {"ti_export", {{"dir", cfg.ti_export}, {"every_ns", cfg.ti_export_every_ns}, {"privacy_k", cfg.privacy_k},
+                       {"producer", cfg.producer}, {"pseudonyms", !cfg.pseudonym_secret.empty()},
+                       {"pseudonym_rotate_ns", cfg.pseudonym_rotate_ns}}},
+        {"features", {{"rules", cfg.rules}, {"ti", cfg.ti}, {"partners", cfg.partners}}},
         {"control", {{"socket", cfg.control.socket}}}};
   });
   s.add("/flows/top", "largest active flows: /flows/top?by=bytes|packets&n=20 (n <= 1000)",

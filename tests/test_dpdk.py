@@ -329,6 +329,9 @@ def test_rules_reload(d):
         check(not e["ok"] and "/nonexistent/feed" in e["error"], "bad TI path refused: " + e.get("error", ""))
         ti = raw(sock, json.dumps({"cmd": "/ti/reload", "paths": [feed]}).encode() + b"\n")
         check(ti["ok"] and ti["result"]["feeds"] == 1 and ti["result"]["entries"] == 1, "/ti/reload: " + json.dumps(ti))
+        cf = raw(sock, b'{"cmd":"/config"}\n')
+        check(cf["ok"] and cf["result"]["features"]["rules"] == RULES and cf["result"]["ti_export"]["pseudonyms"] is False,
+              "/config shows features and TI export settings (never a secret)")
         e = raw(sock, json.dumps({"cmd": "/partners/reload", "paths": [feed]}).encode() + b"\n")
         check(not e["ok"] and "indicator" in e["error"], "a feed is not a partner export: " + e.get("error", ""))
         shared = os.path.join(d, "partner.json")
