@@ -154,7 +154,7 @@ int cmd_run(int argc, char** argv) {
                  auto paths = reload_paths(r, cfg.ti, outputs->features != nullptr);
                  std::shared_ptr<const TiTable> t;
                  try {
-                   t = TiTable::load(paths);
+                   t = TiTable::load(paths, cfg.ti_weights);
                  } catch (const TiError& e) {
                    throw CtlError(e.what());
                  }

@@ -192,6 +192,14 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
                 if (!v.IsSequence()) throw ConfigError(where(file, v, k) + "expected a list of feed files or directories");
                 for (auto x : v) c.ti.push_back(x.Scalar());
               }},
+             {"ti_weights", [&](auto& v, auto& k) {
+                if (!v.IsMap()) throw ConfigError(where(file, v, k) + "expected a mapping feed: weight");
+                for (auto it : v) {
+                  double w = as<double>(file, it.second, it.first.template as<std::string>());
+                  if (!(w >= 0 && w <= 1)) throw ConfigError(where(file, it.second, k) + "weights are 0 .. 1");
+                  c.ti_weights[it.first.template as<std::string>()] = w;
+                }
+              }},
              {"partners", [&](auto& v, auto& k) {
                 if (!v.IsSequence()) throw ConfigError(where(file, v, k) + "expected a list of partner files");
                 for (auto x : v) c.partners.push_back(x.Scalar());
@@ -362,6 +370,8 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
                          or NAME:ENTITY:rule:sig=ID+ID,periodicity=X,contacts=N
   --ti PATH              threat-intel feed file or directory (repeatable): firehol
                          .ipset/.netset, plain IP/CIDR lists, CSV with an ip column
+  --ti-weight FEED=W      the operator's prior for a feed name, 0 .. 1 (repeatable;
+                         replaces the file's own weight, default 1)
   --partner FILE         a partner's shared indicators (their linesight indicators.json
                          or .csv) as features partner_* (repeatable; docs/features.md)
   --payload-out          include the captured payload prefix (hex) in records
@@ -410,7 +420,7 @@ void finish_config(Config& c) {
   }
   if (!c.ti.empty()) {
     try {
-      c.loaded_ti = TiTable::load(c.ti);
+      c.loaded_ti = TiTable::load(c.ti, c.ti_weights);
     } catch (const TiError& e) {
       throw ConfigError(e.what());
     }
@@ -479,6 +489,14 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--rules") cfg.rules = val();
   else if (a == "--ti") cfg.ti.push_back(val());
   else if (a == "--partner") cfg.partners.push_back(val());
+  else if (a == "--ti-weight") {
+    std::string v = val();
+    size_t eq = v.rfind('=');
+    if (eq == std::string::npos || eq == 0) throw ConfigError("--ti-weight: expected FEED=WEIGHT, e.g. feodo=0.9");
+    double w = flag_num<double>(a, v.substr(eq + 1));
+    if (!(w >= 0 && w <= 1)) throw ConfigError("--ti-weight: " + v + ": the weight must be 0 .. 1");
+    cfg.ti_weights[v.substr(0, eq)] = w;
+  }
   else if (a == "--rotate-bytes") cfg.rotate_bytes = flag_num<uint64_t>(a, val());
   else if (a == "--rotate-interval") cfg.rotate_interval_ns = parse_duration_ns(val());
   else if (a == "--payload-out") cfg.payload_out = true;

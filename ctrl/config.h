@@ -69,6 +69,7 @@ struct Config {
   std::string rules;  // Hyperscan rules file for payload signatures (features/rules/)
   std::shared_ptr<const RuleSet> loaded_rules;  // compiled once by finish_config()
   std::vector<std::string> ti;                  // feed files / directories
+  std::map<std::string, double> ti_weights;     // operator's prior per feed name (0..1)
   std::shared_ptr<const TiTable> loaded_ti;     // built once by finish_config()
   std::vector<std::string> partners;            // partners' indicators.json / .csv
   std::shared_ptr<const PartnerTable> loaded_partners;  // built once by finish_config()

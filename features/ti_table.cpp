@@ -397,7 +397,8 @@ struct TiBuilder {
   }
 };
 
-std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& paths) {
+std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& paths,
+                                             const std::map<std::string, double>& weights) {
   TiBuilder b;
   std::vector<std::pair<std::filesystem::path, bool>> files;  // (path, found in a directory)
   for (auto& p : paths) {
@@ -427,6 +428,10 @@ std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& pat
     }
   }
   t->feeds_ = std::move(b.feeds);
+  for (auto& f : t->feeds_) {
+    auto w = weights.find(f.name);
+    if (w != weights.end()) f.weight = w->second;
+  }
   t->ports_ = std::move(b.ports);
   std::sort(t->ports_.begin(), t->ports_.end());
 

@@ -15,6 +15,7 @@
 // partner's sensor: indicator, ports, first/last seen, reliability, threats).
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -44,7 +45,10 @@ class TiTable {
  public:
   // Files or directories (searched recursively for .ipset .netset .txt .csv). Throws
   // TiError naming the file for unreadable input; malformed lines are counted per feed.
-  static std::shared_ptr<const TiTable> load(const std::vector<std::string>& paths);
+  // `weights`: the operator's prior per feed name, replacing what the file says (ipsum's
+  // counts, a confidence column, 1.0 by default).
+  static std::shared_ptr<const TiTable> load(const std::vector<std::string>& paths,
+                                             const std::map<std::string, double>& weights = {});
   bool lookup(const uint8_t* addr, uint8_t ip_ver, TiHit& out) const;
   // Every feed instance (index into feeds()) listing the address; empty if none.
   const std::vector<uint32_t>& listing(const uint8_t* addr, uint8_t ip_ver) const;

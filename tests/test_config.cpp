@@ -103,6 +103,12 @@ ti_export:
   EXPECT_EQ(c.pseudonym_secret_file, "/etc/linesight/pseudonym.key");
   EXPECT_EQ(c.pseudonym_rotate_ns, 86400'000'000'000ull);
   EXPECT_NE(error_of("ti_export: {every: soon}").find("t.yaml:1"), std::string::npos);
+  Config w;
+  load_config_string("features: {ti_weights: {feodo: 0.9, blocklist_de: 0.3}}", w, "t.yaml");
+  EXPECT_DOUBLE_EQ(w.ti_weights["feodo"], 0.9);
+  EXPECT_DOUBLE_EQ(w.ti_weights["blocklist_de"], 0.3);
+  EXPECT_NE(error_of("features: {ti_weights: {feodo: 2}}").find("0 .. 1"), std::string::npos);
+  EXPECT_NE(error_of("features: {ti_weights: [feodo]}").find("expected a mapping"), std::string::npos);
   EXPECT_NE(error_of("detect: {apps: beacon}").find("expected a list"), std::string::npos);
   EXPECT_NE(error_of("ti_export: {secret: x}").find("secret"), std::string::npos);  // unknown key named
 }

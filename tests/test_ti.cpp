@@ -187,6 +187,17 @@ TEST(TiTable, CsvColumnMappingPortsAndLastSeen) {
   EXPECT_TRUE(t->listing(addr("192.0.2.1"), 4).empty());
 }
 
+TEST(TiTable, OperatorWeightsReplaceTheFilesOwn) {
+  TmpDir d;
+  auto a = d.write("w/strong.ipset", "198.51.100.1\n");
+  d.write("w/weak.txt", "198.51.100.1 7\n198.51.100.2 7\n");  // ipsum-style: weight 7 from the file
+  auto t = TiTable::load({(d.p / "w").string()}, {{"weak", 0.2}, {"absent", 0.5}});
+  EXPECT_DOUBLE_EQ(look(*t, "198.51.100.2").max_weight, 0.2);
+  EXPECT_DOUBLE_EQ(look(*t, "198.51.100.1").max_weight, 1.0);  // strong keeps the default 1
+  EXPECT_DOUBLE_EQ(look(*TiTable::load({(d.p / "w").string()}), "198.51.100.2").max_weight, 7);
+  (void)a;
+}
+
 TEST(TiTable, ReadsLinesightIndicatorsJson) {
   TmpDir d;
   auto f = d.write("partner/indicators.json", R"([
