@@ -367,7 +367,8 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
                          partners who agreed to correlate clients (>= 16 bytes)
   --pseudonym-rotate D   new pseudonyms every D (1d)
   --app SPEC             a detection app (repeatable): NAME:server|client|flow:MODEL.json:THRESHOLD
-                         or NAME:ENTITY:rule:sig=ID+ID,periodicity=X,contacts=N
+                         or NAME:ENTITY:rule:sig=ID+ID,periodicity=X,contacts=N;
+                         "defaults" adds the default expert apps (the set used without --app)
   --ti PATH              threat-intel feed file or directory (repeatable): firehol
                          .ipset/.netset, plain IP/CIDR lists, CSV with an ip column
   --ti-weight FEED=W      the operator's prior for a feed name, 0 .. 1 (repeatable;

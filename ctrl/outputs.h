@@ -75,8 +75,16 @@ struct Outputs {
       features = std::make_unique<FeatureWriter>(c.features_out, fc);
     }
     if (!c.detections_out.empty()) {
+      std::vector<std::string> specs;  // "--app defaults" stands for the default apps
+      for (auto& s : c.apps.empty() ? std::vector<std::string>{"defaults"} : c.apps)
+        if (s == "defaults") {
+          auto d = default_apps();
+          specs.insert(specs.end(), d.begin(), d.end());
+        } else {
+          specs.push_back(s);
+        }
       std::vector<AppConfig> apps;
-      for (auto& s : c.apps.empty() ? default_apps() : c.apps) {
+      for (auto& s : specs) {
         apps.push_back(parse_app(s));
         if (!apps.back().sig_ids.empty() && !c.loaded_rules)
           std::fprintf(stderr, "linesight: warning: app %s matches signatures: it stays silent without --rules\n",

@@ -100,6 +100,11 @@ with tempfile.TemporaryDirectory() as d:
               and all(x["partner_reports"] == "0" for x in rest))
         check(ok, f"--partner: the shared C&C's rows carry the partner's score, port match and ages "
                   f"({len(cc)} rows, {first['partner_days_since_first']} d since first); other servers none")
+        r = run("replay", beacon, "--flows-out", "/dev/null", "--detections-out", os.path.join(d, "det.jsonl"),
+                "--app", "defaults", "--app", "beacon2:server:rule:periodicity=0.9,contacts=20")
+        apps = [l.split(":")[0].strip() for l in r.stdout.splitlines() if "fired," in l]
+        check(r.returncode == 0 and apps == ["beacon", "c2-signature", "miner", "exploit", "scanner", "bot-host", "beacon2"],
+              f"--app defaults adds the six default apps beside one's own: {apps}")
         r = run("replay", beacon, "--features-out", fo, "--partner", os.path.join(d, "features.csv"), "--quiet")
         check(r.returncode == 2 and "no indicator column" in r.stderr, f"a file that is not a partner export: {r.stderr.strip()}")
     else:
