@@ -124,6 +124,13 @@ int cmd_run(int argc, char** argv) {
     die(e.what());
   }
 
+  // Before EAL start-up and the memory-replay load (seconds): a stop requested meanwhile
+  // (systemd, Ctrl-C) is then an orderly stop that writes the summary, not a kill.
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
   Runtime rt(cfg);
   try {
     rt.init_eal(eal_extra);
@@ -270,11 +277,6 @@ int cmd_run(int argc, char** argv) {
       die(e.what());
     }
   }
-
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
 
   rt.launch();
   uint64_t last_pkts = UINT64_MAX, last_change = wall_ns();
