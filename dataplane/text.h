@@ -56,8 +56,11 @@ inline void append_general6(std::string& o, double v) {
   }
   if (a >= 1e-4 && a < 999999.5) {
     int e = 0;  // floor(log10(a)), from -4 to 5
-    while (e < 5 && a >= kPow[e + 1]) e++;
-    while (e > -4 && a < 1 / kPow[-e]) e--;
+    if (a >= 1) {
+      while (e < 5 && a >= kPow[e + 1]) e++;
+    } else {  // only here is -e a valid index (UBSan found kPow[-e] read for e > 0)
+      while (e > -4 && a < 1 / kPow[-e]) e--;
+    }
     int d = 5 - e;  // decimals for 6 significant digits
     uint64_t r = uint64_t(std::llround(a * kPow[d]));
     if (r >= 1'000'000 && d > 0) r = uint64_t(std::llround(a * kPow[--d]));  // 9.999995 → 10.0000
