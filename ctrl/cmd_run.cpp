@@ -84,6 +84,17 @@ std::vector<std::string> reload_paths(const CtlRequest& r, const std::vector<std
 }  // namespace
 
 int cmd_run(int argc, char** argv) {
+  // First: config loading (feeds, rules), EAL start-up and the memory-replay load take
+  // seconds; a stop requested meanwhile (systemd, Ctrl-C) is an orderly stop that writes
+  // the summary, not a kill.
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  // A daemon: a peer that went away (control client, scraper) is an error to handle, not a
+  // reason to die.
+  signal(SIGPIPE, SIG_IGN);
+
   Config cfg;
   bool quiet = false;
   std::vector<std::string> eal_extra;
@@ -124,19 +135,14 @@ int cmd_run(int argc, char** argv) {
     die(e.what());
   }
 
-  // Before EAL start-up and the memory-replay load (seconds): a stop requested meanwhile
-  // (systemd, Ctrl-C) is then an orderly stop that writes the summary, not a kill.
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-
   Runtime rt(cfg);
   try {
     rt.init_eal(eal_extra);
     rt.setup();
   } catch (const std::exception& e) {
-    die(e.what());
+    std::fprintf(stderr, "linesight: %s\n", e.what());
+    rt.cleanup();  // close the probed devices (a pcap vdev holds an open capture) and EAL
+    return 2;
   }
 
   std::unique_ptr<Outputs> outputs;

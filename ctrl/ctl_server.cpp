@@ -134,7 +134,8 @@ void CtlServer::poll(int timeout_ms) {
             stats.oversized++;
             c.out += "{\"ok\":false,\"error\":\"request longer than 65536 bytes\"}\n";
             c.in.clear();
-            ::write(c.fd, c.out.data(), c.out.size());
+            // MSG_NOSIGNAL: a client gone meanwhile must not SIGPIPE the daemon.
+            ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);
             drop = true;
             break;
           }
@@ -160,7 +161,7 @@ void CtlServer::poll(int timeout_ms) {
     }
     if (!drop && c.in.find('\n') != std::string::npos) more_ = true;
     if (!drop && !c.out.empty()) {
-      ssize_t n = ::write(c.fd, c.out.data(), c.out.size());
+      ssize_t n = ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);  // EPIPE, never SIGPIPE
       if (n > 0) c.out.erase(0, size_t(n));
       else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) drop = true;
       // A client that never reads cannot make us hold unbounded replies.

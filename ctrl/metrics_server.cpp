@@ -71,7 +71,7 @@ void MetricsServer::poll() {
               std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
     }
     if (c.answered && !c.out.empty()) {
-      n = write(c.fd, c.out.data(), c.out.size());
+      n = send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);  // a closed scraper: EPIPE, not SIGPIPE
       if (n > 0) c.out.erase(0, size_t(n));
       else if (n < 0 && errno != EAGAIN) done = true;
     }
