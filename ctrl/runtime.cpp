@@ -426,6 +426,8 @@ void Runtime::cleanup() {
     rte_eth_dev_stop(p);
     rte_eth_dev_close(p);
   }
+  uint16_t p;
+  RTE_ETH_FOREACH_DEV(p) rte_eth_dev_close(p);  // probed but never used (set-up failed early)
   for (rte_mbuf* m : replay_mbufs_) rte_pktmbuf_free(m);
   replay_mbufs_.clear();
   rx_.clear();
