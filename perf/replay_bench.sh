@@ -27,15 +27,7 @@ if [ ! -f "$PCAP" ]; then
   mv "$PCAP.tmp" "$PCAP"
 fi
 
-measure() {  # name packets command... → appends "name packets wall user sys rss pipeline_s"
-  local name=$1 pk=$2; shift 2
-  rm -f "$OUT/summary.json"
-  /usr/bin/time -o "$OUT/one" -f "%e %U %S %M" "$@" >/dev/null 2>&1
-  local pipe=-
-  # linesight's own timing of the pipeline (source open and table allocation excluded)
-  [ -f "$OUT/summary.json" ] && pipe=$(python3 -c "import json;print(json.load(open('$OUT/summary.json'))['wall_ns']/1e9)")
-  echo "$name $pk $(tail -1 "$OUT/one") $pipe" >> "$OUT/times"
-}
+. perf/measure.sh
 # Tables sized as an operator would: the next power of two above the concurrent flows
 # (all flows of the capture are concurrent: it lasts 4 s, the idle timeout is 30 s).
 CAP=$(python3 -c "f=int($FLOWS*1.3); print(1<<(f-1).bit_length())")

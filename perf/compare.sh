@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# linesight against its peers, in one run, on the same captures (issue 7):
+#   linesight replay, full pipeline: flow records + every feature (signatures, TI lookups
+#       against ../shared/data/ti, pair/server/client state) + the seven shipped apps
+#       (six expert rules and the c2-server model) — and the same without the TI table
+#       (its load is a fixed ≈ 2.5 s start-up cost on this machine)
+#   softflowd -r FILE -v 10 -6      (IPFIX to a closed local port, IPv6 tracked)
+#   nfpcapd -r FILE -w DIR          (nfdump's pcap → nfcapd files)
+#   argus -r FILE -w FILE           (argus flow records)
+# on a synthetic capture (scripts/gen_pcap.py: PACKETS packets, FLOWS flows, IMIX, 10 %
+# IPv6) and on the 35 MB real application mix repeated MIX_COPIES times (mergecap -a; its
+# timestamps go backwards between segments, for every tool alike). ROUNDS runs each,
+# interleaved; prints per capture: median CPU-seconds (user+sys), Mpps per CPU-second,
+# peak RSS, flows produced, RSS per flow, and linesight's ratio to each peer.
+# Usage: perf/compare.sh   (env: PACKETS FLOWS MIX_COPIES ROUNDS BIN DATA)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PACKETS=${PACKETS:-4000000}
+FLOWS=${FLOWS:-200000}
+MIX_COPIES=${MIX_COPIES:-10}
+ROUNDS=${ROUNDS:-3}
+BIN=${BIN:-build/ctrl/linesight}
+DATA=${DATA:-../shared/data}
+OUT=perf/out
+mkdir -p "$OUT"
+for t in softflowd nfpcapd nfdump argus ra mergecap; do
+  # argus-server is not in scripts/setup.sh: its package may start a capture daemon.
+  command -v $t >/dev/null || { echo "$t missing: apt-get install softflowd nfdump argus-server argus-client wireshark-common" >&2; exit 1; }
+done
+[ -x "$BIN" ] || ./scripts/build.sh
+. perf/measure.sh
+
+SYNTH="$OUT/synth-${PACKETS}p-${FLOWS}f.pcap"
+if [ ! -f "$SYNTH" ]; then
+  python3 scripts/gen_pcap.py --packets "$PACKETS" --flows "$FLOWS" --out "$SYNTH.tmp"
+  mv "$SYNTH.tmp" "$SYNTH"
+fi
+CAPS=("$SYNTH")
+MIX_SRC="$DATA/bench/ndpi-ether-concat.pcap"
+if [ -f "$MIX_SRC" ]; then
+  MIX="$OUT/mix-x$MIX_COPIES.pcap"
+  if [ ! -f "$MIX" ]; then
+    srcs=()
+    for _ in $(seq "$MIX_COPIES"); do srcs+=("$MIX_SRC"); done
+    mergecap -a -F pcap -w "$MIX.tmp" "${srcs[@]}"
+    mv "$MIX.tmp" "$MIX"
+  fi
+  CAPS+=("$MIX")
+else
+  echo "note: $MIX_SRC absent: synthetic capture only" >&2
+fi
+
+APPS=(--app defaults --app "c2-server:server:detect/models/c2-server.json:0.5")
+FEATURES=(--features-out /dev/null --rules features/rules/default.rules --detections-out /dev/null "${APPS[@]}")
+TI=()
+[ -d "$DATA/ti" ] && TI=(--ti "$DATA/ti")
+
+flows_of() {  # tool → flows it produced in the last run
+  case $1 in
+    linesight*) python3 -c "import json;print(json.load(open('$OUT/summary.json'))['records'])" ;;
+    softflowd) sed -n 's/^Flows exported: \([0-9]*\).*/\1/p' "$OUT/stdout" "$OUT/stderr" | head -1 ;;
+    nfpcapd) nfdump -R "$OUT/nfp" -I 2>/dev/null | sed -n 's/^Flows: //p' ;;
+    argus) ra -r "$OUT/argus.out" -n -L -1 - not man 2>/dev/null | wc -l ;;
+  esac
+}
+
+for cap in "${CAPS[@]}"; do
+  # packets, and table capacity sized as an operator would (next power of two above 1.3 × flows)
+  "$BIN" replay "$cap" --quiet --flows-out /dev/null --summary-json "$OUT/summary.json"
+  read -r PK FL < <(python3 -c "import json;s=json.load(open('$OUT/summary.json'));print(s['counters']['packets'], s['records'])")
+  CAP=$(python3 -c "f=int($FL*1.3)+1; print(max(1024, 1<<(f-1).bit_length()))")
+  : > "$OUT/times"
+  : > "$OUT/flows"
+  for r in $(seq "$ROUNDS"); do
+    measure linesight-full "$PK" "$BIN" replay "$cap" --quiet --capacity "$CAP" --flows-out /dev/null \
+      "${FEATURES[@]}" "${TI[@]}" --summary-json "$OUT/summary.json"
+    echo "linesight-full $(flows_of linesight)" >> "$OUT/flows"
+    measure linesight-noti "$PK" "$BIN" replay "$cap" --quiet --capacity "$CAP" --flows-out /dev/null \
+      "${FEATURES[@]}" --summary-json "$OUT/summary.json"
+    echo "linesight-noti $(flows_of linesight)" >> "$OUT/flows"
+    measure softflowd "$PK" softflowd -r "$cap" -n 127.0.0.1:9 -v 10 -6 -d -m 4000000
+    echo "softflowd $(flows_of softflowd)" >> "$OUT/flows"
+    rm -rf "$OUT/nfp" && mkdir -p "$OUT/nfp"
+    measure nfpcapd "$PK" nfpcapd -r "$cap" -w "$OUT/nfp"
+    echo "nfpcapd $(flows_of nfpcapd)" >> "$OUT/flows"
+    rm -f "$OUT/argus.out"
+    measure argus "$PK" argus -r "$cap" -w "$OUT/argus.out"
+    echo "argus $(flows_of argus)" >> "$OUT/flows"
+  done
+  python3 - "$OUT/times" "$OUT/flows" "$cap" "$ROUNDS" <<'PY'
+import statistics, sys
+times, flows = {}, {}
+for line in open(sys.argv[1]):
+    name, pk, wall, user, sys_, rss, _ = line.split()
+    times.setdefault(name, []).append((int(pk), float(wall), float(user) + float(sys_), int(rss)))
+for line in open(sys.argv[2]):
+    name, n = line.split()
+    flows[name] = int(n)
+print(f"\n{sys.argv[3]}  ({next(iter(times.values()))[0][0]} packets, median of {sys.argv[4]})")
+print(f"{'tool':16} {'wall s':>7} {'CPU s':>7} {'Mpps/CPU-s':>11} {'peak RSS MB':>12} {'flows':>9} {'RSS KB/flow':>12}")
+res = {}
+for name, v in times.items():
+    pk = v[0][0]
+    wall = statistics.median(x[1] for x in v)
+    cpu = statistics.median(x[2] for x in v)
+    rss = max(x[3] for x in v)
+    res[name] = pk / max(cpu, 1e-9) / 1e6
+    f = flows.get(name, 0)
+    per = f"{rss / f:12.2f}" if f else f"{'-':>12}"
+    print(f"{name:16} {wall:7.2f} {cpu:7.2f} {res[name]:11.2f} {rss / 1024:12.0f} {f:9} {per}")
+peers = [p for p in ("softflowd", "nfpcapd", "argus") if p in res]
+for ls in ("linesight-full", "linesight-noti"):
+    print(f"{ls} per CPU-second: " + ", ".join(f"{res[ls] / res[p]:.1f}x {p}" for p in peers))
+PY
+done
