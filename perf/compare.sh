@@ -30,12 +30,7 @@ done
 [ -x "$BIN" ] || ./scripts/build.sh
 . perf/measure.sh
 
-SYNTH="$OUT/synth-${PACKETS}p-${FLOWS}f.pcap"
-if [ ! -f "$SYNTH" ]; then
-  python3 scripts/gen_pcap.py --packets "$PACKETS" --flows "$FLOWS" --out "$SYNTH.tmp"
-  mv "$SYNTH.tmp" "$SYNTH"
-fi
-CAPS=("$SYNTH")
+CAPS=("$(synth_pcap "$PACKETS" "$FLOWS")")
 MIX_SRC="$DATA/bench/ndpi-ether-concat.pcap"
 if [ -f "$MIX_SRC" ]; then
   MIX="$OUT/mix-x$MIX_COPIES.pcap"

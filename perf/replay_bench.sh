@@ -19,15 +19,10 @@ CORES=${CORES:-1}
 BIN=${BIN:-build/ctrl/linesight}
 OUT=perf/out
 mkdir -p "$OUT"
-PCAP="$OUT/synth-${PACKETS}p-${FLOWS}f.pcap"
 command -v softflowd >/dev/null || { echo "softflowd missing: run scripts/setup.sh" >&2; exit 1; }
 [ -x "$BIN" ] || ./scripts/build.sh
-if [ ! -f "$PCAP" ]; then
-  python3 scripts/gen_pcap.py --packets "$PACKETS" --flows "$FLOWS" --out "$PCAP.tmp"
-  mv "$PCAP.tmp" "$PCAP"
-fi
-
 . perf/measure.sh
+PCAP=$(synth_pcap "$PACKETS" "$FLOWS")
 # Tables sized as an operator would: the next power of two above the concurrent flows
 # (all flows of the capture are concurrent: it lasts 4 s, the idle timeout is 30 s).
 CAP=$(python3 -c "f=int($FLOWS*1.3); print(1<<(f-1).bit_length())")
