@@ -299,6 +299,7 @@ std::string format_summary_json(const ReplayResult& r, const SummaryCollector& s
   j["records"] = s.records;
   j["interrupted"] = r.interrupted;
   j["table_bytes"] = r.table_bytes;
+  j["warnings"] = r.warnings;
   auto& c = j["counters"];
   c = nlohmann::json::object();
   for (size_t i = 0; i < kNumCounters; i++) c[std::string(kCounterNames[i])] = r.total.v[i];

@@ -137,7 +137,8 @@ int cmd_replay(int argc, char** argv) {
     die(e.what());
   }
   if (tty) std::fputs("\r\033[K", stderr);
-  for (auto& w : src->stats().warnings) std::fprintf(stderr, "linesight: warning: %s\n", w.c_str());
+  r.warnings = src->stats().warnings;
+  for (auto& w : r.warnings) std::fprintf(stderr, "linesight: warning: %s\n", w.c_str());
   int rc = finish_outputs(*outputs, r, summary, cfg, cfg.cores, quiet);
   return rc;
 }

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 
+#include "dataplane/clock.h"
+
 namespace ls {
 
 namespace {
@@ -151,7 +153,7 @@ int rx_lcore_main(void* arg) {
         rte_mbuf* m = mb[i];
         uint64_t ts = clock;
         if (sh.ts_dynfield >= 0 && (m->ol_flags & sh.ts_dynflag))
-          ts = *RTE_MBUF_DYNFIELD(m, sh.ts_dynfield, uint64_t*) * sh.ts_mul;
+          ts = device_ts_ns(*RTE_MBUF_DYNFIELD(m, sh.ts_dynfield, uint64_t*), sh.ts_mul);
         else if (!ts)
           ts = now_ns(sh);
         // Memory replay tags each mbuf with its pass (low 32 bits) and the clock epoch

@@ -63,8 +63,14 @@ void open_one(const std::string& path, PcapHandle& h) {
 }
 
 inline uint64_t ts_of(const pcap_pkthdr* h) {
+  // A pcap record's seconds are an unsigned 32-bit field that libpcap hands back signed:
+  // 2038-2106 arrive negative. pcapng's 64-bit stamps can pass 2^64 ns (after 2554):
+  // saturate there instead of wrapping to an earlier time.
+  constexpr uint64_t kMaxSec = UINT64_MAX / 1'000'000'000ull - 1;
+  uint64_t sec = h->ts.tv_sec < 0 ? uint64_t(uint32_t(h->ts.tv_sec)) : uint64_t(h->ts.tv_sec);
+  if (sec > kMaxSec) return kMaxSec * 1'000'000'000ull;
   // Opened with nanosecond precision: tv_usec holds nanoseconds.
-  return uint64_t(h->ts.tv_sec) * 1'000'000'000ull + uint64_t(h->ts.tv_usec);
+  return sec * 1'000'000'000ull + uint64_t(h->ts.tv_usec);
 }
 
 class PcapFiles final : public PacketSource {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "dataplane/flow_core.h"
@@ -33,6 +34,7 @@ struct ReplayResult {
   size_t table_bytes = 0;  // preallocated flow-table memory, all cores
   uint64_t record_ring_waits = 0;  // times a core waited for the writer (replay only)
   bool interrupted = false;
+  std::vector<std::string> warnings;  // the source's (a truncated file, a record libpcap refused)
 };
 
 // Symmetric in (src, dst) so both directions and all fragments of a host pair go to

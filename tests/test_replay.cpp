@@ -9,6 +9,7 @@
 #include <set>
 
 #include "ctrl/flow_writer.h"
+#include "dataplane/clock.h"
 #include "dataplane/replay.h"
 #include "dataplane/text.h"
 #include "tests/pktbuild.h"
@@ -230,3 +231,12 @@ TEST(Text, FastNumberFormattingMatchesToChars) {
     EXPECT_EQ([&] { std::string s; ls::append_general6(s, v); return s; }(), ref(v, std::chars_format::general, 6)) << v;
 }
 }  // namespace
+
+TEST(Clock, DeviceTimestampsPast2038AndPast2554) {
+  // net_pcap's µs from libpcap's signed 32-bit seconds: 4e9 s (2096) arrives negative.
+  uint64_t raw = uint64_t(int64_t(int32_t(uint32_t(4'000'000'000u)))) * 1'000'000ull + 5;
+  EXPECT_EQ(device_ts_ns(raw, 1000), 4'000'000'000'000'005'000ull);
+  EXPECT_EQ(device_ts_ns(1'000'000'000'000'000ull, 1000), 1'000'000'000'000'000'000ull);
+  EXPECT_EQ(device_ts_ns(UINT64_MAX / 2, 1000), UINT64_MAX / 1000 * 1000);  // saturates
+  EXPECT_EQ(device_ts_ns(123, 1), 123u);
+}
