@@ -321,6 +321,7 @@ int cmd_run(int argc, char** argv) {
   ReplayResult res = rt.finish();
   nlohmann::json extra = {{"rings", nlohmann::json::parse(rt.ring_json())}, {"stop_reason", rt.stop_reason()}};
   if (rt.feed_ns_) extra["feed_ns"] = rt.feed_ns_;
+  if (outputs->features) extra["feature_state"] = rt.feature_state();
   int rc = finish_outputs(*outputs, res, summary, cfg, uint32_t(res.per_core.size()), quiet,
                           rt.ring_summary(), extra);
   ctl.reset();

@@ -59,7 +59,10 @@ struct Outputs {
   // Throws std::runtime_error naming the file or collector that failed. With
   // `workers_attach_features` (linesight run) the workers fill the stateful features, so
   // the writer's own stage keeps minimal tables.
-  explicit Outputs(const Config& c, bool workers_attach_features = false) {
+  bool state_on_workers = false;  // run: pair/server/client state lives in the workers' stages
+
+  explicit Outputs(const Config& c, bool workers_attach_features = false)
+      : state_on_workers(workers_attach_features) {
     if (!c.flows_out.empty())
       writer = std::make_unique<FlowWriter>(c.flows_out, c.payload_out,
                                             RotateConfig{c.rotate_bytes, c.rotate_interval_ns});
@@ -185,12 +188,55 @@ struct Outputs {
   }
 };
 
+// Occupancy of the feature state (pairs, servers, clients), summed over stages. Evictions
+// mean a table is smaller than the traffic's working set (docs/operations.md).
+inline nlohmann::json feature_state_json(const std::vector<FeatureCounters>& cs, size_t memory_bytes) {
+  nlohmann::json j;
+  auto add = [&](const char* name, const BoundedTableCounters FeatureCounters::*t) {
+    uint64_t c = 0, e = 0, a = 0;
+    for (auto& x : cs) {
+      c += (x.*t).created;
+      e += (x.*t).evicted;
+      a += (x.*t).aged_out;
+    }
+    j[name] = {{"created", c}, {"evicted", e}, {"aged_out", a}};
+  };
+  add("pairs", &FeatureCounters::pairs);
+  add("servers", &FeatureCounters::servers);
+  add("clients", &FeatureCounters::clients);
+  uint64_t rows = 0;
+  for (auto& x : cs) rows += x.rows;
+  j["rows"] = rows;
+  j["memory_bytes"] = memory_bytes;
+  return j;
+}
+
+inline std::string feature_state_text(const nlohmann::json& j) {
+  std::string o = "feature state (" + std::to_string(j["memory_bytes"].get<uint64_t>() >> 20) + " MB):";
+  const char* sep = " ";
+  for (const char* t : {"pairs", "servers", "clients"}) {
+    auto& x = j[t];
+    o += sep + std::string(t) + " " + std::to_string(x["created"].get<uint64_t>()) + " created, " +
+         std::to_string(x["evicted"].get<uint64_t>()) + " evicted, " + std::to_string(x["aged_out"].get<uint64_t>()) +
+         " aged out";
+    sep = "; ";
+  }
+  return o + "\n";
+}
+
 // End of a replay or run: closes the exporters, prints the human summary (plus `extra`),
 // writes the JSON summary (plus `extra_json` fields). Returns the exit code.
 inline int finish_outputs(Outputs& out, const ReplayResult& r, const SummaryCollector& s,
                           const Config& c, uint32_t cores, bool quiet, const std::string& extra = "",
                           const nlohmann::json& extra_json = nlohmann::json::object()) {
   int rc = 0;
+  std::string extra_text = extra;
+  nlohmann::json more = extra_json;
+  if (out.features && !out.state_on_workers && !more.contains("feature_state")) {
+    const FeatureStage& st = out.features->stage();
+    more["feature_state"] = feature_state_json({st.counters()}, st.memory_bytes());
+  }
+  if (more.contains("feature_state")) extra_text += feature_state_text(more["feature_state"]);
   std::string err = out.close();
   if (!err.empty()) {
     std::fprintf(stderr, "linesight: %s\n", err.c_str());
@@ -198,12 +244,12 @@ inline int finish_outputs(Outputs& out, const ReplayResult& r, const SummaryColl
   }
   if (!quiet) {
     std::string text = format_summary(r, s, cores, c.flows_out == "-" ? "" : c.flows_out);
-    text += extra + out.summary(c);
+    text += extra_text + out.summary(c);
     std::fputs(text.c_str(), c.flows_out == "-" ? stderr : stdout);
   }
   if (!c.summary_json.empty()) {
     auto j = nlohmann::json::parse(format_summary_json(r, s, cores));
-    j.update(extra_json);
+    j.update(more);
     std::ofstream f(c.summary_json);
     f << j.dump(1) << "\n";
     if (!f) {

@@ -21,6 +21,7 @@
 #include "ctrl/flow_writer.h"
 #include "ctrl/outputs.h"
 #include "ctrl/metrics_server.h"
+#include "dataplane/lcore_handoff.h"
 
 namespace ls {
 namespace {
@@ -323,10 +324,13 @@ void Runtime::feed() {
   for (uint64_t loop = 0; loop < d.memory_loops && !shared_.stop.load(); loop++) {
     for (size_t i = 0; i < replay_mbufs_.size(); i++) {
       rte_mbuf* m = replay_mbufs_[i];
-      while (rte_mbuf_refcnt_read(m) != 1) {
+      // Wait until the RX lcore freed the previous pass's use of this mbuf; acquire pairs
+      // with its release in rte_pktmbuf_free (ACQ_REL decrement) before we rewrite the tags.
+      while (__atomic_load_n(&m->refcnt, __ATOMIC_ACQUIRE) != 1) {
         if (shared_.stop.load()) goto out;
         rte_pause();
       }
+      tsan_adopt(reinterpret_cast<void* const*>(&m), 1);
       PacketView pv{};
       pv.ts_ns = base[i] + loop * (span + 1'000'000'000ull);
       guard.stamp(pv);
@@ -343,7 +347,7 @@ void Runtime::feed() {
       }
       sent++;
       rte_mbuf_refcnt_update(m, 1);
-      while (rte_ring_sp_enqueue(replay_rings_[replay_queue_[i]], m) != 0) {
+      while (!ring_put(replay_rings_[replay_queue_[i]], m)) {
         if (shared_.stop.load()) {
           rte_mbuf_refcnt_update(m, -1);
           goto out;
@@ -373,9 +377,9 @@ unsigned Runtime::drain(RecordConsumer& out) {
   void* objs[256];
   unsigned total = 0;
   for (rte_ring* r : to_control_) {
-    unsigned n = rte_ring_sc_dequeue_burst(r, objs, 256, nullptr);
+    unsigned n = ring_take(r, objs, 256);
     for (unsigned i = 0; i < n; i++) out.consume(*static_cast<FlowRecord*>(objs[i]));
-    if (n) rte_mempool_put_bulk(shared_.record_pool, objs, n);
+    if (n) pool_put_bulk(shared_.record_pool, objs, n);
     total += n;
   }
   return total;
@@ -451,6 +455,8 @@ void Runtime::set_sampling(const SamplingConfig& s) {
   shared_.live.store(next.get(), std::memory_order_release);
   // Every RX lcore passes a quiescent point after the store before the old one goes.
   if (launched_ && !stopping()) rte_rcu_qsbr_synchronize(shared_.qsbr, RTE_QSBR_THRID_INVALID);
+  void* q = shared_.qsbr;
+  tsan_adopt(&q, 1);
   live_ = std::move(next);
 }
 
@@ -582,13 +588,13 @@ std::string Runtime::metrics_text(const std::string& exporter_metrics) const {
     for (size_t i = 0; i < kNumCounters; i++)
       if (kCounterKinds[i] == CtrKind::DROP)
         x.sample("linesight_dropped_packets_total",
-                 lc(l->lcore_id) + ",reason=\"" + std::string(kCounterNames[i]) + "\"", double(l->core->ctr.v[i]));
+                 lc(l->lcore_id) + ",reason=\"" + std::string(kCounterNames[i]) + "\"", double(l->core->ctr.at(i)));
   x.family("linesight_events_total", "counter", "Dataplane events: protocols seen, flows created and ended, clock jumps.");
   for (auto& l : rx_)
     for (size_t i = 2; i < kNumCounters; i++)  // 0, 1 are packets and bytes above
       if (kCounterKinds[i] == CtrKind::INFO)
         x.sample("linesight_events_total",
-                 lc(l->lcore_id) + ",event=\"" + std::string(kCounterNames[i]) + "\"", double(l->core->ctr.v[i]));
+                 lc(l->lcore_id) + ",event=\"" + std::string(kCounterNames[i]) + "\"", double(l->core->ctr.at(i)));
   x.family("linesight_records_dropped_total", "counter", "Flow records dropped: ring full or no free record buffer.");
   for (auto& l : rx_) {
     x.sample("linesight_records_dropped_total", lc(l->lcore_id) + ",reason=\"ring_full\"", double(l->rc.record_ring_full));
@@ -598,6 +604,14 @@ std::string Runtime::metrics_text(const std::string& exporter_metrics) const {
     x.sample("linesight_records_dropped_total", lc(w->lcore_id) + ",reason=\"ring_full\"", double(w->rc.record_ring_full));
     x.sample("linesight_records_dropped_total", lc(w->lcore_id) + ",reason=\"client_ring_full\"", double(w->client_ring_full));
   }
+  if (!stages_.empty()) {
+    auto fs = feature_state();
+    x.family("linesight_feature_state_evicted_total", "counter",
+             "Feature state entries (pairs, servers, clients) replaced while still live: the table is full.");
+    for (const char* t : {"pairs", "servers", "clients"})
+      x.sample("linesight_feature_state_evicted_total", std::string("table=\"") + t + "\"",
+               double(fs[t]["evicted"].get<uint64_t>()));
+  }
   x.family("linesight_ring_entries", "gauge", "Entries waiting in a ring.");
   for (rte_ring* g : rings_) x.sample("linesight_ring_entries", "ring=\"" + std::string(g->name) + "\"", double(rte_ring_count(g)));
   x.family("linesight_ring_capacity", "gauge", "Ring capacity.");
@@ -605,8 +619,21 @@ std::string Runtime::metrics_text(const std::string& exporter_metrics) const {
   return std::move(x).str() + exporter_metrics;
 }
 
-// Counters are read while lcores write them: each is an aligned 64-bit word, so a read
-// sees an old or a new value; totals may lag by one check interval.
+// Counters are read while lcores write them (relaxed atomics, dataplane/counters.h):
+// a read sees an old or a new value; totals may lag by one check interval.
+nlohmann::json Runtime::feature_state() const {
+  std::vector<FeatureCounters> cs;
+  size_t bytes = 0;
+  for (auto& s : stages_) {
+    auto* fs = static_cast<const FeatureStage*>(s.get());
+    cs.push_back(fs->counters());
+    bytes += fs->memory_bytes();
+  }
+  auto j = feature_state_json(cs, bytes);
+  j.erase("rows");  // rows are written by the control core's writer, not counted here
+  return j;
+}
+
 std::string Runtime::stats_json() const {
   nlohmann::json j;
   Counters total;
@@ -619,21 +646,21 @@ std::string Runtime::stats_json() const {
     e["lcore"] = l->lcore_id;
     e["queues"] = l->queues.size();
     e["flows"] = l->flows.load(std::memory_order_relaxed);
-    e["records_out"] = l->rc.records_out;
-    e["record_ring_full"] = l->rc.record_ring_full;
-    e["record_pool_empty"] = l->rc.record_pool_empty;
+    e["records_out"] = uint64_t(l->rc.records_out);
+    e["record_ring_full"] = uint64_t(l->rc.record_ring_full);
+    e["record_pool_empty"] = uint64_t(l->rc.record_pool_empty);
     auto& ce = e["counters"];
     ce = nlohmann::json::object();
     for (size_t i = 0; i < kNumCounters; i++)
-      if (c.v[i]) ce[std::string(kCounterNames[i])] = c.v[i];
+      if (uint64_t n = c.at(i)) ce[std::string(kCounterNames[i])] = n;
     cores.push_back(e);
   }
   auto& ws = j["workers"];
   ws = nlohmann::json::array();
   for (auto& w : workers_)
-    ws.push_back({{"lcore", w->lcore_id}, {"records_out", w->rc.records_out},
-                  {"record_ring_full", w->rc.record_ring_full},
-                  {"client_ring_full", w->client_ring_full}});
+    ws.push_back({{"lcore", w->lcore_id}, {"records_out", uint64_t(w->rc.records_out)},
+                  {"record_ring_full", uint64_t(w->rc.record_ring_full)},
+                  {"client_ring_full", uint64_t(w->client_ring_full)}});
   auto& rings = j["rings"];
   rings = nlohmann::json::array();
   for (rte_ring* r : rings_)
@@ -646,6 +673,7 @@ std::string Runtime::stats_json() const {
     if (kCounterKinds[i] == CtrKind::DROP && total.v[i]) drops[std::string(kCounterNames[i])] = total.v[i];
   }
   j["drops"] = drops;
+  if (!stages_.empty()) j["feature_state"] = feature_state();
   j["uptime_s"] = double(wall_ns() - start_ns_) / 1e9;
   return j.dump();
 }

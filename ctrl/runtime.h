@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "ctrl/config.h"
 #include "dataplane/dpdk_lcores.h"
 #include "dataplane/replay.h"
@@ -43,6 +45,7 @@ class Runtime {
   void set_sampling(const SamplingConfig& s);
   SamplingConfig sampling() const;
   std::string stats_json() const;
+  nlohmann::json feature_state() const;  // the workers' pair/server/client tables
   std::string ring_summary() const;
   std::string ring_json() const;
   std::string metrics_text(const std::string& exporter_metrics) const;  // Prometheus

@@ -87,13 +87,38 @@ inline constexpr std::array<CtrKind, kNumCounters> kCounterKinds = {
 #undef LS_X
 };
 
+// Counters are written by one thread (their core) and read by the control thread while
+// it runs (/stats, /metrics). Both sides use relaxed atomic accesses, so that is not a
+// data race (ThreadSanitizer checks it); on x86-64 they are the plain loads and stores
+// they replace — the owner's increment is a load and a store, never a locked add.
+inline void owner_add(uint64_t& c, uint64_t n) { __atomic_store_n(&c, c + n, __ATOMIC_RELAXED); }
+inline uint64_t peek(const uint64_t& c) { return __atomic_load_n(&c, __ATOMIC_RELAXED); }
+
+// A single such counter (ring drops, records out) with the usual operators.
+class OwnedCounter {
+ public:
+  OwnedCounter() = default;
+  OwnedCounter(const OwnedCounter& o) : v_(o) {}  // a snapshot, taken by any thread
+  OwnedCounter& operator=(const OwnedCounter& o) {
+    __atomic_store_n(&v_, uint64_t(o), __ATOMIC_RELAXED);
+    return *this;
+  }
+  OwnedCounter& operator++(int) { owner_add(v_, 1); return *this; }
+  OwnedCounter& operator+=(uint64_t n) { owner_add(v_, n); return *this; }
+  operator uint64_t() const { return peek(v_); }
+
+ private:
+  uint64_t v_ = 0;
+};
+
 // One per core, written only by its owner; readers sum snapshots.
 struct alignas(64) Counters {
   std::array<uint64_t, kNumCounters> v{};
-  void inc(Ctr c, uint64_t n = 1) { v[static_cast<size_t>(c)] += n; }
-  uint64_t get(Ctr c) const { return v[static_cast<size_t>(c)]; }
+  void inc(Ctr c, uint64_t n = 1) { owner_add(v[static_cast<size_t>(c)], n); }
+  uint64_t get(Ctr c) const { return at(static_cast<size_t>(c)); }
+  uint64_t at(size_t i) const { return peek(v[i]); }  // safe while the owner runs
   Counters& operator+=(const Counters& o) {
-    for (size_t i = 0; i < kNumCounters; i++) v[i] += o.v[i];
+    for (size_t i = 0; i < kNumCounters; i++) v[i] += o.at(i);
     return *this;
   }
 };

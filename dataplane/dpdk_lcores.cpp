@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "dataplane/clock.h"
+#include "dataplane/lcore_handoff.h"
 
 namespace ls {
 
@@ -53,7 +54,7 @@ class RingRecordSink final : public RecordSink {
     RuntimeShared& sh = *l_->shared;
     void* obj;
     bool flushing = sh.stop.load(std::memory_order_relaxed);
-    while (rte_mempool_get(sh.record_pool, &obj) != 0) {
+    while (!pool_get(sh.record_pool, &obj)) {
       if (!flushing) {
         l_->rc.record_pool_empty++;
         return;
@@ -64,10 +65,10 @@ class RingRecordSink final : public RecordSink {
     auto* r = static_cast<FlowRecord*>(obj);
     r->fill(e, pay, cap, why, l_->index, l_->core->sampler.config());
     rte_ring* ring = l_->to_worker[worker_of(*r, uint16_t(l_->to_worker.size()))];
-    while (rte_ring_sp_enqueue(ring, r) != 0) {
+    while (!ring_put(ring, r)) {
       if (!flushing) {
         l_->rc.record_ring_full++;
-        rte_mempool_put(sh.record_pool, r);
+        pool_put(sh.record_pool, r);
         return;
       }
       l_->rc.shutdown_waits++;
@@ -146,6 +147,7 @@ int rx_lcore_main(void* arg) {
     for (const RxQueueRef& q : l->queues) {
       uint16_t n = rte_eth_rx_burst(q.port, q.queue, mb, burst);
       if (n == 0) continue;
+      tsan_adopt(reinterpret_cast<void* const*>(mb), n);  // the memory-replay feeder's mbufs
       got = true;
       empty = 0;
       uint64_t clock = sh.ts_dynfield < 0 ? now_ns(sh) : 0;
@@ -167,6 +169,7 @@ int rx_lcore_main(void* arg) {
         if (sh.packet_clock && sh.loop_dynfield < 0) guard.stamp(v[i]);
       }
       l->core->process_raw(v, n);
+      for (uint16_t i = 0; i < n; i++) tsan_handoff(mb[i]);  // rte_pktmbuf_free_bulk is in the library
       rte_pktmbuf_free_bulk(mb, n);
       total += n;
     }
@@ -184,10 +187,12 @@ int rx_lcore_main(void* arg) {
         l->core->table.expire();
       }
       top_step(*l);
+      tsan_handoff(sh.qsbr);  // QSBR's grace period is the edge to the control core's free
       rte_rcu_qsbr_quiescent(sh.qsbr, l->index);
     }
     if (!got) idle(sh, empty);
   }
+  tsan_handoff(sh.qsbr);
   rte_rcu_qsbr_thread_offline(sh.qsbr, l->index);
   rte_rcu_qsbr_thread_unregister(sh.qsbr, l->index);
   l->core->finish();  // every active flow becomes a record (waiting for ring space)
@@ -204,10 +209,10 @@ namespace {
 void finish_record(WorkerLcore& w, RuntimeShared& sh, FlowRecord* r) {
   if (w.stage) w.stage->process_client(*r);
   bool flushing = sh.stop.load(std::memory_order_relaxed);
-  while (rte_ring_sp_enqueue(w.to_control, r) != 0) {
+  while (!ring_put(w.to_control, r)) {
     if (!flushing) {
       w.rc.record_ring_full++;
-      rte_mempool_put(sh.record_pool, r);
+      pool_put(sh.record_pool, r);
       return;
     }
     w.rc.shutdown_waits++;
@@ -221,7 +226,7 @@ unsigned drain_clients(WorkerLcore& w, RuntimeShared& sh) {
   unsigned got = 0;
   for (rte_ring* in : w.from_worker) {
     if (!in) continue;
-    unsigned n = rte_ring_sc_dequeue_burst(in, objs, kMaxBurst, nullptr);
+    unsigned n = ring_take(in, objs, kMaxBurst);
     for (unsigned i = 0; i < n; i++) finish_record(w, sh, static_cast<FlowRecord*>(objs[i]));
     got += n;
   }
@@ -233,10 +238,10 @@ void to_client_owner(WorkerLcore& w, RuntimeShared& sh, FlowRecord* r) {
   uint16_t o = w.to_worker.empty() ? w.index : client_worker_of(*r, uint16_t(w.to_worker.size()));
   if (o == w.index) return finish_record(w, sh, r);
   bool flushing = sh.stop.load(std::memory_order_relaxed);
-  while (rte_ring_sp_enqueue(w.to_worker[o], r) != 0) {
+  while (!ring_put(w.to_worker[o], r)) {
     if (!flushing) {
       w.client_ring_full++;
-      rte_mempool_put(sh.record_pool, r);
+      pool_put(sh.record_pool, r);
       return;
     }
     // Two workers waiting on each other's full rings would deadlock: serve ours meanwhile.
@@ -262,7 +267,7 @@ int worker_lcore_main(void* arg) {
     for (auto& p : *w->peers) peers_done &= p->server_done.load(std::memory_order_acquire);
     unsigned got_rx = 0;
     for (rte_ring* in : w->from_rx) {
-      unsigned n = rte_ring_sc_dequeue_burst(in, objs, kMaxBurst, nullptr);
+      unsigned n = ring_take(in, objs, kMaxBurst);
       got_rx += n;
       for (unsigned i = 0; i < n; i++) {
         auto* r = static_cast<FlowRecord*>(objs[i]);

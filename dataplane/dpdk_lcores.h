@@ -18,10 +18,10 @@ namespace ls {
 
 // Ring and pool drops, per lcore, owned by the lcore that counts them.
 struct alignas(64) RingCounters {
-  uint64_t records_out = 0;        // records enqueued downstream
-  uint64_t record_ring_full = 0;   // dropped: downstream ring full (live mode)
-  uint64_t record_pool_empty = 0;  // dropped: no free record buffer
-  uint64_t shutdown_waits = 0;     // shutdown flush waited for ring space (no drop)
+  OwnedCounter records_out;            // records enqueued downstream
+  OwnedCounter record_ring_full;       // dropped: downstream ring full (live mode)
+  OwnedCounter record_pool_empty;      // dropped: no free record buffer
+  OwnedCounter shutdown_waits;         // shutdown flush waited for ring space (no drop)
 };
 
 // Settings the control core may change while running. Published as a whole by pointer
@@ -97,7 +97,7 @@ struct alignas(64) WorkerLcore {
   rte_ring* to_control = nullptr;  // SP/SC
   RecordStage* stage = nullptr;    // e.g. the feature stage; owned by the runtime
   RingCounters rc;
-  uint64_t client_ring_full = 0;   // dropped: the client owner's ring was full (live mode)
+  OwnedCounter client_ring_full;   // dropped: the client owner's ring was full (live mode)
   std::atomic<bool> server_done{false};  // every RX record seen and passed on
   std::atomic<bool> done{false};
   std::atomic<uint64_t> records{0};

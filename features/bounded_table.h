@@ -13,12 +13,14 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "dataplane/counters.h"
 #include "dataplane/mem.h"
 
 namespace ls {
 
+// Written by the owning worker, read live by the control core (/stats, /metrics).
 struct BoundedTableCounters {
-  uint64_t created = 0, evicted = 0, aged_out = 0;
+  OwnedCounter created, evicted, aged_out;
 };
 
 template <class Key, class Value>

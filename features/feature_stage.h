@@ -53,7 +53,7 @@ struct FeatureRow {
 };
 
 struct FeatureCounters {
-  uint64_t rows = 0;
+  OwnedCounter rows;
   BoundedTableCounters pairs, servers, clients;
 };
 

@@ -24,9 +24,9 @@ RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CTL = os.environ.get("LINESIGHTCTL_BIN", os.path.join(os.path.dirname(BIN), "linesightctl"))
 
 
-# Sanitizer builds run 2-5x slower: paced replays go slower so that "no record dropped"
+# Sanitizer builds run 2-5x (ASan) or 5-15x (TSan) slower: paced replays go slower so that "no record dropped"
 # still tests the pipeline, not the instrumentation.
-SLOW = 4 if ("ASAN_OPTIONS" in os.environ or "TSAN_OPTIONS" in os.environ) else 1
+SLOW = 16 if "TSAN_OPTIONS" in os.environ else 4 if "ASAN_OPTIONS" in os.environ else 1
 
 
 def pps(n):
@@ -363,6 +363,10 @@ def test_rules_reload(d):
                     "first_seen": "2017-12-25T00:00:00Z"}], open(shared, "w"))
         pr = raw(sock, json.dumps({"cmd": "/partners/reload", "paths": [shared]}).encode() + b"\n")
         check(pr["ok"] and pr["result"] == {"servers": 1, "files": 1}, "/partners/reload: " + json.dumps(pr))
+        st = raw(sock, b'{"cmd":"/stats"}\n')
+        fs = st["result"].get("feature_state", {})
+        check(st["ok"] and fs.get("pairs", {}).get("created", 0) > 0 and "evicted" in fs["servers"],
+              f"/stats shows the workers' feature state: {fs}")
         fl = raw(sock, b'{"cmd":"/ti/feeds"}\n')
         check(fl["ok"] and fl["result"][0]["name"] == "test_feed" and fl["result"][0]["category"] == "malware", "/ti/feeds lists it")
         ok = raw(sock, json.dumps({"cmd": "/rules/reload", "path": only_ethproxy}).encode() + b"\n")
@@ -392,10 +396,11 @@ def test_models_reload(d):
     good = open(os.path.join(root, "detect", "models", "c2-server.json")).read()
     open(model, "w").write(good)
     sock, out, det = os.path.join(d, "md.sock"), os.path.join(d, "md.jsonl"), os.path.join(d, "det.jsonl")
+    loops = 20 if SLOW == 1 else 5  # ≈ 8 s unsanitized, 32 s under TSan
     p, summ = run(d, ["--flows-out", out, "--socket", sock, "--detections-out", det, "--rules", RULES,
                       "--app", f"c2-server:server:{model}:0.5", "--app", "beacon:server:rule:periodicity=0.8,contacts=10",
                       "--ti-export", os.path.join(d, "tix"),
-                      "--memory-replay", pcap, "--loop", "20", "--replay-pps", pps(20000), "--exit-idle", "1s"],
+                      "--memory-replay", pcap, "--loop", str(loops), "--replay-pps", pps(20000), "--exit-idle", "1s"],
                   eal(3, mem=1024), wait=False)
     try:
         check(wait_for(sock), "socket for model reload")
@@ -427,7 +432,7 @@ def test_models_reload(d):
         c = s["counters"]
         flow_pk = sum(json.loads(l)["packets_fwd"] + json.loads(l)["packets_rev"] for l in open(out))
         drops = sum(v for k, v in c.items() if k in DROPS)
-        check(p.returncode == 0 and flow_pk + drops == c["packets"] and c["packets"] == 20 * 7931,
+        check(p.returncode == 0 and flow_pk + drops == c["packets"] and c["packets"] == loops * 7931,
               f"no packet lost across reloads: {flow_pk} in records + {drops} dropped == {c['packets']}")
         apps = collections.Counter(json.loads(l)["app"] for l in open(det))
         check(apps["c2-server"] >= 1 and apps["beacon"] >= 1, f"detections from both apps: {dict(apps)}")
@@ -579,7 +584,7 @@ def test_af_packet(d):
                       eal(3, f"net_af_packet0,iface={a},blocksz=65536,framesz=4096,framecnt=4096"),
                       wait=False)
         time.sleep(2)
-        t = subprocess.run(["ip", "netns", "exec", ns, "tcpreplay", "-q", "-i", b, "--pps", "20000", pcap],
+        t = subprocess.run(["ip", "netns", "exec", ns, "tcpreplay", "-q", "-i", b, "--pps", pps(20000), pcap],
                            capture_output=True, text=True)
         so, se = p.communicate(timeout=60)
         check(t.returncode == 0 and p.returncode == 0, "af_packet run and tcpreplay succeed" + (se[-300:] if p.returncode else ""))
