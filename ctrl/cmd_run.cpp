@@ -261,6 +261,13 @@ int cmd_run(int argc, char** argv) {
                                  {"messages", s.messages}, {"send_errors", s.send_errors},
                                  {"template_sends", s.template_sends}};
                  }
+                 if (outputs->detect) {
+                   const auto& d = outputs->detect->output();
+                   j["detections"] = {{"path", cfg.detections_out}, {"lines", d.stats().lines},
+                                      {"spooled_bytes", d.spooled()}, {"spooled_peak", d.stats().spooled_peak},
+                                      {"write_errors", d.stats().write_errors},
+                                      {"dropped", d.stats().dropped_lines}};
+                 }
                  if (outputs->ti_export)
                    j["ti_export"] = {{"dir", cfg.ti_export}, {"indicators", outputs->ti_export->indicators()},
                                      {"every_s", cfg.ti_export_every_ns / 1'000'000'000ull},

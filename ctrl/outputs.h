@@ -5,6 +5,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <memory>
+#include <cstring>
 #include <string>
 
 #include "ctrl/config.h"
@@ -110,6 +111,7 @@ struct Outputs {
   // Called about once a second by long-running commands: the scheduled TI export. A
   // failed write is reported and counted, and tried again at the next period.
   void tick(uint64_t now_wall_ns) {
+    if (detect) detect->tick();  // retries detections spooled while their file refused them
     if (!ti_export || !next_export_ns_ || now_wall_ns < next_export_ns_) return;
     next_export_ns_ = now_wall_ns + export_every_ns_;
     try {
@@ -139,9 +141,19 @@ struct Outputs {
     return err;
   }
   std::string metrics() const {
-    if (!ipfix) return "";
+    std::string o;
+    if (detect) {
+      const auto& d = detect->output();
+      o += "# HELP linesight_detections_spooled_bytes Detections waiting for their file to accept them.\n"
+           "# TYPE linesight_detections_spooled_bytes gauge\nlinesight_detections_spooled_bytes " +
+           std::to_string(d.spooled()) +
+           "\n# HELP linesight_detections_dropped_total Detections dropped with the spool full.\n"
+           "# TYPE linesight_detections_dropped_total counter\nlinesight_detections_dropped_total " +
+           std::to_string(d.stats().dropped_lines) + "\n";
+    }
+    if (!ipfix) return o;
     const auto& s = ipfix->stats;
-    return "# HELP linesight_ipfix_records_total IPFIX data records exported.\n"
+    return o + "# HELP linesight_ipfix_records_total IPFIX data records exported.\n"
            "# TYPE linesight_ipfix_records_total counter\nlinesight_ipfix_records_total " +
            std::to_string(s.data_records) +
            "\n# HELP linesight_ipfix_send_errors_total IPFIX messages that could not be sent.\n"
@@ -158,6 +170,11 @@ struct Outputs {
     }
     if (detect) {
       o += "detections: " + std::to_string(detect->detections()) + " -> " + c.detections_out + "\n";
+      const auto& ds = detect->output().stats();
+      if (ds.write_errors)
+        o += "  output refused " + std::to_string(ds.write_errors) + " times (" + std::strerror(ds.last_errno) +
+             "): spooled up to " + std::to_string(ds.spooled_peak) + " B, " + std::to_string(detect->output().spooled()) +
+             " B never written, " + std::to_string(ds.dropped_lines) + " detections dropped\n";
       if (ti_export)
         o += "ti export: " + std::to_string(ti_export->indicators()) + " indicators -> " + c.ti_export + " (" +
              std::to_string(ti_export->not_public()) + " flagged rows about private addresses kept home)\n";
@@ -242,6 +259,12 @@ inline int finish_outputs(Outputs& out, const ReplayResult& r, const SummaryColl
     std::fprintf(stderr, "linesight: %s\n", err.c_str());
     rc = 1;
   }
+  if (out.detect) {  // after close: its last retries count
+    const auto& ds = out.detect->output().stats();
+    more["detections"] = {{"count", out.detect->detections()}, {"write_errors", ds.write_errors},
+                          {"spooled_peak", ds.spooled_peak}, {"dropped", ds.dropped_lines}};
+  }
+
   if (!quiet) {
     std::string text = format_summary(r, s, cores, c.flows_out == "-" ? "" : c.flows_out);
     text += extra_text + out.summary(c);

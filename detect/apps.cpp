@@ -205,13 +205,10 @@ DetectStage::DetectStage(const std::vector<AppConfig>& apps, const std::string& 
   std::sort(needed_.begin(), needed_.end());
   needed_.erase(std::unique(needed_.begin(), needed_.end()), needed_.end());
   out_.resize(1);
-  f_ = path_ == "-" ? stdout : std::fopen(path_.c_str(), "w");
-  if (!f_) throw std::runtime_error(path_ + ": " + std::strerror(errno));
+  out_file_ = std::make_unique<SpoolFile>(path_);
 }
 
-DetectStage::~DetectStage() {
-  if (f_ && f_ != stdout) std::fclose(f_);
-}
+DetectStage::~DetectStage() = default;
 
 void DetectStage::score(const FeatureRow& row, const RuleSet* rules) {
   for (uint16_t i : needed_) values_[i] = kColumns[i].get(row);
@@ -324,7 +321,7 @@ void DetectStage::emit(App& a, const FeatureRow& row, double score, const RuleSe
   o += "\"},\"sampling\":{\"method\":\""; o += sample_mode_name(row.rec->sampling.mode);
   o += "\",\"rate\":"; append_uint(o, row.rec->sampling.rate);
   o += "}}\n";
-  if (std::fwrite(o.data(), 1, o.size(), f_) != o.size()) bad_ = true;
+  out_file_->write(o);
 }
 
 std::string DetectStage::describe() const {
@@ -376,6 +373,7 @@ std::vector<std::string> DetectStage::app_names() const {
   return v;
 }
 
-void DetectStage::close() { close_output(f_, bad_, path_); }
+// At the end a stalled reader of the detections gets 10 s to take the spool.
+void DetectStage::close() { out_file_->close(10'000); }
 
 }  // namespace ls

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/output_file.h"
 #include "detect/tree_model.h"
 #include "features/bounded_table.h"
 #include "features/feature_stage.h"
@@ -76,6 +77,8 @@ class DetectStage {
   // One feature row through every app; detections are written as they fire.
   void score(const FeatureRow& row, const RuleSet* rules);
   void close();  // throws on a failed write
+  void tick() { out_file_->tick(); }  // retry spooled detections, flush (control, ~1/s)
+  const SpoolFile& output() const { return *out_file_; }
   uint64_t detections() const { return detections_; }
   std::function<void(const Detection&)> on_detection;
   struct AppStats {
@@ -116,10 +119,9 @@ class DetectStage {
   std::vector<AppStats> stats_;
   std::vector<float> values_, x_, out_;
   std::vector<uint16_t> needed_;  // columns read by some app
-  FILE* f_ = nullptr;
+  std::unique_ptr<SpoolFile> out_file_;  // a full disk spools detections, never drops them silently
   std::string path_, line_;
   uint64_t detections_ = 0;
-  bool bad_ = false;
 };
 
 }  // namespace ls
