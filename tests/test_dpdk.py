@@ -612,6 +612,49 @@ def test_detections_reader_stalls(d):
           f"exit {p.returncode} {se.strip()[-200:]}")
 
 
+def test_ipfix_collector_returns(d):
+    """The IPFIX collector is down when the sensor starts (send errors counted, the
+    pipeline unaffected), then comes up: with templates refreshed every second, nfcapd
+    decodes the records that follow — the sensor recovers without a restart."""
+    if not shutil.which("nfcapd") or not shutil.which("nfdump"):
+        print("SKIP ipfix recovery: nfdump not installed (scripts/setup.sh installs it)")
+        return
+    from lsdata import free_udp_port
+    pcap = os.path.join(DATA, "slips/test-cc-capture-1.pcap")
+    port, sock = free_udp_port(), os.path.join(d, "ipfix.sock")
+    cfg = os.path.join(d, "ipfix.yaml")
+    open(cfg, "w").write(f"output:\n  ipfix: 127.0.0.1:{port}\n  ipfix_template_refresh: 1s\n")
+    flows = os.path.join(d, "nfcapd")
+    os.mkdir(flows)
+    p, summ = run(d, ["--config", cfg, "--flows-out", os.path.join(d, "ipfix.jsonl"), "--socket", sock,
+                      "--memory-replay", pcap, "--loop", "1000", "--replay-pps", pps(20000)],
+                  eal(3, mem=1024), wait=False)
+    cap = None
+    try:
+        check(wait_for(sock), "socket for the IPFIX recovery test")
+        time.sleep(3)
+        ex = raw(sock, b'{"cmd":"/export"}\n')["result"]["ipfix"]
+        check(ex["send_errors"] > 0 and p.poll() is None, f"collector down: send errors counted, sensor runs ({ex})")
+        cap = subprocess.Popen(["nfcapd", "-p", str(port), "-b", "127.0.0.1", "-w", flows, "-B", "16000000"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(4 if SLOW == 1 else 10)
+        after = raw(sock, b'{"cmd":"/export"}\n')["result"]["ipfix"]
+        ctl(sock, "shutdown")
+        p.communicate(timeout=120)
+        time.sleep(1)
+    finally:
+        if cap:
+            cap.send_signal(signal.SIGTERM)
+            cap.wait(timeout=20)
+        if p.poll() is None:
+            p.kill()
+    r = subprocess.run(["nfdump", "-R", flows, "-q", "-o", "csv", "-c", "100000"], capture_output=True, text=True)
+    n = sum(1 for l in r.stdout.splitlines() if l and l[0].isdigit())
+    check(p.returncode == 0 and n > 0 and after["messages"] > ex["messages"],
+          f"collector back: nfdump decodes {n} flows sent after it came up "
+          f"(messages {ex['messages']} -> {after['messages']}, send errors {after['send_errors']})")
+
+
 def test_af_packet(d):
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tcpreplay"):
         print("SKIP af_packet: needs root, iproute2 and tcpreplay")
@@ -674,7 +717,7 @@ def main():
     import re
     DROPS.update(re.findall(r"X\((\w+), DROP\)", hdr))
     with tempfile.TemporaryDirectory() as d:
-        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_rules_reload, test_models_reload, test_reload_storm, test_detections_reader_stalls, test_sigterm, test_af_packet):
+        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_rules_reload, test_models_reload, test_reload_storm, test_detections_reader_stalls, test_ipfix_collector_returns, test_sigterm, test_af_packet):
             if sys.argv[1:] and t.__name__ not in sys.argv[1:]:
                 continue  # tests/test_dpdk.py test_NAME ... runs only those
             print(f"-- {t.__name__}", flush=True)
