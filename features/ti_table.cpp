@@ -12,6 +12,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <unordered_map>
 #include <sstream>
 
 namespace ls {
@@ -95,8 +96,18 @@ std::vector<std::string> split_csv(const std::string& line) {
 
 struct TiBuilder {
   std::vector<TiFeed> feeds;
-  std::vector<Prefix> prefixes;
+  // IPv4 ranges (12 bytes each: most of a big feed set) apart from IPv6 ones.
+  struct Range4 {
+    uint32_t lo, hi, feed;
+  };
+  std::vector<Range4> v4;
+  std::vector<Prefix> v6;
   std::vector<TiTable::PortEntry> ports;
+
+  void add(const Prefix& p) {
+    if (p.v6) v6.push_back(p);
+    else v4.push_back({uint32_t(p.lo), uint32_t(p.hi), p.feed});
+  }
 
   // A port named for a single address (not a range: a netset's port means nothing).
   void add_port(const Prefix& p, uint32_t port) {
@@ -210,7 +221,7 @@ struct TiBuilder {
       }
       pr.feed = instance(sub, feed, category, day, weight);
       feeds[pr.feed].entries++;
-      prefixes.push_back(pr);
+      this->add(pr);
       add_ports(pr, port_list);
       return true;
     };
@@ -344,7 +355,7 @@ struct TiBuilder {
         }
         pr.feed = instance(per_cat, feed, category, d, weight);
         feeds[pr.feed].entries++;
-        prefixes.push_back(pr);
+        add(pr);
         if (port >= 0 && int(c.size()) > port) add_ports(pr, c[size_t(port)]);
         // A last_seen column: the address was listed on that day too.
         int64_t l = last >= 0 && int(c.size()) > last ? parse_date_days(c[size_t(last)]) : 0;
@@ -352,7 +363,7 @@ struct TiBuilder {
           Prefix again = pr;
           again.feed = instance(per_cat, feed, category, l, weight);
           feeds[again.feed].entries++;
-          prefixes.push_back(again);
+          add(again);
         }
       }
       if (per_cat.empty()) {
@@ -378,9 +389,14 @@ struct TiBuilder {
         }
         continue;
       }
-      std::istringstream ls(t);
-      std::string tok, wtok;
-      ls >> tok >> wtok;
+      // First token the address, an optional second one a weight (split by hand:
+      // an istringstream per line was a visible share of loading 1M-line feeds).
+      size_t e1 = t.find_first_of(" \t");
+      std::string tok = t.substr(0, e1), wtok;
+      if (e1 != std::string::npos) {
+        size_t b2 = t.find_first_not_of(" \t", e1);
+        if (b2 != std::string::npos) wtok = t.substr(b2, t.find_first_of(" \t", b2) - b2);
+      }
       Prefix pr;
       if (!parse_prefix(tok, id, pr)) {
         feed.skipped++;
@@ -390,7 +406,7 @@ struct TiBuilder {
         try { max_w = std::max(max_w, std::stod(wtok)); } catch (...) {}
       }
       feed.entries++;
-      prefixes.push_back(pr);
+      add(pr);
     }
     if (max_w > 0) feed.weight = max_w;
     feeds.push_back(feed);
@@ -436,42 +452,77 @@ std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& pat
   std::sort(t->ports_.begin(), t->ports_.end());
 
   // Sweep line over interval edges: each elementary interval gets the set of feeds open
-  // over it; sets are deduplicated.
-  std::map<std::vector<uint32_t>, uint32_t> set_ids;
-  auto intern_set = [&](const std::multiset<uint32_t>& open) -> uint32_t {
-    if (open.empty()) return UINT32_MAX;
-    std::vector<uint32_t> s(open.begin(), open.end());
-    s.erase(std::unique(s.begin(), s.end()), s.end());
-    auto it = set_ids.find(s);
-    if (it != set_ids.end()) return it->second;
-    uint32_t id = uint32_t(t->sets_.size());
-    t->sets_.push_back(s);
-    set_ids.emplace(s, id);
-    return id;
+  // over it. The open set is a count per feed plus a 64-bit XOR of a random key per open
+  // feed, so naming the set at an edge costs a hash lookup, not building and comparing
+  // vectors; two different sets share a key with probability 2^-64 per pair (~1e-12 for
+  // the shared feeds' few thousand sets). Sets are built only when first seen.
+  const size_t nf = t->feeds_.size();
+  if (nf >= (1u << 23)) throw TiError("more than 8M feed instances: not supported");
+  std::vector<uint32_t> open_count(nf, 0);
+  std::vector<uint64_t> feed_key(nf);
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  for (auto& k : feed_key) {  // splitmix64: fixed, so a table is reproducible
+    x += 0x9E3779B97F4A7C15ull;
+    uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    k = z ^ (z >> 31);
+  }
+  uint64_t open_key = 0;
+  uint32_t open_n = 0;
+  std::unordered_map<uint64_t, uint32_t> set_ids;
+  auto toggle = [&](uint32_t f, bool start) {
+    if (start ? open_count[f]++ == 0 : --open_count[f] == 0) {
+      open_key ^= feed_key[f];
+      open_n += start ? 1 : uint32_t(-1);
+    }
   };
-  for (bool v6 : {false, true}) {
-    // Events: +feed at lo, -feed at hi+1 (hi+1 overflows only for the very last address).
-    std::vector<std::pair<unsigned __int128, int64_t>> ev;
-    for (auto& p : b.prefixes) {
-      if (p.v6 != v6) continue;
-      ev.push_back({p.lo, int64_t(p.feed) + 1});
-      unsigned __int128 top = v6 ? ~(unsigned __int128)0 : 0xFFFFFFFFu;
-      if (p.hi != top) ev.push_back({p.hi + 1, -(int64_t(p.feed) + 1)});
+  auto current_set = [&]() -> uint32_t {
+    if (open_n == 0) return UINT32_MAX;
+    auto [it, fresh] = set_ids.try_emplace(open_key, uint32_t(t->sets_.size()));
+    if (fresh) {
+      std::vector<uint32_t> members;
+      for (uint32_t f = 0; f < nf; f++)
+        if (open_count[f]) members.push_back(f);
+      t->sets_.push_back(std::move(members));
+    }
+    return it->second;
+  };
+  // IPv4: an edge is one 64-bit word — position (33 bits: hi + 1 may be 2^32), start or
+  // end, feed — so the sort is over plain integers.
+  {
+    std::vector<uint64_t> ev;
+    ev.reserve(b.v4.size() * 2);
+    for (auto& r : b.v4) {
+      ev.push_back(uint64_t(r.lo) << 24 | 1u << 23 | r.feed);
+      if (r.hi != 0xFFFFFFFFu) ev.push_back((uint64_t(r.hi) + 1) << 24 | r.feed);
     }
     std::sort(ev.begin(), ev.end());
-    std::multiset<uint32_t> open;
+    for (size_t i = 0; i < ev.size();) {
+      uint64_t at = ev[i] >> 24;
+      for (; i < ev.size() && ev[i] >> 24 == at; i++) toggle(uint32_t(ev[i] & 0x7FFFFF), ev[i] >> 23 & 1);
+      uint32_t s = current_set();
+      if (t->v4_.empty() || t->v4_.back().set != s) t->v4_.push_back({uint32_t(at), s});
+    }
+  }
+  // A range up to 255.255.255.255 has no end edge: start IPv6 with nothing open.
+  std::fill(open_count.begin(), open_count.end(), 0);
+  open_key = 0;
+  open_n = 0;
+  {
+    std::vector<std::pair<unsigned __int128, int64_t>> ev;  // +feed+1 at lo, -(feed+1) at hi+1
+    ev.reserve(b.v6.size() * 2);
+    for (auto& p : b.v6) {
+      ev.push_back({p.lo, int64_t(p.feed) + 1});
+      if (p.hi != ~(unsigned __int128)0) ev.push_back({p.hi + 1, -(int64_t(p.feed) + 1)});
+    }
+    std::sort(ev.begin(), ev.end());
     for (size_t i = 0; i < ev.size();) {
       unsigned __int128 at = ev[i].first;
-      for (; i < ev.size() && ev[i].first == at; i++) {
-        if (ev[i].second > 0) open.insert(uint32_t(ev[i].second - 1));
-        else open.erase(open.find(uint32_t(-ev[i].second - 1)));
-      }
-      uint32_t s = intern_set(open);
-      if (v6) {
-        if (t->v6_.empty() || t->v6_.back().set != s) t->v6_.push_back({at, s});
-      } else {
-        if (t->v4_.empty() || t->v4_.back().set != s) t->v4_.push_back({uint32_t(at), s});
-      }
+      for (; i < ev.size() && ev[i].first == at; i++)
+        toggle(uint32_t((ev[i].second > 0 ? ev[i].second : -ev[i].second) - 1), ev[i].second > 0);
+      uint32_t s = current_set();
+      if (t->v6_.empty() || t->v6_.back().set != s) t->v6_.push_back({at, s});
     }
   }
   for (auto& s : t->sets_) {

@@ -83,6 +83,19 @@ TEST(TiTable, OverlappingPrefixesReportEveryFeed) {
   EXPECT_EQ(skipped, 2u);  // "not-an-ip" and the CSV's "bad"
 }
 
+TEST(TiTable, RangeToTheLastIpv4AddressDoesNotLeakIntoIpv6) {
+  // 0.0.0.0/0 has no end edge in the IPv4 sweep; the IPv6 sweep must start empty.
+  TmpDir d;
+  d.write("all4.netset", "# all4\n0.0.0.0/0\n");
+  d.write("one6.ipset", "# one6\n2001:db8::1\n");
+  auto t = TiTable::load({d.p.string()});
+  EXPECT_EQ(look(*t, "255.255.255.255").feeds, 1u);
+  EXPECT_EQ(look(*t, "2001:db8::1").feeds, 1u);
+  bool found;
+  look(*t, "2001:db8::2", &found);
+  EXPECT_FALSE(found);
+}
+
 TEST(TiTable, ClearErrors) {
   TmpDir d;
   auto meta = d.write("families.csv", "family,description\nemotet,banking trojan\n");
