@@ -1,9 +1,12 @@
 #include <pcap/pcap.h>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <stdexcept>
 
 #include "dataplane/source.h"
@@ -35,7 +38,7 @@ namespace {
 struct PcapHandle {
   pcap_t* p = nullptr;
   LinkType link = LinkType::ETHERNET;
-  std::vector<char> iobuf;
+  std::unique_ptr<char[]> iobuf;
   ~PcapHandle() {
     if (p) pcap_close(p);  // closes the FILE too
   }
@@ -47,8 +50,13 @@ void open_one(const std::string& path, PcapHandle& h) {
   // the default 4 KB buffer costs a read() syscall every few packets.
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw std::runtime_error(path + ": " + std::strerror(errno));
-  h.iobuf.resize(1u << 20);
-  std::setvbuf(f, h.iobuf.data(), _IOFBF, h.iobuf.size());
+  // (Up to 1 MB, not zeroed: a small file needs no more than its size.)
+  struct stat st {};
+  size_t sz = 1u << 20;
+  if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
+    sz = std::clamp<size_t>(size_t(st.st_size) + 1, 4096, sz);
+  h.iobuf = std::make_unique_for_overwrite<char[]>(sz);
+  std::setvbuf(f, h.iobuf.get(), _IOFBF, sz);
   h.p = pcap_fopen_offline_with_tstamp_precision(f, PCAP_TSTAMP_PRECISION_NANO, err);
   if (!h.p) {
     std::fclose(f);
@@ -76,12 +84,13 @@ inline uint64_t ts_of(const pcap_pkthdr* h) {
 class PcapFiles final : public PacketSource {
  public:
   explicit PcapFiles(std::vector<std::string> paths) : paths_(std::move(paths)) {
-    // Open every file up front so a typo fails before any work is done.
-    for (auto& p : paths_) {
-      PcapHandle h;
-      open_one(p, h);
-    }
+    // Open every file up front so a typo fails before any work is done (the first one
+    // is kept open for reading).
     next_file();
+    for (size_t i = 1; i < paths_.size(); i++) {
+      PcapHandle h;
+      open_one(paths_[i], h);
+    }
   }
 
   uint32_t next_burst(PacketView* out, uint32_t max, Arena& a) override {
