@@ -26,7 +26,9 @@ SpoolFile::~SpoolFile() {
 
 bool SpoolFile::drain() {
   while (off_ < buf_.size()) {
-    ssize_t n = ::write(fd_, buf_.data() + off_, buf_.size() - off_);
+    // stdout goes through stdio: flow records may share it, and must not be cut mid-line.
+    ssize_t n = fd_ == 1 ? ssize_t(std::fwrite(buf_.data() + off_, 1, buf_.size() - off_, stdout))
+                         : ::write(fd_, buf_.data() + off_, buf_.size() - off_);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       st_.write_errors++;
@@ -61,6 +63,7 @@ void SpoolFile::write(std::string_view line) {
 
 void SpoolFile::tick() {
   if (spooled()) drain();
+  if (fd_ == 1) std::fflush(stdout);
 }
 
 void SpoolFile::close(uint64_t wait_ms) {
@@ -70,6 +73,10 @@ void SpoolFile::close(uint64_t wait_ms) {
   for (uint64_t waited = 0; !ok && waited < wait_ms; waited += 50) {
     ::usleep(50'000);
     ok = drain();
+  }
+  if (fd_ == 1 && std::fflush(stdout) != 0 && ok) {
+    ok = false;
+    st_.last_errno = errno;
   }
   if (fd_ > 1 && ::close(fd_) != 0 && ok) {
     ok = false;
