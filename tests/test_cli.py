@@ -105,6 +105,14 @@ with tempfile.TemporaryDirectory() as d:
         apps = [l.split(":")[0].strip() for l in r.stdout.splitlines() if "fired," in l]
         check(r.returncode == 0 and apps == ["beacon", "c2-signature", "miner", "exploit", "scanner", "bot-host", "beacon2"],
               f"--app defaults adds the six default apps beside one's own: {apps}")
+        model = os.path.join(ROOT, "detect", "models", "c2-server.json")
+        # MBs of both (a write(2) per spool flush between stdio's flushes cut 8 lines of 18k)
+        r = run("replay", os.path.join(DATA, "bench/ndpi-ether-concat.pcap"), "--quiet", "--flows-out", "-",
+                "--detections-out", "-", "--app", f"every:flow:{model}:0")
+        lines = r.stdout.splitlines()
+        parsed = [json.loads(l) for l in lines if l.startswith("{") and l.endswith("}")]
+        check(r.returncode == 0 and len(parsed) == len(lines) > 10000 and sum("app" in x for x in parsed) > 5000,
+              f"flows and detections both on stdout: every line whole ({len(parsed)} of {len(lines)} parse)")
         r = run("replay", beacon, "--features-out", fo, "--partner", os.path.join(d, "features.csv"), "--quiet")
         check(r.returncode == 2 and "no indicator column" in r.stderr, f"a file that is not a partner export: {r.stderr.strip()}")
     else:
