@@ -25,15 +25,6 @@ DROPS = set(re.findall(r"X\((\w+), DROP\)", open(os.path.join(ROOT, "dataplane",
 MAC = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02"
 
 
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def ipv4(payload, proto, src=b"\x0a\x00\x00\x01", dst=b"\x0a\x00\x00\x02", ihl=5, total=None, ver=4):
     opts = b"\x01" * (ihl * 4 - 20) if ihl >= 5 else b""
     tl = total if total is not None else 20 + len(opts) + len(payload)
@@ -230,10 +221,6 @@ def test_truncated_files(d):
           f"a record claiming 2 GB: the packet before it kept, a warning (exit {r.returncode}, {r.stderr.strip()[-150:]})")
 
 
-def pcapng(blocks):
-    return b"".join(blocks)
-
-
 def ng_block(btype, body, total=None):
     ln = total if total is not None else 12 + len(body)
     return struct.pack("<II", btype, ln) + body + struct.pack("<I", ln)
@@ -251,10 +238,10 @@ def test_pcapng(d):
     # 64-bit microsecond timestamps: year 2001, then year 33658 (0xFFFF... >> 8), then 1970.
     ok_blocks = [shb, idb, epb(1_000_000_000_000_000), epb(0x00FFFFFFFFFFFFFF), epb(1)]
     cases = {
-        "ng_years": (pcapng(ok_blocks), 3),
-        "ng_block_len_small": (pcapng([shb, idb, epb(1_000_000_000_000_000), epb(5, total=8)]), 1),
-        "ng_block_len_huge": (pcapng([shb, idb, epb(1_000_000_000_000_000), epb(5, total=0x7FFFFFF0)]), 1),
-        "ng_caplen_lies": (pcapng([shb, idb, epb(1_000_000_000_000_000), epb(5, caplen=60000)]), 1),
+        "ng_years": (b"".join(ok_blocks), 3),
+        "ng_block_len_small": (b"".join([shb, idb, epb(1_000_000_000_000_000), epb(5, total=8)]), 1),
+        "ng_block_len_huge": (b"".join([shb, idb, epb(1_000_000_000_000_000), epb(5, total=0x7FFFFFF0)]), 1),
+        "ng_caplen_lies": (b"".join([shb, idb, epb(1_000_000_000_000_000), epb(5, caplen=60000)]), 1),
     }
     for name, (data, want) in cases.items():
         path = os.path.join(d, name + ".pcapng")
@@ -273,16 +260,14 @@ def test_dpdk_path(d):
     if "built without DPDK" in r.stderr:
         print("SKIP dpdk path: linesight built without DPDK")
         return
+    from test_dpdk import eal
     caps = packet_captures(d)
-    cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     for name in ("lying", "tunnels", "years", "zero_len"):
         path = os.path.join(d, name + ".pcap")
         out, summ = os.path.join(d, "run.jsonl"), os.path.join(d, "run.json")
         cmd = [BIN, "run", "--quiet", "--socket", "", "--flows-out", out, "--summary-json", summ, "--exit-idle", "1s",
                "--rules", RULES, "--payload-bytes", "128", "--app", "defaults", "--features-out", os.path.join(d, "rf.csv"),
-               "--idle-sleep-us", "100", "--", "--no-huge", "-m", "512", "--no-pci", "--no-shconf", "--no-telemetry",
-               "--file-prefix", f"lsh{os.getpid()}{name}", "--lcores", f"(0-2)@({cpus})", "--log-level", "lib.eal:error",
-               "--vdev", f"net_pcap0,rx_pcap={path}"]
+               "--idle-sleep-us", "100", "--", *eal(3, f"net_pcap0,rx_pcap={path}")]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         ok = r.returncode == 0 and os.path.exists(summ)
         check(ok, f"run on net_pcap {name}: exit {r.returncode} {r.stderr.strip()[-200:]}")
