@@ -1,11 +1,11 @@
 // The exporters a run writes to, built from the config: JSON lines, IPFIX.
 #pragma once
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <memory>
-#include <cstring>
 #include <string>
 
 #include "ctrl/config.h"
@@ -57,11 +57,11 @@ struct Outputs {
 
  public:
 
+  bool state_on_workers = false;  // run: pair/server/client state lives in the workers' stages
+
   // Throws std::runtime_error naming the file or collector that failed. With
   // `workers_attach_features` (linesight run) the workers fill the stateful features, so
   // the writer's own stage keeps minimal tables.
-  bool state_on_workers = false;  // run: pair/server/client state lives in the workers' stages
-
   explicit Outputs(const Config& c, bool workers_attach_features = false)
       : state_on_workers(workers_attach_features) {
     if (!c.flows_out.empty())
@@ -264,7 +264,6 @@ inline int finish_outputs(Outputs& out, const ReplayResult& r, const SummaryColl
     more["detections"] = {{"count", out.detect->detections()}, {"write_errors", ds.write_errors},
                           {"spooled_peak", ds.spooled_peak}, {"dropped", ds.dropped_lines}};
   }
-
   if (!quiet) {
     std::string text = format_summary(r, s, cores, c.flows_out == "-" ? "" : c.flows_out);
     text += extra_text + out.summary(c);
