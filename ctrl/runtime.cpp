@@ -449,12 +449,15 @@ void Runtime::cleanup() {
 }
 
 void Runtime::set_sampling(const SamplingConfig& s) {
+  // While stopping, RX lcores may wait on rings this thread drains: a grace period could
+  // deadlock, and freeing the old settings without one could free them under a reader.
+  if (launched_ && stopping()) throw CtlError("shutting down: sampling not changed");
   auto next = std::make_unique<LiveSettings>();
   next->sampling = s;
   next->version = ++live_version_;
   shared_.live.store(next.get(), std::memory_order_release);
   // Every RX lcore passes a quiescent point after the store before the old one goes.
-  if (launched_ && !stopping()) rte_rcu_qsbr_synchronize(shared_.qsbr, RTE_QSBR_THRID_INVALID);
+  if (launched_) rte_rcu_qsbr_synchronize(shared_.qsbr, RTE_QSBR_THRID_INVALID);
   void* q = shared_.qsbr;
   tsan_adopt(&q, 1);
   live_ = std::move(next);
