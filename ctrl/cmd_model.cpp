@@ -45,9 +45,28 @@ bool parse_float(const std::string& s, float& out) {
 int predict(const TreeModel& m, std::istream& in, const std::string& src) {
   std::string line;
   std::vector<int> col_of;  // model feature → CSV column (-1: missing)
-  std::vector<float> x(m.num_features()), out(m.num_outputs());
+  std::vector<float> x(m.num_features());
   size_t lineno = 0;
+  // Scored kBatch rows at a time through the batch kernel the detect stage's benchmarks use.
+  constexpr size_t kBatch = 256;
+  std::vector<float> rows, out(kBatch * m.num_outputs()), margin(m.margin_floats(kBatch));
+  rows.reserve(kBatch * x.size());
   std::string o;
+  auto flush = [&] {
+    size_t n = rows.size() / x.size();
+    if (n == 0) return;
+    m.predict_batch(rows.data(), n, out.data(), margin.data());
+    o.clear();
+    for (size_t i = 0; i < n; i++)
+      for (size_t k = 0; k < m.num_outputs(); k++) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%s%.9g", k ? " " : "", double(out[i * m.num_outputs() + k]));
+        o += b;
+        if (k + 1 == m.num_outputs()) o += '\n';
+      }
+    std::fputs(o.c_str(), stdout);
+    rows.clear();
+  };
   while (std::getline(in, line)) {
     lineno++;
     if (line.empty() || line[0] == '#') continue;
@@ -75,19 +94,14 @@ int predict(const TreeModel& m, std::istream& in, const std::string& src) {
       } else if (!parse_float(cells[size_t(c)], x[f])) {
         std::fprintf(stderr, "linesight: %s:%zu: column %d: '%s' is not a number\n", src.c_str(), lineno, c + 1,
                      cells[size_t(c)].c_str());
+        flush();  // the rows before it are answered, as they were read
         return 1;
       }
     }
-    m.predict(x.data(), out.data());
-    o.clear();
-    for (size_t k = 0; k < out.size(); k++) {
-      char b[32];
-      std::snprintf(b, sizeof b, "%s%.9g", k ? " " : "", double(out[k]));
-      o += b;
-    }
-    o += '\n';
-    std::fputs(o.c_str(), stdout);
+    rows.insert(rows.end(), x.begin(), x.end());
+    if (rows.size() == kBatch * x.size()) flush();
   }
+  flush();
   return 0;
 }
 
@@ -104,9 +118,9 @@ int cmd_model(int argc, char** argv) {
   try {
     TreeModel m = TreeModel::load_file(argv[1]);
     if (std::string(argv[0]) == "check") {
-      std::printf("%s: %s, %zu trees, %zu nodes (%zu KB compiled), %u features, %u output%s\n", argv[1],
-                  m.objective().c_str(), m.num_trees(), m.nodes(), m.nodes() * 12 / 1024, m.num_features(),
-                  m.num_outputs(), m.num_outputs() == 1 ? "" : "s");
+      std::printf("%s: %s, %zu trees, %zu nodes (%zu KB compiled), %u features, %u output%s, batch engine %s\n",
+                  argv[1], m.objective().c_str(), m.num_trees(), m.nodes(), m.nodes() * 12 / 1024, m.num_features(),
+                  m.num_outputs(), m.num_outputs() == 1 ? "" : "s", m.batch_engine());
       return 0;
     }
     if (argc >= 3) {

@@ -33,29 +33,37 @@ class TreeModel {
   // One vector of num_features() floats (NaN = missing) → num_outputs() values:
   // probabilities for classifiers (softmax over classes), the prediction for regression.
   void predict(const float* x, float* out) const;
-  // n vectors, row-major (stride = num_features()); trees outermost so each tree's nodes
-  // stay in cache across the batch. `margin` needs n × num_outputs() floats of scratch.
+  // n vectors, row-major (stride = num_features()) → n × num_outputs() values; trees
+  // outermost so each tree's nodes stay in cache across the batch. `margin` is scratch of
+  // margin_floats(n) floats.
   void predict_batch(const float* x, size_t n, float* out, float* margin) const;
+  size_t margin_floats(size_t n) const { return n * num_class_ + (n + 15) / 16 * 32 * num_features_; }
+  // Which batch kernel predict_batch uses here: "avx512" (16 vectors in lockstep through
+  // each tree laid out level by level) or "scalar" (CPU without AVX-512F, or a tree deeper
+  // than kMaxSimdDepth). Both give bit-identical results (same additions, same order).
+  const char* batch_engine() const;
+  static constexpr uint32_t kMaxSimdDepth = 10;
   // How often each feature was split on along this vector's paths (counts has
   // num_features() entries, added to): the evidence of which features decided.
   void path_counts(const float* x, uint32_t* counts) const;
 
  private:
-  // Children of a split are adjacent (left, left + 1). A leaf points to itself with a
-  // threshold of +inf and default left, so extra steps stay on it: every vector takes
-  // exactly depth steps per tree, without branches, and a batch's walks interleave.
+  // Children of a split are adjacent (left, left + 1). A leaf points to itself and never
+  // turns right (split = 0, whatever the value: +inf is not < +inf), so extra steps stay
+  // on it: every vector takes exactly depth steps per tree, without branches, and a
+  // batch's walks interleave.
   struct Node {
     float threshold;   // go left when x < threshold; NaN goes the default way
     uint32_t child;    // index of the left child within the model's node array
     uint16_t feature;
     uint8_t default_left;
-    uint8_t pad;
+    uint8_t split;     // 1 for a split, 0 for a leaf
   };
 
   uint32_t step(const Node& n, const float* x) const {
     float v = x[n.feature];
     bool right = !(v < n.threshold) & !(std::isnan(v) & bool(n.default_left));
-    return n.child + uint32_t(right);
+    return n.child + uint32_t(right & bool(n.split));
   }
   float leaf(uint32_t t, const float* x) const {
     uint32_t i = trees_[t];
@@ -63,6 +71,10 @@ class TreeModel {
     return leaf_value_[i];
   }
   void finish(float* margin, float* out) const;
+  void build_levels();
+  // Adds every tree's leaf for the n rows of x to class-major margins (margin[c * n + row]);
+  // xt is scratch for the rows regrouped 16 at a time, feature-major.
+  void batch_avx512(const float* x, size_t n, float* margin, float* xt) const;
   static TreeModel compile(const nlohmann::json& j, const std::string& name);
 
   std::vector<Node> nodes_;
@@ -70,6 +82,14 @@ class TreeModel {
   std::vector<uint32_t> depth_;     // steps from the root to the deepest leaf
   std::vector<uint32_t> trees_;      // root index of each tree
   std::vector<uint32_t> tree_class_; // output each tree adds to
+  // The same trees for the SIMD kernel, each a full binary tree of its own depth D in
+  // level order (level l at [2^l - 1, 2^(l+1) - 1)): a leaf above depth D becomes splits
+  // whose leaves below all carry its value, so every walk is D steps of pos = 2 pos + right.
+  // lvl_feat_ = 16 × (2 feature + default left): the row's offset in a block (see batch_avx512). Arrays end in 32 pad entries, so 16- and
+  // 32-entry loads at any level stay inside them. Empty when some tree is too deep.
+  std::vector<int32_t> lvl_feat_;
+  std::vector<float> lvl_thr_, lvl_leaf_;
+  std::vector<uint32_t> lvl_node_off_, lvl_leaf_off_;
   std::vector<std::string> feature_names_;
   std::string objective_;
   uint32_t num_features_ = 0, num_class_ = 1;

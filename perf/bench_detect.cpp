@@ -1,7 +1,10 @@
 // Tree-ensemble engine: ns per prediction for 100 trees of depth 6 and 500 of depth 8,
-// one vector at a time and in batches (trees outermost). Models are random full trees
-// over 40 features, loaded through the same JSON path as XGBoost's files; 10 % of
-// values missing.
+// one vector at a time (predict: the scalar walk) and in batches (predict_batch: the
+// AVX-512 kernel where the CPU has it; LINESIGHT_NO_AVX512=1 for the scalar one).
+// Models are random full trees over 40 features, loaded through the same JSON path as
+// XGBoost's files; 10 % of values missing. BM_PredictBatch/1/1/256 is the fixed cost
+// per vector (regrouping the batch, the sigmoid); BM_Shipped* score the shipped
+// c2-server model (XGBoost-trained: lopsided trees) on the same vectors.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -70,7 +73,38 @@ void BM_PredictBatch(benchmark::State& st) {
   auto m = random_model(int(st.range(0)), int(st.range(1)));
   size_t batch = size_t(st.range(2));
   auto x = vectors(batch);
-  std::vector<float> out(batch), margin(batch);
+  std::vector<float> out(batch), margin(m.margin_floats(batch));
+  for (auto _ : st) {
+    m.predict_batch(x.data(), batch, out.data(), margin.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.SetItemsProcessed(int64_t(st.iterations() * batch));
+}
+
+std::vector<float> vectors_for(const ls::TreeModel& m, size_t n) {
+  auto x = vectors(n * m.num_features() / kFeatures + 1);
+  x.resize(n * m.num_features());
+  return x;
+}
+
+void BM_ShippedOne(benchmark::State& st) {
+  auto m = ls::TreeModel::load_file(LS_SOURCE_ROOT "/detect/models/c2-server.json");
+  constexpr size_t kN = 4096;
+  auto x = vectors_for(m, kN);
+  float out;
+  size_t i = 0;
+  for (auto _ : st) {
+    m.predict(&x[(i++ % kN) * m.num_features()], &out);
+    benchmark::DoNotOptimize(out);
+  }
+  st.SetItemsProcessed(int64_t(st.iterations()));
+}
+
+void BM_ShippedBatch(benchmark::State& st) {
+  auto m = ls::TreeModel::load_file(LS_SOURCE_ROOT "/detect/models/c2-server.json");
+  size_t batch = size_t(st.range(0));
+  auto x = vectors_for(m, batch);
+  std::vector<float> out(batch), margin(m.margin_floats(batch));
   for (auto _ : st) {
     m.predict_batch(x.data(), batch, out.data(), margin.data());
     benchmark::DoNotOptimize(out.data());
@@ -80,6 +114,8 @@ void BM_PredictBatch(benchmark::State& st) {
 
 }  // namespace
 
+BENCHMARK(BM_ShippedOne);
+BENCHMARK(BM_ShippedBatch)->Arg(256);
 BENCHMARK(BM_PredictOne)->Args({100, 6})->Args({500, 8});
-BENCHMARK(BM_PredictBatch)->Args({100, 6, 64})->Args({100, 6, 256})->Args({500, 8, 64})->Args({500, 8, 256});
+BENCHMARK(BM_PredictBatch)->Args({1, 1, 256})->Args({100, 6, 64})->Args({100, 6, 256})->Args({500, 8, 64})->Args({500, 8, 256});
 BENCHMARK_MAIN();

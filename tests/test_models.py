@@ -27,14 +27,15 @@ def data(rng, n, f, missing):
     return x
 
 
-def ours(model, x, names=None):
+def ours(model, x, names=None, engine_env=None):
     with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
         if names:
             f.write(",".join(names) + "\n")
         for row in x:
             f.write(",".join("" if np.isnan(v) else repr(float(v)) for v in row) + "\n")
         path = f.name
-    r = subprocess.run([BIN, "model", "predict", model, path], capture_output=True, text=True)
+    env = dict(os.environ, **(engine_env or {}))
+    r = subprocess.run([BIN, "model", "predict", model, path], capture_output=True, text=True, env=env)
     os.unlink(path)
     if r.returncode != 0:
         raise SystemExit(r.stderr)
@@ -78,12 +79,17 @@ def main():
             test = x[4000:]
             want = bst.predict(xgb.DMatrix(test, missing=np.nan, feature_names=names))
             want = want.reshape(len(test), -1)
-            got = ours(path, test, names)
             nmiss = int(np.isnan(test).any(axis=1).sum())
-            err = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
             trees = len(bst.get_dump())
-            check(err <= 1e-6, f"{name}: {len(test)} vectors ({nmiss} with missing values), {trees} trees: "
-                               f"max |ours - XGBoost| = {err:.2g}")
+            # `model predict` scores through the batch kernel: the SIMD one where the CPU
+            # has AVX-512, and the scalar walk when told not to use it.
+            engine = subprocess.run([BIN, "model", "check", path], capture_output=True, text=True).stdout
+            engine = engine.rsplit("batch engine ", 1)[-1].strip()
+            for label, env in ((engine, None), ("scalar", {"LINESIGHT_NO_AVX512": "1"})):
+                got = ours(path, test, names, env)
+                err = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
+                check(err <= 1e-6, f"{name}: {len(test)} vectors ({nmiss} with missing values), {trees} trees, "
+                                   f"{label} engine: max |ours - XGBoost| = {err:.2g}")
         # Columns by name: a header in another order gives the same predictions.
         perm = list(reversed(range(12)))
         got2 = ours(path, test[:, perm], [names[i] for i in perm])

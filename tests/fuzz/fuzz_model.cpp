@@ -1,7 +1,11 @@
-// Model loader: any text is a model or a ModelError; a loaded model predicts on a vector
-// of NaNs and zeros without reading outside its arrays.
+// Model loader: any text is a model or a ModelError; a loaded model predicts on vectors of
+// NaNs, zeros and infinities without reading outside its arrays, and the batch kernel
+// (AVX-512 where the CPU has it) answers exactly as the one-vector walk.
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -10,10 +14,17 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
   try {
     auto m = ls::TreeModel::load_string(std::string(reinterpret_cast<const char*>(d), n), "fuzz");
-    std::vector<float> x(m.num_features(), 0.0f), out(m.num_outputs());
-    m.predict(x.data(), out.data());
-    for (size_t i = 0; i < x.size(); i += 2) x[i] = std::nanf("");
-    m.predict(x.data(), out.data());
+    const float values[] = {0.0f, std::nanf(""), std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(), 1.0f, -1.0f};
+    constexpr size_t kRows = 17;  // one full block of 16 and a partial one
+    size_t f = m.num_features(), o = m.num_outputs();
+    std::vector<float> x(kRows * f), out(kRows * o), one(o), margin(m.margin_floats(kRows));
+    for (size_t i = 0; i < x.size(); i++) x[i] = values[(i * 7 + i / f) % 6];
+    m.predict_batch(x.data(), kRows, out.data(), margin.data());
+    for (size_t r = 0; r < kRows; r++) {
+      m.predict(x.data() + r * f, one.data());
+      if (std::memcmp(one.data(), out.data() + r * o, o * sizeof(float)) != 0) std::abort();
+    }
   } catch (const ls::ModelError&) {
   }
   return 0;
