@@ -30,6 +30,7 @@ const char* kUsage = R"(usage: linesight replay FILE... [options]
        linesight collect --listen HOST:PORT [options]
        linesight model check|predict MODEL.json [FEATURES.csv]
        linesight report --detections PATH --feeds PATH [--partner PATH] [options]
+       linesight ti compile PATH... -o FILE | ti lookup --ti PATH ADDRESS...
        linesight --version
 
 replay:  pcap/pcapng files through the flow pipeline, one JSON line per flow.
@@ -37,6 +38,8 @@ run:     the DPDK runtime on NIC ports or virtual devices (linesight run --help)
 collect: NetFlow v9 / IPFIX from routers or probes over UDP, joined into the same flow
          records and features (docs/collector.md).
 report:  what our detections add to threat-intel feeds (linesight report --help).
+ti:      compile feeds into one table that loads in milliseconds; look addresses up
+         (linesight ti, docs/ti.md).
 
 replay options (override the config file):
   --cores K              per-core flow tables, packets dispatched by address hash (1)
@@ -214,6 +217,7 @@ int main(int argc, char** argv) {
   if (!std::strcmp(argv[1], "collect")) return cmd_collect(argc - 2, argv + 2);
   if (!std::strcmp(argv[1], "model")) return cmd_model(argc - 2, argv + 2);
   if (!std::strcmp(argv[1], "report")) return cmd_report(argc - 2, argv + 2);
+  if (!std::strcmp(argv[1], "ti")) return cmd_ti(argc - 2, argv + 2);
   std::fprintf(stderr, "linesight: unknown command '%s' (see --help)\n", argv[1]);
   return 2;
 }

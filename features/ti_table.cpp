@@ -3,6 +3,7 @@
 #include "dataplane/text.h"
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
@@ -413,8 +414,20 @@ struct TiBuilder {
   }
 };
 
+TiTable::Source TiTable::stat_source(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {path, 0, 0};
+  return {path, uint64_t(st.st_size), int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+}
+
 std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& paths,
                                              const std::map<std::string, double>& weights) {
+  for (auto& p : paths)
+    if (is_compiled(p)) {
+      if (paths.size() != 1)
+        throw TiError(p + ": a compiled table must be the only threat-intel path (compile every feed into it)");
+      return load_compiled(p, weights);
+    }
   TiBuilder b;
   std::vector<std::pair<std::filesystem::path, bool>> files;  // (path, found in a directory)
   for (auto& p : paths) {
@@ -436,6 +449,7 @@ std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& pat
   std::sort(files.begin(), files.end());
   auto t = std::shared_ptr<TiTable>(new TiTable());
   for (auto& [f, in_dir] : files) {
+    t->sources_.push_back(stat_source(f.string()));
     try {
       b.load_file(f);
     } catch (const TiError& e) {
@@ -525,11 +539,17 @@ std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& pat
       if (t->v6_.empty() || t->v6_.back().set != s) t->v6_.push_back({at, s});
     }
   }
-  for (auto& s : t->sets_) {
+  t->compute_hits();
+  return t;
+}
+
+void TiTable::compute_hits() {
+  set_hits_.clear();
+  for (auto& s : sets_) {
     TiHit h;
     std::set<std::string> names, cats;
     for (uint32_t f : s) {
-      const TiFeed& fd = t->feeds_[f];
+      const TiFeed& fd = feeds_[f];
       names.insert(fd.name);
       if (!fd.category.empty()) cats.insert(fd.category);
       h.max_weight = std::max(h.max_weight, fd.weight);
@@ -540,9 +560,8 @@ std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& pat
     }
     h.feeds = uint32_t(names.size());
     for (auto& c : cats) h.categories += (h.categories.empty() ? "" : ";") + c;
-    t->set_hits_.push_back(h);
+    set_hits_.push_back(h);
   }
-  return t;
 }
 
 int TiTable::set_of(const uint8_t* a, uint8_t ver) const {

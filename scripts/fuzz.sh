@@ -76,7 +76,15 @@ PY
         { printf "$p"; head -c 4096 "$f"; } > "$d/$(basename "$f")"
       done
       printf '\x04%s' '{"type":"bundle","objects":[{"type":"indicator","pattern_type":"stix","pattern":"[ipv4-addr:value = '"'"'192.0.2.1'"'"']"}]}' > "$d/stix"
-      printf '\x04%s' '{"Event":{"info":"x","date":"2024-01-01","Attribute":[{"type":"ip-dst|port","value":"192.0.2.2|80"}]}}' > "$d/misp" ;;
+      printf '\x04%s' '{"Event":{"info":"x","date":"2024-01-01","Attribute":[{"type":"ip-dst|port","value":"192.0.2.2|80"}]}}' > "$d/misp"
+      # a compiled table (`linesight ti compile`), found by its magic whatever the name
+      if [ -x build/ctrl/linesight ]; then
+        printf '# c2\n10.0.0.0/8\n192.0.2.1\n2001:db8::/32\n' > "$d/feed.netset"
+        printf 'ip,port,report_title\n192.0.2.9,443,Emotet\n' > "$d/feed.csv"
+        build/ctrl/linesight ti compile "$d/feed.netset" "$d/feed.csv" -o "$d/table.lsti" >/dev/null &&
+          { printf '\x00'; cat "$d/table.lsti"; } > "$d/compiled"
+        rm -f "$d/feed.netset" "$d/feed.csv" "$d/table.lsti"
+      fi ;;
     model)
       if /usr/bin/python3 -c 'import xgboost' 2>/dev/null; then
         /usr/bin/python3 - "$d" <<'PY'

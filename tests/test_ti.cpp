@@ -235,6 +235,108 @@ TEST(TiTable, ReadsLinesightIndicatorsJson) {
 
 namespace {
 
+namespace {
+// Every field a lookup can return, for an address.
+std::string describe(const TiTable& t, const uint8_t* a, uint8_t ver) {
+  TiHit h;
+  if (!t.lookup(a, ver, h)) return "-";
+  std::string o = std::to_string(h.feeds) + "|" + std::to_string(h.max_weight) + "|" + h.categories + "|" +
+                  std::to_string(h.first_days) + "|" + std::to_string(h.last_days) + "|";
+  for (uint32_t f : t.listing(a, ver)) o += t.feeds()[f].name + "@" + std::to_string(t.feeds()[f].date_days) + ",";
+  for (auto& [f, port] : t.listed_ports(a, ver)) o += std::to_string(f) + ":" + std::to_string(port) + ",";
+  return o;
+}
+
+void write_feeds(TmpDir& d) {
+  d.write("snap-2024-01-10/c2.ipset", "#\n# c2\n#\n# Category        : malware\n#\n10.1.2.3\n2001:db8::7\nnot-an-ip\n");
+  d.write("snap-2024-01-20/c2.ipset", "#\n# c2\n#\n# Category        : malware\n#\n10.1.2.3\n255.255.255.0/24\n");
+  d.write("block.netset", "# block\n10.1.0.0/16\n10.0.0.0/8\n2001:db8::/32\n");
+  d.write("scores.txt", "# ipsum-like\n10.9.9.9\t7\n");
+  d.write("iocs.csv", "report_date,report_title,ip,port\n2024-01-05,Emotet,10.1.2.3,443\n2024-01-05,Emotet,2001:db8::9,8443\n");
+  d.write("notes/readme.csv", "a,b\n1,2\n");  // not a feed: a warning
+}
+
+// Addresses at and beside every edge of the feeds above.
+std::vector<std::string> probes() {
+  return {"0.0.0.0", "9.255.255.255", "10.0.0.0", "10.0.255.255", "10.1.0.0", "10.1.2.2", "10.1.2.3", "10.1.2.4",
+          "10.1.255.255", "10.2.0.0", "10.9.9.9", "10.255.255.255", "11.0.0.0", "255.255.254.255", "255.255.255.0",
+          "255.255.255.255", "::", "2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8::", "2001:db8::7",
+          "2001:db8::8", "2001:db8::9", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db9::"};
+}
+}  // namespace
+
+TEST(TiTable, CompiledTableAnswersAsTheFeeds) {
+  TmpDir d;
+  write_feeds(d);
+  auto text = TiTable::load({d.p.string()}, {{"block", 0.4}});
+  std::string bin = (d.p / "all.lsti").string();
+  text->save(bin);
+  ASSERT_TRUE(TiTable::is_compiled(bin));
+  EXPECT_FALSE(TiTable::is_compiled((d.p / "block.netset").string()));
+  auto comp = TiTable::load({bin});
+  for (auto& ip : probes()) {
+    uint8_t ver = ip.find(':') != std::string::npos ? 6 : 4;
+    EXPECT_EQ(describe(*text, addr(ip.c_str()), ver), describe(*comp, addr(ip.c_str()), ver)) << ip;
+  }
+  EXPECT_EQ(comp->intervals(), text->intervals());
+  EXPECT_EQ(comp->feeds().size(), text->feeds().size());
+  EXPECT_EQ(comp->sources().size(), 6u);
+  EXPECT_EQ(comp->warnings(), text->warnings());  // the skipped CSV, and nothing changed since
+  EXPECT_DOUBLE_EQ(look(*comp, "10.1.9.9").max_weight, 0.4);  // the weight given at compile time
+  // Weights at load time still override; other paths beside a compiled table are refused.
+  EXPECT_DOUBLE_EQ(look(*TiTable::load({bin}, {{"block", 0.9}}), "10.1.9.9").max_weight, 0.9);
+  EXPECT_THROW(TiTable::load({bin, (d.p / "block.netset").string()}), TiError);
+}
+
+TEST(TiTable, CompiledTableSaysWhichFeedsChanged) {
+  TmpDir d;
+  write_feeds(d);
+  std::string bin = (d.p / "all.lsti").string();
+  TiTable::load({d.p.string()})->save(bin);
+  d.write("scores.txt", "# ipsum-like\n10.9.9.9\t7\n10.9.9.10\t3\n");
+  fs::remove(d.p / "block.netset");
+  auto t = TiTable::load({bin});
+  std::string all;
+  for (auto& w : t->warnings()) all += w + "\n";
+  EXPECT_NE(all.find("scores.txt changed since the table was compiled"), std::string::npos) << all;
+  EXPECT_NE(all.find("block.netset is gone since the table was compiled"), std::string::npos) << all;
+  EXPECT_EQ(look(*t, "10.1.9.9").feeds, 1u);  // still the compiled answer until recompiled
+}
+
+TEST(TiTable, DamagedCompiledTableIsRefusedNeverHalfLoaded) {
+  TmpDir d;
+  write_feeds(d);
+  std::string bin = (d.p / "all.lsti").string();
+  TiTable::load({d.p.string()})->save(bin);
+  std::ifstream in(bin, std::ios::binary);
+  std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string cut = (d.p / "cut.lsti").string();
+  // Every truncation, and every single byte set to 0xff: a clean TiError or a table that
+  // still answers (a flipped weight or date byte is a valid table), never a crash.
+  size_t refused = 0;
+  for (size_t n = 8; n < good.size(); n++) {
+    std::ofstream(cut, std::ios::binary | std::ios::trunc).write(good.data(), std::streamsize(n));
+    try {
+      TiTable::load({cut});
+      ADD_FAILURE() << "truncated at " << n << " of " << good.size() << " loaded";
+    } catch (const TiError& e) {
+      refused++;
+      EXPECT_NE(std::string(e.what()).find("damaged compiled table"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(refused, good.size() - 8);
+  for (size_t i = 8; i < good.size(); i++) {
+    std::string bad = good;
+    bad[i] = char(0xff);
+    std::ofstream(cut, std::ios::binary | std::ios::trunc).write(bad.data(), std::streamsize(bad.size()));
+    try {
+      auto t = TiTable::load({cut});
+      for (auto& ip : probes()) describe(*t, addr(ip.c_str()), ip.find(':') != std::string::npos ? 6 : 4);
+    } catch (const TiError&) {
+    }
+  }
+}
+
 TEST(Reliability, IndependentSourcesCombineAndDecay) {
   ReliabilityModel m;
   // Two fresh feeds at weight 0.5 each: 1 − 0.5 × 0.5.
