@@ -374,6 +374,10 @@ void Runtime::launch() {
 }
 
 unsigned Runtime::drain(RecordConsumer& out) {
+  if (stall_control_until_ns_) {
+    if (wall_ns() < stall_control_until_ns_ && !stopping()) return 0;  // a drill: rings fill
+    stall_control_until_ns_ = 0;
+  }
   void* objs[256];
   unsigned total = 0;
   for (rte_ring* r : to_control_) {
@@ -383,6 +387,20 @@ unsigned Runtime::drain(RecordConsumer& out) {
     total += n;
   }
   return total;
+}
+
+std::string Runtime::fault_stall(const std::string& stage, uint32_t ms) {
+  if (ms < 1 || ms > 60000) throw std::invalid_argument("ms must be 1 .. 60000");
+  if (stopping()) throw std::invalid_argument("shutting down");
+  if (stage == "workers")
+    shared_.stall_workers_until_tsc.store(rte_rdtsc() + shared_.tsc_hz / 1000 * ms, std::memory_order_relaxed);
+  else if (stage == "control")
+    stall_control_until_ns_ = wall_ns() + uint64_t(ms) * 1000000;
+  else
+    throw std::invalid_argument("stage must be \"workers\" or \"control\"");
+  fault_drills_++;
+  std::fprintf(stderr, "linesight: fault drill: %s stalled for %u ms (control request)\n", stage.c_str(), ms);
+  return stage + " stalled for " + std::to_string(ms) + " ms";
 }
 
 void Runtime::request_stop(const char* why) {
@@ -678,6 +696,7 @@ std::string Runtime::stats_json() const {
   j["drops"] = drops;
   if (!stages_.empty()) j["feature_state"] = feature_state();
   j["uptime_s"] = double(wall_ns() - start_ns_) / 1e9;
+  j["fault_drills"] = fault_drills_;
   return j.dump();
 }
 
@@ -688,6 +707,20 @@ namespace ls {
 void register_runtime_commands(CtlServer& s, Runtime& rt, const Config& cfg) {
   s.add("/stats", "every counter per RX lcore and in total, drops by reason, ring occupancy",
         [&rt](const CtlRequest&) { return nlohmann::json::parse(rt.stats_json()); });
+  s.add("/fault/stall",
+        "fault drill: {\"stage\":\"workers\"|\"control\",\"ms\":N} stops that stage taking records for N ms "
+        "(1 .. 60000): rings fill, drops are counted, traffic resumes after (docs/operations.md)",
+        [&rt](const CtlRequest& r) {
+          const auto& b = r.body;
+          if (!b.contains("stage") || !b["stage"].is_string()) throw CtlError("\"stage\" must be \"workers\" or \"control\"");
+          if (!b.contains("ms") || !b["ms"].is_number_unsigned() || b["ms"].get<uint64_t>() > 60000)
+            throw CtlError("\"ms\" must be an integer 1 .. 60000");
+          try {
+            return nlohmann::json{{"stalled", rt.fault_stall(b["stage"].get<std::string>(), b["ms"].get<uint32_t>())}};
+          } catch (const std::invalid_argument& e) {
+            throw CtlError(e.what());
+          }
+        });
   s.add("/sampling",
         "get the sampling setting, or set it live: {\"cmd\":\"/sampling\",\"set\":"
         "{\"mode\":\"flow_hash\",\"rate\":100,\"seed\":1}}",

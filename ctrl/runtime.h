@@ -34,6 +34,10 @@ class Runtime {
   // Moves finished records from the workers to `out`; returns how many.
   unsigned drain(RecordConsumer& out);
   void request_stop(const char* why);
+  // Fault drill: "workers" stop taking records from the RX rings, or "control" stops
+  // draining the workers' rings, for `ms` (1 .. 60000): the rings fill, the drops are
+  // counted where they happen, and traffic flows again after. Returns what was done.
+  std::string fault_stall(const std::string& stage, uint32_t ms);
   bool stopping() const { return shared_.stop.load(); }
   bool all_done() const;
   bool source_finished() const { return feeder_done_.load(); }
@@ -86,6 +90,8 @@ class Runtime {
  private:
   bool eal_up_ = false, launched_ = false;
   const char* stop_reason_ = "";
+  uint64_t stall_control_until_ns_ = 0;  // fault drill; control thread only
+  uint64_t fault_drills_ = 0;
   std::unique_ptr<LiveSettings> live_;
   std::vector<uint64_t> rate_last_pk_;
   std::vector<double> rate_pps_;

@@ -260,6 +260,12 @@ int worker_lcore_main(void* arg) {
   uint64_t n_rec = 0;
   uint32_t empty = 0;
   for (;;) {
+    if (uint64_t until = sh.stall_workers_until_tsc.load(std::memory_order_relaxed)) {
+      if (rte_rdtsc() < until && !sh.stop.load(std::memory_order_relaxed)) {
+        idle(sh, empty);  // a drill: the RX→worker rings fill and RX counts what it drops
+        continue;
+      }
+    }
     // Read the "done" flags before draining, so a record enqueued before them is seen.
     bool rx_done = true;
     for (auto& r : *w->rx) rx_done &= r->done.load(std::memory_order_acquire);

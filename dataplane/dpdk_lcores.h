@@ -52,6 +52,9 @@ struct RuntimeShared {
   uint16_t burst = 32;
   uint32_t idle_sleep_us = 0;  // see DpdkConfig::idle_sleep_us
   bool packet_clock = false;  // true: time only advances with packet timestamps (pcap vdevs)
+  // Fault drill (/fault/stall): workers take nothing from their rings until this TSC
+  // value (0 = none); a shutdown ends it.
+  std::atomic<uint64_t> stall_workers_until_tsc{0};
 };
 
 // /flows/top: control asks, the RX lcore scans its own table a slice per check point and

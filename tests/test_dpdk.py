@@ -572,6 +572,69 @@ def test_reload_storm(d):
             p.kill()
 
 
+def test_ring_full_recovers(d):
+    """Full rings, forced and then cleared (issue 7): a fault drill (/fault/stall) stops the
+    workers taking records — the RX→worker ring fills — and then stops control draining
+    the workers — the worker→control ring fills. RX keeps receiving throughout, each drop
+    is counted where it happens, records flow again once a drill ends, and at exit every
+    record the flow tables emitted is either written or counted as dropped."""
+    pcap = os.path.join(DATA, "slips/test-cc-capture-1.pcap")
+    cfg = os.path.join(d, "rings.yaml")
+    open(cfg, "w").write("dpdk:\n  ring_size: 64\n")  # small rings fill within a drill
+    sock, out = os.path.join(d, "rings.sock"), os.path.join(d, "rings.jsonl")
+    p, summ = run(d, ["--config", cfg, "--flows-out", out, "--socket", sock,
+                      "--memory-replay", pcap, "--loop", "1000000", "--replay-pps", pps(40000)],
+                  eal(3, mem=1024), wait=False)
+    ask = lambda o: raw(sock, json.dumps(o).encode() + b"\n")
+
+    def totals():
+        st = ask({"cmd": "/stats"})["result"]
+        return {"rx_full": sum(l["record_ring_full"] for l in st["rx_lcores"]),
+                "worker_full": sum(w["record_ring_full"] for w in st["workers"]),
+                "written": sum(w["records_out"] for w in st["workers"]),
+                "packets": sum(l["counters"].get("packets", 0) for l in st["rx_lcores"]),
+                "drills": st["fault_drills"]}
+    try:
+        check(wait_for(sock), "socket for the ring drills")
+        for _ in range(100):
+            if totals()["written"] > 0:
+                break
+            time.sleep(0.1)
+        for stage, where in (("workers", "rx_full"), ("control", "worker_full")):
+            before = totals()
+            r = ask({"cmd": "/fault/stall", "stage": stage, "ms": 2000})
+            check(r["ok"] and "stalled for 2000 ms" in r["result"]["stalled"], f"/fault/stall {stage}: {r}")
+            time.sleep(1.5)
+            during = totals()
+            time.sleep(1.5)  # the drill is over
+            after = totals()
+            time.sleep(1.5)
+            later = totals()
+            check(during[where] > before[where] and during["packets"] > before["packets"],
+                  f"{stage} stalled: the ring before them fills, {during[where] - before[where]} records dropped and "
+                  f"counted ({where}); RX kept receiving ({during['packets'] - before['packets']} packets)")
+            check(later["written"] > after["written"] and later[where] == after[where],
+                  f"{stage} back: records flow again ({later['written'] - after['written']} in 1.5 s), no more drops")
+        check(totals()["drills"] == 2, "/stats counts the drills")
+        for bad, why in (({"stage": "rx", "ms": 10}, "stage"), ({"stage": "workers", "ms": 0}, "ms"),
+                         ({"stage": "control", "ms": 600000}, "ms"), ({"ms": 5}, "stage")):
+            e = ask({"cmd": "/fault/stall", **bad})
+            check(not e["ok"] and why in e["error"], f"bad drill refused: {bad} → {e.get('error')}")
+        r = ctl(sock, "shutdown")
+        so, se = p.communicate(timeout=120)
+        check(p.returncode == 0 and "fault drill: workers stalled for 2000 ms" in se,
+              f"exit 0, drills logged ({p.returncode})")
+        s = json.load(open(summ))
+        n = sum(1 for _ in open(out))
+        lost = s["rings"]["record_ring_full"] + s["rings"]["record_pool_empty"]
+        check(n + lost == s["counters"]["records_emitted"] and s["rings"]["record_ring_full"] > 0,
+              f"every record written or counted: {n} written + {lost} dropped (rings {s['rings']}) "
+              f"== {s['counters']['records_emitted']} emitted")
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
 def test_detections_reader_stalls(d):
     """Detections go to a FIFO whose reader stops reading (a SIEM shipper that hangs) and
     comes back: RX never blocks, detections wait in the spool (/export says so), and once
@@ -733,7 +796,7 @@ def main():
     import re
     DROPS.update(re.findall(r"X\((\w+), DROP\)", hdr))
     with tempfile.TemporaryDirectory() as d:
-        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_rules_reload, test_models_reload, test_reload_storm, test_detections_reader_stalls, test_ipfix_collector_returns, test_sigterm, test_af_packet):
+        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_rules_reload, test_models_reload, test_reload_storm, test_ring_full_recovers, test_detections_reader_stalls, test_ipfix_collector_returns, test_sigterm, test_af_packet):
             if sys.argv[1:] and t.__name__ not in sys.argv[1:]:
                 continue  # tests/test_dpdk.py test_NAME ... runs only those
             print(f"-- {t.__name__}", flush=True)
