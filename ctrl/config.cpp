@@ -379,7 +379,7 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --summary-json FILE    final counters as JSON
   --sampling SPEC        off | packet:N | packet_random:N[:SEED] | flow_hash:N[:SEED] |
                          sample_hold:N[:SEED]
-  --capacity N           flows per core table (1048576)
+  --capacity N           flows per core table (1048576; replay: at most what the input can fill)
   --payload-bytes N      payload bytes kept per direction, 0 disables (64)
   --idle-timeout D       e.g. 30s, 500ms (30s)
   --active-timeout D     long flows emit a record every D (300s; 0 disables)

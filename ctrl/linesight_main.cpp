@@ -1,8 +1,10 @@
 // linesight command line: `linesight replay FILE... [options]`.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <bit>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -81,6 +83,25 @@ void stop_on_signals() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
+// A capture of B bytes holds at most B / 32 flows: each starts with a packet that costs a
+// record header (16 bytes in pcap, 32 in pcapng) and at least 34 bytes of headers. Tables
+// larger than 4× that (so no 8-way set ever fills) only cost start-up time and memory: a
+// 1 MB capture got 450 MB of flow and feature tables. Shrinks, never grows, and only
+// for regular files; every loop of --loop rewrites addresses, so brings new flows.
+void fit_tables_to_input(Config& cfg, const std::vector<std::string>& files) {
+  uint64_t bytes = 0;
+  for (auto& f : files) {
+    struct stat st {};
+    if (::stat(f.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+    bytes += uint64_t(st.st_size);
+  }
+  uint64_t flows = bytes / 32 * std::max<uint64_t>(cfg.loop, 1);
+  if (flows > (1ull << 30)) return;
+  uint64_t cap = std::bit_ceil(std::max<uint64_t>(4096, flows * 4));
+  for (uint32_t* c : {&cfg.core.table.capacity, &cfg.pair_capacity, &cfg.server_capacity, &cfg.client_capacity})
+    if (cap < *c) *c = uint32_t(cap);
+}
+
 int cmd_replay(int argc, char** argv) {
   Config cfg;
   std::vector<std::string> files;
@@ -110,6 +131,7 @@ int cmd_replay(int argc, char** argv) {
     die(e.what());
   }
   if (files.empty()) die("replay needs at least one pcap/pcapng file");
+  fit_tables_to_input(cfg, files);
 
   std::unique_ptr<PacketSource> src;
   try {

@@ -131,6 +131,20 @@ with tempfile.TemporaryDirectory() as d:
           and "feature state (" in r.stdout and "evicted" in r.stdout,
           f"feature tables full: evictions counted and shown, a row per record ({fs}, {rows} rows)")
 
+    # Tables sized to what the input can hold: a 300-packet capture does not get the
+    # default 1M-flow table and 262k/65k-entry feature tables (450 MB of RSS before).
+    small, summ = os.path.join(d, "small.pcap"), os.path.join(d, "fit.json")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_pcap.py"), "--packets", "300",
+                    "--flows", "30", "--out", small], check=True, capture_output=True)
+    r = run("replay", small, "--quiet", "--flows-out", os.path.join(d, "fit.jsonl"), "--features-out", "/dev/null",
+            "--summary-json", summ)
+    s = json.load(open(summ)) if r.returncode == 0 else {}
+    check(s and s["table_bytes"] <= 16 << 20 and s["feature_state"]["memory_bytes"] <= 16 << 20
+          and s["records"] == s["feature_state"]["rows"] > 20
+          and all(s["feature_state"][t]["evicted"] == 0 for t in ("pairs", "servers", "clients")),
+          f"tables fit the input: flow table {s.get('table_bytes', 0) >> 20} MB, feature state "
+          f"{s.get('feature_state', {}).get('memory_bytes', 0) >> 20} MB, no eviction, {s.get('records')} records")
+
     # Compiled threat-intel table: `ti compile` once, then `--ti FILE` gives the same
     # feature rows as the feeds themselves and `ti lookup` the same answers.
     ti_dir, cap = os.path.join(DATA, "ti"), os.path.join(DATA, "bench/ndpi-ether-concat.pcap")
