@@ -21,9 +21,8 @@ std::shared_ptr<const RuleSet> RuleSet::load_file(const std::string& path) {
   return load_string(ss.str(), path);
 }
 
-std::shared_ptr<const RuleSet> RuleSet::load_string(const std::string& text, const std::string& name) {
-  std::shared_ptr<RuleSet> rs(new RuleSet());
-  rs->source_ = name;
+std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& name) {
+  std::vector<Rule> rules;
   std::istringstream in(text);
   std::string line;
   for (size_t ln = 1; std::getline(in, line); ln++) {
@@ -76,12 +75,19 @@ std::shared_ptr<const RuleSet> RuleSet::load_string(const std::string& text, con
       size_t hash = rest.find('#');
       r.name = trim(rest.substr(0, hash));
     }
-    for (auto& o : rs->rules_)
+    for (auto& o : rules)
       if (o.id == id) throw bad("duplicate rule id " + std::to_string(id) + " (line " + std::to_string(o.line) + ")");
-    if (rs->rules_.size() == kMaxRules) throw bad("more than 64 rules (one feature bit each)");
-    rs->rules_.push_back(std::move(r));
+    if (rules.size() == kMaxRules) throw bad("more than 64 rules (one feature bit each)");
+    rules.push_back(std::move(r));
   }
-  if (rs->rules_.empty()) throw RuleError(name + ": no rules");
+  if (rules.empty()) throw RuleError(name + ": no rules");
+  return rules;
+}
+
+std::shared_ptr<const RuleSet> RuleSet::load_string(const std::string& text, const std::string& name) {
+  std::shared_ptr<RuleSet> rs(new RuleSet());
+  rs->source_ = name;
+  rs->rules_ = parse(text, name);
   std::vector<const char*> pats;
   std::vector<unsigned> flags, ids;
   for (size_t i = 0; i < rs->rules_.size(); i++) {

@@ -38,6 +38,9 @@ class RuleSet {
   // Throw RuleError "FILE:LINE: reason" (Hyperscan's own message for bad patterns).
   static std::shared_ptr<const RuleSet> load_file(const std::string& path);
   static std::shared_ptr<const RuleSet> load_string(const std::string& text, const std::string& name);
+  // The rules of a file's text, checked for everything but the patterns themselves
+  // (Hyperscan judges those when load_* compiles them). Throws RuleError as above.
+  static std::vector<Rule> parse(const std::string& text, const std::string& name);
   ~RuleSet();
   const std::vector<Rule>& rules() const { return rules_; }
   const hs_database_t* db() const { return db_; }

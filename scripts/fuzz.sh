@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target: scripts/fuzz.sh TARGET SECONDS [extra libFuzzer flags]
-#   TARGET: parser pcap netflow ctl ti model rules (or "all": each for SECONDS)
+#   TARGET: parser pcap netflow ctl ti model rules rules_hs (or "all": each for SECONDS)
 # Builds (once) in build-fuzz with clang, ASan+UBSan and coverage. Seeds come from the
 # test suite's inputs and ../shared/data (when present); the corpus grows in
 # fuzz-corpus/TARGET. A crash leaves crash-* in fuzz-out/ and a non-zero exit.
@@ -96,7 +96,7 @@ for i, (obj, extra) in enumerate([("binary:logistic", {}), ("multi:softprob", {"
     b.save_model(f"{sys.argv[1]}/m{i}.json")
 PY
       fi ;;
-    rules) cp features/rules/default.rules "$d/default" ;;
+    rules|rules_hs) cp features/rules/default.rules "$d/default" ;;
   esac
   echo "$d"
 }
@@ -104,7 +104,7 @@ PY
 run() {
   local t=$1 bin=$BUILD/tests/fuzz/fuzz_$1
   shift
-  [ -x "$bin" ] || { echo "no fuzz target '$t' (parser pcap netflow ctl ti model rules)" >&2; exit 2; }
+  [ -x "$bin" ] || { echo "no fuzz target '$t' (parser pcap netflow ctl ti model rules rules_hs)" >&2; exit 2; }
   if compgen -G "tests/fuzz/regressions/$t/*" >/dev/null; then  # past crashes first
     "$bin" tests/fuzz/regressions/"$t"/* >/dev/null 2>&1 || { echo "$t: a past crash is back" >&2; return 1; }
   fi
@@ -120,7 +120,7 @@ run() {
 
 if [ "$TARGET" = all ]; then
   rc=0
-  for t in parser pcap netflow ctl ti model rules; do run "$t" "$@" || rc=1; done
+  for t in parser pcap netflow ctl ti model rules rules_hs; do run "$t" "$@" || rc=1; done
   exit $rc
 fi
 run "$TARGET" "$@"
