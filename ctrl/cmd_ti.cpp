@@ -119,7 +119,8 @@ int lookup(int argc, char** argv) {
       for (uint32_t f : t->listing(a, ver)) names.insert(t->feeds()[f].name);
       o["listed_by"] = names;
     }
-    std::puts(o.dump().c_str());
+    // Feed names come from files: bytes that are not UTF-8 are replaced, not fatal.
+    std::puts(o.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
   }
   return rc;
 }
@@ -128,6 +129,10 @@ int lookup(int argc, char** argv) {
 
 int cmd_ti(int argc, char** argv) {
   if (argc < 1) return usage();
+  if (!std::strcmp(argv[0], "-h") || !std::strcmp(argv[0], "--help")) {
+    std::fputs(kTiUsage, stdout);
+    return 0;
+  }
   try {
     if (!std::strcmp(argv[0], "compile")) return compile(argc - 1, argv + 1);
     if (!std::strcmp(argv[0], "lookup")) return lookup(argc - 1, argv + 1);

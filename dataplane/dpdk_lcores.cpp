@@ -265,6 +265,7 @@ int worker_lcore_main(void* arg) {
         idle(sh, empty);  // a drill: the RX→worker rings fill and RX counts what it drops
         continue;
       }
+      sh.stall_workers_until_tsc.compare_exchange_strong(until, 0, std::memory_order_relaxed);  // over
     }
     // Read the "done" flags before draining, so a record enqueued before them is seen.
     bool rx_done = true;
