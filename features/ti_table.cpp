@@ -543,6 +543,34 @@ std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& pat
   return t;
 }
 
+namespace {
+// A category goes unquoted into feature CSV cells, detection JSON strings and ';'-joined
+// lists, and comes from free text (MISP `info`, CSV report titles): keep only what needs
+// no escaping in any of them. , " \ and control bytes become ' ', bytes that are not
+// UTF-8 '?'. (';' already separates categories: split on it first.)
+std::string clean_category(const std::string& s) {
+  std::string o;
+  o.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; k++) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
+    if (!ok) {
+      o += '?';
+      i++;
+    } else if (n == 1) {
+      o += (c < 0x20 || c == 0x7f || c == ',' || c == '"' || c == '\\') ? ' ' : char(c);
+      i++;
+    } else {
+      o.append(s, i, n);
+      i += n;
+    }
+  }
+  return std::string(trim(o));
+}
+}  // namespace
+
 void TiTable::compute_hits() {
   set_hits_.clear();
   for (auto& s : sets_) {
@@ -551,7 +579,11 @@ void TiTable::compute_hits() {
     for (uint32_t f : s) {
       const TiFeed& fd = feeds_[f];
       names.insert(fd.name);
-      if (!fd.category.empty()) cats.insert(fd.category);
+      for (size_t a = 0, b; a < fd.category.size(); a = b + 1) {
+        b = std::min(fd.category.find(';', a), fd.category.size());
+        std::string c = clean_category(fd.category.substr(a, b - a));
+        if (!c.empty()) cats.insert(c);
+      }
       h.max_weight = std::max(h.max_weight, fd.weight);
       if (fd.date_days) {
         h.first_days = h.first_days ? std::min(h.first_days, fd.date_days) : fd.date_days;

@@ -265,6 +265,22 @@ std::vector<std::string> probes() {
 }
 }  // namespace
 
+TEST(TiTable, FreeTextCategoriesNeedNoEscaping) {
+  // MISP `info` and CSV titles are free text; categories go unquoted into feature CSV
+  // cells and detection JSON strings, so commas, quotes, backslashes, control bytes and
+  // bytes that are not UTF-8 must not survive (they split CSV rows and broke JSON lines).
+  TmpDir d;
+  d.write("misp/e1.json", R"({"Event": {"info": "OSINT - Emotet, \"Epoch 4\"\tC2 \\ list", "date": "2024-01-05",
+    "Attribute": [{"type": "ip-dst", "value": "203.0.113.5"}]}})");
+  d.write("t.csv", "ip,report_title\n203.0.113.5,caf\xc3\xa9 \xff\xfe bad;second\n");
+  auto t = TiTable::load({d.p.string()});
+  std::string c = look(*t, "203.0.113.5").categories;
+  EXPECT_EQ(c.find_first_of(",\"\\\t\r\n"), std::string::npos) << c;
+  EXPECT_NE(c.find("OSINT - Emotet   Epoch 4  C2   list"), std::string::npos) << c;
+  EXPECT_NE(c.find("caf\xc3\xa9 ?? bad"), std::string::npos) << c;  // valid UTF-8 kept
+  EXPECT_NE(c.find(";second"), std::string::npos) << c;               // ';' still separates
+}
+
 TEST(TiTable, CompiledTableAnswersAsTheFeeds) {
   TmpDir d;
   write_feeds(d);
