@@ -18,6 +18,7 @@
 #include "ctrl/flow_writer.h"
 #include "ctrl/outputs.h"
 #include "dataplane/clock.h"
+#include "dataplane/mem.h"
 #include "dataplane/replay.h"
 
 using namespace ls;
@@ -48,6 +49,8 @@ replay options (override the config file):
   --speed X              replay at recorded speed × X (0 = as fast as possible)
   --loop N               play the input N times from memory, rewriting addresses per loop
   --quiet                no progress line and no summary
+  --prefault             fault in every table page at start, as `run` does (default:
+                         pages come in as flows use them, feature tables grow as needed)
 
 collect options:
   --listen HOST:PORT     UDP address to receive NetFlow v9 / IPFIX on (e.g. 0.0.0.0:2055)
@@ -105,7 +108,7 @@ void fit_tables_to_input(Config& cfg, const std::vector<std::string>& files) {
 int cmd_replay(int argc, char** argv) {
   Config cfg;
   std::vector<std::string> files;
-  bool quiet = false;
+  bool quiet = false, prefault = false;
   try {
     if (!parse_command_line(argc, argv, cfg, kUsage, [&](const std::string& a, const auto& val) {
           if (a == "--cores") {
@@ -119,6 +122,8 @@ int cmd_replay(int argc, char** argv) {
             if (!cfg.loop) die("--loop must be >= 1");
           } else if (a == "--quiet") {
             quiet = true;
+          } else if (a == "--prefault") {
+            prefault = true;
           } else if (a.size() > 1 && a[0] == '-') {
             return false;
           } else {
@@ -132,6 +137,8 @@ int cmd_replay(int argc, char** argv) {
   }
   if (files.empty()) die("replay needs at least one pcap/pcapng file");
   fit_tables_to_input(cfg, files);
+  // A replay may take page faults: its memory then follows the capture, not the capacity.
+  if (!prefault) region_paging() = Paging::OnDemand;
 
   std::unique_ptr<PacketSource> src;
   try {

@@ -38,14 +38,12 @@ FlowTable::FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink)
   payload_ = payload_mem_.as<uint8_t>();
   // Probing wraps by allocating kMaxProbe spare buckets mirrored onto the start: simpler
   // is to stop probing at the end, which the spare buckets allow without a modulo.
-  for (uint32_t b = 0; b < nb + kMaxProbe; b++) {
-    std::fill(std::begin(buckets_[b].idx), std::end(buckets_[b].idx), kNone);
-    std::fill(std::begin(buckets_[b].sig), std::end(buckets_[b].sig), uint16_t(0));
-    buckets_[b].displaced = 0;
-  }
-  // Pop order = ascending index, so a fresh table fills memory sequentially.
-  nfree_ = cfg_.capacity;
-  for (uint32_t i = 0; i < cfg_.capacity; i++) free_[i] = cfg_.capacity - 1 - i;
+  // Zeroed memory is an empty table (signature 0 = free slot): nothing is written here,
+  // so on-demand pages (Paging::OnDemand) are touched only where flows land.
+  // Entries never used are taken in ascending order (fresh_), so the pool fills memory
+  // sequentially; freed ones are reused first (free_, a stack).
+  nfree_ = 0;
+  fresh_ = 0;
 }
 
 size_t FlowTable::memory_bytes() const {
@@ -88,13 +86,13 @@ void FlowTable::prefetch_entry(const FlowKey&, uint64_t h) const {
 uint32_t FlowTable::insert(const FlowKey& k, uint64_t h, uint64_t ts_ns) {
   uint32_t home = bucket_of(h);
   for (int attempt = 0; attempt < 2; attempt++) {
-    if (nfree_) {
+    if (nfree_ || fresh_ < cfg_.capacity) {
       for (uint32_t p = 0; p < kMaxProbe; p++) {
         Bucket& b = buckets_[home + p];
         uint32_t empty = match_mask(b.sig, 0);
         if (!empty) continue;
         uint32_t slot = std::countr_zero(empty) >> 1;
-        uint32_t i = free_[--nfree_];
+        uint32_t i = nfree_ ? free_[--nfree_] : fresh_++;
         if (i >= high_water_) high_water_ = i + 1;
         b.sig[slot] = sig_of(h);
         b.idx[slot] = i;
@@ -286,7 +284,7 @@ void FlowTable::remove(uint32_t i, EndReason why) {
   for (uint32_t p = 0; p < kMaxProbe; p++) {
     Bucket& b = buckets_[home + p];
     for (uint32_t s = 0; s < kSlots; s++) {
-      if (b.idx[s] == i) {
+      if (b.sig[s] && b.idx[s] == i) {
         b.idx[s] = kNone;
         b.sig[s] = 0;
         if (p) buckets_[home].displaced--;

@@ -150,7 +150,8 @@ class FlowTable {
   uint32_t* free_;
   uint8_t* payload_;
   uint32_t bucket_mask_;
-  uint32_t nfree_;
+  uint32_t nfree_;   // indices on the free_ stack
+  uint32_t fresh_;   // entries [fresh_, capacity) were never used
   uint32_t used_ = 0;
   uint64_t now_ = 0;
   bool clock_started_ = false;

@@ -1,5 +1,6 @@
 // Preallocated, cache-line aligned anonymous memory for per-core tables. Hot paths
-// never allocate; everything is sized from the config at start.
+// never allocate; everything is sized from the config at start (replay's feature tables
+// excepted: they may grow, see Paging).
 #pragma once
 #include <sys/mman.h>
 
@@ -28,10 +29,21 @@ inline RegionAllocator& region_allocator() {
   return a;
 }
 
+// When table pages are backed. Prefault (the default, and `run`): every page is faulted
+// in at start, so the DPDK hot path never takes a page fault. OnDemand (`replay`): pages
+// fault in as entries are first used and feature tables start small and grow, so a
+// capture costs the memory its flows use, not the configured capacity.
+enum class Paging : uint8_t { Prefault, OnDemand };
+inline Paging& region_paging() {
+  static Paging p = Paging::Prefault;
+  return p;
+}
+
 class Region {
  public:
   Region() = default;
   static constexpr size_t kHuge = 2u << 20;
+  static constexpr size_t kPage = 4096;
 
   explicit Region(size_t bytes) {
     if (const RegionAllocator& ra = region_allocator(); ra.alloc) {
@@ -41,10 +53,20 @@ class Region {
       alloc_ = ra;
       return;
     }
+    if (bytes < kHuge) {
+      // Small tables (an app's cool-down list, a grown table's first steps) take 4 KB
+      // pages: a huge page would cost 2 MB of RSS for each and save few TLB misses.
+      size_ = (bytes + kPage - 1) / kPage * kPage;
+      if (!size_) size_ = kPage;
+      void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw std::bad_alloc();
+      if (region_paging() == Paging::Prefault) madvise(p, size_, MADV_POPULATE_WRITE);
+      ptr_ = p;
+      return;
+    }
     // Round to whole 2 MB pages and align the start, so transparent huge pages can back
     // all of it: at millions of flows, 4 KB pages make every lookup a TLB miss.
     size_ = (bytes + kHuge - 1) / kHuge * kHuge;
-    if (!size_) size_ = kHuge;
     size_t span = size_ + kHuge;
     void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED) throw std::bad_alloc();
@@ -55,7 +77,7 @@ class Region {
     void* p = reinterpret_cast<void*>(a);
     madvise(p, size_, MADV_HUGEPAGE);  // advisory: THP in "madvise" mode
     // Fault every page in now: the hot path must not take page faults mid-run.
-    madvise(p, size_, MADV_POPULATE_WRITE);
+    if (region_paging() == Paging::Prefault) madvise(p, size_, MADV_POPULATE_WRITE);
     ptr_ = p;
   }
   Region(Region&& o) noexcept

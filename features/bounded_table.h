@@ -4,6 +4,10 @@
 // value it finds. A full set replaces its entry idle the longest (the coldest state is
 // forgotten first); entries idle longer than max_age restart.
 // Value must have `uint64_t last_ns` and `bool used()`; it is value-initialised on reuse.
+// Under Paging::OnDemand (replay) the table starts at kGrowFrom slots and doubles when a
+// key meets a full set, up to its capacity; only then does it evict. Doubling splits each
+// set in two keeping slot order, so a grown table holds what one preallocated at full
+// capacity would: the same entries in the same slots, the same evictions (unit-tested).
 #pragma once
 #include <algorithm>
 #include <bit>
@@ -31,44 +35,49 @@ class BoundedTable {
     Key key;
     Value v;
   };
+  static constexpr uint32_t kGrowFrom = 1024;
+
   BoundedTable(uint32_t capacity, uint64_t max_age_ns, uint64_t seed)
-      : max_age_(max_age_ns), seed_(seed) {
-    uint32_t cap = std::bit_ceil(std::max<uint32_t>(capacity, 64));
-    size_t meta_bytes = size_t(cap) * sizeof(Meta);
-    mem_ = Region(meta_bytes + size_t(cap) * sizeof(Slot));
-    meta_ = mem_.as<Meta>();
-    slots_ = reinterpret_cast<Slot*>(mem_.as<uint8_t>() + meta_bytes);
-    mask_ = cap - 1;
+      : max_cap_(std::bit_ceil(std::max<uint32_t>(capacity, 64))), max_age_(max_age_ns),
+        seed_(seed) {
+    allocate(region_paging() == Paging::OnDemand ? std::min(max_cap_, kGrowFrom) : max_cap_);
   }
   // The entry for `k`, created (value-initialised) when absent, aged out or evicted.
   Value& find_or_make(const Key& k, uint64_t now) {
     uint64_t h = XXH3_64bits_withSeed(&k, sizeof k, seed_);
     uint32_t sig = uint32_t(h >> 32) | 1;  // 0 marks a free slot
     uint32_t now_s = uint32_t(now / 1'000'000'000ull);
-    uint32_t set = uint32_t(h) & mask_ & ~(kWays - 1);
-    Meta* m = meta_ + set;
-    uint32_t victim = 0;
-    for (uint32_t i = 0; i < kWays; i++) {
-      if (m[i].sig == sig && std::memcmp(&slots_[set + i].key, &k, sizeof k) == 0) {
-        Value& v = slots_[set + i].v;
-        m[i].age_s = std::max(m[i].age_s, now_s);
-        if (now <= v.last_ns + max_age_) return v;
-        ctr.aged_out++;
-        v = Value{};
-        return v;
+    for (;;) {
+      uint32_t set = uint32_t(h) & mask_ & ~(kWays - 1);
+      Meta* m = meta_ + set;
+      uint32_t victim = 0;
+      for (uint32_t i = 0; i < kWays; i++) {
+        if (m[i].sig == sig && std::memcmp(&slots_[set + i].key, &k, sizeof k) == 0) {
+          Value& v = slots_[set + i].v;
+          m[i].age_s = std::max(m[i].age_s, now_s);
+          if (now <= v.last_ns + max_age_) return v;
+          ctr.aged_out++;
+          v = Value{};
+          return v;
+        }
+        // Prefer a free slot, else the one seen longest ago.
+        if (m[victim].sig && (!m[i].sig || m[i].age_s < m[victim].age_s)) victim = i;
       }
-      // Prefer a free slot, else the one seen longest ago.
-      if (m[victim].sig && (!m[i].sig || m[i].age_s < m[victim].age_s)) victim = i;
+      if (m[victim].sig && mask_ + 1 < max_cap_) {
+        grow();  // the set is full below capacity: double instead of evicting
+        continue;
+      }
+      if (m[victim].sig) ctr.evicted++;
+      else ctr.created++;
+      m[victim] = {sig, now_s};
+      Slot& s = slots_[set + victim];
+      s.key = k;
+      s.v = Value{};
+      return s.v;
     }
-    if (m[victim].sig) ctr.evicted++;
-    else ctr.created++;
-    m[victim] = {sig, now_s};
-    Slot& s = slots_[set + victim];
-    s.key = k;
-    s.v = Value{};
-    return s.v;
   }
   size_t memory_bytes() const { return mem_.size(); }
+  uint32_t slots() const { return mask_ + 1; }
   BoundedTableCounters ctr;
 
  private:
@@ -77,10 +86,41 @@ class BoundedTable {
     uint32_t age_s;  // latest record start seen, seconds: the eviction order
   };
   static_assert(sizeof(Meta) * kWays == 64, "a set's metadata is one cache line");
+  void allocate(uint32_t cap) {
+    size_t meta_bytes = size_t(cap) * sizeof(Meta);
+    mem_ = Region(meta_bytes + size_t(cap) * sizeof(Slot));
+    meta_ = mem_.as<Meta>();
+    slots_ = reinterpret_cast<Slot*>(mem_.as<uint8_t>() + meta_bytes);
+    mask_ = cap - 1;
+  }
+  // Set s of the old table splits into sets s and s + old capacity (one more hash bit);
+  // each receives at most the old set's 8 entries, in their old order.
+  void grow() {
+    Region old_mem = std::move(mem_);
+    const Meta* old_meta = meta_;
+    const Slot* old_slots = slots_;
+    uint32_t old_cap = mask_ + 1;
+    allocate(old_cap * 2);
+    for (uint32_t set = 0; set < old_cap; set += kWays) {
+      uint32_t fill[2] = {0, 0};
+      for (uint32_t i = 0; i < kWays; i++) {
+        const Meta& om = old_meta[set + i];
+        if (!om.sig) continue;
+        const Slot& os = old_slots[set + i];
+        uint64_t h = XXH3_64bits_withSeed(&os.key, sizeof os.key, seed_);
+        uint32_t to = uint32_t(h) & mask_ & ~(kWays - 1);
+        uint32_t at = to + fill[to != set]++;
+        meta_[at] = om;
+        slots_[at] = os;
+      }
+    }
+  }
+
   Region mem_;
   Meta* meta_;
   Slot* slots_;
   uint32_t mask_;
+  uint32_t max_cap_;
   uint64_t max_age_, seed_;
 };
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <vector>
 
@@ -161,7 +162,50 @@ TEST(FeatureStage, PairHistoryIsBoundedAndEvictsTheColdest) {
   }
   EXPECT_EQ(st.counters().rows, 1000u);
   EXPECT_GT(st.counters().pairs.evicted, 900u);
-  EXPECT_EQ(st.memory_bytes(), size_t(6) << 20);  // pairs, servers, clients: a 2 MB region each
+  // 64 slots per table: small regions take 4 KB pages, not a 2 MB huge page each
+  EXPECT_LE(st.memory_bytes(), size_t(128) << 10);
+}
+
+// Replay's tables start at kGrowFrom slots and double: a grown table must behave exactly
+// like one preallocated at full capacity — the same entry found for every key, the same
+// creations, evictions and age-outs — or replay's features would depend on paging.
+TEST(BoundedTable, GrowingOnDemandMatchesPreallocated) {
+  struct Key {
+    uint32_t k;
+  };
+  struct Val {
+    uint64_t last_ns = 0, id = 0;
+    bool used() const { return last_ns != 0; }
+  };
+  using Table = BoundedTable<Key, Val>;
+  auto make = [](Paging p) {
+    Paging saved = region_paging();
+    region_paging() = p;
+    auto t = std::make_unique<Table>(16384, 50'000'000'000ull, 7);
+    region_paging() = saved;
+    return t;
+  };
+  auto fixed = make(Paging::Prefault), grown = make(Paging::OnDemand);
+  ASSERT_EQ(fixed->slots(), 16384u);
+  ASSERT_EQ(grown->slots(), Table::kGrowFrom);
+  uint64_t x = 1, ids = 0;
+  for (uint32_t i = 0; i < 200000; i++) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    Key k{uint32_t((x >> 33) % 40000)};  // more keys than slots: sets fill and evict
+    uint64_t now = 1'000'000'000ull + uint64_t(i) * 1'000'000ull;  // 200 s: keys age out
+    Val& a = fixed->find_or_make(k, now);
+    Val& b = grown->find_or_make(k, now);
+    ASSERT_EQ(a.id, b.id) << "key " << k.k << " at step " << i << ", " << grown->slots() << " slots";
+    if (!a.used()) a.id = b.id = ++ids;
+    a.last_ns = b.last_ns = now;
+  }
+  EXPECT_EQ(grown->slots(), 16384u);
+  EXPECT_EQ(grown->memory_bytes(), fixed->memory_bytes());
+  EXPECT_EQ(grown->ctr.created, fixed->ctr.created);
+  EXPECT_EQ(grown->ctr.evicted, fixed->ctr.evicted);
+  EXPECT_EQ(grown->ctr.aged_out, fixed->ctr.aged_out);
+  EXPECT_GT(fixed->ctr.evicted, 10000u);
+  EXPECT_GT(fixed->ctr.aged_out, 100u);
 }
 
 TEST(FeatureStage, BeaconPairBecomesPeriodic) {
