@@ -4,10 +4,11 @@
 // value it finds. A full set replaces its entry idle the longest (the coldest state is
 // forgotten first); entries idle longer than max_age restart.
 // Value must have `uint64_t last_ns` and `bool used()`; it is value-initialised on reuse.
-// Under Paging::OnDemand (replay) the table starts at kGrowFrom slots and doubles when a
-// key meets a full set, up to its capacity; only then does it evict. Doubling splits each
-// set in two keeping slot order, so a grown table holds what one preallocated at full
-// capacity would: the same entries in the same slots, the same evictions (unit-tested).
+// Under Paging::OnDemand (replay) the table uses kGrowFrom slots at first and doubles when
+// a key meets a full set, up to its capacity; only then does it evict. Doubling splits
+// each set in two in place (the upper half is memory not touched yet) keeping slot order,
+// so a grown table holds what one preallocated at full capacity would: the same entries
+// in the same slots, the same evictions (unit-tested).
 #pragma once
 #include <algorithm>
 #include <bit>
@@ -40,7 +41,11 @@ class BoundedTable {
   BoundedTable(uint32_t capacity, uint64_t max_age_ns, uint64_t seed)
       : max_cap_(std::bit_ceil(std::max<uint32_t>(capacity, 64))), max_age_(max_age_ns),
         seed_(seed) {
-    allocate(region_paging() == Paging::OnDemand ? std::min(max_cap_, kGrowFrom) : max_cap_);
+    size_t meta_bytes = size_t(max_cap_) * sizeof(Meta);
+    mem_ = Region(meta_bytes + size_t(max_cap_) * sizeof(Slot));
+    meta_ = mem_.as<Meta>();
+    slots_ = reinterpret_cast<Slot*>(mem_.as<uint8_t>() + meta_bytes);
+    mask_ = (region_paging() == Paging::OnDemand ? std::min(max_cap_, kGrowFrom) : max_cap_) - 1;
   }
   // The entry for `k`, created (value-initialised) when absent, aged out or evicted.
   Value& find_or_make(const Key& k, uint64_t now) {
@@ -76,7 +81,8 @@ class BoundedTable {
       return s.v;
     }
   }
-  size_t memory_bytes() const { return mem_.size(); }
+  // Bytes of the slots in use (under OnDemand the rest of the region is not touched).
+  size_t memory_bytes() const { return size_t(mask_ + 1) * (sizeof(Meta) + sizeof(Slot)); }
   uint32_t slots() const { return mask_ + 1; }
   BoundedTableCounters ctr;
 
@@ -86,32 +92,23 @@ class BoundedTable {
     uint32_t age_s;  // latest record start seen, seconds: the eviction order
   };
   static_assert(sizeof(Meta) * kWays == 64, "a set's metadata is one cache line");
-  void allocate(uint32_t cap) {
-    size_t meta_bytes = size_t(cap) * sizeof(Meta);
-    mem_ = Region(meta_bytes + size_t(cap) * sizeof(Slot));
-    meta_ = mem_.as<Meta>();
-    slots_ = reinterpret_cast<Slot*>(mem_.as<uint8_t>() + meta_bytes);
-    mask_ = cap - 1;
-  }
-  // Set s of the old table splits into sets s and s + old capacity (one more hash bit);
-  // each receives at most the old set's 8 entries, in their old order.
+  // Set s splits into sets s and s + old capacity (one more hash bit): the entries that
+  // stay close up in their old order, the others go, in order, to the untouched upper set.
   void grow() {
-    Region old_mem = std::move(mem_);
-    const Meta* old_meta = meta_;
-    const Slot* old_slots = slots_;
     uint32_t old_cap = mask_ + 1;
-    allocate(old_cap * 2);
+    mask_ = old_cap * 2 - 1;
     for (uint32_t set = 0; set < old_cap; set += kWays) {
-      uint32_t fill[2] = {0, 0};
+      uint32_t keep = 0, moved = 0;
       for (uint32_t i = 0; i < kWays; i++) {
-        const Meta& om = old_meta[set + i];
-        if (!om.sig) continue;
-        const Slot& os = old_slots[set + i];
-        uint64_t h = XXH3_64bits_withSeed(&os.key, sizeof os.key, seed_);
-        uint32_t to = uint32_t(h) & mask_ & ~(kWays - 1);
-        uint32_t at = to + fill[to != set]++;
-        meta_[at] = om;
-        slots_[at] = os;
+        Meta& m = meta_[set + i];
+        if (!m.sig) continue;
+        uint64_t h = XXH3_64bits_withSeed(&slots_[set + i].key, sizeof(Key), seed_);
+        uint32_t at = (uint32_t(h) & mask_ & ~(kWays - 1)) == set ? set + keep++ : set + old_cap + moved++;
+        if (at != set + i) {
+          meta_[at] = m;
+          slots_[at] = slots_[set + i];
+          m = Meta{};
+        }
       }
     }
   }
