@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ctrl/commands.h"
+#include "ctrl/config.h"
 #include "dataplane/text.h"
 #include "features/ti_table.h"
 
@@ -37,15 +38,13 @@ int usage() {
   return 2;
 }
 
+// --ti-weight as the other commands read it; false (message printed) when malformed.
 bool weight_arg(const std::string& v, std::map<std::string, double>& weights) {
-  size_t eq = v.find('=');
-  if (eq == std::string::npos || eq == 0) return false;
   try {
-    double w = std::stod(v.substr(eq + 1));
-    if (!(w >= 0 && w <= 1)) return false;
-    weights[v.substr(0, eq)] = w;
+    add_ti_weight(v, weights);
     return true;
-  } catch (const std::exception&) {
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "linesight: %s\n", e.what());
     return false;
   }
 }
@@ -60,10 +59,7 @@ int compile(int argc, char** argv) {
     if (a == "-o") {
       out = argv[++i];
     } else if (a == "--ti-weight") {
-      if (!weight_arg(argv[++i], weights)) {
-        std::fprintf(stderr, "linesight: --ti-weight %s: expected FEED=W with W in 0 .. 1\n", argv[i]);
-        return 2;
-      }
+      if (!weight_arg(argv[++i], weights)) return 2;
     } else {
       paths.push_back(a);
     }
@@ -90,7 +86,7 @@ int lookup(int argc, char** argv) {
     if ((a == "--ti" || a == "--ti-weight") && i + 1 >= argc) return usage();
     if (a == "--ti") paths.push_back(argv[++i]);
     else if (a == "--ti-weight") {
-      if (!weight_arg(argv[++i], weights)) return usage();
+      if (!weight_arg(argv[++i], weights)) return 2;
     } else {
       addrs.push_back(a);
     }

@@ -402,6 +402,14 @@ T flag_num(const std::string& flag, const std::string& v) {
 }
 }  // namespace
 
+void add_ti_weight(const std::string& v, std::map<std::string, double>& weights) {
+  size_t eq = v.rfind('=');
+  if (eq == std::string::npos || eq == 0) throw ConfigError("--ti-weight: expected FEED=WEIGHT, e.g. feodo=0.9");
+  double w = flag_num<double>("--ti-weight", v.substr(eq + 1));
+  if (!(w >= 0 && w <= 1)) throw ConfigError("--ti-weight: " + v + ": the weight must be 0 .. 1");
+  weights[v.substr(0, eq)] = w;
+}
+
 void load_config_from_args(int argc, char** argv, Config& c) {
   for (int i = 0; i < argc; i++) {
     if (std::strcmp(argv[i], "--config")) continue;
@@ -490,14 +498,7 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--rules") cfg.rules = val();
   else if (a == "--ti") cfg.ti.push_back(val());
   else if (a == "--partner") cfg.partners.push_back(val());
-  else if (a == "--ti-weight") {
-    std::string v = val();
-    size_t eq = v.rfind('=');
-    if (eq == std::string::npos || eq == 0) throw ConfigError("--ti-weight: expected FEED=WEIGHT, e.g. feodo=0.9");
-    double w = flag_num<double>(a, v.substr(eq + 1));
-    if (!(w >= 0 && w <= 1)) throw ConfigError("--ti-weight: " + v + ": the weight must be 0 .. 1");
-    cfg.ti_weights[v.substr(0, eq)] = w;
-  }
+  else if (a == "--ti-weight") add_ti_weight(val(), cfg.ti_weights);
   else if (a == "--rotate-bytes") cfg.rotate_bytes = flag_num<uint64_t>(a, val());
   else if (a == "--rotate-interval") cfg.rotate_interval_ns = parse_duration_ns(val());
   else if (a == "--payload-out") cfg.payload_out = true;

@@ -3,6 +3,7 @@
 #include <memory>
 #include <stdexcept>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -88,6 +89,8 @@ uint64_t parse_duration_ns(const std::string& s);
 // "flow_hash:100[:seed]", "packet:10", "off" → sampling; throws ConfigError.
 SamplingConfig parse_sampling_spec(const std::string& s);
 FullPolicy parse_full_policy(const std::string& s);
+// "feodo=0.9" (--ti-weight) → weights["feodo"] = 0.9; throws ConfigError.
+void add_ti_weight(const std::string& spec, std::map<std::string, double>& weights);
 std::string_view full_policy_name(FullPolicy p);
 
 // Final checks after file + flags (e.g. rate with mode off).

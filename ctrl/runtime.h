@@ -37,7 +37,7 @@ class Runtime {
   // Fault drill: "workers" stop taking records from the RX rings, or "control" stops
   // draining the workers' rings, for `ms` (1 .. 60000): the rings fill, the drops are
   // counted where they happen, and traffic flows again after. Returns what was done.
-  std::string fault_stall(const std::string& stage, uint32_t ms);
+  std::string fault_stall(const std::string& stage, uint64_t ms);
   bool stopping() const { return shared_.stop.load(); }
   bool all_done() const;
   bool source_finished() const { return feeder_done_.load(); }

@@ -11,6 +11,13 @@ DATA = os.environ.get("LINESIGHT_DATA", os.path.join(ROOT, "..", "shared", "data
 BIN = os.environ.get("LINESIGHT_BIN", os.path.join(ROOT, "build", "ctrl", "linesight"))
 
 
+def drop_counters():
+    """Names of the counters that count lost packets or records (DROP in dataplane/counters.h)."""
+    import re
+    with open(os.path.join(ROOT, "dataplane", "counters.h")) as f:
+        return set(re.findall(r"X\((\w+), DROP\)", f.read()))
+
+
 def skip(msg):
     print("SKIP: " + msg)
     sys.exit(77)
