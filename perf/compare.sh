@@ -12,7 +12,8 @@
 # IPv6) and on the 35 MB real application mix repeated MIX_COPIES times (mergecap -a; its
 # timestamps go backwards between segments, for every tool alike). ROUNDS runs each,
 # interleaved; prints per capture: median CPU-seconds (user+sys), Mpps per CPU-second,
-# peak RSS, flows produced, RSS per flow, and linesight's ratio to each peer.
+# peak RSS, flows produced, RSS per flow, each tool's fixed RSS (on the capture's first
+# 10 packets) and RSS per flow above it, and linesight's ratio to each peer.
 # Usage: perf/compare.sh   (env: PACKETS FLOWS MIX_COPIES ROUNDS BIN DATA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ BIN=${BIN:-build/ctrl/linesight}
 DATA=${DATA:-../shared/data}
 OUT=perf/out
 mkdir -p "$OUT"
-for t in softflowd nfpcapd nfdump argus ra mergecap; do
+for t in softflowd nfpcapd nfdump argus ra mergecap editcap; do
   # argus-server is not in scripts/setup.sh: its package may start a capture daemon.
   command -v $t >/dev/null || { echo "$t missing: apt-get install softflowd nfdump argus-server argus-client wireshark-common" >&2; exit 1; }
 done
@@ -69,32 +70,46 @@ flows_of() {  # tool → flows it produced in the last run
   esac
 }
 
+run_tools() {  # CAPTURE: one measured run of every tool → $OUT/times, $OUT/flows
+  measure linesight-full "$PK" "$BIN" replay "$1" --quiet --capacity "$CAP" --flows-out /dev/null \
+    "${FEATURES[@]}" "${TI[@]}" --summary-json "$OUT/summary.json"
+  echo "linesight-full $(flows_of linesight)" >> "$OUT/flows"
+  measure linesight-noti "$PK" "$BIN" replay "$1" --quiet --capacity "$CAP" --flows-out /dev/null \
+    "${FEATURES[@]}" --summary-json "$OUT/summary.json"
+  echo "linesight-noti $(flows_of linesight)" >> "$OUT/flows"
+  measure softflowd "$PK" softflowd -r "$1" -n 127.0.0.1:9 -v 10 -6 -d -m 4000000
+  echo "softflowd $(flows_of softflowd)" >> "$OUT/flows"
+  rm -rf "$OUT/nfp" && mkdir -p "$OUT/nfp"
+  measure nfpcapd "$PK" nfpcapd -r "$1" -w "$OUT/nfp"
+  echo "nfpcapd $(flows_of nfpcapd)" >> "$OUT/flows"
+  rm -f "$OUT/argus.out"
+  measure argus "$PK" argus -r "$1" -w "$OUT/argus.out"
+  echo "argus $(flows_of argus)" >> "$OUT/flows"
+}
+
 for cap in "${CAPS[@]}"; do
   # packets, and table capacity sized as an operator would (next power of two above 1.3 × flows)
   "$BIN" replay "$cap" --quiet --flows-out /dev/null --summary-json "$OUT/summary.json"
   read -r PK FL < <(python3 -c "import json;s=json.load(open('$OUT/summary.json'));print(s['counters']['packets'], s['records'])")
   CAP=$(python3 -c "f=int($FL*1.3)+1; print(max(1024, 1<<(f-1).bit_length()))")
+  # Each tool once on the capture's first 10 packets: its fixed memory (binary, libraries,
+  # tables, the TI table), so the table can also show memory per flow above it.
+  editcap -F pcap -r "$cap" "$OUT/head.pcap" 1-10
+  : > "$OUT/times"
+  : > "$OUT/flows"
+  run_tools "$OUT/head.pcap"
+  mv "$OUT/times" "$OUT/base"
   : > "$OUT/times"
   : > "$OUT/flows"
   for r in $(seq "$ROUNDS"); do
-    measure linesight-full "$PK" "$BIN" replay "$cap" --quiet --capacity "$CAP" --flows-out /dev/null \
-      "${FEATURES[@]}" "${TI[@]}" --summary-json "$OUT/summary.json"
-    echo "linesight-full $(flows_of linesight)" >> "$OUT/flows"
-    measure linesight-noti "$PK" "$BIN" replay "$cap" --quiet --capacity "$CAP" --flows-out /dev/null \
-      "${FEATURES[@]}" --summary-json "$OUT/summary.json"
-    echo "linesight-noti $(flows_of linesight)" >> "$OUT/flows"
-    measure softflowd "$PK" softflowd -r "$cap" -n 127.0.0.1:9 -v 10 -6 -d -m 4000000
-    echo "softflowd $(flows_of softflowd)" >> "$OUT/flows"
-    rm -rf "$OUT/nfp" && mkdir -p "$OUT/nfp"
-    measure nfpcapd "$PK" nfpcapd -r "$cap" -w "$OUT/nfp"
-    echo "nfpcapd $(flows_of nfpcapd)" >> "$OUT/flows"
-    rm -f "$OUT/argus.out"
-    measure argus "$PK" argus -r "$cap" -w "$OUT/argus.out"
-    echo "argus $(flows_of argus)" >> "$OUT/flows"
+    run_tools "$cap"
   done
-  python3 - "$OUT/times" "$OUT/flows" "$cap" "$ROUNDS" <<'PY'
+  python3 - "$OUT/times" "$OUT/flows" "$cap" "$ROUNDS" "$OUT/base" <<'PY'
 import statistics, sys
-times, flows = {}, {}
+times, flows, base = {}, {}, {}
+for line in open(sys.argv[5]):
+    name, _, _, _, _, rss, _ = line.split()
+    base[name] = int(rss)
 for line in open(sys.argv[1]):
     name, pk, wall, user, sys_, rss, _ = line.split()
     times.setdefault(name, []).append((int(pk), float(wall), float(user) + float(sys_), int(rss)))
@@ -102,7 +117,8 @@ for line in open(sys.argv[2]):
     name, n = line.split()
     flows[name] = int(n)
 print(f"\n{sys.argv[3]}  ({next(iter(times.values()))[0][0]} packets, median of {sys.argv[4]})")
-print(f"{'tool':16} {'wall s':>7} {'CPU s':>7} {'Mpps/CPU-s':>11} {'peak RSS MB':>12} {'flows':>9} {'RSS KB/flow':>12}")
+print(f"{'tool':16} {'wall s':>7} {'CPU s':>7} {'Mpps/CPU-s':>11} {'peak RSS MB':>12} {'flows':>9} {'RSS KB/flow':>12}"
+      f" {'fixed MB':>9} {'above, KB/flow':>15}")
 res = {}
 for name, v in times.items():
     pk = v[0][0]
@@ -111,7 +127,8 @@ for name, v in times.items():
     rss = max(x[3] for x in v)
     res[name] = pk / max(cpu, 1e-9) / 1e6
     f = flows.get(name, 0)
-    per = f"{rss / f:12.2f}" if f else f"{'-':>12}"
+    b = base.get(name, 0)
+    per = f"{rss / f:12.2f} {b / 1024:9.0f} {(rss - b) / f:15.2f}" if f else f"{'-':>12}"
     print(f"{name:16} {wall:7.2f} {cpu:7.2f} {res[name]:11.2f} {rss / 1024:12.0f} {f:9} {per}")
 peers = [p for p in ("softflowd", "nfpcapd", "argus") if p in res]
 for ls in ("linesight-full", "linesight-noti"):
