@@ -3,8 +3,9 @@
 #   linesight replay, full pipeline: flow records + every feature (signatures, TI lookups
 #       against ../shared/data/ti, pair/server/client state) + the seven shipped apps
 #       (six expert rules and the c2-server model), the TI table compiled once beforehand
-#       (`linesight ti compile`; TI_FEEDS=1: parse the feeds every run, ≈ 1.4 s) — and the
-#       same without the TI table
+#       (`linesight ti compile`; TI_FEEDS=1: parse the feeds every run, ≈ 1.4 s) — the
+#       same without the TI table (-noti), and without writing the feature CSV (-nocsv:
+#       every feature still computed for the apps, as a sensor that only detects runs)
 #   softflowd -r FILE -v 10 -6      (IPFIX to a closed local port, IPv6 tracked)
 #   nfpcapd -r FILE -w DIR          (nfdump's pcap → nfcapd files)
 #   argus -r FILE -w FILE           (argus flow records)
@@ -48,7 +49,8 @@ else
 fi
 
 APPS=(--app defaults --app "c2-server:server:detect/models/c2-server.json:0.5")
-FEATURES=(--features-out /dev/null --rules features/rules/default.rules --detections-out /dev/null "${APPS[@]}")
+DETECT=(--rules features/rules/default.rules --detections-out /dev/null "${APPS[@]}")
+FEATURES=(--features-out /dev/null "${DETECT[@]}")
 TI=()
 if [ -d "$DATA/ti" ]; then
   # Compiled once, as an operator deploys it (docs/ti.md); the compile is reported, not timed
@@ -77,6 +79,9 @@ run_tools() {  # CAPTURE: one measured run of every tool → $OUT/times, $OUT/fl
   measure linesight-noti "$PK" "$BIN" replay "$1" --quiet --capacity "$CAP" --flows-out /dev/null \
     "${FEATURES[@]}" --summary-json "$OUT/summary.json"
   echo "linesight-noti $(flows_of linesight)" >> "$OUT/flows"
+  measure linesight-nocsv "$PK" "$BIN" replay "$1" --quiet --capacity "$CAP" --flows-out /dev/null \
+    "${DETECT[@]}" "${TI[@]}" --summary-json "$OUT/summary.json"
+  echo "linesight-nocsv $(flows_of linesight)" >> "$OUT/flows"
   measure softflowd "$PK" softflowd -r "$1" -n 127.0.0.1:9 -v 10 -6 -d -m 4000000
   echo "softflowd $(flows_of softflowd)" >> "$OUT/flows"
   rm -rf "$OUT/nfp" && mkdir -p "$OUT/nfp"
@@ -131,7 +136,7 @@ for name, v in times.items():
     per = f"{rss / f:12.2f} {b / 1024:9.0f} {(rss - b) / f:15.2f}" if f else f"{'-':>12}"
     print(f"{name:16} {wall:7.2f} {cpu:7.2f} {res[name]:11.2f} {rss / 1024:12.0f} {f:9} {per}")
 peers = [p for p in ("softflowd", "nfpcapd", "argus") if p in res]
-for ls in ("linesight-full", "linesight-noti"):
+for ls in ("linesight-full", "linesight-noti", "linesight-nocsv"):
     print(f"{ls} per CPU-second: " + ", ".join(f"{res[ls] / res[p]:.1f}x {p}" for p in peers))
 PY
 done
