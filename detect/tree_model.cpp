@@ -1,12 +1,14 @@
 #include "detect/tree_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <tuple>
+#include <type_traits>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -52,6 +54,15 @@ std::vector<T> array_of(const std::string& name, const Json& tree, const std::st
   v.reserve(n);
   for (auto& x : a) {
     if (!x.is_number()) fail(name, where + "." + key, "non-numeric value " + x.dump());
+    if constexpr (std::is_integral_v<T>) {
+      // A float out of T's range converted to T is undefined: check it in double first.
+      if (x.is_number_float()) {
+        double d = x.get<double>();
+        if (!(d >= double(std::numeric_limits<T>::min()) && d < std::ldexp(1.0, std::numeric_limits<T>::digits)) ||
+            d != std::trunc(d))
+          fail(name, where + "." + key, "not an integer in range: " + x.dump());
+      }
+    }
     v.push_back(x.get<T>());
   }
   return v;

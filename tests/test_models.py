@@ -106,6 +106,8 @@ def main():
             "short array": (None, "left_children: expected"),
             "feature range": (None, "split feature"),
             "cycle": (None, "reached twice"),
+            # found by fuzz_model: a float where an index belongs, out of int64 range (UB to convert)
+            "float index": (None, "not an integer in range"),
         }
         base = json.load(open(os.path.join(d, "binary_logistic.json")))
         for what, (text, want) in bad.items():
@@ -117,6 +119,8 @@ def main():
                 tree["left_children"] = tree["left_children"][:-1]
             elif what == "feature range":
                 tree["split_indices"][0] = 99
+            elif what == "float index":
+                tree["left_children"][0] = 1e30
             elif what == "cycle":
                 tree["left_children"][1] = 0 if tree["left_children"][1] != -1 else tree["left_children"][1]
                 tree["left_children"][0], tree["right_children"][0] = 1, 1
