@@ -221,6 +221,7 @@ std::shared_ptr<const TiTable> TiTable::load_compiled(const std::string& path,
     if (w != weights.end()) f.weight = w->second;
   }
   t->compute_hits();
+  t->index_v4();
   // Say which feeds moved on since the table was compiled: the operator's cue to recompile.
   size_t changed = 0;
   for (auto& s : t->sources_) {

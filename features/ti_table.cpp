@@ -540,6 +540,7 @@ std::shared_ptr<const TiTable> TiTable::load(const std::vector<std::string>& pat
     }
   }
   t->compute_hits();
+  t->index_v4();
   return t;
 }
 
@@ -571,6 +572,12 @@ std::string clean_category(const std::string& s) {
 }
 }  // namespace
 
+void TiTable::index_v4() {
+  v4_by16_.assign(65537, uint32_t(v4_.size()));
+  for (size_t i = v4_.size(); i-- > 0;) v4_by16_[v4_[i].lo >> 16] = uint32_t(i);
+  for (size_t p = 65536; p-- > 0;) v4_by16_[p] = std::min(v4_by16_[p], v4_by16_[p + 1]);
+}
+
 void TiTable::compute_hits() {
   set_hits_.clear();
   for (auto& s : sets_) {
@@ -600,7 +607,10 @@ int TiTable::set_of(const uint8_t* a, uint8_t ver) const {
   uint32_t set = UINT32_MAX;
   if (ver == 4) {
     uint32_t x = uint32_t(a[0]) << 24 | uint32_t(a[1]) << 16 | uint32_t(a[2]) << 8 | a[3];
-    auto it = std::upper_bound(v4_.begin(), v4_.end(), x, [](uint32_t v, const Iv4& iv) { return v < iv.lo; });
+    // The interval holding x is the last starting at or before x: in x's /16, or the last
+    // one before that /16.
+    auto it = std::upper_bound(v4_.begin() + v4_by16_[x >> 16], v4_.begin() + v4_by16_[(x >> 16) + 1], x,
+                               [](uint32_t v, const Iv4& iv) { return v < iv.lo; });
     if (it != v4_.begin()) set = std::prev(it)->set;
   } else {
     unsigned __int128 x = load128(a);
@@ -634,7 +644,7 @@ std::vector<std::pair<uint32_t, uint16_t>> TiTable::listed_ports(const uint8_t* 
 }
 
 size_t TiTable::memory_bytes() const {
-  size_t n = v4_.size() * sizeof(Iv4) + v6_.size() * sizeof(Iv6) + set_hits_.size() * sizeof(TiHit) +
+  size_t n = v4_.size() * sizeof(Iv4) + v4_by16_.size() * 4 + v6_.size() * sizeof(Iv6) + set_hits_.size() * sizeof(TiHit) +
              ports_.size() * sizeof(PortEntry);
   for (auto& s : sets_) n += s.size() * sizeof(uint32_t);
   return n;

@@ -79,6 +79,7 @@ class TiTable {
   static std::shared_ptr<const TiTable> load_compiled(const std::string& path,
                                                       const std::map<std::string, double>& weights);
   void compute_hits();  // set_hits_ from sets_ and feeds_
+  void index_v4();      // v4_by16_ from v4_
   static Source stat_source(const std::string& path);  // size 0, mtime 0: missing
   std::vector<std::string> warnings_;
   std::vector<Source> sources_;
@@ -94,6 +95,10 @@ class TiTable {
   std::vector<std::vector<uint32_t>> sets_;  // feed-instance sets, deduplicated
   std::vector<TiHit> set_hits_;              // precomputed answer per set
   std::vector<Iv4> v4_;
+  // v4_by16_[p]: the first interval starting at or after p << 16, for p = 0 .. 65536: a
+  // lookup searches one /16's intervals (a few) instead of all of them (1.2M: 20 steps,
+  // most of them cache misses).
+  std::vector<uint32_t> v4_by16_;
   std::vector<Iv6> v6_;
   struct PortEntry {
     unsigned __int128 addr;  // IPv4 in the low 32 bits

@@ -1,9 +1,11 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <set>
 
 #include "features/partners.h"
@@ -94,6 +96,46 @@ TEST(TiTable, RangeToTheLastIpv4AddressDoesNotLeakIntoIpv6) {
   bool found;
   look(*t, "2001:db8::2", &found);
   EXPECT_FALSE(found);
+}
+
+// Lookups search one /16's intervals (v4_by16_): every answer must still be the brute-force
+// one — at range edges, across /16 edges, for ranges spanning many /16s or none.
+TEST(TiTable, Ipv4LookupsAgreeWithBruteForce) {
+  TmpDir d;
+  std::mt19937 r(5);
+  struct Range {
+    uint32_t lo, hi;
+    int feed;
+  };
+  std::vector<Range> ranges;
+  std::string a, b;
+  for (int i = 0; i < 3000; i++) {
+    int len = std::vector<int>{8, 12, 15, 16, 17, 24, 30, 32, 32, 32}[r() % 10];
+    uint32_t lo = r() & (len ? ~0u << (32 - len) : 0), hi = lo | (len == 32 ? 0 : ~0u >> len);
+    int feed = int(r() % 2);
+    ranges.push_back({lo, hi, feed});
+    char line[40];
+    std::snprintf(line, sizeof line, "%u.%u.%u.%u/%d\n", lo >> 24, lo >> 16 & 255, lo >> 8 & 255, lo & 255, len);
+    (feed ? b : a) += line;
+  }
+  auto t = TiTable::load({d.write("a.netset", a), d.write("b.netset", b)});
+  std::vector<uint32_t> q;
+  for (auto& x : ranges)
+    for (uint32_t v : {x.lo - 1, x.lo, x.hi, x.hi + 1, x.lo | 0xffff, (x.lo | 0xffff) + 1}) q.push_back(v);
+  for (int i = 0; i < 20000; i++) q.push_back(uint32_t(r()));
+  for (uint32_t v : {0u, 0xffffffffu, 0x10000u, 0xffffu}) q.push_back(v);
+  for (uint32_t v : q) {
+    uint32_t want = 0;
+    for (auto& x : ranges)
+      if (v >= x.lo && v <= x.hi) want |= 1u << x.feed;
+    uint8_t ip[16] = {uint8_t(v >> 24), uint8_t(v >> 16), uint8_t(v >> 8), uint8_t(v)};
+    TiHit h;
+    bool hit = t->lookup(ip, 4, h);
+    ASSERT_EQ(hit, want != 0) << std::hex << v;
+    if (hit) {
+      ASSERT_EQ(h.feeds, uint32_t(std::popcount(want))) << std::hex << v;
+    }
+  }
 }
 
 TEST(TiTable, ClearErrors) {
