@@ -10,6 +10,9 @@ TARGET=${1:?usage: scripts/fuzz.sh TARGET SECONDS}
 SECS=${2:-60}
 shift 2 || true
 BUILD=${BUILD_FUZZ:-build-fuzz}
+# An undefined-behaviour report is a crash, as in the test suite (tests/meson.build):
+# without halt_on_error UBSan prints it and the run goes on (one did: docs/fuzzing.md).
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 DATA=${LINESIGHT_DATA:-../shared/data}
 if [ ! -f "$BUILD/build.ninja" ]; then
   CC=clang CXX=clang++ meson setup "$BUILD" -Dfuzz=true -Dbuildtype=debugoptimized -Db_lundef=false \
