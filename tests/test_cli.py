@@ -170,7 +170,8 @@ with tempfile.TemporaryDirectory() as d:
             r = subprocess.run(["/usr/bin/time", "-f", "%M", BIN, "replay", mix, "--quiet", "--flows-out", "/dev/null",
                                 "--features-out", "/dev/null", *extra], capture_output=True, text=True)
             rss[mode] = int(r.stderr.split()[-1]) >> 10 if r.returncode == 0 else -1
-        check(0 < rss["on-demand"] < 64 <= rss["prefault"],
+        # Relative: sanitizer builds add their own memory (ASan: 154 vs 542 MB).
+        check(0 < 3 * rss["on-demand"] < rss["prefault"],
               f"peak RSS of the 35 MB mix with features, default capacities: {rss['on-demand']} MB on demand, "
               f"{rss['prefault']} MB preallocated")
     else:
