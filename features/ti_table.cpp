@@ -573,6 +573,8 @@ std::string clean_category(const std::string& s) {
 }  // namespace
 
 void TiTable::index_v4() {
+  v4_by16_.clear();
+  if (v4_.size() < kIndexFrom) return;
   v4_by16_.assign(65537, uint32_t(v4_.size()));
   for (size_t i = v4_.size(); i-- > 0;) v4_by16_[v4_[i].lo >> 16] = uint32_t(i);
   for (size_t p = 65536; p-- > 0;) v4_by16_[p] = std::min(v4_by16_[p], v4_by16_[p + 1]);
@@ -609,8 +611,9 @@ int TiTable::set_of(const uint8_t* a, uint8_t ver) const {
     uint32_t x = uint32_t(a[0]) << 24 | uint32_t(a[1]) << 16 | uint32_t(a[2]) << 8 | a[3];
     // The interval holding x is the last starting at or before x: in x's /16, or the last
     // one before that /16.
-    auto it = std::upper_bound(v4_.begin() + v4_by16_[x >> 16], v4_.begin() + v4_by16_[(x >> 16) + 1], x,
-                               [](uint32_t v, const Iv4& iv) { return v < iv.lo; });
+    auto lo = v4_.begin(), hi = v4_.end();
+    if (!v4_by16_.empty()) lo = v4_.begin() + v4_by16_[x >> 16], hi = v4_.begin() + v4_by16_[(x >> 16) + 1];
+    auto it = std::upper_bound(lo, hi, x, [](uint32_t v, const Iv4& iv) { return v < iv.lo; });
     if (it != v4_.begin()) set = std::prev(it)->set;
   } else {
     unsigned __int128 x = load128(a);

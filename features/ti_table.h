@@ -65,6 +65,7 @@ class TiTable {
   const std::vector<TiFeed>& feeds() const { return feeds_; }
   size_t intervals() const { return v4_.size() + v6_.size(); }
   size_t memory_bytes() const;
+  bool indexed_v4() const { return !v4_by16_.empty(); }  // large tables: see v4_by16_
   // Files found in directories that are not feeds (e.g. a CSV without an ip column);
   // for a compiled table, also the source files changed since it was compiled.
   const std::vector<std::string>& warnings() const { return warnings_; }
@@ -97,7 +98,10 @@ class TiTable {
   std::vector<Iv4> v4_;
   // v4_by16_[p]: the first interval starting at or after p << 16, for p = 0 .. 65536: a
   // lookup searches one /16's intervals (a few) instead of all of them (1.2M: 20 steps,
-  // most of them cache misses).
+  // most of them cache misses). Empty below kIndexFrom intervals: their search stays in
+  // cache, and a 256 KB index would cost more to build than it saves (small partner or
+  // test feeds, reloaded often).
+  static constexpr size_t kIndexFrom = 1024;
   std::vector<uint32_t> v4_by16_;
   std::vector<Iv6> v6_;
   struct PortEntry {
