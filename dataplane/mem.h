@@ -45,7 +45,9 @@ class Region {
   static constexpr size_t kHuge = 2u << 20;
   static constexpr size_t kPage = 4096;
 
-  explicit Region(size_t bytes) {
+  // Under Prefault only the first `prefault` bytes are faulted in at start (the rest as
+  // used): for pools whose tail is rarely reached.
+  explicit Region(size_t bytes, size_t prefault = SIZE_MAX) {
     if (const RegionAllocator& ra = region_allocator(); ra.alloc) {
       size_ = bytes ? bytes : 1;
       ptr_ = ra.alloc(size_, ra.ctx);
@@ -60,7 +62,7 @@ class Region {
       if (!size_) size_ = kPage;
       void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) throw std::bad_alloc();
-      if (region_paging() == Paging::Prefault) madvise(p, size_, MADV_POPULATE_WRITE);
+      if (region_paging() == Paging::Prefault) madvise(p, populated(prefault, kPage), MADV_POPULATE_WRITE);
       ptr_ = p;
       return;
     }
@@ -77,7 +79,7 @@ class Region {
     void* p = reinterpret_cast<void*>(a);
     madvise(p, size_, MADV_HUGEPAGE);  // advisory: THP in "madvise" mode
     // Fault every page in now: the hot path must not take page faults mid-run.
-    if (region_paging() == Paging::Prefault) madvise(p, size_, MADV_POPULATE_WRITE);
+    if (region_paging() == Paging::Prefault) madvise(p, populated(prefault, kHuge), MADV_POPULATE_WRITE);
     ptr_ = p;
   }
   Region(Region&& o) noexcept
@@ -99,6 +101,9 @@ class Region {
   size_t size() const { return size_; }
 
  private:
+  size_t populated(size_t prefault, size_t page) const {
+    return prefault >= size_ ? size_ : (prefault + page - 1) / page * page;
+  }
   void* ptr_ = nullptr;
   size_t size_ = 0;
   RegionAllocator alloc_{};

@@ -3,7 +3,8 @@
 // 64-byte line, apart from the (large) values, so a lookup costs that line plus the one
 // value it finds. A full set replaces its entry idle the longest (the coldest state is
 // forgotten first); entries idle longer than max_age restart.
-// Value must have `uint64_t last_ns` and `bool used()`; it is value-initialised on reuse.
+// Value must have `uint64_t last_ns` and `bool used()`; it is value-initialised on reuse,
+// after `drop(value)` (Drop: what an entry holds outside the table, given back).
 // Under Paging::OnDemand (replay) the table uses kGrowFrom slots at first and doubles when
 // a key meets a full set, up to its capacity; only then does it evict. Doubling splits
 // each set in two in place (the upper half is memory not touched yet) keeping slot order,
@@ -28,7 +29,12 @@ struct BoundedTableCounters {
   OwnedCounter created, evicted, aged_out;
 };
 
-template <class Key, class Value>
+template <class Value>
+struct DropNothing {
+  void operator()(Value&) const {}
+};
+
+template <class Key, class Value, class Drop = DropNothing<Value>>
 class BoundedTable {
  public:
   static constexpr uint32_t kWays = 8;
@@ -38,9 +44,9 @@ class BoundedTable {
   };
   static constexpr uint32_t kGrowFrom = 1024;
 
-  BoundedTable(uint32_t capacity, uint64_t max_age_ns, uint64_t seed)
-      : max_cap_(std::bit_ceil(std::max<uint32_t>(capacity, 64))), max_age_(max_age_ns),
-        seed_(seed) {
+  BoundedTable(uint32_t capacity, uint64_t max_age_ns, uint64_t seed, Drop drop = {})
+      : max_cap_(capacity_for(capacity)), max_age_(max_age_ns),
+        seed_(seed), drop_(drop) {
     size_t meta_bytes = size_t(max_cap_) * sizeof(Meta);
     mem_ = Region(meta_bytes + size_t(max_cap_) * sizeof(Slot));
     meta_ = mem_.as<Meta>();
@@ -62,6 +68,7 @@ class BoundedTable {
           m[i].age_s = std::max(m[i].age_s, now_s);
           if (now <= v.last_ns + max_age_) return v;
           ctr.aged_out++;
+          drop_(v);
           v = Value{};
           return v;
         }
@@ -72,10 +79,14 @@ class BoundedTable {
         grow();  // the set is full below capacity: double instead of evicting
         continue;
       }
-      if (m[victim].sig) ctr.evicted++;
-      else ctr.created++;
-      m[victim] = {sig, now_s};
       Slot& s = slots_[set + victim];
+      if (m[victim].sig) {
+        ctr.evicted++;
+        drop_(s.v);
+      } else {
+        ctr.created++;
+      }
+      m[victim] = {sig, now_s};
       s.key = k;
       s.v = Value{};
       return s.v;
@@ -84,6 +95,8 @@ class BoundedTable {
   // Bytes of the slots in use (under OnDemand the rest of the region is not touched).
   size_t memory_bytes() const { return size_t(mask_ + 1) * (sizeof(Meta) + sizeof(Slot)); }
   uint32_t slots() const { return mask_ + 1; }
+  uint32_t capacity() const { return max_cap_; }
+  static uint32_t capacity_for(uint32_t asked) { return std::bit_ceil(std::max<uint32_t>(asked, 64)); }
   BoundedTableCounters ctr;
 
  private:
@@ -119,6 +132,7 @@ class BoundedTable {
   uint32_t mask_;
   uint32_t max_cap_;
   uint64_t max_age_, seed_;
+  Drop drop_;
 };
 
 }  // namespace ls

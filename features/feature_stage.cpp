@@ -14,9 +14,12 @@ namespace ls {
 
 FeatureStage::FeatureStage(const FeatureConfig& c)
     : cfg_(c),
-      pairs_(c.pair_capacity, c.pair_max_age_ns, c.hash_seed),
-      servers_(c.server_capacity, c.pair_max_age_ns, c.hash_seed ^ 0x5e4e7),
-      clients_(c.client_capacity, c.pair_max_age_ns, c.hash_seed ^ 0xc11e47) {
+      histories_(decltype(pairs_)::capacity_for(c.pair_capacity)),
+      pairs_(c.pair_capacity, c.pair_max_age_ns, c.hash_seed, {&histories_}),
+      server_sketches_(decltype(servers_)::capacity_for(c.server_capacity)),
+      client_sketches_(decltype(clients_)::capacity_for(c.client_capacity)),
+      servers_(c.server_capacity, c.pair_max_age_ns, c.hash_seed ^ 0x5e4e7, {&server_sketches_}),
+      clients_(c.client_capacity, c.pair_max_age_ns, c.hash_seed ^ 0xc11e47, {&client_sketches_}) {
   if (c.rules) matcher_ = std::make_unique<SignatureMatcher>(c.rules);
 }
 
@@ -95,10 +98,13 @@ const uint8_t* server_addr(const FlowEntry& e) { return e.init_lo ? e.key.hi : e
 }  // namespace
 
 template <class V>
-void FeatureStage::roll_window(V& v, uint64_t ts) {
+void FeatureStage::roll_window(V& v, uint64_t ts, SketchPool& pool) {
   if (!cfg_.window_ns) return;
   uint64_t w = ts / cfg_.window_ns;
-  if (v.used() && w > v.window) v = V{};  // a late record of an older window joins this one
+  if (v.used() && w > v.window) {  // a late record of an older window joins this one
+    v.sk.release(pool);
+    v = V{};
+  }
   if (!v.used()) v.window = w;
 }
 
@@ -108,19 +114,20 @@ ClientFeatures FeatureStage::client_features(const FlowRecord& r, const PairFeat
   std::memcpy(ck.addr, client_addr(e), 16);
   ck.ver = e.key.ip_ver;
   Client& c = clients_.find_or_make(ck, e.first_ns);
-  roll_window(c, e.first_ns);
+  roll_window(c, e.first_ns, client_sketches_);
   if (!c.used()) c.first_ns = c.last_ns = e.first_ns;
   c.flows++;
   c.failed += failed_contact(e);
   const uint8_t* srv = server_addr(e);
   uint64_t hs = XXH3_64bits_withSeed(srv, 16, cfg_.hash_seed);
-  c.servers.add(hs);
+  SketchPool& pool = client_sketches_;
+  c.sk.add<0>(hs, pool);
   uint32_t pp = uint32_t(e.init_lo ? e.key.hi_port : e.key.lo_port) << 8 | e.key.proto;
-  c.ports.add(XXH3_64bits_withSeed(&pp, sizeof pp, cfg_.hash_seed));
-  if (p.valid && p.score >= cfg_.periodic_threshold) c.periodic.add(hs);
+  c.sk.add<1>(XXH3_64bits_withSeed(&pp, sizeof pp, cfg_.hash_seed), pool);
+  if (p.valid && p.score >= cfg_.periodic_threshold) c.sk.add<2>(hs, pool);
   c.first_ns = std::min(c.first_ns, e.first_ns);
   c.last_ns = std::max(c.last_ns, e.last_ns);
-  return {true, c.servers.estimate(), c.ports.estimate(), c.periodic.estimate(),
+  return {true, c.sk.estimate<0>(pool), c.sk.estimate<1>(pool), c.sk.estimate<2>(pool),
           double(c.failed) / double(c.flows), double(c.last_ns - c.first_ns) / 1e9, c.flows};
 }
 
@@ -149,18 +156,25 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
     // Keep the kHistory most recent starts in time order, whatever order records arrive
     // in (cores emit them as flows end).
     int32_t v = int32_t(off);
-    if (p.used_starts < kHistory || v > p.start_ms[0]) {
+    int32_t* st = p.history ? histories_.at(p.history - 1).ms : p.inline_ms;
+    if (p.used_starts < kHistory || v > st[0]) {
       uint32_t n = p.used_starts;
+      if (n == kInlineStarts && !p.history) {  // outgrows the entry: to a pool block
+        uint32_t b = histories_.acquire();
+        std::memcpy(histories_.at(b).ms, p.inline_ms, sizeof p.inline_ms);
+        p.history = b + 1;
+        st = histories_.at(b).ms;
+      }
       if (n == kHistory) {  // drop the oldest
-        std::memmove(p.start_ms, p.start_ms + 1, (kHistory - 1) * sizeof(uint32_t));
+        std::memmove(st, st + 1, (kHistory - 1) * sizeof(int32_t));
         n--;
       }
       uint32_t at = n;
-      while (at > 0 && p.start_ms[at - 1] > v) {
-        p.start_ms[at] = p.start_ms[at - 1];
+      while (at > 0 && st[at - 1] > v) {
+        st[at] = st[at - 1];
         at--;
       }
-      p.start_ms[at] = v;
+      st[at] = v;
       p.used_starts = uint8_t(n + 1);
     }
     p.contacts++;
@@ -169,8 +183,9 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
   p.last_ns = std::max(p.last_ns, e.last_ns);
   // Exact integer ms from the earliest kept start: the same contacts give bit-identical
   // intervals whatever the pair's base (which depends on arrival order).
+  const int32_t* st = p.history ? histories_.at(p.history - 1).ms : p.inline_ms;
   double starts[kHistory];
-  for (uint32_t i = 0; i < p.used_starts; i++) starts[i] = double(p.start_ms[i] - p.start_ms[0]) / 1e3;
+  for (uint32_t i = 0; i < p.used_starts; i++) starts[i] = double(st[i] - st[0]) / 1e3;
   Periodicity s = score_periodicity(starts, p.used_starts);
 
   // The server endpoint: everyone who talked to it (owned by this worker: records are
@@ -179,24 +194,25 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
   std::memcpy(sk.addr, k.server, 16);
   sk.ver = k.ver;
   Server& sv = servers_.find_or_make(sk, e.first_ns);
-  roll_window(sv, e.first_ns);
+  roll_window(sv, e.first_ns, server_sketches_);
   if (!sv.used()) sv.first_ns = sv.last_ns = e.first_ns;
   sv.flows++;
   sv.bytes += e.bytes[0] + e.bytes[1];
   sv.failed += failed_contact(e);
-  sv.clients.add(XXH3_64bits_withSeed(k.client, 16, cfg_.hash_seed));
+  SketchPool& pool = server_sketches_;
+  sv.sk.add<0>(XXH3_64bits_withSeed(k.client, 16, cfg_.hash_seed), pool);
   uint8_t net[16] = {};
   std::memcpy(net, k.client, k.ver == 4 ? 3 : 6);  // /24 or /48
-  sv.client_nets.add(XXH3_64bits_withSeed(net, 16, cfg_.hash_seed));
+  sv.sk.add<1>(XXH3_64bits_withSeed(net, 16, cfg_.hash_seed), pool);
   uint32_t pp = uint32_t(k.port) << 8 | k.proto;
-  sv.ports.add(XXH3_64bits_withSeed(&pp, sizeof pp, cfg_.hash_seed));
+  sv.sk.add<2>(XXH3_64bits_withSeed(&pp, sizeof pp, cfg_.hash_seed), pool);
   sv.first_ns = std::min(sv.first_ns, e.first_ns);
   sv.last_ns = std::max(sv.last_ns, e.last_ns);
 
   return {true, p.contacts, s.intervals, double(p.last_ns - p.first_ns) / 1e9, s.mean_s, s.cv,
           s.period_s, s.mode_share, s.score, matcher_ ? matcher_->match(r) : 0,
           matcher_ ? static_cast<const void*>(&matcher_->rules()) : nullptr,
-          sv.clients.estimate(), sv.client_nets.estimate(), sv.ports.estimate(),
+          sv.sk.estimate<0>(pool), sv.sk.estimate<1>(pool), sv.sk.estimate<2>(pool),
           double(sv.failed) / double(sv.flows), double(sv.last_ns - sv.first_ns) / 1e9, sv.flows,
           sv.bytes};
 }

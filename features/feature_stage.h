@@ -12,7 +12,7 @@
 #include "dataplane/mem.h"
 #include "dataplane/record.h"
 #include "features/bounded_table.h"
-#include "features/hll.h"
+#include "features/endpoint_sketch.h"
 #include "features/partners.h"
 #include "features/periodicity.h"
 #include "features/signatures.h"
@@ -90,8 +90,12 @@ class FeatureStage final : public RecordStage {
   ClientFeatures client_features(const FlowRecord& r, const PairFeatures& p);
   FeatureCounters counters() const { return {ctr_.rows, pairs_.ctr, servers_.ctr, clients_.ctr}; }
   size_t memory_bytes() const {
-    return pairs_.memory_bytes() + servers_.memory_bytes() + clients_.memory_bytes();
+    return pairs_.memory_bytes() + servers_.memory_bytes() + clients_.memory_bytes() + histories_.memory_bytes() +
+           server_sketches_.memory_bytes() + client_sketches_.memory_bytes();
   }
+
+  // Endpoints whose distinct counters outgrew the inline sparse form (features/endpoint_sketch.h).
+  uint32_t dense_endpoints() const { return server_sketches_.in_use() + client_sketches_.in_use(); }
 
   static const char* csv_header();
   static void csv_row(const FeatureRow& f, const RuleSet* rules, std::string& out);
@@ -102,11 +106,18 @@ class FeatureStage final : public RecordStage {
     uint16_t port;
     uint8_t proto, ver;
   };
+  static constexpr uint32_t kInlineStarts = 7;  // fills the value's last cache line
+  struct History {
+    int32_t ms[kHistory];
+  };
   struct Pair {
     uint64_t first_ns, last_ns;
     uint64_t base_ns;             // the first start seen: offsets are relative to it
     uint32_t contacts;
-    int32_t start_ms[kHistory];   // the most recent starts by time, ascending, ms from base_ns
+    // The most recent starts by time, ascending, ms from base_ns: inline while there are
+    // at most kInlineStarts (most pairs), then in a pool block (history - 1) of kHistory.
+    uint32_t history;
+    int32_t inline_ms[kInlineStarts];
     uint8_t used_starts;
     bool used() const { return last_ns != 0; }
   };
@@ -116,31 +127,47 @@ class FeatureStage final : public RecordStage {
   };
   struct Server {
     uint64_t first_ns, last_ns, window, flows, bytes, failed;
-    Hll<8> clients, client_nets;  // distinct client addresses, /24 (IPv4) or /48 (IPv6)
-    Hll<6> ports;                 // distinct (port, protocol) offered
+    // 0: distinct client addresses, 1: client /24s (IPv4) or /48s (IPv6), 2: distinct
+    // (port, protocol) offered
+    EndpointSketches sk;
     bool used() const { return last_ns != 0; }
   };
   struct Client {
     uint64_t first_ns, last_ns, window, flows, failed;
-    Hll<8> servers;         // distinct server addresses
-    Hll<8> ports;           // distinct (server port, protocol): the vertical-scan signal
-    Hll<6> periodic;        // distinct servers contacted periodically
+    // 0: distinct server addresses, 1: distinct (server port, protocol) — the vertical-scan
+    // signal, 2: distinct servers contacted periodically
+    EndpointSketches sk;
     bool used() const { return last_ns != 0; }
+  };
+  struct ReleaseHistory {  // a pair reset gives its history block back
+    BlockPool<History>* pool;
+    void operator()(Pair& p) const {
+      if (p.history) pool->release(p.history - 1);
+    }
+  };
+  struct ReleaseSketches {  // an endpoint reset gives its dense block back
+    SketchPool* pool;
+    template <class V>
+    void operator()(V& v) const { v.sk.release(*pool); }
   };
 
   void adopt_pending_rules();
-  // Restarts an endpoint's counts when `ts` falls in a later tumbling window.
+  // Restarts an endpoint's counts when `ts` falls in a later tumbling window (its dense
+  // sketches go back to `pool`).
   template <class V>
-  void roll_window(V& v, uint64_t ts);
+  void roll_window(V& v, uint64_t ts, SketchPool& pool);
 
   FeatureConfig cfg_;
   std::unique_ptr<SignatureMatcher> matcher_;  // own Hyperscan scratch
   std::atomic<SignatureMatcher*> pending_{nullptr};  // control → stage
   std::atomic<SignatureMatcher*> retired_{nullptr};  // stage → control
   std::atomic<uint64_t> offered_{0}, adopted_{0};
-  BoundedTable<PairKey, Pair> pairs_;
-  BoundedTable<EndpointKey, Server> servers_;
-  BoundedTable<EndpointKey, Client> clients_;
+  // Pools before the tables that release into them.
+  BlockPool<History> histories_;
+  BoundedTable<PairKey, Pair, ReleaseHistory> pairs_;
+  SketchPool server_sketches_, client_sketches_;
+  BoundedTable<EndpointKey, Server, ReleaseSketches> servers_;
+  BoundedTable<EndpointKey, Client, ReleaseSketches> clients_;
   FeatureCounters ctr_;
 };
 

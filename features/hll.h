@@ -20,10 +20,14 @@ struct Hll {
   uint32_t zeros = kM;
 
   static uint64_t term(uint8_t k) { return k <= kScale ? 1ull << (kScale - k) : 0; }
-  void add(uint64_t h) {
-    uint32_t idx = uint32_t(h >> (64 - P));
+  // A value's register and rank (leading zeros of the rest, plus one: never 0).
+  static uint32_t index_of(uint64_t h) { return uint32_t(h >> (64 - P)); }
+  static uint8_t rank_of(uint64_t h) {
     uint64_t rest = h << P;
-    uint8_t rho = uint8_t(rest ? std::countl_zero(rest) + 1 : 64 - P + 1);
+    return uint8_t(rest ? std::countl_zero(rest) + 1 : 64 - P + 1);
+  }
+  void add(uint64_t h) { raise(index_of(h), rank_of(h)); }
+  void raise(uint32_t idx, uint8_t rho) {
     uint8_t old = reg[idx];
     if (rho <= old) return;
     sum += term(rho) - term(old);
@@ -39,7 +43,10 @@ struct Hll {
       zeros += reg[i] == 0;
     }
   }
-  double estimate() const {
+  double estimate() const { return estimate(sum, zeros); }
+  // From the harmonic sum and the empty registers alone: a sparse form of the same
+  // registers (features/endpoint_sketch.h) gets the same estimate.
+  static double estimate(uint64_t sum, uint32_t zeros) {
     double alpha = kM == 16 ? 0.673 : kM == 32 ? 0.697 : kM == 64 ? 0.709 : 0.7213 / (1 + 1.079 / kM);
     double e = alpha * kM * kM / std::ldexp(double(sum), -kScale);
     // Small range: linear counting is exact-er while registers are still empty.

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <vector>
 
@@ -15,6 +16,16 @@
 using namespace ls;
 
 namespace {
+
+// An IPv4 record from the lower address (the client) with one forward packet.
+FlowRecord ipv4_record(uint8_t proto) {
+  FlowRecord r{};
+  r.e.key.ip_ver = 4;
+  r.e.key.proto = proto;
+  r.e.init_lo = 1;
+  r.e.pkts[0] = 1;
+  return r;
+}
 
 Periodicity score(std::vector<double> v) { return score_periodicity(v.data(), v.size()); }
 
@@ -147,11 +158,7 @@ TEST(FeatureStage, PairHistoryIsBoundedAndEvictsTheColdest) {
   c.server_capacity = 64;
   c.client_capacity = 64;
   FeatureStage st(c);
-  FlowRecord r{};
-  r.e.key.ip_ver = 4;
-  r.e.key.proto = 17;
-  r.e.init_lo = 1;
-  r.e.pkts[0] = 1;
+  FlowRecord r = ipv4_record(17);
   FeatureRow row;
   for (uint32_t i = 0; i < 1000; i++) {
     r.e.key.lo[0] = 10;
@@ -263,6 +270,75 @@ TEST(Hll, EstimatesWithinItsErrorAndMerges) {
   EXPECT_NEAR(small.estimate(), 10, 1);  // linear counting is near exact when small
 }
 
+// The sparse form must give the very estimate of the dense sketches fed the same values,
+// before, at and after the move to a dense block, with repeats and in any counter order.
+TEST(EndpointSketches, SparseEstimatesAreTheDenseOnes) {
+  SketchPool pool(64);
+  std::mt19937_64 r(3);
+  for (int round = 0; round < 40; round++) {
+    EndpointSketches sk;
+    DenseSketches want;
+    int distinct = round < 20 ? round : int(r() % 3000);
+    bool was_sparse = false;
+    for (int i = 0; i < distinct * 3; i++) {
+      uint64_t v = r() % uint64_t(std::max(distinct, 1));  // repeats: each value ~3 times
+      uint64_t h = XXH3_64bits_withSeed(&v, sizeof v, uint64_t(i % 3));
+      switch (i % 3) {
+        case 0: sk.add<0>(h, pool); want.a.add(h); break;
+        case 1: sk.add<1>(h, pool); want.b.add(h); break;
+        default: sk.add<2>(h, pool); want.c.add(h); break;
+      }
+      was_sparse |= sk.dense == 0;
+      ASSERT_EQ(sk.estimate<0>(pool), want.a.estimate()) << "round " << round << " step " << i;
+      ASSERT_EQ(sk.estimate<1>(pool), want.b.estimate()) << "round " << round << " step " << i;
+      ASSERT_EQ(sk.estimate<2>(pool), want.c.estimate()) << "round " << round << " step " << i;
+    }
+    if (distinct > 20) {
+      EXPECT_NE(sk.dense, 0u) << "a busy endpoint goes dense";
+    }
+    if (distinct > 0 && distinct <= int(EndpointSketches::kSparse)) {
+      EXPECT_EQ(sk.dense, 0u);
+    }
+    EXPECT_TRUE(was_sparse || distinct == 0);
+    sk.release(pool);
+    EXPECT_EQ(pool.in_use(), 0u);
+  }
+}
+
+// Every reset of an entry (eviction, age-out) gives its dense block back: with far more
+// keys than slots the pool (one block per slot) must never run out — it aborts if it does.
+TEST(EndpointSketches, TableResetsReleaseDenseBlocks) {
+  struct Key {
+    uint32_t k;
+  };
+  struct Val {
+    uint64_t last_ns = 0;
+    EndpointSketches sk;
+    bool used() const { return last_ns != 0; }
+  };
+  struct Release {
+    SketchPool* pool;
+    void operator()(Val& v) const { v.sk.release(*pool); }
+  };
+  using Table = BoundedTable<Key, Val, Release>;
+  SketchPool pool(Table::capacity_for(256));
+  Table t(256, 1'000'000'000ull, 7, {&pool});
+  std::mt19937_64 r(9);
+  uint32_t dense_max = 0;
+  for (uint32_t i = 0; i < 100000; i++) {
+    Key k{uint32_t(r() % 600)};
+    uint64_t now = 1'000'000'000ull + uint64_t(i) * 1'000'000ull;  // 100 s, 1 s max age: some age out
+    Val& v = t.find_or_make(k, now);
+    for (int j = 0; j < 4; j++) v.sk.add<0>(r(), pool);  // dense from the second visit on
+    v.last_ns = now;
+    dense_max = std::max(dense_max, pool.in_use());
+  }
+  EXPECT_GT(uint64_t(t.ctr.evicted), 10000u);
+  EXPECT_GT(uint64_t(t.ctr.aged_out), 0u);
+  EXPECT_LE(dense_max, t.capacity());
+  EXPECT_GT(dense_max, t.capacity() / 2);
+}
+
 TEST(FeatureStage, ServerSeesDistinctClientsPrefixesAndFailures) {
   FeatureStage st({});
   FlowRecord r{};
@@ -296,12 +372,8 @@ TEST(FeatureStage, ServerSeesDistinctClientsPrefixesAndFailures) {
 // (400 hosts on port 22) and beacons to 3 servers every 30 s.
 TEST(FeatureStage, ClientSeesFanOutScansAndPeriodicServers) {
   FeatureStage st({});
-  FlowRecord r{};
-  r.e.key.ip_ver = 4;
-  r.e.key.proto = 6;
-  r.e.init_lo = 1;
+  FlowRecord r = ipv4_record(6);
   r.e.key.lo[0] = 10;  // the client
-  r.e.pkts[0] = 1;
   r.e.tcp_state = TCP_SYN;
   FeatureRow row;
   uint64_t t = 1'000'000'000'000ull;
@@ -340,16 +412,58 @@ TEST(FeatureStage, ClientSeesFanOutScansAndPeriodicServers) {
   EXPECT_LT(row.client.failed_share, 1.0);
 }
 
+// A pair's starts move from the entry to a pool block at the 8th. The scores must be those
+// of the 32 latest starts whatever the form and arrival order, and evicted pairs give
+// their blocks back (the pool holds one per table slot and aborts if it runs out).
+TEST(FeatureStage, PairHistoryOutgrowsTheEntry) {
+  FeatureConfig c;
+  c.pair_capacity = 64;
+  FeatureStage st(c);
+  FlowRecord r = ipv4_record(6);
+  r.e.key.hi[0] = 9;
+  r.e.key.hi_port = 443;
+  FeatureRow row;
+  std::mt19937 g(4);
+  const uint64_t t0 = 1'700'000'000'000'000'000ull;
+  int checked = 0;
+  for (int round = 0; round < 6; round++)  // 40 new pairs a round: older pairs are evicted
+    for (int client = 0; client < 40; client++) {
+      r.e.key.lo[0] = 10;
+      r.e.key.lo[2] = uint8_t(round);
+      r.e.key.lo[3] = uint8_t(client);
+      std::vector<int64_t> ms;  // 5 s beacons with jitter, arriving up to 3 contacts late
+      for (int k = 0; k < 40; k++) ms.push_back(int64_t(round) * 1'000'000 + k * 5000 + int64_t(g() % 300));
+      for (size_t k = 0; k + 1 < ms.size(); k++)
+        if (g() % 3 == 0) std::swap(ms[k], ms[std::min(ms.size() - 1, k + 1 + g() % 3)]);
+      std::vector<int64_t> seen;
+      for (int64_t m : ms) {
+        r.e.first_ns = r.e.last_ns = t0 + uint64_t(m) * 1'000'000ull;
+        st.compute(r, row);
+        seen.push_back(m);
+        std::vector<int64_t> top = seen;  // the 32 latest starts, ascending
+        std::sort(top.begin(), top.end());
+        if (top.size() > FeatureStage::kHistory) top.erase(top.begin(), top.end() - FeatureStage::kHistory);
+        std::vector<double> s;
+        for (int64_t x : top) s.push_back(double(x - top[0]) / 1e3);
+        Periodicity want = score_periodicity(s.data(), s.size());
+        ASSERT_EQ(row.pair.intervals, want.intervals) << "round " << round << " contact " << seen.size();
+        ASSERT_EQ(row.pair.period_s, want.period_s) << "round " << round << " contact " << seen.size();
+        ASSERT_EQ(row.pair.score, want.score) << "round " << round << " contact " << seen.size();
+        checked++;
+      }
+      EXPECT_EQ(row.pair.contacts, 40u);
+    }
+  EXPECT_EQ(checked, 6 * 40 * 40);
+  EXPECT_GT(st.counters().pairs.evicted, 100u);
+  EXPECT_GT(row.pair.score, 0.5);  // and the beacon is periodic
+}
+
 TEST(FeatureStage, TumblingWindowRestartsEndpointCounts) {
   FeatureConfig c;
   c.window_ns = 60'000'000'000ull;
   FeatureStage st(c);
-  FlowRecord r{};
-  r.e.key.ip_ver = 4;
-  r.e.key.proto = 17;
-  r.e.init_lo = 1;
+  FlowRecord r = ipv4_record(17);
   r.e.key.hi[0] = 9;
-  r.e.pkts[0] = 1;
   FeatureRow row;
   for (uint32_t i = 0; i < 50; i++) {  // 50 clients in the first minute, 5 in the next
     r.e.key.lo[0] = 10;
@@ -358,9 +472,11 @@ TEST(FeatureStage, TumblingWindowRestartsEndpointCounts) {
     st.compute(r, row);
     if (i == 44) {
       EXPECT_NEAR(row.pair.srv_clients, 45, 5);
+      EXPECT_EQ(st.dense_endpoints(), 1u);  // the server: 45 clients do not fit inline
     }
   }
   EXPECT_NEAR(row.pair.srv_clients, 5, 0.5);
+  EXPECT_EQ(st.dense_endpoints(), 0u) << "the new window gave the dense block back";
   EXPECT_EQ(row.pair.srv_flows, 5u);
   EXPECT_EQ(row.client.flows, 1u);
 }
