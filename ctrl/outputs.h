@@ -210,13 +210,14 @@ struct Outputs {
 inline nlohmann::json feature_state_json(const std::vector<FeatureCounters>& cs, size_t memory_bytes) {
   nlohmann::json j;
   auto add = [&](const char* name, const BoundedTableCounters FeatureCounters::*t) {
-    uint64_t c = 0, e = 0, a = 0;
+    uint64_t c = 0, e = 0, a = 0, o = 0;
     for (auto& x : cs) {
       c += (x.*t).created;
       e += (x.*t).evicted;
       a += (x.*t).aged_out;
+      o += (x.*t).overflowed;
     }
-    j[name] = {{"created", c}, {"evicted", e}, {"aged_out", a}};
+    j[name] = {{"created", c}, {"evicted", e}, {"aged_out", a}, {"overflowed", o}};
   };
   add("pairs", &FeatureCounters::pairs);
   add("servers", &FeatureCounters::servers);

@@ -632,6 +632,12 @@ std::string Runtime::metrics_text(const std::string& exporter_metrics) const {
     for (const char* t : {"pairs", "servers", "clients"})
       x.sample("linesight_feature_state_evicted_total", std::string("table=\"") + t + "\"",
                double(fs[t]["evicted"].get<uint64_t>()));
+    x.family("linesight_feature_state_overflowed", "gauge",
+             "Live entries whose state outgrew the entry and holds a pool block (pair histories past 7 "
+             "contacts, endpoints past 6 distinct peers in a counter).");
+    for (const char* t : {"pairs", "servers", "clients"})
+      x.sample("linesight_feature_state_overflowed", std::string("table=\"") + t + "\"",
+               double(fs[t]["overflowed"].get<uint64_t>()));
   }
   x.family("linesight_ring_entries", "gauge", "Entries waiting in a ring.");
   for (rte_ring* g : rings_) x.sample("linesight_ring_entries", "ring=\"" + std::string(g->name) + "\"", double(rte_ring_count(g)));

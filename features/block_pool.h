@@ -40,17 +40,17 @@ class BlockPool {
       __atomic_store_n(&fresh_, i + 1, __ATOMIC_RELAXED);  // memory_bytes() reads it live
     }
     new (&blocks_[i]) T{};
-    in_use_++;
+    __atomic_store_n(&in_use_, in_use_ + 1, __ATOMIC_RELAXED);
     return i;
   }
   void release(uint32_t i) {
     *reinterpret_cast<uint32_t*>(&blocks_[i]) = free_;
     free_ = i;
-    in_use_--;
+    __atomic_store_n(&in_use_, in_use_ - 1, __ATOMIC_RELAXED);
   }
   T& at(uint32_t i) { return blocks_[i]; }
   const T& at(uint32_t i) const { return blocks_[i]; }
-  uint32_t in_use() const { return in_use_; }  // the owning worker only
+  uint32_t in_use() const { return __atomic_load_n(&in_use_, __ATOMIC_RELAXED); }  // any thread (/stats)
   uint32_t capacity() const { return cap_; }
   // Blocks ever handed out, or prefaulted: the memory touched. Any thread (/stats).
   size_t memory_bytes() const {

@@ -27,6 +27,7 @@ namespace ls {
 // Written by the owning worker, read live by the control core (/stats, /metrics).
 struct BoundedTableCounters {
   OwnedCounter created, evicted, aged_out;
+  uint64_t overflowed = 0;  // a gauge filled in by the owner of a BlockPool beside the table
 };
 
 template <class Value>

@@ -88,14 +88,19 @@ class FeatureStage final : public RecordStage {
   void set_partners(std::shared_ptr<const PartnerTable> p) { cfg_.partners = std::move(p); }
   PairFeatures pair_features(const FlowRecord& r);
   ClientFeatures client_features(const FlowRecord& r, const PairFeatures& p);
-  FeatureCounters counters() const { return {ctr_.rows, pairs_.ctr, servers_.ctr, clients_.ctr}; }
+  // `overflowed`: live entries holding a pool block (a pair history past kInlineStarts,
+  // endpoint counters past the sparse form: features/endpoint_sketch.h).
+  FeatureCounters counters() const {
+    FeatureCounters c{ctr_.rows, pairs_.ctr, servers_.ctr, clients_.ctr};
+    c.pairs.overflowed = histories_.in_use();
+    c.servers.overflowed = server_sketches_.in_use();
+    c.clients.overflowed = client_sketches_.in_use();
+    return c;
+  }
   size_t memory_bytes() const {
     return pairs_.memory_bytes() + servers_.memory_bytes() + clients_.memory_bytes() + histories_.memory_bytes() +
            server_sketches_.memory_bytes() + client_sketches_.memory_bytes();
   }
-
-  // Endpoints whose distinct counters outgrew the inline sparse form (features/endpoint_sketch.h).
-  uint32_t dense_endpoints() const { return server_sketches_.in_use() + client_sketches_.in_use(); }
 
   static const char* csv_header();
   static void csv_row(const FeatureRow& f, const RuleSet* rules, std::string& out);

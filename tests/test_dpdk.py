@@ -344,8 +344,13 @@ def test_rules_reload(d):
     open(only_ethproxy, "w").write('77:/^\\{\\s*"worker"/s  ethproxy-only\n')
     bad = os.path.join(d, "bad.rules")
     open(bad, "w").write("1:/(/ broken\n")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    mport = s.getsockname()[1]
+    s.close()
     p, summ = run(d, ["--features-out", out, "--socket", sock, "--rules", RULES, "--payload-bytes", "256",
-                      "--memory-replay", pcap, "--loop", "100000", "--replay-pps", pps(20000)], eal(3, mem=1024), wait=False)
+                      "--memory-replay", pcap, "--loop", "100000", "--replay-pps", pps(20000),
+                      "--metrics", f"127.0.0.1:{mport}"], eal(3, mem=1024), wait=False)
     try:
         check(wait_for(sock), "socket for rule reload")
         time.sleep(1)
@@ -380,6 +385,16 @@ def test_rules_reload(d):
         fs = st["result"].get("feature_state", {})
         check(st["ok"] and fs.get("pairs", {}).get("created", 0) > 0 and "evicted" in fs["servers"],
               f"/stats shows the workers' feature state: {fs}")
+        # mining.pcapng: miners reconnect to their pools (up to 14 contacts per pair in one
+        # pass), so pairs outgrow their entries (more than 7) and hold history blocks.
+        check(fs.get("pairs", {}).get("overflowed", 0) > 0, f"/stats counts overflowed pairs: {fs.get('pairs')}")
+        import urllib.request
+        body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+        check('linesight_feature_state_overflowed{table="pairs"}' in body
+              and 'linesight_feature_state_evicted_total{table="servers"}' in body, "/metrics has the feature state")
+        if shutil.which("promtool"):
+            pt = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True)
+            check(pt.returncode == 0, "promtool check metrics passes with features on " + pt.stdout + pt.stderr)
         fl = raw(sock, b'{"cmd":"/ti/feeds"}\n')
         check(fl["ok"] and fl["result"][0]["name"] == "test_feed" and fl["result"][0]["category"] == "malware", "/ti/feeds lists it")
         ok = raw(sock, json.dumps({"cmd": "/rules/reload", "path": only_ethproxy}).encode() + b"\n")

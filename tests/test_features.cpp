@@ -472,11 +472,12 @@ TEST(FeatureStage, TumblingWindowRestartsEndpointCounts) {
     st.compute(r, row);
     if (i == 44) {
       EXPECT_NEAR(row.pair.srv_clients, 45, 5);
-      EXPECT_EQ(st.dense_endpoints(), 1u);  // the server: 45 clients do not fit inline
+      EXPECT_EQ(st.counters().servers.overflowed, 1u);  // 45 clients do not fit inline
+      EXPECT_EQ(st.counters().clients.overflowed, 0u);
     }
   }
   EXPECT_NEAR(row.pair.srv_clients, 5, 0.5);
-  EXPECT_EQ(st.dense_endpoints(), 0u) << "the new window gave the dense block back";
+  EXPECT_EQ(st.counters().servers.overflowed, 0u) << "the new window gave the dense block back";
   EXPECT_EQ(row.pair.srv_flows, 5u);
   EXPECT_EQ(row.client.flows, 1u);
 }
