@@ -236,7 +236,7 @@ inline std::string feature_state_text(const nlohmann::json& j) {
     auto& x = j[t];
     o += sep + std::string(t) + " " + std::to_string(x["created"].get<uint64_t>()) + " created, " +
          std::to_string(x["evicted"].get<uint64_t>()) + " evicted, " + std::to_string(x["aged_out"].get<uint64_t>()) +
-         " aged out";
+         " aged out, " + std::to_string(x["overflowed"].get<uint64_t>()) + " overflowed";
     sep = "; ";
   }
   return o + "\n";
