@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <type_traits>
 
@@ -32,7 +33,7 @@ class BlockPool {
     uint32_t i;
     if (free_ != kNone) {
       i = free_;
-      free_ = *reinterpret_cast<uint32_t*>(&blocks_[i]);
+      std::memcpy(&free_, static_cast<const void*>(&blocks_[i]), sizeof free_);  // the link a release left
     } else {
       // One block per entry: more means a reset did not release (a bug, not load).
       if (fresh_ == cap_) std::abort();
@@ -44,7 +45,7 @@ class BlockPool {
     return i;
   }
   void release(uint32_t i) {
-    *reinterpret_cast<uint32_t*>(&blocks_[i]) = free_;
+    std::memcpy(static_cast<void*>(&blocks_[i]), &free_, sizeof free_);  // a freed block holds the next free one
     free_ = i;
     __atomic_store_n(&in_use_, in_use_ - 1, __ATOMIC_RELAXED);
   }
