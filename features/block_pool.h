@@ -52,7 +52,6 @@ class BlockPool {
   T& at(uint32_t i) { return blocks_[i]; }
   const T& at(uint32_t i) const { return blocks_[i]; }
   uint32_t in_use() const { return __atomic_load_n(&in_use_, __ATOMIC_RELAXED); }  // any thread (/stats)
-  uint32_t capacity() const { return cap_; }
   // Blocks ever handed out, or prefaulted: the memory touched. Any thread (/stats).
   size_t memory_bytes() const {
     uint32_t f = __atomic_load_n(&fresh_, __ATOMIC_RELAXED);

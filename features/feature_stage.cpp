@@ -102,7 +102,7 @@ void FeatureStage::roll_window(V& v, uint64_t ts, SketchPool& pool) {
   if (!cfg_.window_ns) return;
   uint64_t w = ts / cfg_.window_ns;
   if (v.used() && w > v.window) {  // a late record of an older window joins this one
-    v.sk.release(pool);
+    ReleaseSketches{&pool}(v);  // as the table does when it resets an entry
     v = V{};
   }
   if (!v.used()) v.window = w;
@@ -145,6 +145,7 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
   // A record continuing a long flow (active timeout) is the same contact. Decided by the
   // record alone, so the pair's state does not depend on the order records arrive in.
   bool new_contact = !(e.tcp_state & FLOW_CONTINUED);
+  int32_t* st = p.history ? histories_.at(p.history - 1).ms : p.inline_ms;  // the kept starts
   if (new_contact) {
     // Whole milliseconds of absolute time, so offsets do not depend on which start is the base.
     int64_t off = int64_t(e.first_ns / 1'000'000) - int64_t(p.base_ns / 1'000'000);
@@ -156,7 +157,6 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
     // Keep the kHistory most recent starts in time order, whatever order records arrive
     // in (cores emit them as flows end).
     int32_t v = int32_t(off);
-    int32_t* st = p.history ? histories_.at(p.history - 1).ms : p.inline_ms;
     if (p.used_starts < kHistory || v > st[0]) {
       uint32_t n = p.used_starts;
       if (n == kInlineStarts && !p.history) {  // outgrows the entry: to a pool block
@@ -183,7 +183,6 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
   p.last_ns = std::max(p.last_ns, e.last_ns);
   // Exact integer ms from the earliest kept start: the same contacts give bit-identical
   // intervals whatever the pair's base (which depends on arrival order).
-  const int32_t* st = p.history ? histories_.at(p.history - 1).ms : p.inline_ms;
   double starts[kHistory];
   for (uint32_t i = 0; i < p.used_starts; i++) starts[i] = double(st[i] - st[0]) / 1e3;
   Periodicity s = score_periodicity(starts, p.used_starts);
