@@ -1,5 +1,7 @@
 #include <pcap/pcap.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -35,28 +37,144 @@ bool link_type_from_dlt(int dlt, LinkType& out) {
 
 namespace {
 
+// Classic pcap records (24-byte file header, 16-byte record headers) read with one
+// pread per megabyte instead of libpcap's pcap_next_ex: that costs two stdio calls and a
+// copy into its own buffer per record, the largest single cost of a replay
+// (docs/performance.md). libpcap still opens every file — it validates the header, maps
+// the link type and adjusts the snapshot length, and we take those from it — and reads
+// pcapng, Kuznetzov's patched records and anything that is not a regular file. Record
+// handling follows libpcap's savefile reader (sf-pcap.c), checked against it packet for
+// packet on every capture of the test data and by the pcap fuzz target.
+class PcapRecords {
+ public:
+  static constexpr uint32_t kMaxCaplen = 262144;  // libpcap's limit for our link types
+  static constexpr size_t kHeader = 16, kFileHeader = 24;
+
+  PcapRecords(int fd, uint32_t magic, pcap_t* p, uint64_t file_size) : fd_(fd), off_(kFileHeader) {
+    swapped_ = magic == 0xd4c3b2a1u || magic == 0x4d3cb2a1u;
+    nano_ = magic == 0xa1b23c4du || magic == 0x4d3cb2a1u;
+    int major = pcap_major_version(p), minor = pcap_minor_version(p);
+    // Version 2.3 and older interchanged caplen and len (543.0: DG/UX tcpdump).
+    lengths_ = major == 543 || (major == 2 && minor < 3) ? SWAPPED
+             : major == 2 && minor == 3 ? MAYBE : AS_IS;
+    snapshot_ = uint32_t(pcap_snapshot(p));
+    cap_ = std::clamp<uint64_t>(file_size, 4096, 1u << 20);
+    buf_ = std::make_unique_for_overwrite<uint8_t[]>(cap_);
+#ifdef POSIX_FADV_SEQUENTIAL
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+  }
+
+  // The next record without taking it: 1 (h, data valid until the next peek), 0 at the
+  // end of the file, -1 on a damaged file (err() says why; nothing after it is read).
+  int peek(pcap_pkthdr& h, const uint8_t*& data) {
+    if (!fill(kHeader)) {
+      if (end_ == pos_ && !failed_) return 0;
+      if (!failed_) err_ = "truncated dump file; tried to read 16 header bytes, only got " + std::to_string(end_ - pos_);
+      return -1;
+    }
+    uint32_t f[4];
+    std::memcpy(f, buf_.get() + pos_, kHeader);
+    if (swapped_)
+      for (auto& x : f) x = __builtin_bswap32(x);
+    // As libpcap reads them: signed 32-bit fields, but its byte swap yields unsigned ones.
+    h.ts.tv_sec = swapped_ ? int64_t(f[0]) : int64_t(int32_t(f[0]));
+    h.ts.tv_usec = swapped_ ? int64_t(f[1]) : int64_t(int32_t(f[1]));
+    if (!nano_) h.ts.tv_usec *= 1000;
+    h.caplen = f[2];
+    h.len = f[3];
+    if (lengths_ == SWAPPED || (lengths_ == MAYBE && h.caplen > h.len)) std::swap(h.caplen, h.len);
+    if (h.caplen > kMaxCaplen) {
+      err_ = "invalid packet capture length " + std::to_string(h.caplen) + ", bigger than maximum of " +
+             std::to_string(kMaxCaplen);
+      return -1;
+    }
+    if (!fill(kHeader + h.caplen)) {
+      if (!failed_) err_ = "truncated dump file; tried to read " + std::to_string(h.caplen) +
+                           " captured bytes, only got " + std::to_string(end_ - pos_ - kHeader);
+      return -1;
+    }
+    next_ = kHeader + h.caplen;
+    // A record longer than the file's snapshot length is cut to it (the rest skipped).
+    h.caplen = std::min(h.caplen, snapshot_);
+    data = buf_.get() + pos_ + kHeader;
+    return 1;
+  }
+  void take() { pos_ += next_; }
+  const std::string& err() const { return err_; }
+
+ private:
+  // At least `need` unread bytes in the buffer; false at the end of the file or on a
+  // read error (failed_, err_ set).
+  bool fill(size_t need) {
+    if (end_ - pos_ >= need) return true;
+    if (pos_) {
+      std::memmove(buf_.get(), buf_.get() + pos_, end_ - pos_);
+      end_ -= pos_;
+      pos_ = 0;
+    }
+    if (need > cap_) {  // a file that grew past the size it had at open
+      auto bigger = std::make_unique_for_overwrite<uint8_t[]>(need);
+      std::memcpy(bigger.get(), buf_.get(), end_);
+      buf_ = std::move(bigger);
+      cap_ = need;
+    }
+    while (end_ < need) {
+      ssize_t r = pread(fd_, buf_.get() + end_, cap_ - end_, off_t(off_));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        failed_ = true;
+        err_ = std::string("error reading dump file: ") + std::strerror(errno);
+        return false;
+      }
+      if (r == 0) return false;
+      end_ += size_t(r);
+      off_ += uint64_t(r);
+    }
+    return true;
+  }
+
+  enum Lengths : uint8_t { AS_IS, SWAPPED, MAYBE };
+  int fd_;
+  uint64_t off_;
+  bool swapped_ = false, nano_ = false, failed_ = false;
+  Lengths lengths_ = AS_IS;
+  uint32_t snapshot_ = 0;
+  std::unique_ptr<uint8_t[]> buf_;
+  size_t cap_ = 0, pos_ = 0, end_ = 0, next_ = 0;
+  std::string err_;
+};
+
 struct PcapHandle {
   pcap_t* p = nullptr;
   LinkType link = LinkType::ETHERNET;
   std::unique_ptr<char[]> iobuf;
+  std::unique_ptr<PcapRecords> records;  // null: libpcap reads the records
   ~PcapHandle() {
+    records.reset();
     if (p) pcap_close(p);  // closes the FILE too
   }
 };
 
-void open_one(const std::string& path, PcapHandle& h) {
+void open_one(const std::string& path, PcapHandle& h, bool own_reader) {
   char err[PCAP_ERRBUF_SIZE] = {0};
-  // Our own FILE with a 1 MB buffer: libpcap reads record by record through stdio, and
-  // the default 4 KB buffer costs a read() syscall every few packets.
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw std::runtime_error(path + ": " + std::strerror(errno));
-  // (Up to 1 MB, not zeroed: a small file needs no more than its size.)
   struct stat st {};
-  size_t sz = 1u << 20;
-  if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
-    sz = std::clamp<size_t>(size_t(st.st_size) + 1, 4096, sz);
-  h.iobuf = std::make_unique_for_overwrite<char[]>(sz);
-  std::setvbuf(f, h.iobuf.get(), _IOFBF, sz);
+  bool regular = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
+  uint32_t magic = 0;
+  bool classic = false;
+  if (regular && own_reader && pread(fileno(f), &magic, 4, 0) == 4)
+    for (uint32_t m : {0xa1b2c3d4u, 0xa1b23c4du, 0xd4c3b2a1u, 0x4d3cb2a1u}) classic |= magic == m;
+  if (!classic) {
+    // libpcap reads record by record through stdio: our own FILE buffer of up to 1 MB
+    // (not zeroed; a small file needs no more than its size) instead of the default
+    // 4 KB, which costs a read() syscall every few packets.
+    size_t sz = 1u << 20;
+    if (regular) sz = std::clamp<size_t>(size_t(st.st_size) + 1, 4096, sz);
+    h.iobuf = std::make_unique_for_overwrite<char[]>(sz);
+    std::setvbuf(f, h.iobuf.get(), _IOFBF, sz);
+  }
   h.p = pcap_fopen_offline_with_tstamp_precision(f, PCAP_TSTAMP_PRECISION_NANO, err);
   if (!h.p) {
     std::fclose(f);
@@ -68,6 +186,12 @@ void open_one(const std::string& path, PcapHandle& h) {
     throw std::runtime_error(path + ": unsupported link type " + std::to_string(dlt) + " (" +
                              (name ? name : "unknown") + ")");
   }
+  // Byte-swapped cooked captures: libpcap also swaps SocketCAN ids inside the packet.
+  if (classic && (magic == 0xd4c3b2a1u || magic == 0x4d3cb2a1u) &&
+      (h.link == LinkType::LINUX_SLL || h.link == LinkType::LINUX_SLL2))
+    classic = false;
+  // The file position stays libpcap's; ours is the pread offset.
+  if (classic) h.records = std::make_unique<PcapRecords>(fileno(f), magic, h.p, uint64_t(st.st_size));
 }
 
 inline uint64_t ts_of(const pcap_pkthdr* h) {
@@ -83,13 +207,14 @@ inline uint64_t ts_of(const pcap_pkthdr* h) {
 
 class PcapFiles final : public PacketSource {
  public:
-  explicit PcapFiles(std::vector<std::string> paths) : paths_(std::move(paths)) {
+  PcapFiles(std::vector<std::string> paths, bool own_reader)
+      : paths_(std::move(paths)), own_reader_(own_reader) {
     // Open every file up front so a typo fails before any work is done (the first one
     // is kept open for reading).
     next_file();
     for (size_t i = 1; i < paths_.size(); i++) {
       PcapHandle h;
-      open_one(paths_[i], h);
+      open_one(paths_[i], h, own_reader_);
     }
   }
 
@@ -102,27 +227,32 @@ class PcapFiles final : public PacketSource {
       add(out[n++], &pend_hdr_, pend_data_, a);
     }
     while (n < max && cur_) {
-      pcap_pkthdr* hdr;
+      PcapRecords* own = cur_->records.get();
+      pcap_pkthdr own_hdr, *hdr = &own_hdr;
       const u_char* data;
-      int rc = pcap_next_ex(cur_->p, &hdr, &data);
+      int rc = own ? own->peek(own_hdr, data) : pcap_next_ex(cur_->p, &hdr, &data);
       if (rc != 1) {
-        if (rc == PCAP_ERROR) {
+        if (rc == PCAP_ERROR) {  // -1 from both readers
           stats_.truncated_files++;
-          stats_.warnings.push_back(paths_[idx_ - 1] + ": " + pcap_geterr(cur_->p));
+          stats_.warnings.push_back(paths_[idx_ - 1] + ": " + (own ? own->err().c_str() : pcap_geterr(cur_->p)));
         }
         next_file();
         continue;
       }
       if (a.buf.size() - a.used < hdr->caplen) {
         if (n) {
-          pending_ = true;
-          pend_hdr_ = *hdr;
-          pend_data_ = data;
+          // Ours stays unread; libpcap's is kept until the next call.
+          if (!own) {
+            pending_ = true;
+            pend_hdr_ = *hdr;
+            pend_data_ = data;
+          }
           break;
         }
         a.buf.resize(hdr->caplen);
       }
       add(out[n++], hdr, data, a);
+      if (own) own->take();
     }
     return n;
   }
@@ -137,8 +267,9 @@ class PcapFiles final : public PacketSource {
     cur_.reset();
     if (idx_ < paths_.size()) {
       cur_ = std::make_unique<PcapHandle>();
-      open_one(paths_[idx_++], *cur_);
+      open_one(paths_[idx_++], *cur_, own_reader_);
       stats_.files++;
+      stats_.own_reader_files += cur_->records != nullptr;
     }
   }
   // A packet that did not fit the arena is read again next call (libpcap keeps it).
@@ -147,6 +278,7 @@ class PcapFiles final : public PacketSource {
   const u_char* pend_data_ = nullptr;
 
   std::vector<std::string> paths_;
+  bool own_reader_;
   size_t idx_ = 0;
   std::unique_ptr<PcapHandle> cur_;
 };
@@ -154,7 +286,7 @@ class PcapFiles final : public PacketSource {
 class MemoryLoop final : public PacketSource {
  public:
   MemoryLoop(const std::vector<std::string>& paths, uint64_t loops) : loops_(loops) {
-    PcapFiles f(paths);
+    PcapFiles f(paths, true);
     size_t total = 0;
     for (auto& p : paths) total += std::filesystem::file_size(p);
     data_.reserve(total);  // packet bytes never exceed the files' size: no regrowth copies
@@ -206,8 +338,9 @@ class MemoryLoop final : public PacketSource {
 
 }  // namespace
 
-std::unique_ptr<PacketSource> open_pcap_files(const std::vector<std::string>& paths) {
-  return std::make_unique<PcapFiles>(paths);
+std::unique_ptr<PacketSource> open_pcap_files(const std::vector<std::string>& paths,
+                                              PcapReader reader) {
+  return std::make_unique<PcapFiles>(paths, reader == PcapReader::OWN);
 }
 
 std::unique_ptr<PacketSource> open_memory_loop(const std::vector<std::string>& paths,

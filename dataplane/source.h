@@ -21,6 +21,7 @@ struct Arena {
 struct SourceStats {
   uint64_t files = 0;
   uint64_t truncated_files = 0;  // a file ended mid-record; packets before it were used
+  uint64_t own_reader_files = 0;  // classic pcap read by our record reader, not libpcap's
   std::vector<std::string> warnings;
 };
 
@@ -39,9 +40,13 @@ class PacketSource {
 // Maps a libpcap DLT value to the link types the parser understands; false if unknown.
 bool link_type_from_dlt(int dlt, LinkType& out);
 
-// One or more pcap / pcapng files read in order with libpcap, nanosecond timestamps.
+// One or more pcap / pcapng files read in order, nanosecond timestamps. libpcap opens
+// them; classic pcap records in regular files are read by our own reader (OWN, faster),
+// everything else by libpcap (LIBPCAP: libpcap for every file, to compare against).
 // Throws std::runtime_error naming the file and libpcap's reason when one cannot be opened.
-std::unique_ptr<PacketSource> open_pcap_files(const std::vector<std::string>& paths);
+enum class PcapReader : uint8_t { OWN, LIBPCAP };
+std::unique_ptr<PacketSource> open_pcap_files(const std::vector<std::string>& paths,
+                                              PcapReader reader = PcapReader::OWN);
 
 // Loads the files into memory once and plays them `loops` times. Loop n > 0 rewrites
 // addresses deterministically (PacketView::rewrite = n) and shifts timestamps by

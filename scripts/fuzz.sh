@@ -49,7 +49,20 @@ PY
     pcap)
       for f in "$DATA"/slips/test12-icmp-portscan.pcap "$DATA"/ndpi/dns-tunnel-iodine.pcap "$DATA"/ndpi/mining.pcapng; do
         [ -f "$f" ] && head -c 65536 "$f" > "$d/$(basename "$f")"
-      done ;;
+      done
+      # Shapes real captures rarely have: byte-swapped, nanosecond, pre-2.4 length order.
+      python3 - "$d" <<'PY'
+import struct, sys
+for name, e, magic, minor in (("swapped-nano", ">", 0xa1b23c4d, 4), ("v2.3", "<", 0xa1b2c3d4, 3)):
+    b = struct.pack(e + "IHHiIII", magic, 2, minor, 0, 0, 96, 1)
+    for i in range(6):
+        data = bytes(range(40 + 13 * i))
+        cap, wire = len(data), len(data) + 20 * (i % 2)
+        b += struct.pack(e + "IIII", 1600000000 + i, 999 * i, wire if minor == 3 and i == 5 else cap,
+                         cap if minor == 3 and i == 5 else wire) + data
+    open(f"{sys.argv[1]}/{name}", "wb").write(b)
+PY
+      ;;
     netflow)  # softflowd's v9 and IPFIX for a capture, length-prefixed as the target reads
       if command -v softflowd >/dev/null && [ -f "$DATA/slips/test-cc-capture-2.pcap" ]; then
         for v in 9 10; do
