@@ -3,6 +3,7 @@
 // workers) can combine their counts of distinct clients without sharing addresses.
 // Standard error ≈ 1.04 / sqrt(2^P): P = 8 → 6.5 %, 256 bytes.
 #pragma once
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -48,9 +49,17 @@ struct Hll {
   // registers (features/endpoint_sketch.h) gets the same estimate.
   static double estimate(uint64_t sum, uint32_t zeros) {
     double alpha = kM == 16 ? 0.673 : kM == 32 ? 0.697 : kM == 64 ? 0.709 : 0.7213 / (1 + 1.079 / kM);
-    double e = alpha * kM * kM / std::ldexp(double(sum), -kScale);
-    // Small range: linear counting is exact-er while registers are still empty.
-    if (e <= 2.5 * kM && zeros) e = kM * std::log(double(kM) / zeros);
+    // × 2^-kScale is exact in double (the value ldexp gave, without the call).
+    double e = alpha * kM * kM / (double(sum) * (1.0 / double(1ull << kScale)));
+    // Small range: linear counting is exact-er while registers are still empty. Most
+    // endpoints meet few peers, so this is the usual case: one log per possible count of
+    // empty registers, computed once by the same expression.
+    static const std::array<double, kM + 1> linear = [] {
+      std::array<double, kM + 1> t{};
+      for (uint32_t z = 1; z <= kM; z++) t[z] = kM * std::log(double(kM) / z);
+      return t;
+    }();
+    if (e <= 2.5 * kM && zeros) e = linear[zeros];
     return e;
   }
 };
