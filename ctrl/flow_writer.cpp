@@ -182,6 +182,11 @@ void FlowWriter::close() {
 }
 
 void SummaryCollector::consume(const FlowRecord& r) {
+  count(r);
+  if (next_) next_->consume(r);
+}
+
+void SummaryCollector::count(const FlowRecord& r) {
   records++;
   by_reason[size_t(r.why)]++;
   if (track_hosts) {
@@ -197,7 +202,6 @@ void SummaryCollector::consume(const FlowRecord& r) {
       h.flows++;
     }
   }
-  if (next_) next_->consume(r);
 }
 
 std::vector<SummaryCollector::Talker> SummaryCollector::top(size_t n) const {

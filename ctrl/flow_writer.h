@@ -54,6 +54,12 @@ class Fanout final : public RecordConsumer {
   void consume(const FlowRecord& r) override {
     for (auto* c : outs_) c->consume(r);
   }
+  void consume_batch(const FlowRecord* const* recs, size_t n) override {
+    for (auto* c : outs_) c->consume_batch(recs, n);
+  }
+  void prefetch(const FlowRecord& r, bool slot) override {
+    for (auto* c : outs_) c->prefetch(r, slot);
+  }
 
  private:
   std::vector<RecordConsumer*> outs_;
@@ -65,6 +71,13 @@ class SummaryCollector final : public RecordConsumer {
  public:
   explicit SummaryCollector(RecordConsumer* next) : next_(next) {}
   void consume(const FlowRecord& r) override;
+  void consume_batch(const FlowRecord* const* recs, size_t n) override {
+    for (size_t i = 0; i < n; i++) count(*recs[i]);
+    if (next_) next_->consume_batch(recs, n);
+  }
+  void prefetch(const FlowRecord& r, bool slot) override {
+    if (next_) next_->prefetch(r, slot);
+  }
   uint64_t records = 0;
   uint64_t by_reason[6] = {};
   struct Talker {
@@ -74,6 +87,7 @@ class SummaryCollector final : public RecordConsumer {
   std::vector<Talker> top(size_t n) const;
 
  private:
+  void count(const FlowRecord& r);
   RecordConsumer* next_;
   struct Addr {
     uint8_t a[16];

@@ -95,7 +95,9 @@ struct Outputs {
                        apps.back().name.c_str());
       }
       detect = std::make_unique<DetectStage>(apps, c.detections_out);
-      features->on_row = [d = detect.get()](const FeatureRow& r, const RuleSet* rs) { d->score(r, rs); };
+      features->on_rows = [d = detect.get()](const FeatureRow* r, const RuleSet* const* rs, size_t n) {
+        d->score(r, rs, n);
+      };
       if (!c.ti_export.empty()) {
         ti_export = std::make_unique<TiExporter>(TiExportConfig{c.ti_export, c.privacy_k, c.producer,
                                                                 c.pseudonym_secret, c.pseudonym_rotate_ns});

@@ -379,10 +379,12 @@ unsigned Runtime::drain(RecordConsumer& out) {
     stall_control_until_ns_ = 0;
   }
   void* objs[256];
+  const FlowRecord* recs[256];
   unsigned total = 0;
   for (rte_ring* r : to_control_) {
     unsigned n = ring_take(r, objs, 256);
-    for (unsigned i = 0; i < n; i++) out.consume(*static_cast<FlowRecord*>(objs[i]));
+    for (unsigned i = 0; i < n; i++) recs[i] = static_cast<const FlowRecord*>(objs[i]);
+    out.consume_batch(recs, n);
     if (n) pool_put_bulk(shared_.record_pool, objs, n);
     total += n;
   }

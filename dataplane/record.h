@@ -62,11 +62,23 @@ struct RecordStage {
   virtual ~RecordStage() = default;
   virtual void process(FlowRecord& r) = 0;
   virtual void process_client(FlowRecord&) {}
+  // A record process() / process_client() will see soon: start loading the state it
+  // touches (table sets are DRAM misses), reading nothing another thread writes.
+  // Two steps: slot = false first, slot = true some time later.
+  virtual void prefetch(const FlowRecord&, bool /*slot*/) {}
+  virtual void prefetch_client(const FlowRecord&, bool /*slot*/) {}
 };
 
 struct RecordConsumer {
   virtual ~RecordConsumer() = default;
   virtual void consume(const FlowRecord& r) = 0;
+  // Several records in order, as consume() one after another would see them (a consumer
+  // that gains from seeing them together overrides this).
+  virtual void consume_batch(const FlowRecord* const* recs, size_t n) {
+    for (size_t i = 0; i < n; i++) consume(*recs[i]);
+  }
+  // A record consume() will see soon (same thread): start loading what it touches.
+  virtual void prefetch(const FlowRecord&, bool /*slot*/) {}
 };
 
 }  // namespace ls

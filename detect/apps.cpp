@@ -196,7 +196,6 @@ DetectStage::DetectStage(const std::vector<AppConfig>& apps, const std::string& 
     apps_.push_back(std::move(a));
     stats_.push_back({c.name});
   }
-  values_.resize(kNumColumns);
   // Only the columns some app reads are computed per row.
   for (auto& a : apps_) {
     for (uint16_t c : a.columns) needed_.push_back(c);
@@ -204,43 +203,65 @@ DetectStage::DetectStage(const std::vector<AppConfig>& apps, const std::string& 
   }
   std::sort(needed_.begin(), needed_.end());
   needed_.erase(std::unique(needed_.begin(), needed_.end()), needed_.end());
-  out_.resize(1);
   out_file_ = std::make_unique<SpoolFile>(path_);
 }
 
 DetectStage::~DetectStage() = default;
 
-void DetectStage::score(const FeatureRow& row, const RuleSet* rules) {
-  for (uint16_t i : needed_) values_[i] = kColumns[i].get(row);
-  for (size_t k = 0; k < apps_.size(); k++) {
-    App& a = apps_[k];
-    stats_[k].scored++;
-    double s;
-    if (a.model) {
-      x_.resize(a.columns.size());
-      for (size_t i = 0; i < a.columns.size(); i++) x_[i] = values_[a.columns[i]];
-      a.model->predict(x_.data(), out_.data());
-      s = out_[0];
-    } else {
-      bool sig = a.cfg.sig_ids.empty();  // an app that needs signatures never fires without rules
-      if (rules && !a.cfg.sig_ids.empty())
-        for (size_t b = 0; b < rules->rules().size() && b < 64; b++)
-          if ((row.pair.sig_mask >> b & 1) &&
-              std::find(a.cfg.sig_ids.begin(), a.cfg.sig_ids.end(), rules->rules()[b].id) != a.cfg.sig_ids.end())
-            sig = true;
-      bool ok = sig && row.pair.score >= a.cfg.min_periodicity && row.pair.contacts >= a.cfg.min_contacts;
-      for (auto& c : a.cfg.conds) {
-        float v = values_[c.column];
-        ok = ok && (c.at_least ? v >= c.value : v <= c.value);  // NaN compares false
-      }
-      s = ok ? 1 : 0;
-    }
-    if (s < a.cfg.threshold || s == 0) continue;
-    emit(a, row, s, rules);
+double DetectStage::expert_score(const App& a, const FeatureRow& row, const RuleSet* rules,
+                                 const float* values) const {
+  bool sig = a.cfg.sig_ids.empty();  // an app that needs signatures never fires without rules
+  if (rules && !a.cfg.sig_ids.empty())
+    for (size_t b = 0; b < rules->rules().size() && b < 64; b++)
+      if ((row.pair.sig_mask >> b & 1) &&
+          std::find(a.cfg.sig_ids.begin(), a.cfg.sig_ids.end(), rules->rules()[b].id) != a.cfg.sig_ids.end())
+        sig = true;
+  bool ok = sig && row.pair.score >= a.cfg.min_periodicity && row.pair.contacts >= a.cfg.min_contacts;
+  for (auto& c : a.cfg.conds) {
+    float v = values[c.column];
+    ok = ok && (c.at_least ? v >= c.value : v <= c.value);  // NaN compares false
   }
+  return ok ? 1 : 0;
 }
 
-void DetectStage::emit(App& a, const FeatureRow& row, double score, const RuleSet* rules) {
+void DetectStage::score(const FeatureRow* rows, const RuleSet* const* rules, size_t n) {
+  // Below this many rows a batch kernel's fixed cost is more than walking the trees.
+  constexpr size_t kBatchFrom = 8;
+  if (values_.size() < n * kNumColumns) values_.resize(n * kNumColumns);
+  if (scores_.size() < n * apps_.size()) scores_.resize(n * apps_.size());
+  for (size_t r = 0; r < n; r++)
+    for (uint16_t i : needed_) values_[r * kNumColumns + i] = kColumns[i].get(rows[r]);
+  for (size_t k = 0; k < apps_.size(); k++) {
+    App& a = apps_[k];
+    stats_[k].scored += n;
+    double* s = &scores_[k * n];
+    if (!a.model) {
+      for (size_t r = 0; r < n; r++) s[r] = expert_score(a, rows[r], rules[r], &values_[r * kNumColumns]);
+      continue;
+    }
+    size_t f = a.columns.size();
+    if (a.x.size() < n * f) a.x.resize(n * f);
+    for (size_t r = 0; r < n; r++)
+      for (size_t i = 0; i < f; i++) a.x[r * f + i] = values_[r * kNumColumns + a.columns[i]];
+    if (out_.size() < n) out_.resize(n);
+    if (n >= kBatchFrom) {
+      if (margin_.size() < a.model->margin_floats(n)) margin_.resize(a.model->margin_floats(n));
+      a.model->predict_batch(a.x.data(), n, out_.data(), margin_.data());
+    } else {
+      for (size_t r = 0; r < n; r++) a.model->predict(&a.x[r * f], &out_[r]);
+    }
+    for (size_t r = 0; r < n; r++) s[r] = out_[r];
+  }
+  for (size_t r = 0; r < n; r++)
+    for (size_t k = 0; k < apps_.size(); k++) {
+      App& a = apps_[k];
+      double s = scores_[k * n + r];
+      if (s < a.cfg.threshold || s == 0) continue;
+      emit(a, rows[r], s, rules[r], a.model ? &a.x[r * a.columns.size()] : nullptr);
+    }
+}
+
+void DetectStage::emit(App& a, const FeatureRow& row, double score, const RuleSet* rules, const float* x) {
   const FlowEntry& e = row.rec->e;
   int f = e.init_lo ? 0 : 1;
   const uint8_t* client = f == 0 ? e.key.lo : e.key.hi;
@@ -290,7 +311,7 @@ void DetectStage::emit(App& a, const FeatureRow& row, double score, const RuleSe
   if (a.model) {
     // Features split on along the paths, most used first: what decided the score.
     std::vector<uint32_t> counts(a.model->num_features(), 0);
-    a.model->path_counts(x_.data(), counts.data());
+    a.model->path_counts(x, counts.data());
     std::vector<size_t> order(counts.size());
     for (size_t i = 0; i < order.size(); i++) order[i] = i;
     std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return counts[x] > counts[y]; });
@@ -298,7 +319,7 @@ void DetectStage::emit(App& a, const FeatureRow& row, double score, const RuleSe
     for (size_t i = 0; i < order.size() && i < 5 && counts[order[i]]; i++) {
       if (i) o += ',';
       o += "{\"name\":\""; o += a.model->feature_names()[order[i]];
-      o += "\",\"value\":"; append_general6(o, std::isnan(x_[order[i]]) ? 0 : x_[order[i]]);
+      o += "\",\"value\":"; append_general6(o, std::isnan(x[order[i]]) ? 0 : x[order[i]]);
       o += ",\"splits\":"; append_uint(o, counts[order[i]]);
       o += '}';
     }

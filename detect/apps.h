@@ -74,8 +74,11 @@ class DetectStage {
   // Throws (ModelError or std::runtime_error) naming the app and what is wrong.
   DetectStage(const std::vector<AppConfig>& apps, const std::string& out_path);
   ~DetectStage();
-  // One feature row through every app; detections are written as they fire.
-  void score(const FeatureRow& row, const RuleSet* rules);
+  // Feature rows through every app (rules[i]: the rule set that named row i's hits).
+  // Detections are written row by row in order, as if each row were scored alone; each
+  // model scores the rows in one batch (TreeModel::predict_batch, the same values).
+  void score(const FeatureRow* rows, const RuleSet* const* rules, size_t n);
+  void score(const FeatureRow& row, const RuleSet* rules) { score(&row, &rules, 1); }
   void close();  // throws on a failed write
   void tick() { out_file_->tick(); }  // retry spooled detections, flush (control, ~1/s)
   const SpoolFile& output() const { return *out_file_; }
@@ -111,13 +114,17 @@ class DetectStage {
     std::shared_ptr<const TreeModel> model;
     uint64_t reloads = 0;
     std::vector<uint16_t> columns;  // model feature i ← feature column columns[i]
+    std::vector<float> x;           // the batch's model inputs, row after row
     std::unique_ptr<BoundedTable<EntityKey, Seen>> seen;
   };
-  void emit(App& a, const FeatureRow& row, double score, const RuleSet* rules);
+  double expert_score(const App& a, const FeatureRow& row, const RuleSet* rules, const float* values) const;
+  // x: the row's model inputs (null for an expert rule).
+  void emit(App& a, const FeatureRow& row, double score, const RuleSet* rules, const float* x);
 
   std::vector<App> apps_;
   std::vector<AppStats> stats_;
-  std::vector<float> values_, x_, out_;
+  std::vector<float> values_, out_, margin_;  // values_: kNumColumns per row of the batch
+  std::vector<double> scores_;                 // app k, row r at k × n + r
   std::vector<uint16_t> needed_;  // columns read by some app
   std::unique_ptr<SpoolFile> out_file_;  // a full disk spools detections, never drops them silently
   std::string path_, line_;

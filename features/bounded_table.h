@@ -93,6 +93,27 @@ class BoundedTable {
       return s.v;
     }
   }
+  // Starts loading what find_or_make(k) will touch: the metadata line of k's set (first
+  // step), then — once that line is in cache — the slot it will use (second step).
+  void prefetch(const Key& k, bool slot) const {
+    uint64_t h = XXH3_64bits_withSeed(&k, sizeof k, seed_);
+    uint32_t set = uint32_t(h) & mask_ & ~(kWays - 1);
+    const Meta* m = meta_ + set;
+    if (!slot) {
+      __builtin_prefetch(m);
+      return;
+    }
+    uint32_t sig = uint32_t(h >> 32) | 1, victim = 0;
+    for (uint32_t i = 0; i < kWays; i++) {
+      if (m[i].sig == sig) {
+        victim = i;
+        break;
+      }
+      if (m[victim].sig && (!m[i].sig || m[i].age_s < m[victim].age_s)) victim = i;
+    }
+    const char* s = reinterpret_cast<const char*>(slots_ + set + victim);
+    for (size_t off = 0; off < sizeof(Slot); off += 64) __builtin_prefetch(s + off, 1);
+  }
   // Bytes of the slots in use (under OnDemand the rest of the region is not touched).
   size_t memory_bytes() const { return size_t(mask_ + 1) * (sizeof(Meta) + sizeof(Slot)); }
   uint32_t slots() const { return mask_ + 1; }

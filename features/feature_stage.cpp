@@ -108,12 +108,23 @@ void FeatureStage::roll_window(V& v, uint64_t ts, SketchPool& pool) {
   if (!v.used()) v.window = w;
 }
 
+void FeatureStage::prefetch_client(const FlowRecord& r, bool slot) {
+  clients_.prefetch(endpoint_key(client_addr(r.e), r.e.key.ip_ver), slot);
+}
+
+FeatureStage::PairKey FeatureStage::pair_key(const FlowEntry& e) {
+  PairKey k{};
+  std::memcpy(k.client, client_addr(e), 16);
+  std::memcpy(k.server, server_addr(e), 16);
+  k.port = e.init_lo ? e.key.hi_port : e.key.lo_port;
+  k.proto = e.key.proto;
+  k.ver = e.key.ip_ver;
+  return k;
+}
+
 ClientFeatures FeatureStage::client_features(const FlowRecord& r, const PairFeatures& p) {
   const FlowEntry& e = r.e;
-  EndpointKey ck{};
-  std::memcpy(ck.addr, client_addr(e), 16);
-  ck.ver = e.key.ip_ver;
-  Client& c = clients_.find_or_make(ck, e.first_ns);
+  Client& c = clients_.find_or_make(endpoint_key(client_addr(e), e.key.ip_ver), e.first_ns);
   roll_window(c, e.first_ns, client_sketches_);
   if (!c.used()) c.first_ns = c.last_ns = e.first_ns;
   c.flows++;
@@ -133,13 +144,7 @@ ClientFeatures FeatureStage::client_features(const FlowRecord& r, const PairFeat
 
 PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
   const FlowEntry& e = r.e;
-  int fw = e.init_lo ? 0 : 1;
-  PairKey k{};
-  std::memcpy(k.client, fw == 0 ? e.key.lo : e.key.hi, 16);
-  std::memcpy(k.server, fw == 0 ? e.key.hi : e.key.lo, 16);
-  k.port = fw == 0 ? e.key.hi_port : e.key.lo_port;
-  k.proto = e.key.proto;
-  k.ver = e.key.ip_ver;
+  PairKey k = pair_key(e);
   Pair& p = pairs_.find_or_make(k, e.first_ns);
   if (!p.used()) p.first_ns = p.last_ns = p.base_ns = e.first_ns;
   // A record continuing a long flow (active timeout) is the same contact. Decided by the
@@ -189,10 +194,7 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
 
   // The server endpoint: everyone who talked to it (owned by this worker: records are
   // routed by server).
-  EndpointKey sk{};
-  std::memcpy(sk.addr, k.server, 16);
-  sk.ver = k.ver;
-  Server& sv = servers_.find_or_make(sk, e.first_ns);
+  Server& sv = servers_.find_or_make(endpoint_key(k.server, k.ver), e.first_ns);
   roll_window(sv, e.first_ns, server_sketches_);
   if (!sv.used()) sv.first_ns = sv.last_ns = e.first_ns;
   sv.flows++;
@@ -339,18 +341,25 @@ void FeatureWriter::add_rules(std::shared_ptr<const RuleSet> rs) {
   if (known_.size() > 4) known_.erase(known_.begin());  // records in flight span ≤ 2 sets
 }
 
-void FeatureWriter::consume(const FlowRecord& r) {
-  FeatureRow row;
-  stage_.compute(r, row);
-  line_.clear();
-  // Name the hits with the rule set that produced them (a reload may be under way).
-  const RuleSet* rs = stage_.rules();
-  for (auto& k : known_)
-    if (k.get() == row.pair.sig_rules) rs = k.get();
-  if (on_row) on_row(row, rs);
-  if (!f_) return;
-  FeatureStage::csv_row(row, rs, line_);
-  if (std::fwrite(line_.data(), 1, line_.size(), f_) != line_.size()) bad_ = true;
+void FeatureWriter::consume_batch(const FlowRecord* const* recs, size_t n) {
+  for (size_t done = 0; done < n; done += kRows) {
+    size_t m = std::min(kRows, n - done);
+    for (size_t i = 0; i < m; i++) {
+      FeatureRow& row = rows_[i];
+      stage_.compute(*recs[done + i], row);
+      // Name the hits with the rule set that produced them (a reload may be under way).
+      rules_[i] = stage_.rules();
+      for (auto& k : known_)
+        if (k.get() == row.pair.sig_rules) rules_[i] = k.get();
+    }
+    if (on_rows) on_rows(rows_.data(), rules_, m);
+    if (!f_) continue;
+    for (size_t i = 0; i < m; i++) {
+      line_.clear();
+      FeatureStage::csv_row(rows_[i], rules_[i], line_);
+      if (std::fwrite(line_.data(), 1, line_.size(), f_) != line_.size()) bad_ = true;
+    }
+  }
 }
 
 void FeatureWriter::close() { close_output(f_, bad_, path_); }

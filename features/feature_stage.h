@@ -73,6 +73,13 @@ class FeatureStage final : public RecordStage {
   }
   // Worker owning the client: after process() ran on the server's worker.
   void process_client(FlowRecord& r) override { r.client = client_features(r, r.pair); }
+  // The pair and server sets process() will touch; the client set for process_client().
+  void prefetch(const FlowRecord& r, bool slot) override {
+    PairKey k = pair_key(r.e);
+    pairs_.prefetch(k, slot);
+    servers_.prefetch(endpoint_key(k.server, k.ver), slot);
+  }
+  void prefetch_client(const FlowRecord& r, bool slot) override;
   const RuleSet* rules() const { return matcher_ ? &matcher_->rules() : nullptr; }
 
   // Rule reload without locks: the control core builds a matcher (own scratch) for this
@@ -156,6 +163,13 @@ class FeatureStage final : public RecordStage {
     void operator()(V& v) const { v.sk.release(*pool); }
   };
 
+  static PairKey pair_key(const FlowEntry& e);
+  static EndpointKey endpoint_key(const uint8_t* addr, uint8_t ver) {
+    EndpointKey k{};
+    std::memcpy(k.addr, addr, 16);
+    k.ver = ver;
+    return k;
+  }
   void adopt_pending_rules();
   // Restarts an endpoint's counts when `ts` falls in a later tumbling window (its dense
   // sketches go back to `pool`).
@@ -179,22 +193,36 @@ class FeatureStage final : public RecordStage {
 // Writes feature rows as CSV (first line "# linesight features v3", then the header).
 class FeatureWriter final : public RecordConsumer {
  public:
-  // path "" = rows only for on_row (no CSV).
+  // path "" = rows only for on_rows (no CSV).
   FeatureWriter(const std::string& path, const FeatureConfig& c);  // throws
   ~FeatureWriter() override;
-  void consume(const FlowRecord& r) override;
+  void consume(const FlowRecord& r) override {
+    const FlowRecord* p = &r;
+    consume_batch(&p, 1);
+  }
+  // Rows for up to kRows records at a time, handed to on_rows together (the apps' models
+  // score them in one batch), then written in order.
+  void consume_batch(const FlowRecord* const* recs, size_t n) override;
+  static constexpr size_t kRows = 64;
+  void prefetch(const FlowRecord& r, bool slot) override {
+    if (!r.pair.valid) stage_.prefetch(r, slot);  // else a worker computed the pair features
+    if (!r.client.valid) stage_.prefetch_client(r, slot);
+  }
   void close();  // throws on a failed write
   const FeatureStage& stage() const { return stage_; }
   // Rule sets whose hits may appear in records (the loaded one, then each reload).
   void add_rules(std::shared_ptr<const RuleSet> rs);
   void set_ti(std::shared_ptr<const TiTable> t) { stage_.set_ti(std::move(t)); }
   void set_partners(std::shared_ptr<const PartnerTable> p) { stage_.set_partners(std::move(p)); }
-  // Every row also goes here (the detection apps), in the same pass.
-  std::function<void(const FeatureRow&, const RuleSet*)> on_row;
+  // Every row also goes here (the detection apps), in the same pass: rows[i] with the
+  // rule set that named its hits, rows in record order.
+  std::function<void(const FeatureRow* rows, const RuleSet* const* rules, size_t n)> on_rows;
 
  private:
   FeatureStage stage_;
   std::vector<std::shared_ptr<const RuleSet>> known_;
+  std::vector<FeatureRow> rows_ = std::vector<FeatureRow>(kRows);  // reused: no allocation per row
+  const RuleSet* rules_[kRows];
   FILE* f_ = nullptr;
   std::string path_, line_;
   bool bad_ = false;

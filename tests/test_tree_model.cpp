@@ -6,11 +6,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <fstream>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
+
+#include "detect/apps.h"
+#include "features/feature_stage.h"
 
 #include "detect/tree_model.h"
 
@@ -145,4 +150,69 @@ TEST(TreeModel, ThresholdBelowFloatRangeKeepsTheScalarWalk) {
   m.predict_batch(x, 2, out, margin);
   EXPECT_FLOAT_EQ(1.0f, out[0]);   // missing: default left → 0.5 + 0.5
   EXPECT_FLOAT_EQ(0.0f, out[1]);   // 1 < -inf is false: right → 0.5 - 0.5
+}
+
+// The detect stage scores a batch of rows with one predict_batch per model; the detections
+// (scores, top features, order, cool-downs) must be those of scoring every row alone.
+TEST(DetectStage, BatchedRowsScoreAsRowsAlone) {
+  FeatureConfig fc;
+  fc.hash_seed = 7;
+  FeatureStage st(fc);
+  std::mt19937_64 rng(5);
+  std::vector<FlowRecord> recs(600);
+  for (size_t i = 0; i < recs.size(); i++) {
+    FlowRecord& r = recs[i];
+    r = FlowRecord{};
+    r.e.key.ip_ver = 4;
+    r.e.key.proto = i % 5 ? 6 : 17;
+    r.e.init_lo = 1;
+    // The first 200 records: four clients beaconing to one server each every 60 s; the
+    // rest: random clients, 150 servers, random times.
+    bool beacon = i < 200;
+    uint32_t client = beacon ? uint32_t(i % 4) : uint32_t(50 + i % 37);
+    uint32_t server = beacon ? uint32_t(i % 4) : uint32_t(10 + rng() % 150);
+    r.e.key.lo[0] = 10, r.e.key.lo[3] = uint8_t(client);
+    r.e.key.hi[0] = 198, r.e.key.hi[3] = uint8_t(server);
+    r.e.key.lo_port = uint16_t(40000 + i), r.e.key.hi_port = server % 2 ? 443 : 8080;
+    uint64_t t = beacon ? 60 * (i / 4) : rng() % 20000;
+    r.e.first_ns = (1'700'000'000 + t) * 1'000'000'000ull + rng() % 100'000'000;
+    r.e.last_ns = r.e.first_ns + rng() % 3'000'000'000ull;
+    r.e.pkts[0] = uint32_t(1 + rng() % 20), r.e.pkts[1] = uint32_t(rng() % 20);
+    r.e.bytes[0] = r.e.pkts[0] * (60 + rng() % 900), r.e.bytes[1] = r.e.pkts[1] * (60 + rng() % 900);
+    r.e.tcp_state = uint16_t(rng() % 2 ? TCP_SYN | TCP_SYNACK | TCP_ESTABLISHED : TCP_SYN);
+  }
+  std::vector<FeatureRow> rows(recs.size());
+  for (size_t i = 0; i < recs.size(); i++) st.compute(recs[i], rows[i]);
+  std::vector<const RuleSet*> rules(rows.size(), nullptr);
+
+  std::vector<AppConfig> apps = {parse_app("c2:server:" LS_SOURCE_ROOT "/detect/models/c2-server.json:0.05"),
+                                 parse_app("beacon:server:rule:periodicity=0.5,contacts=4"),
+                                 parse_app("long:flow:rule:duration_s>=2.5"),
+                                 parse_app("c2flow:flow:" LS_SOURCE_ROOT "/detect/models/c2-server.json:0.05")};
+  auto run = [&](size_t chunk) {
+    std::string path = ::testing::TempDir() + "ls_batch_" + std::to_string(chunk) + ".jsonl";
+    DetectStage d(apps, path);
+    for (size_t i = 0; i < rows.size(); i += chunk)
+      d.score(rows.data() + i, rules.data() + i, std::min(chunk, rows.size() - i));
+    d.close();
+    std::ifstream f(path);
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::remove(path.c_str());
+    std::vector<uint64_t> fired;
+    for (auto& s : d.stats()) fired.push_back(s.fired + s.cooled * 1000000);
+    return std::make_pair(text, fired);
+  };
+  auto alone = run(1);
+  size_t c2 = 0;
+  for (size_t at = 0; (at = alone.first.find("\"app\":\"c2\"", at)) != std::string::npos; at++) c2++;
+  EXPECT_GT(c2, 5u);  // the model fires, and not on everything
+  EXPECT_LT(c2, rows.size() / 2);
+  EXPECT_NE(alone.first.find("\"app\":\"beacon\""), std::string::npos);
+  EXPECT_NE(alone.first.find("\"app\":\"long\""), std::string::npos);
+  EXPECT_NE(alone.first.find("top_features"), std::string::npos);
+  for (size_t chunk : {size_t(5), size_t(8), size_t(64), rows.size()}) {
+    auto b = run(chunk);
+    EXPECT_EQ(alone.first, b.first) << "batches of " << chunk;
+    EXPECT_EQ(alone.second, b.second) << "batches of " << chunk;
+  }
 }
