@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
@@ -19,6 +20,8 @@ namespace ls {
 namespace {
 
 using Json = nlohmann::json;
+
+int default_engine();
 
 [[noreturn]] void fail(const std::string& name, const std::string& where, const std::string& what) {
   throw ModelError(name + ": " + where + ": " + what);
@@ -202,6 +205,7 @@ TreeModel TreeModel::compile(const nlohmann::json& j, const std::string& name) {
     m.tree_class_.push_back(uint32_t(cls));
   }
   m.build_levels();
+  m.engine_ = m.lvl_feat_.empty() ? Engine::SCALAR : Engine(default_engine());
   return m;
 }
 
@@ -262,18 +266,70 @@ void TreeModel::build_levels() {
   lvl_leaf_.resize(lvl_leaf_.size() + 32, 0);
 }
 
+template <class Walk>
+void TreeModel::each_level_tree(size_t n, float* margin, Walk&& walk) const {
+  for (size_t t = 0; t < trees_.size(); t++) {
+    const int32_t* feat = lvl_feat_.data() + lvl_node_off_[t];
+    const float* thr = lvl_thr_.data() + lvl_node_off_[t];
+    const float* leaf = lvl_leaf_.data() + lvl_leaf_off_[t];
+    float* acc = margin + size_t(tree_class_[t]) * n;
+    uint32_t d = depth_[t];
+    auto at = [&](auto D) { walk(D, feat, thr, leaf, d, acc); };
+    switch (d) {
+      case 0: at(std::integral_constant<int, 0>{}); break;
+      case 1: at(std::integral_constant<int, 1>{}); break;
+      case 2: at(std::integral_constant<int, 2>{}); break;
+      case 3: at(std::integral_constant<int, 3>{}); break;
+      case 4: at(std::integral_constant<int, 4>{}); break;
+      case 5: at(std::integral_constant<int, 5>{}); break;
+      case 6: at(std::integral_constant<int, 6>{}); break;
+      case 7: at(std::integral_constant<int, 7>{}); break;
+      case 8: at(std::integral_constant<int, 8>{}); break;
+      default: at(std::integral_constant<int, 9>{}); break;
+    }
+  }
+}
+
 namespace {
-bool use_avx512() {
+constexpr const char* kEngineNames[] = {"scalar", "avx2", "avx512"};
+
+bool cpu_runs(int engine) {
 #if defined(__x86_64__)
-  static const bool yes = __builtin_cpu_supports("avx512f") && !std::getenv("LINESIGHT_NO_AVX512");
-  return yes;
-#else
-  return false;
+  if (engine == 2) return __builtin_cpu_supports("avx512f");
+  if (engine == 1) return __builtin_cpu_supports("avx2");
 #endif
+  return engine == 0;
+}
+
+// The best kernel this CPU runs, capped by LINESIGHT_BATCH_ENGINE (read once).
+int default_engine() {
+  static const int best = [] {
+    int b = cpu_runs(2) ? 2 : cpu_runs(1) ? 1 : 0;
+    if (const char* e = std::getenv("LINESIGHT_BATCH_ENGINE")) {
+      int cap = -1;
+      for (int i = 0; i < 3; i++)
+        if (std::string(e) == kEngineNames[i]) cap = i;
+      if (cap < 0)
+        std::fprintf(stderr, "linesight: LINESIGHT_BATCH_ENGINE=%s: not scalar, avx2 or avx512; ignored\n", e);
+      else
+        b = std::min(b, cap);
+    }
+    return b;
+  }();
+  return best;
 }
 }  // namespace
 
-const char* TreeModel::batch_engine() const { return !lvl_feat_.empty() && use_avx512() ? "avx512" : "scalar"; }
+const char* TreeModel::batch_engine() const { return kEngineNames[int(engine_)]; }
+
+bool TreeModel::set_batch_engine(const std::string& name) {
+  for (int i = 0; i < 3; i++)
+    if (name == kEngineNames[i] && cpu_runs(i) && (i == 0 || !lvl_feat_.empty())) {
+      engine_ = Engine(i);
+      return true;
+    }
+  return false;
+}
 
 #if defined(__x86_64__)
 // GCC 12 warns inside its own avx512fintrin.h (_mm512_undefined_* placeholders).
@@ -445,29 +501,177 @@ __attribute__((target("avx512f"))) void TreeModel::batch_avx512(const float* x, 
   // Groups of blocks outermost: their 32 × F floats each stay in L1 while every tree's
   // few level rows come from L2.
   for (size_t b0 = 0; b0 < blocks; b0 += kBlocks)
-    for (size_t t = 0; t < trees_.size(); t++) {
-      const int32_t* feat = lvl_feat_.data() + lvl_node_off_[t];
-      const float* thr = lvl_thr_.data() + lvl_node_off_[t];
-      const float* leaf = lvl_leaf_.data() + lvl_leaf_off_[t];
-      float* acc = margin + size_t(tree_class_[t]) * n;
-      uint32_t d = depth_[t];
-      switch (d) {
-        case 0: walk_tree<0>(feat, thr, leaf, d, xt, F, n, b0, acc); break;
-        case 1: walk_tree<1>(feat, thr, leaf, d, xt, F, n, b0, acc); break;
-        case 2: walk_tree<2>(feat, thr, leaf, d, xt, F, n, b0, acc); break;
-        case 3: walk_tree<3>(feat, thr, leaf, d, xt, F, n, b0, acc); break;
-        case 4: walk_tree<4>(feat, thr, leaf, d, xt, F, n, b0, acc); break;
-        case 5: walk_tree<5>(feat, thr, leaf, d, xt, F, n, b0, acc); break;
-        case 6: walk_tree<6>(feat, thr, leaf, d, xt, F, n, b0, acc); break;
-        case 7: walk_tree<7>(feat, thr, leaf, d, xt, F, n, b0, acc); break;
-        case 8: walk_tree<8>(feat, thr, leaf, d, xt, F, n, b0, acc); break;
-        default: walk_tree<9>(feat, thr, leaf, d, xt, F, n, b0, acc); break;
+    each_level_tree(n, margin, [&](auto D, const int32_t* feat, const float* thr, const float* leaf, uint32_t d,
+                                   float* acc) { walk_tree<D()>(feat, thr, leaf, d, xt, F, n, b0, acc); });
+}
+
+// The AVX2 kernel: the same level-order walk as above, 8 lanes per register (a 16-vector
+// block is two groups: its lanes 0-7 and 8-15). No mask registers: a turn is a compare's
+// all-ones lanes, and pos = 2 pos - (all-ones = -1).
+namespace {
+constexpr size_t kGroups = 4;        // 8-lane groups walked together
+constexpr int kSelectLevels8 = 3;    // levels whose values are picked by loads and blends
+constexpr int kPickLevels8 = 5;      // deepest level whose node rows are permuted, not gathered
+
+#define LS_AVX2 __attribute__((target("avx2"), always_inline)) inline
+
+// Entry pos of t[0, 2^L) in each lane: one permute per 8 entries, then blends on pos's
+// bits from 3 up (blendv reads the sign bit: bit L-1 shifted there).
+template <int L>
+LS_AVX2 __m256 pick8(const float* t, __m256i pos) {
+  if constexpr (L <= 3) {
+    return _mm256_permutevar8x32_ps(_mm256_loadu_ps(t), pos);
+  } else {
+    __m256 lo = pick8<L - 1>(t, pos), hi = pick8<L - 1>(t + (1 << (L - 1)), pos);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(pos, 32 - L)));
+  }
+}
+
+template <int L>
+LS_AVX2 __m256 select_level8(const float* xb, const int32_t* fl, const __m256* turn) {
+  constexpr int W = 1 << L;
+  __m256 r[W];
+  for (int j = 0; j < W; j++) r[j] = _mm256_loadu_ps(xb + fl[j]);
+  for (int k = L - 1, w = W; k >= 0; k--) {
+    w /= 2;
+    for (int j = 0; j < w; j++) r[j] = _mm256_blendv_ps(r[2 * j], r[2 * j + 1], turn[k]);
+  }
+  return r[0];
+}
+
+LS_AVX2 __m256i lanes8() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+
+// r[j] = row j of an 8 x 8 tile -> r[k] = column k.
+LS_AVX2 void transpose8(__m256* r) {
+  __m256 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {
+    r[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
+    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xee);
+    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xee);
+  }
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+    t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+  }
+  for (int i = 0; i < 8; i++) r[i] = t[i];
+}
+
+// The layout of batch_avx512's blocks (16 vectors, feature-major, each feature as two
+// rows: missing as +inf, missing as -inf), filled by 8 x 8 tiles: group q is lanes
+// 8 (q % 2) .. + 7 of block q / 2. Lanes past n copy the last vector; a block's second
+// half past n is left unwritten (no group reads it: missing groups repeat the last).
+LS_AVX2 void fill_blocks8(const float* x, size_t n, size_t F, float* xt) {
+  const __m256 pinf = _mm256_set1_ps(std::numeric_limits<float>::infinity()), ninf = _mm256_sub_ps(_mm256_setzero_ps(), pinf);
+  for (size_t q = 0; q < (n + 7) / 8; q++)
+    for (size_t c = 0; c < F; c += 8) {
+      size_t w = std::min<size_t>(8, F - c);
+      __m256i cols = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(w)), lanes8());
+      __m256 r[8];
+      for (size_t j = 0; j < 8; j++) r[j] = _mm256_maskload_ps(x + std::min(q * 8 + j, n - 1) * F + c, cols);
+      transpose8(r);
+      float* out = xt + q / 2 * 32 * F + q % 2 * 8 + c * 32;
+      for (size_t k = 0; k < w; k++) {
+        __m256 missing = _mm256_cmp_ps(r[k], r[k], _CMP_UNORD_Q);
+        _mm256_storeu_ps(out + k * 32, _mm256_blendv_ps(r[k], pinf, missing));
+        _mm256_storeu_ps(out + k * 32 + 16, _mm256_blendv_ps(r[k], ninf, missing));
       }
     }
+}
+
+template <int L>
+LS_AVX2 void level_step8(const int32_t* feat, const float* thr, const float* const* xb, __m256i* pos,
+                         __m256 (*turn)[kSelectLevels8]) {
+  const int32_t* fl = feat + (1 << L) - 1;
+  const float* tl = thr + (1 << L) - 1;
+  for (size_t g = 0; g < kGroups; g++) {
+    __m256 th, v;
+    if constexpr (L <= kPickLevels8)
+      th = pick8<L>(tl, pos[g]);
+    else
+      th = _mm256_i32gather_ps(tl, pos[g], 4);
+    if constexpr (L < kSelectLevels8) {
+      v = select_level8<L>(xb[g], fl, turn[g]);
+    } else {
+      __m256i f;
+      if constexpr (L <= kPickLevels8)
+        f = _mm256_castps_si256(pick8<L>(reinterpret_cast<const float*>(fl), pos[g]));
+      else
+        f = _mm256_i32gather_epi32(fl, pos[g], 4);
+      v = _mm256_i32gather_ps(xb[g], _mm256_add_epi32(lanes8(), f), 4);
+    }
+    __m256 right = _mm256_cmp_ps(v, th, _CMP_NLT_UQ);
+    if constexpr (L < kSelectLevels8) turn[g][L] = right;
+    pos[g] = _mm256_sub_epi32(_mm256_add_epi32(pos[g], pos[g]), _mm256_castps_si256(right));
+  }
+}
+
+// Groups g0 .. g0 + kGroups - 1 (those past `groups` repeat the last) through one tree of
+// depth D; past 8 the levels are walked in a loop.
+template <int D>
+__attribute__((target("avx2"))) void walk_tree8(const int32_t* feat, const float* thr, const float* leaf,
+                                                uint32_t depth, const float* xt, size_t F, size_t n, size_t g0,
+                                                float* acc) {
+  const size_t groups = (n + 7) / 8;
+  const float* xb[kGroups];
+  __m256i pos[kGroups];
+  __m256 turn[kGroups][kSelectLevels8];
+  for (size_t g = 0; g < kGroups; g++) {
+    size_t q = std::min(g0 + g, groups - 1);
+    xb[g] = xt + q / 2 * 32 * F + q % 2 * 8;
+    pos[g] = _mm256_setzero_si256();
+  }
+  if constexpr (D > 0) level_step8<0>(feat, thr, xb, pos, turn);
+  if constexpr (D > 1) level_step8<1>(feat, thr, xb, pos, turn);
+  if constexpr (D > 2) level_step8<2>(feat, thr, xb, pos, turn);
+  if constexpr (D > 3) level_step8<3>(feat, thr, xb, pos, turn);
+  if constexpr (D > 4) level_step8<4>(feat, thr, xb, pos, turn);
+  if constexpr (D > 5) level_step8<5>(feat, thr, xb, pos, turn);
+  if constexpr (D > 6) level_step8<6>(feat, thr, xb, pos, turn);
+  if constexpr (D > 7) level_step8<7>(feat, thr, xb, pos, turn);
+  if constexpr (D > 8)
+    for (uint32_t l = 8; l < depth; l++)
+      for (size_t g = 0; g < kGroups; g++) {
+        __m256i f = _mm256_i32gather_epi32(feat + (1u << l) - 1, pos[g], 4);
+        __m256 th = _mm256_i32gather_ps(thr + (1u << l) - 1, pos[g], 4);
+        __m256 v = _mm256_i32gather_ps(xb[g], _mm256_add_epi32(lanes8(), f), 4);
+        __m256 right = _mm256_cmp_ps(v, th, _CMP_NLT_UQ);
+        pos[g] = _mm256_sub_epi32(_mm256_add_epi32(pos[g], pos[g]), _mm256_castps_si256(right));
+      }
+  for (size_t g = 0; g < kGroups && g0 + g < groups; g++) {
+    size_t i = (g0 + g) * 8;
+    __m256 lv;
+    if constexpr (D <= 6)
+      lv = pick8<D>(leaf, pos[g]);
+    else
+      lv = _mm256_i32gather_ps(leaf, pos[g], 4);
+    if (n - i >= 8) {
+      _mm256_storeu_ps(acc + i, _mm256_add_ps(_mm256_loadu_ps(acc + i), lv));
+    } else {  // the same single addition per row as the vector path
+      alignas(32) float v[8];
+      _mm256_store_ps(v, lv);
+      for (size_t j = 0; j < n - i; j++) acc[i + j] += v[j];
+    }
+  }
+}
+}  // namespace
+
+__attribute__((target("avx2"))) void TreeModel::batch_avx2(const float* x, size_t n, float* margin, float* xt) const {
+  const size_t F = num_features_, groups = (n + 7) / 8;
+  fill_blocks8(x, n, F, xt);
+  // Groups outermost, as in batch_avx512: their values stay in L1 across the trees.
+  for (size_t g0 = 0; g0 < groups; g0 += kGroups)
+    each_level_tree(n, margin, [&](auto D, const int32_t* feat, const float* thr, const float* leaf, uint32_t d,
+                                   float* acc) { walk_tree8<D()>(feat, thr, leaf, d, xt, F, n, g0, acc); });
 }
 #pragma GCC diagnostic pop
 #else
 void TreeModel::batch_avx512(const float*, size_t, float*, float*) const {}
+void TreeModel::batch_avx2(const float*, size_t, float*, float*) const {}
 #endif
 
 void TreeModel::finish(float* margin, float* out) const {
@@ -523,8 +727,11 @@ void TreeModel::predict_batch(const float* x, size_t n, float* out, float* margi
   uint32_t k = num_class_;
   uint32_t outs = link_ == Link::ARGMAX ? 1 : k;
   std::fill(margin, margin + n * k, base_margin_);
-  if (!lvl_feat_.empty() && use_avx512()) {
-    batch_avx512(x, n, margin, margin + n * k);
+  if (engine_ != Engine::SCALAR) {
+    if (engine_ == Engine::AVX512)
+      batch_avx512(x, n, margin, margin + n * k);
+    else
+      batch_avx2(x, n, margin, margin + n * k);
     float m[1024];
     for (size_t i = 0; i < n; i++) {
       for (uint32_t c = 0; c < k; c++) m[c] = margin[c * n + i];

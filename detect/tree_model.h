@@ -38,10 +38,15 @@ class TreeModel {
   // margin_floats(n) floats.
   void predict_batch(const float* x, size_t n, float* out, float* margin) const;
   size_t margin_floats(size_t n) const { return n * num_class_ + (n + 15) / 16 * 32 * num_features_; }
-  // Which batch kernel predict_batch uses here: "avx512" (16 vectors in lockstep through
-  // each tree laid out level by level) or "scalar" (CPU without AVX-512F, or a tree deeper
-  // than kMaxSimdDepth). Both give bit-identical results (same additions, same order).
+  // Which batch kernel predict_batch uses: "avx512" (16 vectors in lockstep through each
+  // tree laid out level by level), "avx2" (the same walk, 8 lanes at a time) or "scalar"
+  // (no SIMD on this CPU, or a tree deeper than kMaxSimdDepth). The best the CPU runs is
+  // chosen at load; LINESIGHT_BATCH_ENGINE=scalar|avx2|avx512 caps it. All give
+  // bit-identical results (same additions, same order).
   const char* batch_engine() const;
+  // Selects a kernel by name (tests, benchmarks); false, and no change, when this CPU or
+  // this model cannot run it.
+  bool set_batch_engine(const std::string& name);
   static constexpr uint32_t kMaxSimdDepth = 10;
   // How often each feature was split on along this vector's paths (counts has
   // num_features() entries, added to): the evidence of which features decided.
@@ -75,6 +80,11 @@ class TreeModel {
   // Adds every tree's leaf for the n rows of x to class-major margins (margin[c * n + row]);
   // xt is scratch for the rows regrouped 16 at a time, feature-major.
   void batch_avx512(const float* x, size_t n, float* margin, float* xt) const;
+  void batch_avx2(const float* x, size_t n, float* margin, float* xt) const;
+  // walk(D, feat, thr, leaf, depth, acc) for each tree's level arrays and margin row, D a
+  // std::integral_constant of its depth (9 for 9 and deeper): one kernel per depth.
+  template <class Walk>
+  void each_level_tree(size_t n, float* margin, Walk&& walk) const;
   static TreeModel compile(const nlohmann::json& j, const std::string& name);
 
   std::vector<Node> nodes_;
@@ -94,6 +104,7 @@ class TreeModel {
   std::string objective_;
   uint32_t num_features_ = 0, num_class_ = 1;
   float base_margin_ = 0;
+  enum class Engine : uint8_t { SCALAR, AVX2, AVX512 } engine_ = Engine::SCALAR;
   enum class Link : uint8_t { IDENTITY, SIGMOID, SOFTMAX, ARGMAX } link_ = Link::IDENTITY;
 };
 

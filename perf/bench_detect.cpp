@@ -1,6 +1,7 @@
 // Tree-ensemble engine: ns per prediction for 100 trees of depth 6 and 500 of depth 8,
-// one vector at a time (predict: the scalar walk) and in batches (predict_batch: the
-// AVX-512 kernel where the CPU has it; LINESIGHT_NO_AVX512=1 for the scalar one).
+// one vector at a time (predict: the scalar walk) and in batches (predict_batch: the best
+// kernel the CPU runs, named in each batch row's label; LINESIGHT_BATCH_ENGINE=avx2 or
+// =scalar caps it).
 // Models are random full trees over 40 features, loaded through the same JSON path as
 // XGBoost's files; 10 % of values missing. BM_PredictBatch/1/1/256 is the fixed cost
 // per vector (regrouping the batch, the sigmoid); BM_Shipped* score the shipped
@@ -79,6 +80,7 @@ void BM_PredictBatch(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
   }
   st.SetItemsProcessed(int64_t(st.iterations() * batch));
+  st.SetLabel(m.batch_engine());
 }
 
 std::vector<float> vectors_for(const ls::TreeModel& m, size_t n) {
@@ -110,6 +112,7 @@ void BM_ShippedBatch(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
   }
   st.SetItemsProcessed(int64_t(st.iterations() * batch));
+  st.SetLabel(m.batch_engine());
 }
 
 }  // namespace

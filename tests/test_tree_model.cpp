@@ -1,4 +1,4 @@
-// The batch kernel (AVX-512 where the CPU has it) against the one-vector walk: random
+// The batch kernels (each one the CPU runs) against the one-vector walk: random
 // XGBoost-shaped models of every depth the kernel handles, lopsided trees, several
 // classes, and inputs with missing values, infinities and values equal to thresholds.
 // Both add the same leaves in the same order, so results must be bit-identical; the
@@ -8,10 +8,12 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "detect/apps.h"
@@ -77,19 +79,24 @@ struct Gen {
   }
 };
 
-// predict_batch == predict, bit for bit, for batch sizes around the 16-vector blocks.
-void same_as_one_by_one(const TreeModel& m, Gen& g, const char* what) {
-  int F = int(m.num_features());
-  for (size_t n : {1u, 5u, 16u, 17u, 63u, 64u, 65u, 200u}) {
-    auto x = g.inputs(n, F);
-    std::vector<float> got(n * m.num_outputs()), want(m.num_outputs()), margin(m.margin_floats(n));
-    m.predict_batch(x.data(), n, got.data(), margin.data());
-    for (size_t i = 0; i < n; i++) {
-      m.predict(x.data() + i * size_t(F), want.data());
-      for (size_t o = 0; o < m.num_outputs(); o++)
-        ASSERT_EQ(0, std::memcmp(&got[i * m.num_outputs() + o], &want[o], sizeof(float)))
-            << what << ": vector " << i << " of " << n << " output " << o << ": batch " << got[i * m.num_outputs() + o]
-            << " one-by-one " << want[o] << " (engine " << m.batch_engine() << ")";
+// predict_batch == predict, bit for bit, for batch sizes around the 8- and 16-vector
+// groups, with every batch engine this CPU runs.
+void same_as_one_by_one(const TreeModel& model, Gen& g, const char* what) {
+  int F = int(model.num_features());
+  for (const char* engine : {"scalar", "avx2", "avx512"}) {
+    TreeModel m = model;
+    if (!m.set_batch_engine(engine)) continue;
+    for (size_t n : {1u, 5u, 8u, 9u, 16u, 17u, 24u, 63u, 64u, 65u, 200u}) {
+      auto x = g.inputs(n, F);
+      std::vector<float> got(n * m.num_outputs()), want(m.num_outputs()), margin(m.margin_floats(n));
+      m.predict_batch(x.data(), n, got.data(), margin.data());
+      for (size_t i = 0; i < n; i++) {
+        m.predict(x.data() + i * size_t(F), want.data());
+        for (size_t o = 0; o < m.num_outputs(); o++)
+          ASSERT_EQ(0, std::memcmp(&got[i * m.num_outputs() + o], &want[o], sizeof(float)))
+              << what << ": vector " << i << " of " << n << " output " << o << ": batch "
+              << got[i * m.num_outputs() + o] << " one-by-one " << want[o] << " (engine " << m.batch_engine() << ")";
+      }
     }
   }
 }
@@ -122,13 +129,24 @@ TEST(TreeModel, BatchEqualsOneByOneMultiClass) {
 TEST(TreeModel, BatchEngineAndFallbacks) {
   Gen g;
   auto m = g.model(10, 6, 40, 1, 0.0f);
-  if (__builtin_cpu_supports("avx512f") && !std::getenv("LINESIGHT_NO_AVX512"))
-    EXPECT_STREQ("avx512", m.batch_engine());
-  else
-    EXPECT_STREQ("scalar", m.batch_engine());
+  const char* env = std::getenv("LINESIGHT_BATCH_ENGINE");
+  bool avx512 = __builtin_cpu_supports("avx512f"), avx2 = __builtin_cpu_supports("avx2");
+  if (env && std::string(env) == "scalar")
+    avx512 = avx2 = false;
+  else if (env && std::string(env) == "avx2")
+    avx512 = false;
+  EXPECT_STREQ(avx512 ? "avx512" : avx2 ? "avx2" : "scalar", m.batch_engine());
+  // Selecting: what the CPU runs, nothing else; an unknown name changes nothing.
+  EXPECT_EQ(bool(__builtin_cpu_supports("avx2")), m.set_batch_engine("avx2"));
+  EXPECT_EQ(bool(__builtin_cpu_supports("avx512f")), m.set_batch_engine("avx512"));
+  EXPECT_TRUE(m.set_batch_engine("scalar"));
+  EXPECT_FALSE(m.set_batch_engine("sse9"));
+  EXPECT_STREQ("scalar", m.batch_engine());
   // Deeper than the kernel's limit: the scalar walk, same answers.
   auto deep = g.model(4, int(TreeModel::kMaxSimdDepth) + 2, 8, 1, 0.0f);
   EXPECT_STREQ("scalar", deep.batch_engine());
+  EXPECT_FALSE(deep.set_batch_engine("avx2"));
+  EXPECT_FALSE(deep.set_batch_engine("avx512"));
   same_as_one_by_one(deep, g, "too deep");
 }
 
@@ -145,6 +163,7 @@ TEST(TreeModel, ThresholdBelowFloatRangeKeepsTheScalarWalk) {
                          {{"name", "gbtree"}, {"model", {{"trees", {tree}}, {"tree_info", {0}}}}}}}}};
   auto m = TreeModel::load_string(j.dump());
   EXPECT_STREQ("scalar", m.batch_engine());
+  EXPECT_FALSE(m.set_batch_engine("avx2"));
   float x[4] = {std::nanf(""), 0, 1, 0}, out[2], margin[128];
   ASSERT_LE(m.margin_floats(2), 128u);
   m.predict_batch(x, 2, out, margin);
