@@ -10,49 +10,60 @@
 
 namespace ls {
 
-inline void append_uint(std::string& o, uint64_t v) {
-  char b[24];
-  o.append(b, std::to_chars(b, b + sizeof b, v).ptr);
-}
+// put_*: write into a buffer with room for the longest form (kMaxNumber for a number,
+// kMaxIp for an address) and return the end; append_* wrap them for strings.
+constexpr size_t kMaxNumber = 24;  // 20 digits of a uint64, or "-1.23457e-308"
+constexpr size_t kMaxIp = 48;      // INET6_ADDRSTRLEN and then some
+
+inline char* put_uint(char* p, uint64_t v) { return std::to_chars(p, p + 20, v).ptr; }
+inline char* put_int(char* p, int64_t v) { return std::to_chars(p, p + 20, v).ptr; }
 
 // Fixed 3 decimals (records) or 6 significant digits (features); non-finite → 0.
 // Both take an integer fast path where the result is the same: to_chars with a
 // precision goes through a slow exact-decimal routine, and these run per CSV/JSON field.
-inline void append_digits(std::string& o, uint64_t v, int width) {  // zero-padded
+inline char* put_digits(char* p, uint64_t v, int width) {  // zero-padded, width ≤ 20
   char b[24];
   char* e = std::to_chars(b, b + sizeof b, v).ptr;
-  for (int pad = width - int(e - b); pad > 0; pad--) o += '0';
-  o.append(b, e);
+  for (int pad = width - int(e - b); pad > 0; pad--) *p++ = '0';
+  for (char* q = b; q < e; q++) *p++ = *q;
+  return p;
 }
 
 // True when x is so near a rounding tie that the binary product may round the wrong way:
 // then only the exact routine knows.
 inline bool near_tie(double x) { return std::fabs(x - std::floor(x) - 0.5) < 1e-6; }
 
+// |v| ≥ 1e36 does not fit 40 bytes in fixed form: scientific then.
 inline void append_fixed3(std::string& o, double v) {
   if (!std::isfinite(v)) v = 0;
   double a = std::fabs(v);
+  char b[40], *p = b;
   if (a < 1e12 && !near_tie(a * 1000)) {
     uint64_t r = uint64_t(std::llround(a * 1000));
-    if (std::signbit(v) && r) o += '-';
-    append_uint(o, r / 1000);
-    o += '.';
-    append_digits(o, r % 1000, 3);
-    return;
+    if (std::signbit(v) && r) *p++ = '-';
+    p = put_uint(p, r / 1000);
+    *p++ = '.';
+    p = put_digits(p, r % 1000, 3);
+  } else {
+    auto r = std::to_chars(b, b + sizeof b, v, std::chars_format::fixed, 3);
+    p = r.ec == std::errc{} ? r.ptr : std::to_chars(b, b + sizeof b, v, std::chars_format::scientific, 3).ptr;
   }
-  char b[40];
-  o.append(b, std::to_chars(b, b + sizeof b, v, std::chars_format::fixed, 3).ptr);
+  o.append(b, p);
 }
 
 // printf's %g: 6 significant digits, trailing zeros dropped, exponent form outside
 // [1e-4, 1e6).
-inline void append_general6(std::string& o, double v) {
+inline char* put_general6(char* p, double v) {
   if (!std::isfinite(v)) v = 0;
   static constexpr double kPow[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
   double a = std::fabs(v);
   if (a == 0) {
-    o += '0';
-    return;
+    *p++ = '0';
+    return p;
+  }
+  if (a < 999999.5 && a == std::floor(a)) {  // whole numbers (counts): the digits as they are
+    if (std::signbit(v)) *p++ = '-';
+    return put_uint(p, uint64_t(a));
   }
   if (a >= 1e-4 && a < 999999.5) {
     int e = 0;  // floor(log10(a)), from -4 to 5
@@ -62,46 +73,66 @@ inline void append_general6(std::string& o, double v) {
       while (e > -4 && a < 1 / kPow[-e]) e--;
     }
     int d = 5 - e;  // decimals for 6 significant digits
-    uint64_t r = uint64_t(std::llround(a * kPow[d]));
-    if (r >= 1'000'000 && d > 0) r = uint64_t(std::llround(a * kPow[--d]));  // 9.999995 → 10.0000
-    if ((r < 1'000'000 || d == 0) && !near_tie(a * kPow[d])) {
-      uint64_t unit = uint64_t(kPow[d]);
-      uint64_t ip = r / unit, fp = r % unit;
+    // x + 0.5 truncated = llround(x) unless x is within 1e-6 of a tie (x < 2e6: the
+    // addition's error is ~1e-10), and ties go to to_chars below.
+    // Both roundings must be clear of a tie (99999.95, stored as 99999.949999…, is
+    // 999999.5 once scaled: the first rounding alone would make it 100000).
+    double x = a * kPow[d];
+    uint32_t r = uint32_t(x + 0.5);
+    bool tie = near_tie(x);
+    if (r >= 1'000'000 && d > 0) {  // 9.999995 → 10.0000
+      x = a * kPow[--d];
+      r = uint32_t(x + 0.5);
+      tie |= near_tie(x);
+    }
+    if ((r < 1'000'000 || d == 0) && !tie) {
+      uint32_t unit = uint32_t(kPow[d]);
+      uint32_t ip = r / unit, fp = r % unit;
       while (d > 0 && fp % 10 == 0) {  // %g drops trailing zeros
         fp /= 10;
         d--;
       }
-      if (std::signbit(v)) o += '-';
-      append_uint(o, ip);
+      if (std::signbit(v)) *p++ = '-';
+      p = put_uint(p, ip);
       if (d > 0) {
-        o += '.';
-        append_digits(o, fp, d);
+        *p++ = '.';
+        p = put_digits(p, fp, d);
       }
-      return;
+      return p;
     }
   }
-  char b[40];
-  o.append(b, std::to_chars(b, b + sizeof b, v, std::chars_format::general, 6).ptr);
+  return std::to_chars(p, p + kMaxNumber, v, std::chars_format::general, 6).ptr;
 }
 
 // IPv4 in the first 4 bytes when ip_ver is 4. Dotted quads directly: inet_ntop goes
 // through printf and this runs once per record.
-inline std::string format_ip(const uint8_t* a, uint8_t ip_ver) {
+inline char* put_ip(char* p, const uint8_t* a, uint8_t ip_ver) {
   if (ip_ver == 6) {
-    char b[INET6_ADDRSTRLEN];
-    inet_ntop(AF_INET6, a, b, sizeof b);
-    return b;
+    inet_ntop(AF_INET6, a, p, kMaxIp);
+    while (*p) p++;
+    return p;
   }
-  std::string s;
-  s.reserve(15);
   for (int i = 0; i < 4; i++) {
-    if (i) s += '.';
+    if (i) *p++ = '.';
     uint8_t v = a[i];
-    if (v >= 100) s += char('0' + v / 100);
-    if (v >= 10) s += char('0' + v / 10 % 10);
-    s += char('0' + v % 10);
+    if (v >= 100) *p++ = char('0' + v / 100);
+    if (v >= 10) *p++ = char('0' + v / 10 % 10);
+    *p++ = char('0' + v % 10);
   }
-  return s;
+  return p;
+}
+
+inline void append_uint(std::string& o, uint64_t v) {
+  char b[kMaxNumber];
+  o.append(b, put_uint(b, v));
+}
+inline void append_general6(std::string& o, double v) {
+  char b[kMaxNumber];
+  o.append(b, put_general6(b, v));
+}
+inline std::string format_ip(const uint8_t* a, uint8_t ip_ver) {
+  char b[kMaxIp];
+  return std::string(b, put_ip(b, a, ip_ver));
 }
 
 inline std::string trim(const std::string& s) {

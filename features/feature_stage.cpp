@@ -235,90 +235,124 @@ const char* FeatureStage::csv_header() {
 }
 
 namespace {
-void num(std::string& o, uint64_t v) { append_uint(o, v); }
-void dbl(std::string& o, double v) { append_general6(o, v); }
+// A row's fields go to a stack buffer (no string growth per field) and reach the row in a
+// few pieces: when the buffer nears its end and around fields of unbounded length.
+class RowText {
+ public:
+  explicit RowText(std::string& o) : o_(o) {}
+  ~RowText() { flush(); }
+  void num(uint64_t v) { room(kMaxNumber); p_ = put_uint(p_, v); }
+  void sint(int64_t v) { room(kMaxNumber); p_ = put_int(p_, v); }
+  void dbl(double v) { room(kMaxNumber); p_ = put_general6(p_, v); }
+  void ip(const uint8_t* a, uint8_t ver) { room(kMaxIp); p_ = put_ip(p_, a, ver); }
+  void text(std::string_view s) {
+    if (s.size() > 64) {
+      flush();
+      o_.append(s);
+      return;
+    }
+    room(s.size());
+    p_ = std::copy(s.begin(), s.end(), p_);
+  }
+  void c(char ch = ',') {
+    room(1);
+    *p_++ = ch;
+  }
+
+ private:
+  void room(size_t n) {
+    if (size_t(buf_ + sizeof buf_ - p_) < n) flush();
+  }
+  void flush() {
+    o_.append(buf_, p_);
+    p_ = buf_;
+  }
+  std::string& o_;
+  char buf_[512];
+  char* p_ = buf_;
+};
 }  // namespace
 
 void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::string& o) {
   const FlowEntry& e = f.rec->e;
   int fw = e.init_lo ? 0 : 1, rv = 1 - fw;
-  auto c = [&o] { o += ','; };
-  num(o, e.first_ns); c();
-  num(o, e.last_ns); c();
-  o += format_ip(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver); c();
-  o += format_ip(fw == 0 ? e.key.hi : e.key.lo, e.key.ip_ver); c();
-  num(o, fw == 0 ? e.key.lo_port : e.key.hi_port); c();
-  num(o, fw == 0 ? e.key.hi_port : e.key.lo_port); c();
-  num(o, e.key.proto); c();
-  num(o, e.key.ip_ver); c();
-  o += end_reason_name(f.rec->why); c();
-  dbl(o, f.duration_s); c();
-  num(o, e.pkts[fw]); c();
-  num(o, e.pkts[rv]); c();
-  num(o, e.bytes[fw]); c();
-  num(o, e.bytes[rv]); c();
-  dbl(o, f.bytes_ratio); c();
-  dbl(o, f.iat_mean_us); c();
-  dbl(o, f.iat_std_us); c();
-  num(o, f.iat_min_us); c();
-  num(o, f.iat_max_us); c();
-  dbl(o, f.iat_cv); c();
-  dbl(o, f.size_mean); c();
-  dbl(o, f.size_std); c();
-  num(o, e.flags[fw]); c();
-  num(o, e.flags[rv]); c();
-  num(o, f.handshake); c();
-  num(o, f.syn_only); c();
-  num(o, f.rst); c();
-  num(o, f.fin_both); c();
-  num(o, f.pair.contacts); c();
-  dbl(o, f.pair.age_s); c();
-  num(o, f.pair.intervals); c();
-  dbl(o, f.pair.mean_s); c();
-  dbl(o, f.pair.cv); c();
-  dbl(o, f.pair.period_s); c();
-  dbl(o, f.pair.mode_share); c();
-  dbl(o, f.pair.score); c();
-  if (rules) o += hit_ids(*rules, f.pair.sig_mask);
-  c();
+  RowText w(o);
+  w.num(e.first_ns); w.c();
+  w.num(e.last_ns); w.c();
+  w.ip(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver); w.c();
+  w.ip(fw == 0 ? e.key.hi : e.key.lo, e.key.ip_ver); w.c();
+  w.num(fw == 0 ? e.key.lo_port : e.key.hi_port); w.c();
+  w.num(fw == 0 ? e.key.hi_port : e.key.lo_port); w.c();
+  w.num(e.key.proto); w.c();
+  w.num(e.key.ip_ver); w.c();
+  w.text(end_reason_name(f.rec->why)); w.c();
+  w.dbl(f.duration_s); w.c();
+  w.num(e.pkts[fw]); w.c();
+  w.num(e.pkts[rv]); w.c();
+  w.num(e.bytes[fw]); w.c();
+  w.num(e.bytes[rv]); w.c();
+  w.dbl(f.bytes_ratio); w.c();
+  w.dbl(f.iat_mean_us); w.c();
+  w.dbl(f.iat_std_us); w.c();
+  w.num(f.iat_min_us); w.c();
+  w.num(f.iat_max_us); w.c();
+  w.dbl(f.iat_cv); w.c();
+  w.dbl(f.size_mean); w.c();
+  w.dbl(f.size_std); w.c();
+  w.num(e.flags[fw]); w.c();
+  w.num(e.flags[rv]); w.c();
+  w.num(f.handshake); w.c();
+  w.num(f.syn_only); w.c();
+  w.num(f.rst); w.c();
+  w.num(f.fin_both); w.c();
+  w.num(f.pair.contacts); w.c();
+  w.dbl(f.pair.age_s); w.c();
+  w.num(f.pair.intervals); w.c();
+  w.dbl(f.pair.mean_s); w.c();
+  w.dbl(f.pair.cv); w.c();
+  w.dbl(f.pair.period_s); w.c();
+  w.dbl(f.pair.mode_share); w.c();
+  w.dbl(f.pair.score); w.c();
+  if (rules) w.text(hit_ids(*rules, f.pair.sig_mask));
+  w.c();
   // Days from the listing dates to the record: negative = listed only after the flow.
   int64_t day = int64_t(e.first_ns / 86'400'000'000'000ull);
-  num(o, f.ti_dst_hit ? f.ti_dst.feeds : 0); c();
-  dbl(o, f.ti_dst_hit ? f.ti_dst.max_weight : 0); c();
-  if (f.ti_dst_hit) o += f.ti_dst.categories;
-  c();
-  if (f.ti_dst_hit && f.ti_dst.first_days) o += std::to_string(day - f.ti_dst.first_days);
-  c();
-  if (f.ti_dst_hit && f.ti_dst.last_days) o += std::to_string(day - f.ti_dst.last_days);
-  c();
-  num(o, f.ti_src_hit ? f.ti_src.feeds : 0); c();
-  dbl(o, std::round(f.pair.srv_clients)); c();
-  dbl(o, std::round(f.pair.srv_client_nets)); c();
-  dbl(o, std::round(f.pair.srv_ports)); c();
-  num(o, f.pair.srv_flows); c();
-  num(o, f.pair.srv_bytes); c();
-  dbl(o, f.pair.srv_failed_share); c();
-  dbl(o, f.pair.srv_age_s); c();
-  dbl(o, f.payloadless_share); c();
-  if (f.rtt_us) dbl(o, f.rtt_us / 1e3);
-  c();
-  dbl(o, std::round(f.client.servers)); c();
-  dbl(o, std::round(f.client.ports)); c();
-  num(o, f.client.flows); c();
-  dbl(o, f.client.failed_share); c();
-  dbl(o, std::round(f.client.periodic_servers)); c();
-  dbl(o, f.client.age_s); c();
+  w.num(f.ti_dst_hit ? f.ti_dst.feeds : 0); w.c();
+  w.dbl(f.ti_dst_hit ? f.ti_dst.max_weight : 0); w.c();
+  if (f.ti_dst_hit) w.text(f.ti_dst.categories);
+  w.c();
+  if (f.ti_dst_hit && f.ti_dst.first_days) w.sint(day - f.ti_dst.first_days);
+  w.c();
+  if (f.ti_dst_hit && f.ti_dst.last_days) w.sint(day - f.ti_dst.last_days);
+  w.c();
+  w.num(f.ti_src_hit ? f.ti_src.feeds : 0); w.c();
+  w.dbl(std::round(f.pair.srv_clients)); w.c();
+  w.dbl(std::round(f.pair.srv_client_nets)); w.c();
+  w.dbl(std::round(f.pair.srv_ports)); w.c();
+  w.num(f.pair.srv_flows); w.c();
+  w.num(f.pair.srv_bytes); w.c();
+  w.dbl(f.pair.srv_failed_share); w.c();
+  w.dbl(f.pair.srv_age_s); w.c();
+  w.dbl(f.payloadless_share); w.c();
+  if (f.rtt_us) w.dbl(f.rtt_us / 1e3);
+  w.c();
+  w.dbl(std::round(f.client.servers)); w.c();
+  w.dbl(std::round(f.client.ports)); w.c();
+  w.num(f.client.flows); w.c();
+  w.dbl(f.client.failed_share); w.c();
+  w.dbl(std::round(f.client.periodic_servers)); w.c();
+  w.dbl(f.client.age_s); w.c();
   // Partner reports: empty cells (missing) where no partner reported the server.
   const PartnerHit* p = f.partner;
-  num(o, p ? p->reports : 0); c();
-  if (p) dbl(o, p->score);
-  c();
-  num(o, p && p->has_port(fw == 0 ? e.key.hi_port : e.key.lo_port)); c();
-  num(o, p ? p->detections : 0); c();
-  if (p && p->first_ns) dbl(o, partner_days(e.first_ns, p->first_ns));
-  c();
-  if (p && p->last_ns) dbl(o, partner_days(e.first_ns, p->last_ns));
-  o += '\n';
+  w.num(p ? p->reports : 0); w.c();
+  if (p) w.dbl(p->score);
+  w.c();
+  w.num(p && p->has_port(fw == 0 ? e.key.hi_port : e.key.lo_port)); w.c();
+  w.num(p ? p->detections : 0); w.c();
+  if (p && p->first_ns) w.dbl(partner_days(e.first_ns, p->first_ns));
+  w.c();
+  if (p && p->last_ns) w.dbl(partner_days(e.first_ns, p->last_ns));
+  w.c('\n');
 }
 
 FeatureWriter::FeatureWriter(const std::string& path, const FeatureConfig& c)
@@ -354,11 +388,9 @@ void FeatureWriter::consume_batch(const FlowRecord* const* recs, size_t n) {
     }
     if (on_rows) on_rows(rows_.data(), rules_, m);
     if (!f_) continue;
-    for (size_t i = 0; i < m; i++) {
-      line_.clear();
-      FeatureStage::csv_row(rows_[i], rules_[i], line_);
-      if (std::fwrite(line_.data(), 1, line_.size(), f_) != line_.size()) bad_ = true;
-    }
+    line_.clear();  // the batch's rows in one write: stdio locks and copies per call
+    for (size_t i = 0; i < m; i++) FeatureStage::csv_row(rows_[i], rules_[i], line_);
+    if (std::fwrite(line_.data(), 1, line_.size(), f_) != line_.size()) bad_ = true;
   }
 }
 

@@ -217,6 +217,7 @@ TEST(Text, FastNumberFormattingMatchesToChars) {
     double v = double(rng() % 10'000'000) / 1e6 * mag * ((rng() & 1) ? 1 : -1);
     if (i % 5 == 0) v = std::round(v);
     if (i % 7 == 0) v = double(rng() % 1000) / 8;
+    if (i % 3 == 0) v = std::exp(double(rng() % 28'000'000) / 1e6 - 12) * ((rng() & 1) ? 1 : -1);  // full mantissas
     std::string g, f;
     ls::append_general6(g, v);
     ls::append_fixed3(f, v);
@@ -227,8 +228,13 @@ TEST(Text, FastNumberFormattingMatchesToChars) {
     if (bad && bad < 4 && (g != rg || f != rf)) ADD_FAILURE() << v << ": " << g << " vs " << rg << ", " << f << " vs " << rf;
   }
   EXPECT_EQ(bad, 0);
-  for (double v : {0.0, 1e-4, 9.999995, 999999.4, 999999.6, 123456.5, 0.5, 2.5})
+  for (double v : {0.0, 1e-4, 9.999995, 999999.4, 999999.6, 123456.5, 0.5, 2.5, 999999.0, 1e6, 7.0, -42.0, 99999.95,
+                   0.000123456, 1e300, -1e-300, 4294967296.5})
     EXPECT_EQ([&] { std::string s; ls::append_general6(s, v); return s; }(), ref(v, std::chars_format::general, 6)) << v;
+  // Past fixed form's 40 bytes: scientific, not a truncated buffer.
+  std::string big;
+  ls::append_fixed3(big, 1e40);
+  EXPECT_EQ(big, ref(1e40, std::chars_format::scientific, 3));
 }
 }  // namespace
 
