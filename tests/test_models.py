@@ -83,6 +83,7 @@ def main():
             trees = len(bst.get_dump())
             # `model predict` scores through the batch kernel: the best the CPU runs, then
             # each lesser one (LINESIGHT_BATCH_ENGINE caps it), as `model check` names it.
+            checked = []
             for cap in ("avx512", "avx2", "scalar"):
                 env = {"LINESIGHT_BATCH_ENGINE": cap}
                 engine = subprocess.run([BIN, "model", "check", path], capture_output=True, text=True,
@@ -94,6 +95,10 @@ def main():
                 err = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
                 check(err <= 1e-6, f"{name}: {len(test)} vectors ({nmiss} with missing values), {trees} trees, "
                                    f"{engine} engine: max |ours - XGBoost| = {err:.2g}")
+                checked.append(engine)
+            # Every CPU runs the scalar walk: a `model check` whose engine line went
+            # missing would otherwise skip every comparison above.
+            check("scalar" in checked, f"{name}: engines compared with XGBoost: {checked}")
         # Columns by name: a header in another order gives the same predictions.
         perm = list(reversed(range(12)))
         got2 = ours(path, test[:, perm], [names[i] for i in perm])
