@@ -4,18 +4,23 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "ctrl/flow_writer.h"
 #include "dataplane/flow_core.h"
 #include "features/feature_stage.h"
+#include "features/signatures.h"
 #include "features/ti_table.h"
 
 #include <unistd.h>
 
 #include <cstdio>
+#include <deque>
+#include "dataplane/source.h"
 #include "tests/pktbuild.h"
 
 using namespace ls;
@@ -243,43 +248,57 @@ void BM_FeatureStage(benchmark::State& st) {
 }
 BENCHMARK(BM_FeatureStage)->Arg(1000)->Arg(100000);
 
-// One feature CSV row per iteration (FeatureStage::csv_row, the text `--features-out`
-// writes): rows computed beforehand from 4,096 records with varied addresses, ports,
-// sizes and timing (periodic pairs among them), so numbers have realistic widths.
-void BM_FeatureCsvRow(benchmark::State& st) {
-  constexpr size_t kN = 4096;
+// 4,096 records with varied addresses, ports, sizes and timing (periodic pairs among
+// them), and their feature rows, so numbers in the text benchmarks have realistic widths.
+struct TextInput {
+  static constexpr size_t kN = 4096;
   FeatureConfig fc;
-  FeatureStage fs(fc);
-  std::mt19937 g(3);
-  std::vector<FlowRecord> recs(kN);
-  std::vector<FeatureRow> rows(kN);
-  uint64_t t = 1'700'000'000'000'000'000ull;
-  for (size_t i = 0; i < kN; i++) {
-    FlowRecord& r = recs[i];
-    r.e.key.ip_ver = i % 8 ? 4 : 6;
-    r.e.key.proto = i % 3 ? 6 : 17;
-    uint32_t cli = 0x0a000000u + g() % 512, srv = 0xc0a80000u + g() % 64;
-    std::memcpy(r.e.key.lo, &cli, 4);
-    std::memcpy(r.e.key.hi, &srv, 4);
-    r.e.key.lo_port = uint16_t(1024 + g() % 60000);
-    r.e.key.hi_port = uint16_t(i % 4 ? 443 : 53);
-    r.e.init_lo = 1;
-    r.e.pkts[0] = 1 + g() % 40;
-    r.e.pkts[1] = g() % 40;
-    r.e.bytes[0] = r.e.pkts[0] * (60 + g() % 1400);
-    r.e.bytes[1] = r.e.pkts[1] * (60 + g() % 1400);
-    r.e.flags[0] = 0x1B;
-    r.e.flags[1] = 0x12;
-    t += 1 + g() % 500'000'000;
-    r.e.first_ns = t;
-    r.e.last_ns = t + g() % 30'000'000'000ull;
-    fs.compute(r, rows[i]);
+  FeatureStage fs{fc};
+  std::vector<FlowRecord> recs{kN};
+  std::vector<FeatureRow> rows{kN};
+  TextInput() {
+    std::mt19937 g(3);
+    uint64_t t = 1'700'000'000'000'000'000ull;
+    for (size_t i = 0; i < kN; i++) {
+      FlowRecord& r = recs[i];
+      r.e.key.ip_ver = i % 8 ? 4 : 6;
+      r.e.key.proto = i % 3 ? 6 : 17;
+      uint32_t cli = 0x0a000000u + g() % 512, srv = 0xc0a80000u + g() % 64;
+      std::memcpy(r.e.key.lo, &cli, 4);
+      std::memcpy(r.e.key.hi, &srv, 4);
+      r.e.key.lo_port = uint16_t(1024 + g() % 60000);
+      r.e.key.hi_port = uint16_t(i % 4 ? 443 : 53);
+      r.e.init_lo = 1;
+      r.e.pkts[0] = 1 + g() % 40;
+      r.e.pkts[1] = g() % 40;
+      r.e.bytes[0] = r.e.pkts[0] * (60 + g() % 1400);
+      r.e.bytes[1] = r.e.pkts[1] * (60 + g() % 1400);
+      r.e.flags[0] = 0x1B;
+      r.e.flags[1] = 0x12;
+      r.e.iat_min_us = uint32_t(g() % 1000);
+      r.e.iat_max_us = r.e.iat_min_us + uint32_t(g() % 3'000'000);
+      r.e.iat_sq = double(g() % 1'000'000) * 1e6;
+      r.e.size_sq = double(r.e.bytes[0] + r.e.bytes[1]) * 800;
+      r.e.size_min = 60;
+      r.e.size_max = uint16_t(60 + g() % 1400);
+      t += 1 + g() % 500'000'000;
+      r.e.first_ns = t;
+      r.e.last_ns = t + g() % 30'000'000'000ull;
+      r.why = EndReason(g() % 4);
+      fs.compute(r, rows[i]);
+    }
   }
+};
+
+// One feature CSV row per iteration (FeatureStage::csv_row, the text `--features-out`
+// writes).
+void BM_FeatureCsvRow(benchmark::State& st) {
+  static TextInput in;
   std::string line;
   size_t i = 0, bytes = 0;
   for (auto _ : st) {
     line.clear();
-    FeatureStage::csv_row(rows[i++ % kN], nullptr, line);
+    FeatureStage::csv_row(in.rows[i++ % TextInput::kN], nullptr, line);
     bytes += line.size();
     benchmark::DoNotOptimize(line.data());
   }
@@ -287,6 +306,23 @@ void BM_FeatureCsvRow(benchmark::State& st) {
   st.counters["bytes_per_row"] = double(bytes) / double(st.iterations());
 }
 BENCHMARK(BM_FeatureCsvRow);
+
+// One flow record as a JSON line per iteration (format_record, what `--flows-out` writes;
+// without the payload hex).
+void BM_FlowRecordJson(benchmark::State& st) {
+  static TextInput in;
+  std::string line;
+  size_t i = 0, bytes = 0;
+  for (auto _ : st) {
+    line.clear();
+    format_record(in.recs[i++ % TextInput::kN], false, line);
+    bytes += line.size();
+    benchmark::DoNotOptimize(line.data());
+  }
+  st.SetItemsProcessed(st.iterations());
+  st.counters["bytes_per_record"] = double(bytes) / double(st.iterations());
+}
+BENCHMARK(BM_FlowRecordJson);
 
 // Threat-intel lookups: range(0) random /32 entries plus 1/10 as many /24s in one feed,
 // looked up at random addresses (~half hits); the interval map is binary-searched.
@@ -317,6 +353,79 @@ void BM_TiLookup(benchmark::State& st) {
   st.counters["table_MB"] = double(t->memory_bytes()) / 1e6;
 }
 BENCHMARK(BM_TiLookup)->Arg(10000)->Arg(1000000);
+
+// Payload signatures: the shipped rules (features/rules/default.rules) against the payload
+// prefixes the flow table keeps (64 B per direction), one record (up to two block-mode
+// scans) per item. range(0) = 0: the records of the real application mix in shared data
+// (skipped when absent); 1: synthetic — a third HTTP requests, a third TLS-like binary,
+// a third random bytes, so the literal prefilters see both text and noise.
+// LINESIGHT_BENCH_RULES=FILE measures another rule file on the same prefixes.
+struct CollectSink : RecordSink {
+  std::deque<FlowRecord> recs;
+  void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override {
+    recs.emplace_back().fill(e, pay, cap, why, 0, {});
+  }
+};
+
+void BM_Signatures(benchmark::State& st) {
+  CollectSink sink;
+  if (st.range(0) == 0) {
+    const std::string mix = LS_SOURCE_ROOT "/../shared/data/bench/ndpi-ether-concat.pcap";
+    if (access(mix.c_str(), R_OK) != 0) {
+      st.SkipWithError(("capture absent: " + mix).c_str());
+      return;
+    }
+    CoreConfig cfg;
+    cfg.table.capacity = 1 << 17;
+    FlowCore core(cfg, sink);
+    auto src = open_pcap_files({mix});
+    Arena arena;
+    PacketView v[64];
+    while (uint32_t n = src->next_burst(v, 64, arena)) core.process_raw(v, n);
+    core.finish();
+  } else {
+    std::mt19937 g(21);
+    const char* paths[] = {"/", "/index.html", "/api/v2/items?id=", "/static/app.js", "/login"};
+    for (int i = 0; i < 4096; i++) {
+      FlowRecord& r = sink.recs.emplace_back();
+      r.e.key.proto = 6;
+      for (int d = 0; d < 2; d++) {
+        std::string p;
+        if (i % 3 == 0 && d == 0) {
+          p = std::string("GET ") + paths[g() % 5] + std::to_string(g()) + " HTTP/1.1\r\nHost: example.org\r\n";
+        } else if (i % 3 == 1) {
+          p = "\x16\x03\x01";
+          while (p.size() < 64) p += char(g());
+        } else {
+          while (p.size() < 64) p += char(g());
+        }
+        r.paylen[d] = uint16_t(std::min<size_t>(p.size(), 64));
+        std::memcpy(r.payload[d], p.data(), r.paylen[d]);
+      }
+    }
+  }
+  const char* file = std::getenv("LINESIGHT_BENCH_RULES");  // an operator's own rule file
+  auto rules = RuleSet::load_file(file ? file : LS_SOURCE_ROOT "/features/rules/default.rules");
+  SignatureMatcher m(rules);
+  std::vector<const FlowRecord*> recs;
+  uint64_t scanned = 0;
+  for (const FlowRecord& r : sink.recs)
+    if (r.paylen[0] || r.paylen[1]) {
+      recs.push_back(&r);
+      scanned += r.paylen[0] + r.paylen[1];
+    }
+  uint64_t hits = 0;
+  size_t i = 0;
+  for (auto _ : st) {
+    hits += m.match(*recs[i]) != 0;
+    if (++i == recs.size()) i = 0;
+  }
+  st.SetItemsProcessed(st.iterations());
+  st.counters["records"] = double(recs.size());
+  st.counters["bytes_per_record"] = double(scanned) / double(recs.size());
+  st.counters["hit_share"] = double(hits) / double(st.iterations());
+}
+BENCHMARK(BM_Signatures)->Arg(0)->Arg(1);
 
 }  // namespace
 
