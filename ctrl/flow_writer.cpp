@@ -15,28 +15,6 @@
 #include <stdexcept>
 
 namespace ls {
-namespace {
-
-void num(std::string& o, uint64_t v) { append_uint(o, v); }
-void dbl(std::string& o, double v) { append_fixed3(o, v); }
-
-void key(std::string& o, const char* k) {
-  o += '"';
-  o += k;
-  o += "\":";
-}
-
-void hex(std::string& o, const uint8_t* p, size_t n) {
-  static const char* d = "0123456789abcdef";
-  o += '"';
-  for (size_t i = 0; i < n; i++) {
-    o += d[p[i] >> 4];
-    o += d[p[i] & 15];
-  }
-  o += '"';
-}
-
-}  // namespace
 
 void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
   const FlowEntry& e = r.e;
@@ -47,69 +25,67 @@ void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
   uint16_t sport = f == 0 ? e.key.lo_port : e.key.hi_port;
   uint16_t dport = f == 0 ? e.key.hi_port : e.key.lo_port;
   uint64_t n = uint64_t(e.pkts[0]) + e.pkts[1];
-  o += "{";
-  key(o, "src"); o += '"'; o += format_ip(src, e.key.ip_ver); o += "\",";
-  key(o, "dst"); o += '"'; o += format_ip(dst, e.key.ip_ver); o += "\",";
-  key(o, "sport"); num(o, sport); o += ',';
-  key(o, "dport"); num(o, dport); o += ',';
-  key(o, "proto"); num(o, e.key.proto); o += ',';
-  key(o, "ip_version"); num(o, e.key.ip_ver); o += ',';
-  key(o, "zone"); num(o, e.key.zone); o += ',';
-  key(o, "first_ns"); num(o, e.first_ns); o += ',';
-  key(o, "last_ns"); num(o, e.last_ns); o += ',';
-  key(o, "duration_s"); dbl(o, double(e.last_ns - e.first_ns) / 1e9); o += ',';
-  key(o, "packets_fwd"); num(o, e.pkts[f]); o += ',';
-  key(o, "bytes_fwd"); num(o, e.bytes[f]); o += ',';
-  key(o, "packets_rev"); num(o, e.pkts[b]); o += ',';
-  key(o, "bytes_rev"); num(o, e.bytes[b]); o += ',';
+  TextBuf w(o);
+  w.lit("{\"src\":\""); w.ip(src, e.key.ip_ver);
+  w.lit("\",\"dst\":\""); w.ip(dst, e.key.ip_ver);
+  w.lit("\",\"sport\":"); w.num(sport);
+  w.lit(",\"dport\":"); w.num(dport);
+  w.lit(",\"proto\":"); w.num(e.key.proto);
+  w.lit(",\"ip_version\":"); w.num(e.key.ip_ver);
+  w.lit(",\"zone\":"); w.num(e.key.zone);
+  w.lit(",\"first_ns\":"); w.num(e.first_ns);
+  w.lit(",\"last_ns\":"); w.num(e.last_ns);
+  w.lit(",\"duration_s\":"); w.f3(double(e.last_ns - e.first_ns) / 1e9);
+  w.lit(",\"packets_fwd\":"); w.num(e.pkts[f]);
+  w.lit(",\"bytes_fwd\":"); w.num(e.bytes[f]);
+  w.lit(",\"packets_rev\":"); w.num(e.pkts[b]);
+  w.lit(",\"bytes_rev\":"); w.num(e.bytes[b]);
   if (e.key.proto == 6) {
-    key(o, "tcp_flags_fwd"); num(o, e.flags[f]); o += ',';
-    key(o, "tcp_flags_rev"); num(o, e.flags[b]); o += ',';
-    key(o, "tcp_state"); num(o, e.tcp_state & ~FLOW_CONTINUED); o += ',';
+    w.lit(",\"tcp_flags_fwd\":"); w.num(e.flags[f]);
+    w.lit(",\"tcp_flags_rev\":"); w.num(e.flags[b]);
+    w.lit(",\"tcp_state\":"); w.num(e.tcp_state & ~FLOW_CONTINUED);
   }
-  key(o, "end_reason"); o += '"'; o += end_reason_name(r.why); o += "\",";
+  w.lit(",\"end_reason\":\""); w.text(end_reason_name(r.why));
   // Inter-arrival over all packets of the record, both directions, µs.
-  key(o, "iat_us");
+  w.lit("\",\"iat_us\":");
   if (n >= 2) {
     double gaps = double(n - 1);
     double mean = double(e.last_ns - e.first_ns) / 1e3 / gaps;
     double var = std::max(0.0, e.iat_sq / gaps - mean * mean);
-    o += "{\"mean\":"; dbl(o, mean);
-    o += ",\"std\":"; dbl(o, std::sqrt(var));
-    o += ",\"min\":"; num(o, e.iat_min_us);
-    o += ",\"max\":"; num(o, e.iat_max_us);
-    o += "},";
+    w.lit("{\"mean\":"); w.f3(mean);
+    w.lit(",\"std\":"); w.f3(std::sqrt(var));
+    w.lit(",\"min\":"); w.num(e.iat_min_us);
+    w.lit(",\"max\":"); w.num(e.iat_max_us);
+    w.c('}');
   } else {
-    o += "null,";
+    w.lit("null");
   }
-  key(o, "size");
   {
     double mean = double(e.bytes[0] + e.bytes[1]) / double(n ? n : 1);
     double var = std::max(0.0, e.size_sq / double(n ? n : 1) - mean * mean);
-    o += "{\"mean\":"; dbl(o, mean);
-    o += ",\"std\":"; dbl(o, std::sqrt(var));
-    o += ",\"min\":"; num(o, n ? e.size_min : 0);
-    o += ",\"max\":"; num(o, e.size_max);
-    o += "},";
+    w.lit(",\"size\":{\"mean\":"); w.f3(mean);
+    w.lit(",\"std\":"); w.f3(std::sqrt(var));
+    w.lit(",\"min\":"); w.num(n ? e.size_min : 0);
+    w.lit(",\"max\":"); w.num(e.size_max);
   }
-  key(o, "sampling");
-  o += "{\"method\":\""; o += sample_mode_name(r.sampling.mode);
-  o += "\",\"rate\":"; num(o, r.sampling.rate); o += "},";
+  w.lit("},\"sampling\":{\"method\":\""); w.text(sample_mode_name(r.sampling.mode));
+  w.lit("\",\"rate\":"); w.num(r.sampling.rate); w.c('}');
   if (r.sampling.mode == SampleMode::PACKET_DET || r.sampling.mode == SampleMode::PACKET_RANDOM) {
     // Renormalised estimates: every counted packet stands for `rate` packets.
-    key(o, "est_packets"); num(o, n * r.sampling.rate); o += ',';
-    key(o, "est_bytes"); num(o, (e.bytes[0] + e.bytes[1]) * r.sampling.rate); o += ',';
+    w.lit(",\"est_packets\":"); w.num(n * r.sampling.rate);
+    w.lit(",\"est_bytes\":"); w.num((e.bytes[0] + e.bytes[1]) * r.sampling.rate);
   } else if (r.sampling.mode == SampleMode::SAMPLE_HOLD) {
     // Packets before admission are unseen; their expected number is rate - 1 (the rate in
     // force when the record left the table).
-    key(o, "est_packets"); num(o, n + (e.held ? r.sampling.rate - 1 : 0)); o += ',';
+    w.lit(",\"est_packets\":"); w.num(n + (e.held ? r.sampling.rate - 1 : 0));
   }
   if (with_payload) {
-    key(o, "payload_fwd"); hex(o, r.payload[f], r.paylen[f]); o += ',';
-    key(o, "payload_rev"); hex(o, r.payload[b], r.paylen[b]); o += ',';
+    w.lit(",\"payload_fwd\":\""); w.hex(r.payload[f], r.paylen[f]);
+    w.lit("\",\"payload_rev\":\""); w.hex(r.payload[b], r.paylen[b]);
+    w.c('"');
   }
-  key(o, "core"); num(o, r.core);
-  o += "}";
+  w.lit(",\"core\":"); w.num(r.core);
+  w.c('}');
 }
 
 FlowWriter::FlowWriter(const std::string& path, bool with_payload, RotateConfig rot)
@@ -161,12 +137,30 @@ FlowWriter::~FlowWriter() {
 }
 
 void FlowWriter::consume(const FlowRecord& r) {
+  const FlowRecord* one = &r;
+  consume_batch(&one, 1);
+}
+
+// A batch's lines in one write (stdio locks and copies per call); a file that reaches
+// its size limit is rotated right after the line that crossed it.
+void FlowWriter::consume_batch(const FlowRecord* const* recs, size_t n) {
   line_.clear();
-  format_record(r, payload_, line_);
-  line_ += '\n';
+  for (size_t i = 0; i < n; i++) {
+    format_record(*recs[i], payload_, line_);
+    line_ += '\n';
+    if (rot_.max_bytes && bytes_ + line_.size() >= rot_.max_bytes) {
+      write_pending();
+      rotate();
+    }
+  }
+  write_pending();
+}
+
+void FlowWriter::write_pending() {
+  if (line_.empty()) return;
   if (std::fwrite(line_.data(), 1, line_.size(), f_) != line_.size()) write_errors_++;
   bytes_ += line_.size();
-  if (rot_.max_bytes && bytes_ >= rot_.max_bytes) rotate();
+  line_.clear();
 }
 
 void FlowWriter::tick() {

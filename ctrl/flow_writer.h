@@ -29,6 +29,7 @@ class FlowWriter final : public RecordConsumer {
   FlowWriter(const std::string& path, bool with_payload, RotateConfig rot = {});
   ~FlowWriter() override;
   void consume(const FlowRecord& r) override;
+  void consume_batch(const FlowRecord* const* recs, size_t n) override;
   void tick();   // time-based rotation on an idle link
   void close();  // flushes; throws if a write failed (disk full is an error, not a loss)
   uint64_t rotations() const { return rotations_; }
@@ -37,6 +38,7 @@ class FlowWriter final : public RecordConsumer {
  private:
   void open_file();
   void rotate();
+  void write_pending();  // line_ to the file
   FILE* f_ = nullptr;
   bool own_ = false, payload_;
   std::string path_, line_;

@@ -6,7 +6,9 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
+#include <string_view>
 
 namespace ls {
 
@@ -33,22 +35,20 @@ inline char* put_digits(char* p, uint64_t v, int width) {  // zero-padded, width
 // then only the exact routine knows.
 inline bool near_tie(double x) { return std::fabs(x - std::floor(x) - 0.5) < 1e-6; }
 
-// |v| ≥ 1e36 does not fit 40 bytes in fixed form: scientific then.
-inline void append_fixed3(std::string& o, double v) {
+// |v| ≥ 1e36 does not fit kMaxFixed3 bytes in fixed form: scientific then.
+constexpr size_t kMaxFixed3 = 40;
+inline char* put_fixed3(char* p, double v) {
   if (!std::isfinite(v)) v = 0;
   double a = std::fabs(v);
-  char b[40], *p = b;
   if (a < 1e12 && !near_tie(a * 1000)) {
     uint64_t r = uint64_t(std::llround(a * 1000));
     if (std::signbit(v) && r) *p++ = '-';
     p = put_uint(p, r / 1000);
     *p++ = '.';
-    p = put_digits(p, r % 1000, 3);
-  } else {
-    auto r = std::to_chars(b, b + sizeof b, v, std::chars_format::fixed, 3);
-    p = r.ec == std::errc{} ? r.ptr : std::to_chars(b, b + sizeof b, v, std::chars_format::scientific, 3).ptr;
+    return put_digits(p, r % 1000, 3);
   }
-  o.append(b, p);
+  auto r = std::to_chars(p, p + kMaxFixed3, v, std::chars_format::fixed, 3);
+  return r.ec == std::errc{} ? r.ptr : std::to_chars(p, p + kMaxFixed3, v, std::chars_format::scientific, 3).ptr;
 }
 
 // printf's %g: 6 significant digits, trailing zeros dropped, exponent form outside
@@ -126,6 +126,10 @@ inline void append_uint(std::string& o, uint64_t v) {
   char b[kMaxNumber];
   o.append(b, put_uint(b, v));
 }
+inline void append_fixed3(std::string& o, double v) {
+  char b[kMaxFixed3];
+  o.append(b, put_fixed3(b, v));
+}
 inline void append_general6(std::string& o, double v) {
   char b[kMaxNumber];
   o.append(b, put_general6(b, v));
@@ -134,6 +138,64 @@ inline std::string format_ip(const uint8_t* a, uint8_t ip_ver) {
   char b[kMaxIp];
   return std::string(b, put_ip(b, a, ip_ver));
 }
+
+// Text built in a stack buffer and appended to `o` in a few pieces (when the buffer
+// nears its end, around long fields, and on destruction): no string growth per field.
+class TextBuf {
+ public:
+  explicit TextBuf(std::string& o) : o_(o) {}
+  ~TextBuf() { flush(); }
+  TextBuf(const TextBuf&) = delete;
+  TextBuf& operator=(const TextBuf&) = delete;
+  void num(uint64_t v) { room(kMaxNumber); p_ = put_uint(p_, v); }
+  void sint(int64_t v) { room(kMaxNumber); p_ = put_int(p_, v); }
+  void g6(double v) { room(kMaxNumber); p_ = put_general6(p_, v); }  // %g
+  void f3(double v) { room(kMaxFixed3); p_ = put_fixed3(p_, v); }     // %.3f
+  void ip(const uint8_t* a, uint8_t ver) { room(kMaxIp); p_ = put_ip(p_, a, ver); }
+  template <size_t N>  // a literal: its length known at compile time, so are the moves
+  void lit(const char (&s)[N]) {
+    static_assert(N - 1 <= sizeof buf_ / 8);
+    room(N - 1);
+    std::memcpy(p_, s, N - 1);
+    p_ += N - 1;
+  }
+  void text(std::string_view s) {
+    if (s.size() > sizeof buf_ / 8) {
+      flush();
+      o_.append(s);
+      return;
+    }
+    room(s.size());
+    std::memcpy(p_, s.data(), s.size());
+    p_ += s.size();
+  }
+  void c(char ch = ',') {
+    room(1);
+    *p_++ = ch;
+  }
+  void hex(const uint8_t* d, size_t n) {
+    static constexpr char kDigits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n;) {
+      room(2);
+      for (size_t k = size_t(buf_ + sizeof buf_ - p_) / 2; k && i < n; k--, i++) {
+        *p_++ = kDigits[d[i] >> 4];
+        *p_++ = kDigits[d[i] & 15];
+      }
+    }
+  }
+  void flush() {
+    o_.append(buf_, p_);
+    p_ = buf_;
+  }
+
+ private:
+  void room(size_t n) {
+    if (size_t(buf_ + sizeof buf_ - p_) < n) flush();
+  }
+  std::string& o_;
+  char buf_[512];
+  char* p_ = buf_;
+};
 
 inline std::string trim(const std::string& s) {
   size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");

@@ -234,49 +234,11 @@ const char* FeatureStage::csv_header() {
          "partner_days_since_last\n";
 }
 
-namespace {
-// A row's fields go to a stack buffer (no string growth per field) and reach the row in a
-// few pieces: when the buffer nears its end and around fields of unbounded length.
-class RowText {
- public:
-  explicit RowText(std::string& o) : o_(o) {}
-  ~RowText() { flush(); }
-  void num(uint64_t v) { room(kMaxNumber); p_ = put_uint(p_, v); }
-  void sint(int64_t v) { room(kMaxNumber); p_ = put_int(p_, v); }
-  void dbl(double v) { room(kMaxNumber); p_ = put_general6(p_, v); }
-  void ip(const uint8_t* a, uint8_t ver) { room(kMaxIp); p_ = put_ip(p_, a, ver); }
-  void text(std::string_view s) {
-    if (s.size() > 64) {
-      flush();
-      o_.append(s);
-      return;
-    }
-    room(s.size());
-    p_ = std::copy(s.begin(), s.end(), p_);
-  }
-  void c(char ch = ',') {
-    room(1);
-    *p_++ = ch;
-  }
-
- private:
-  void room(size_t n) {
-    if (size_t(buf_ + sizeof buf_ - p_) < n) flush();
-  }
-  void flush() {
-    o_.append(buf_, p_);
-    p_ = buf_;
-  }
-  std::string& o_;
-  char buf_[512];
-  char* p_ = buf_;
-};
-}  // namespace
 
 void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::string& o) {
   const FlowEntry& e = f.rec->e;
   int fw = e.init_lo ? 0 : 1, rv = 1 - fw;
-  RowText w(o);
+  TextBuf w(o);
   w.num(e.first_ns); w.c();
   w.num(e.last_ns); w.c();
   w.ip(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver); w.c();
@@ -286,19 +248,19 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
   w.num(e.key.proto); w.c();
   w.num(e.key.ip_ver); w.c();
   w.text(end_reason_name(f.rec->why)); w.c();
-  w.dbl(f.duration_s); w.c();
+  w.g6(f.duration_s); w.c();
   w.num(e.pkts[fw]); w.c();
   w.num(e.pkts[rv]); w.c();
   w.num(e.bytes[fw]); w.c();
   w.num(e.bytes[rv]); w.c();
-  w.dbl(f.bytes_ratio); w.c();
-  w.dbl(f.iat_mean_us); w.c();
-  w.dbl(f.iat_std_us); w.c();
+  w.g6(f.bytes_ratio); w.c();
+  w.g6(f.iat_mean_us); w.c();
+  w.g6(f.iat_std_us); w.c();
   w.num(f.iat_min_us); w.c();
   w.num(f.iat_max_us); w.c();
-  w.dbl(f.iat_cv); w.c();
-  w.dbl(f.size_mean); w.c();
-  w.dbl(f.size_std); w.c();
+  w.g6(f.iat_cv); w.c();
+  w.g6(f.size_mean); w.c();
+  w.g6(f.size_std); w.c();
   w.num(e.flags[fw]); w.c();
   w.num(e.flags[rv]); w.c();
   w.num(f.handshake); w.c();
@@ -306,19 +268,19 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
   w.num(f.rst); w.c();
   w.num(f.fin_both); w.c();
   w.num(f.pair.contacts); w.c();
-  w.dbl(f.pair.age_s); w.c();
+  w.g6(f.pair.age_s); w.c();
   w.num(f.pair.intervals); w.c();
-  w.dbl(f.pair.mean_s); w.c();
-  w.dbl(f.pair.cv); w.c();
-  w.dbl(f.pair.period_s); w.c();
-  w.dbl(f.pair.mode_share); w.c();
-  w.dbl(f.pair.score); w.c();
+  w.g6(f.pair.mean_s); w.c();
+  w.g6(f.pair.cv); w.c();
+  w.g6(f.pair.period_s); w.c();
+  w.g6(f.pair.mode_share); w.c();
+  w.g6(f.pair.score); w.c();
   if (rules) w.text(hit_ids(*rules, f.pair.sig_mask));
   w.c();
   // Days from the listing dates to the record: negative = listed only after the flow.
   int64_t day = int64_t(e.first_ns / 86'400'000'000'000ull);
   w.num(f.ti_dst_hit ? f.ti_dst.feeds : 0); w.c();
-  w.dbl(f.ti_dst_hit ? f.ti_dst.max_weight : 0); w.c();
+  w.g6(f.ti_dst_hit ? f.ti_dst.max_weight : 0); w.c();
   if (f.ti_dst_hit) w.text(f.ti_dst.categories);
   w.c();
   if (f.ti_dst_hit && f.ti_dst.first_days) w.sint(day - f.ti_dst.first_days);
@@ -326,32 +288,32 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
   if (f.ti_dst_hit && f.ti_dst.last_days) w.sint(day - f.ti_dst.last_days);
   w.c();
   w.num(f.ti_src_hit ? f.ti_src.feeds : 0); w.c();
-  w.dbl(std::round(f.pair.srv_clients)); w.c();
-  w.dbl(std::round(f.pair.srv_client_nets)); w.c();
-  w.dbl(std::round(f.pair.srv_ports)); w.c();
+  w.g6(std::round(f.pair.srv_clients)); w.c();
+  w.g6(std::round(f.pair.srv_client_nets)); w.c();
+  w.g6(std::round(f.pair.srv_ports)); w.c();
   w.num(f.pair.srv_flows); w.c();
   w.num(f.pair.srv_bytes); w.c();
-  w.dbl(f.pair.srv_failed_share); w.c();
-  w.dbl(f.pair.srv_age_s); w.c();
-  w.dbl(f.payloadless_share); w.c();
-  if (f.rtt_us) w.dbl(f.rtt_us / 1e3);
+  w.g6(f.pair.srv_failed_share); w.c();
+  w.g6(f.pair.srv_age_s); w.c();
+  w.g6(f.payloadless_share); w.c();
+  if (f.rtt_us) w.g6(f.rtt_us / 1e3);
   w.c();
-  w.dbl(std::round(f.client.servers)); w.c();
-  w.dbl(std::round(f.client.ports)); w.c();
+  w.g6(std::round(f.client.servers)); w.c();
+  w.g6(std::round(f.client.ports)); w.c();
   w.num(f.client.flows); w.c();
-  w.dbl(f.client.failed_share); w.c();
-  w.dbl(std::round(f.client.periodic_servers)); w.c();
-  w.dbl(f.client.age_s); w.c();
+  w.g6(f.client.failed_share); w.c();
+  w.g6(std::round(f.client.periodic_servers)); w.c();
+  w.g6(f.client.age_s); w.c();
   // Partner reports: empty cells (missing) where no partner reported the server.
   const PartnerHit* p = f.partner;
   w.num(p ? p->reports : 0); w.c();
-  if (p) w.dbl(p->score);
+  if (p) w.g6(p->score);
   w.c();
   w.num(p && p->has_port(fw == 0 ? e.key.hi_port : e.key.lo_port)); w.c();
   w.num(p ? p->detections : 0); w.c();
-  if (p && p->first_ns) w.dbl(partner_days(e.first_ns, p->first_ns));
+  if (p && p->first_ns) w.g6(partner_days(e.first_ns, p->first_ns));
   w.c();
-  if (p && p->last_ns) w.dbl(partner_days(e.first_ns, p->last_ns));
+  if (p && p->last_ns) w.g6(partner_days(e.first_ns, p->last_ns));
   w.c('\n');
 }
 

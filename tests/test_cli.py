@@ -61,6 +61,17 @@ with tempfile.TemporaryDirectory() as d:
     r2 = run("replay", pcap, "--flows-out", "-", "--quiet")
     check(r.returncode == 0 and len(files) > 3 and ok and len(lines) == len(r2.stdout.splitlines()),
           f"size rotation: {len(files)} files, {len(lines)} complete records, none lost")
+    # Each full file ends with the line that took it to 20,000 bytes (records are written a
+    # batch at a time; the cut is still per line).
+    sizes = []
+    for f in files:
+        if f == "f.jsonl":
+            continue
+        body = open(os.path.join(rot, f), "rb").read()
+        last = body.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        sizes.append((len(body), len(body) - len(last) - 1))
+    check(sizes and all(n >= 20000 > before for n, before in sizes),
+          f"size rotation cuts at the line crossing 20,000 bytes: sizes {sorted(n for n, _ in sizes)[:3]}...")
 
     beacon = os.path.join(DATA, "slips/test-cc-capture-1.pcap")
     if os.path.exists(beacon):

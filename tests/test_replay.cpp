@@ -236,6 +236,43 @@ TEST(Text, FastNumberFormattingMatchesToChars) {
   ls::append_fixed3(big, 1e40);
   EXPECT_EQ(big, ref(1e40, std::chars_format::scientific, 3));
 }
+
+// TextBuf (the flow record and feature CSV writers) gives the same text as appending each
+// piece to the string, whatever the pieces' order and lengths relative to its buffer.
+TEST(Text, TextBufMatchesPiecewiseAppends) {
+  std::mt19937_64 rng(9);
+  std::string out = "prefix:", ref = "prefix:";
+  {
+    ls::TextBuf w(out);
+    for (int i = 0; i < 5000; i++) {
+      uint64_t v = rng() >> (rng() % 64);
+      double d = double(int64_t(rng() % 2'000'000) - 1'000'000) / double(1 + rng() % 1000);
+      uint8_t a[16];
+      for (auto& x : a) x = uint8_t(rng());
+      switch (rng() % 9) {
+        case 0: w.num(v); ls::append_uint(ref, v); break;
+        case 1: w.sint(-int64_t(v >> 1)); ref += std::to_string(-int64_t(v >> 1)); break;
+        case 2: w.g6(d); ls::append_general6(ref, d); break;
+        case 3: w.f3(d * 1e30); ls::append_fixed3(ref, d * 1e30); break;  // up to the scientific form
+        case 4: { uint8_t ver = rng() & 1 ? 4 : 6; w.ip(a, ver); ref += ls::format_ip(a, ver); break; }
+        case 5: w.lit("\",\"a_literal_key\":"); ref += "\",\"a_literal_key\":"; break;
+        case 6: { std::string t(rng() % 200, char('a' + rng() % 26)); w.text(t); ref += t; break; }  // short and long
+        case 7: {
+          size_t n = rng() % 300;
+          static const char* hx = "0123456789abcdef";
+          std::vector<uint8_t> b(n);
+          for (auto& x : b) x = uint8_t(rng());
+          w.hex(b.data(), n);
+          for (uint8_t x : b) ref += {hx[x >> 4], hx[x & 15]};
+          break;
+        }
+        default: w.c(); ref += ',';
+      }
+    }
+  }
+  EXPECT_EQ(out.size(), ref.size());
+  EXPECT_TRUE(out == ref);
+}
 }  // namespace
 
 TEST(Clock, DeviceTimestampsPast2038AndPast2554) {
