@@ -188,6 +188,7 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
       {"features", [&](const YAML::Node& n, const std::string& nm) {
          walk(file, n, nm, {
              {"rules", [&](auto& v, auto&) { c.rules = v.Scalar(); }},
+             {"rules_cache", [&](auto& v, auto&) { c.rules_cache = v.Scalar(); }},
              {"ti", [&](auto& v, auto& k) {
                 if (!v.IsSequence()) throw ConfigError(where(file, v, k) + "expected a list of feed files or directories");
                 for (auto x : v) c.ti.push_back(x.Scalar());
@@ -356,6 +357,8 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --ipfix HOST:PORT      export flow records as IPFIX over UDP (two uniflows per flow)
   --features-out FILE    one feature row per flow record, CSV (docs/features.md)
   --rules FILE           payload signatures (Hyperscan), e.g. features/rules/default.rules
+  --rules-cache DIR      keep compiled rule databases in DIR; the same rules load without
+                         compiling next time (docs/rules.md)
   --detections-out FILE  detections as JSON lines (docs/detect.md)
   --ti-export DIR        indicators of flagged servers at exit: CSV, JSON, STIX 2.1, MISP feed
                          (docs/ti.md; no client address is ever written)
@@ -422,7 +425,10 @@ void finish_config(Config& c) {
   validate(c);
   if (!c.rules.empty()) {
     try {
-      c.loaded_rules = RuleSet::load_file(c.rules);
+      c.loaded_rules = RuleSet::load_file(c.rules, c.rules_cache);
+      // A cache that cannot be used costs a compile, not the run: say so and go on.
+      if (c.loaded_rules->cache_status().rfind("compiled;", 0) == 0)
+        std::fprintf(stderr, "linesight: warning: rules cache: %s\n", c.loaded_rules->cache_status().c_str());
     } catch (const RuleError& e) {
       throw ConfigError(e.what());
     }
@@ -496,6 +502,7 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--pseudonym-secret") cfg.pseudonym_secret_file = val();
   else if (a == "--pseudonym-rotate") cfg.pseudonym_rotate_ns = parse_duration_ns(val());
   else if (a == "--rules") cfg.rules = val();
+  else if (a == "--rules-cache") cfg.rules_cache = val();
   else if (a == "--ti") cfg.ti.push_back(val());
   else if (a == "--partner") cfg.partners.push_back(val());
   else if (a == "--ti-weight") add_ti_weight(val(), cfg.ti_weights);

@@ -68,6 +68,7 @@ struct Config {
   uint32_t client_capacity = 1u << 16;
   uint64_t feature_window_ns = 0;  // tumbling window of server/client counts (0: none)
   std::string rules;  // Hyperscan rules file for payload signatures (features/rules/)
+  std::string rules_cache;  // directory of compiled rule databases ("": compile every load)
   std::shared_ptr<const RuleSet> loaded_rules;  // compiled once by finish_config()
   std::vector<std::string> ti;                  // feed files / directories
   std::map<std::string, double> ti_weights;     // operator's prior per feed name (0..1)

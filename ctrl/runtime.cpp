@@ -535,7 +535,7 @@ std::vector<FlowRecord> Runtime::top_flows(uint32_t n, bool by_packets) {
 std::string Runtime::reload_rules(const std::string& path) {
   if (stages_.empty()) throw CtlError("no feature stage running (start with --features-out)");
   if (path.empty()) throw CtlError("no rules file: give {\"path\": FILE}");
-  auto rs = RuleSet::load_file(path);  // RuleError: the old rules stay
+  auto rs = RuleSet::load_file(path, cfg_.rules_cache);  // RuleError: the old rules stay
   if (on_rules_) on_rules_(rs);         // the CSV writer must know the new ids first
   collect_retired_rules();
   std::vector<uint64_t> want;
@@ -558,7 +558,8 @@ std::string Runtime::reload_rules(const std::string& path) {
     usleep(1000);
   }
   collect_retired_rules();
-  return std::to_string(rs->rules().size()) + " rules from " + path + "; adopted by " +
+  std::string cache = cfg_.rules_cache.empty() ? "" : " (" + rs->cache_status() + ")";
+  return std::to_string(rs->rules().size()) + " rules from " + path + cache + "; adopted by " +
          std::to_string(adopted) + " of " + std::to_string(stages_.size()) + " workers" +
          (adopted < stages_.size() ? " (the others adopt at their next record)" : "");
 }
@@ -776,7 +777,7 @@ void register_runtime_commands(CtlServer& s, Runtime& rt, const Config& cfg) {
         {"ti_export", {{"dir", cfg.ti_export}, {"every_ns", cfg.ti_export_every_ns}, {"privacy_k", cfg.privacy_k},
                        {"producer", cfg.producer}, {"pseudonyms", !cfg.pseudonym_secret.empty()},
                        {"pseudonym_rotate_ns", cfg.pseudonym_rotate_ns}}},
-        {"features", {{"rules", cfg.rules}, {"ti", cfg.ti}, {"partners", cfg.partners}}},
+        {"features", {{"rules", cfg.rules}, {"rules_cache", cfg.rules_cache}, {"ti", cfg.ti}, {"partners", cfg.partners}}},
         {"control", {{"socket", cfg.control.socket}}}};
   });
   s.add("/flows/top", "largest active flows: /flows/top?by=bytes|packets&n=20 (n <= 1000)",

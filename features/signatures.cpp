@@ -2,23 +2,104 @@
 
 #include "dataplane/text.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 namespace ls {
 
 namespace {
 
+// Cache file: magic, XXH3-64 of the serialized database, its length, the database.
+constexpr char kCacheMagic[8] = {'L', 'S', 'H', 'S', 'D', 'B', '1', '\n'};
+
+// The cache key: what the compiled database depends on — the rules' text, the Hyperscan
+// build, and the CPU features it tunes for.
+std::string cache_key(const std::string& text) {
+  hs_platform_info_t pl{};
+  hs_populate_platform(&pl);
+  std::string k = text;
+  k += '\0';
+  k += hs_version();
+  char b[64];
+  std::snprintf(b, sizeof b, "|%u|%llu", pl.tune, static_cast<unsigned long long>(pl.cpu_features));
+  k += b;
+  XXH128_hash_t h = XXH3_128bits(k.data(), k.size());
+  std::snprintf(b, sizeof b, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                static_cast<unsigned long long>(h.low64));
+  return b;
+}
 
 }  // namespace
 
-std::shared_ptr<const RuleSet> RuleSet::load_file(const std::string& path) {
+std::shared_ptr<const RuleSet> RuleSet::load_file(const std::string& path, const std::string& cache_dir) {
   std::ifstream f(path);
   if (!f) throw RuleError(path + ": cannot open rules file");
   std::stringstream ss;
   ss << f.rdbuf();
-  return load_string(ss.str(), path);
+  return load_string(ss.str(), path, cache_dir);
+}
+
+bool RuleSet::load_cached(const std::string& file) {
+  std::ifstream f(file, std::ios::binary);
+  if (!f) return false;  // not cached yet: not worth a status
+  std::string body((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto unusable = [&](const std::string& why) {
+    cache_status_ = "compiled; cache " + file + " unusable: " + why;
+    return false;
+  };
+  uint64_t sum, len;
+  if (body.size() < 24 || std::memcmp(body.data(), kCacheMagic, 8) != 0) return unusable("not a linesight rules cache");
+  std::memcpy(&sum, body.data() + 8, 8);
+  std::memcpy(&len, body.data() + 16, 8);
+  if (len != body.size() - 24 || XXH3_64bits(body.data() + 24, len) != sum) return unusable("damaged");
+  hs_database_t* db = nullptr;
+  if (hs_deserialize_database(body.data() + 24, len, &db) != HS_SUCCESS) return unusable("Hyperscan refused it");
+  if (hs_alloc_scratch(db, &proto_) != HS_SUCCESS) {  // e.g. built for another CPU
+    hs_free_database(db);
+    return unusable("Hyperscan refused it on this CPU");
+  }
+  db_ = db;
+  cache_status_ = "cache hit";
+  return true;
+}
+
+void RuleSet::save_cached(const std::string& dir, const std::string& file) {
+  char* bytes = nullptr;
+  size_t len = 0;
+  if (hs_serialize_database(db_, &bytes, &len) != HS_SUCCESS) {
+    cache_status_ = "compiled; cache " + file + " not written: Hyperscan could not serialize";
+    return;
+  }
+  std::string body(kCacheMagic, 8);
+  uint64_t sum = XXH3_64bits(bytes, len), n = len;
+  body.append(reinterpret_cast<const char*>(&sum), 8);
+  body.append(reinterpret_cast<const char*>(&n), 8);
+  body.append(bytes, len);
+  std::free(bytes);  // hs_serialize_database allocates with the misc allocator: malloc
+  // Written whole under a temporary name, then renamed: a concurrent load sees the old
+  // state or the new file, never half of one.
+  ::mkdir(dir.c_str(), 0755);
+  std::string tmp = file + ".tmp." + std::to_string(::getpid());
+  std::ofstream o(tmp, std::ios::binary);
+  o.write(body.data(), std::streamsize(body.size()));
+  o.close();
+  if (!o || std::rename(tmp.c_str(), file.c_str()) != 0) {
+    cache_status_ = "compiled; cache " + file + " not written: " + std::strerror(errno);
+    std::remove(tmp.c_str());
+    return;
+  }
+  bool was_bad = cache_status_.rfind("compiled;", 0) == 0;  // load_cached found it unusable
+  cache_status_ = was_bad ? cache_status_ + "; rewritten" : "compiled, cached as " + file;
 }
 
 std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& name) {
@@ -84,10 +165,13 @@ std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& nam
   return rules;
 }
 
-std::shared_ptr<const RuleSet> RuleSet::load_string(const std::string& text, const std::string& name) {
+std::shared_ptr<const RuleSet> RuleSet::load_string(const std::string& text, const std::string& name,
+                                                    const std::string& cache_dir) {
   std::shared_ptr<RuleSet> rs(new RuleSet());
   rs->source_ = name;
   rs->rules_ = parse(text, name);
+  std::string cached = cache_dir.empty() ? "" : cache_dir + "/rules-" + cache_key(text) + ".hsdb";
+  if (!cached.empty() && rs->load_cached(cached)) return rs;
   std::vector<const char*> pats;
   std::vector<unsigned> flags, ids;
   for (size_t i = 0; i < rs->rules_.size(); i++) {
@@ -107,6 +191,7 @@ std::shared_ptr<const RuleSet> RuleSet::load_string(const std::string& text, con
     throw RuleError(name + ": " + msg);
   }
   if (hs_alloc_scratch(rs->db_, &rs->proto_) != HS_SUCCESS) throw RuleError(name + ": cannot allocate scratch");
+  if (!cached.empty()) rs->save_cached(cache_dir, cached);
   return rs;
 }
 

@@ -73,6 +73,28 @@ with tempfile.TemporaryDirectory() as d:
     check(sizes and all(n >= 20000 > before for n, before in sizes),
           f"size rotation cuts at the line crossing 20,000 bytes: sizes {sorted(n for n, _ in sizes)[:3]}...")
 
+    # Compiled-rule cache, from the config file: the second replay loads the database
+    # from it (no compile) and matches the same; a file in the way is named, not fatal.
+    rules = os.path.join(ROOT, "features", "rules", "default.rules")
+    cache = os.path.join(d, "hs")
+    cfgc = os.path.join(d, "cache.yaml")
+    open(cfgc, "w").write(f"features: {{rules: {rules}, rules_cache: {cache}}}\n")
+    outs = []
+    for i in range(2):
+        csv = os.path.join(d, f"c{i}.csv")
+        r = run("replay", pcap, "--config", cfgc, "--quiet", "--flows-out", "/dev/null", "--features-out", csv)
+        outs.append((r.returncode, r.stderr, open(csv).read()))
+    files = os.listdir(cache) if os.path.isdir(cache) else []
+    check(outs[0][0] == 0 and outs[1] == outs[0] and outs[0][1] == "" and len(files) == 1
+          and files[0].startswith("rules-") and files[0].endswith(".hsdb"),
+          f"rules cache: one entry ({files}), same features from the cache, nothing on stderr")
+    blocker = os.path.join(d, "blocker")
+    open(blocker, "w").close()
+    r = run("replay", pcap, "--rules", rules, "--rules-cache", os.path.join(blocker, "x"), "--quiet",
+            "--flows-out", "/dev/null", "--features-out", "/dev/null")
+    check(r.returncode == 0 and "rules cache: compiled; cache" in r.stderr and "Not a directory" in r.stderr,
+          "an unusable rules cache is a warning, not an error")
+
     beacon = os.path.join(DATA, "slips/test-cc-capture-1.pcap")
     if os.path.exists(beacon):
         fo = os.path.join(d, "features.csv")

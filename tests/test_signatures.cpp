@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <vector>
 
 #include "features/signatures.h"
 
@@ -45,6 +49,59 @@ uint64_t bit_of(const RuleSet& rs, uint32_t id) {
   for (size_t i = 0; i < rs.rules().size(); i++)
     if (rs.rules()[i].id == id) return 1ull << i;
   return 0;
+}
+
+// A compiled-database cache serves the same rules without compiling, and anything it
+// cannot serve (damaged file, unwritable directory) costs a compile, never the rules.
+TEST(Rules, CacheServesTheSameDatabaseAndSurvivesDamage) {
+  char tmpl[] = "/tmp/ls_rules_cache_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string text = "1:/NICK [^\\s]{1,32}\\r?\\nUSER /s irc\n2:/jndi:(ldap|rmi):\\/\\//i jndi\n";
+  const FlowRecord hits[] = {rec("NICK bot\r\nUSER x"), rec("GET /${JNDI:ldap://e}"), rec("nothing here")};
+  auto masks = [&](const std::shared_ptr<const RuleSet>& rs) {
+    SignatureMatcher m(rs);
+    std::vector<uint64_t> v;
+    for (auto& r : hits) v.push_back(m.match(r));
+    return v;
+  };
+  const std::vector<uint64_t> want = {1, 2, 0};
+  auto first = RuleSet::load_string(text, "t.rules", dir);
+  EXPECT_EQ(first->cache_status().rfind("compiled, cached as " + dir + "/rules-", 0), 0u) << first->cache_status();
+  auto second = RuleSet::load_string(text, "t.rules", dir);
+  EXPECT_EQ(second->cache_status(), "cache hit");
+  EXPECT_EQ(masks(first), want);
+  EXPECT_EQ(masks(second), want);
+  ASSERT_EQ(second->rules().size(), 2u);
+  EXPECT_EQ(second->rules()[1].name, "jndi");  // names come from the text, not the cache
+
+  // Other rules: another entry beside the first.
+  auto other = RuleSet::load_string("1:/zzz/ z\n", "u.rules", dir);
+  EXPECT_NE(other->cache_status(), "cache hit");
+  std::string file = first->cache_status().substr(std::strlen("compiled, cached as "));
+  // One byte of the database flipped: found damaged, recompiled, rewritten, then served.
+  {
+    FILE* f = std::fopen(file.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, 100, SEEK_SET);
+    int c = std::fgetc(f);
+    std::fseek(f, 100, SEEK_SET);
+    std::fputc(c ^ 0x5a, f);
+    std::fclose(f);
+  }
+  auto repaired = RuleSet::load_string(text, "t.rules", dir);
+  EXPECT_EQ(repaired->cache_status(), "compiled; cache " + file + " unusable: damaged; rewritten");
+  EXPECT_EQ(masks(repaired), want);
+  EXPECT_EQ(RuleSet::load_string(text, "t.rules", dir)->cache_status(), "cache hit");
+  // Not a cache file at all (a stray file under the name): the same.
+  { std::FILE* f = std::fopen(file.c_str(), "wb"); std::fputs("junk", f); std::fclose(f); }
+  EXPECT_EQ(RuleSet::load_string(text, "t.rules", dir)->cache_status(),
+            "compiled; cache " + file + " unusable: not a linesight rules cache; rewritten");
+  // A directory that cannot be made: rules still load and match.
+  auto nodir = RuleSet::load_string(text, "t.rules", file + "/sub");
+  EXPECT_NE(nodir->cache_status().find("not written: Not a directory"), std::string::npos) << nodir->cache_status();
+  EXPECT_EQ(masks(nodir), want);
+  std::filesystem::remove_all(dir);
 }
 
 class DefaultRules : public ::testing::Test {
