@@ -200,12 +200,20 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
   }
 
   uint64_t recs = 0;
-  FlowRecord rec;
+  // Records to the consumer in batches, prefetched as DirectSink does (the model scores
+  // a batch at once).
+  std::vector<FlowRecord> held(DirectSink::kHold);
+  const FlowRecord* ptrs[DirectSink::kHold];
   auto drain = [&] {
     for (uint32_t c = 0; c < k; c++) {
-      while (sinks[c]->ring.pop(rec)) {
-        out.consume(rec);
-        recs++;
+      for (uint32_t m = DirectSink::kHold; m == DirectSink::kHold;) {
+        for (m = 0; m < DirectSink::kHold && sinks[c]->ring.pop(held[m]); m++) out.prefetch(held[m], false);
+        for (uint32_t i = 0; i < m; i++) {
+          out.prefetch(held[i], true);
+          ptrs[i] = &held[i];
+        }
+        if (m) out.consume_batch(ptrs, m);
+        recs += m;
       }
       Batch* b;
       while (back[c]->pop(b)) free_list.push_back(b);
