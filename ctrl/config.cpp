@@ -221,6 +221,7 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
                 c.client_capacity = uint32_t(x);
               }},
              {"window", [&](auto& v, auto& k) { c.feature_window_ns = dur(file, v, k); }},
+             {"sketch_seed", [&](auto& v, auto& k) { c.sketch_seed = as<uint64_t>(file, v, k); }},
          });
        }},
       {"detect", [&](const YAML::Node& n, const std::string& nm) {

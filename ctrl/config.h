@@ -66,6 +66,7 @@ struct Config {
   uint32_t pair_capacity = 1u << 18;
   uint32_t server_capacity = 1u << 16;
   uint32_t client_capacity = 1u << 16;
+  uint64_t sketch_seed = 1;        // distinct counters' hash (features.sketch_seed)
   uint64_t feature_window_ns = 0;  // tumbling window of server/client counts (0: none)
   std::string rules;  // Hyperscan rules file for payload signatures (features/rules/)
   std::string rules_cache;  // directory of compiled rule databases ("": compile every load)

@@ -26,6 +26,7 @@ inline FeatureConfig feature_config(const Config& c) {
   fc.client_capacity = c.client_capacity;
   fc.window_ns = c.feature_window_ns;
   fc.hash_seed = c.core.table.hash_seed;
+  fc.sketch_seed = c.sketch_seed;
   fc.rules = c.loaded_rules;
   fc.ti = c.loaded_ti;
   fc.partners = c.loaded_partners;

@@ -130,11 +130,11 @@ ClientFeatures FeatureStage::client_features(const FlowRecord& r, const PairFeat
   c.flows++;
   c.failed += failed_contact(e);
   const uint8_t* srv = server_addr(e);
-  uint64_t hs = XXH3_64bits_withSeed(srv, 16, cfg_.hash_seed);
+  uint64_t hs = XXH3_64bits_withSeed(srv, 16, cfg_.sketch_seed);
   SketchPool& pool = client_sketches_;
   c.sk.add<0>(hs, pool);
   uint32_t pp = uint32_t(e.init_lo ? e.key.hi_port : e.key.lo_port) << 8 | e.key.proto;
-  c.sk.add<1>(XXH3_64bits_withSeed(&pp, sizeof pp, cfg_.hash_seed), pool);
+  c.sk.add<1>(XXH3_64bits_withSeed(&pp, sizeof pp, cfg_.sketch_seed), pool);
   if (p.valid && p.score >= cfg_.periodic_threshold) c.sk.add<2>(hs, pool);
   c.first_ns = std::min(c.first_ns, e.first_ns);
   c.last_ns = std::max(c.last_ns, e.last_ns);
@@ -201,12 +201,12 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
   sv.bytes += e.bytes[0] + e.bytes[1];
   sv.failed += failed_contact(e);
   SketchPool& pool = server_sketches_;
-  sv.sk.add<0>(XXH3_64bits_withSeed(k.client, 16, cfg_.hash_seed), pool);
+  sv.sk.add<0>(XXH3_64bits_withSeed(k.client, 16, cfg_.sketch_seed), pool);
   uint8_t net[16] = {};
   std::memcpy(net, k.client, k.ver == 4 ? 3 : 6);  // /24 or /48
-  sv.sk.add<1>(XXH3_64bits_withSeed(net, 16, cfg_.hash_seed), pool);
+  sv.sk.add<1>(XXH3_64bits_withSeed(net, 16, cfg_.sketch_seed), pool);
   uint32_t pp = uint32_t(k.port) << 8 | k.proto;
-  sv.sk.add<2>(XXH3_64bits_withSeed(&pp, sizeof pp, cfg_.hash_seed), pool);
+  sv.sk.add<2>(XXH3_64bits_withSeed(&pp, sizeof pp, cfg_.sketch_seed), pool);
   sv.first_ns = std::min(sv.first_ns, e.first_ns);
   sv.last_ns = std::max(sv.last_ns, e.last_ns);
 

@@ -29,7 +29,11 @@ struct FeatureConfig {
   // after pair_max_age_ns idle). Windows are aligned to multiples of it since the epoch.
   uint64_t window_ns = 0;
   double periodic_threshold = 0.7;  // pair_periodicity from which a server counts as periodic
-  uint64_t hash_seed = 0;
+  uint64_t hash_seed = 0;  // the tables' sets (random per run by default: no set flooding)
+  // The distinct counters' hash (HyperLogLog registers). Fixed, not the tables' seed: the
+  // same traffic gives the same counts on every run, and sketches merge only between
+  // sensors hashing alike.
+  uint64_t sketch_seed = 1;  // 1: what --hash-seed 1 gave before (the shipped models' training)
   std::shared_ptr<const RuleSet> rules;  // payload signatures; null = none
   std::shared_ptr<const TiTable> ti;     // threat-intel feeds; null = none
   std::shared_ptr<const PartnerTable> partners;  // partner enriched features; null = none

@@ -371,6 +371,36 @@ TEST(FeatureStage, ServerSeesDistinctClientsPrefixesAndFailures) {
   EXPECT_NEAR(row.pair.srv_age_s, 299, 0.01);
 }
 
+// Distinct counts hash with sketch_seed, not the tables' (random per run) seed: the same
+// records give the same estimates on every run, and sensors sharing sketch_seed merge.
+TEST(FeatureStage, DistinctCountsDoNotDependOnTheTableSeed) {
+  auto counts = [](uint64_t table_seed, uint64_t sketch_seed) {
+    FeatureConfig c;
+    c.hash_seed = table_seed;
+    c.sketch_seed = sketch_seed;
+    FeatureStage st(c);
+    FlowRecord r = ipv4_record(17);
+    r.e.key.hi[0] = 200;
+    r.e.key.hi_port = 53;
+    FeatureRow row;
+    std::vector<double> v;
+    for (uint32_t i = 0; i < 400; i++) {
+      r.e.key.lo[0] = 10;
+      r.e.key.lo[2] = uint8_t(i >> 8);
+      r.e.key.lo[3] = uint8_t(i);
+      r.e.first_ns = r.e.last_ns = 1'000'000'000ull * (1000 + i);
+      st.compute(r, row);
+      v.push_back(row.pair.srv_clients);
+    }
+    return v;
+  };
+  auto a = counts(1, 1), b = counts(2, 1), c = counts(0x9e3779b97f4a7c15ull, 1);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a, c);
+  EXPECT_NEAR(a.back(), 400, 400 * 0.2);
+  EXPECT_NE(a, counts(1, 2));  // the seed is in the hash: sensors must agree on it
+}
+
 // One client: a vertical scan of one host (1000 ports, unanswered), a horizontal sweep
 // (400 hosts on port 22) and beacons to 3 servers every 30 s.
 TEST(FeatureStage, ClientSeesFanOutScansAndPeriodicServers) {
