@@ -9,6 +9,7 @@
 //   ports:    16-byte addr, u8 ver, u16 port, u32 feed
 // (str = u32 length + bytes). Everything read is checked against the counts and the other
 // sections before use: a damaged file is refused with what is wrong, never half-loaded.
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -192,13 +193,20 @@ std::shared_ptr<const TiTable> TiTable::load_compiled(const std::string& path,
   auto check_set = [&](uint32_t set) {
     if (set != UINT32_MAX && set >= nsets) r.bad("interval names a set that does not exist");
   };
+  // The file's v4 section is the array itself (u32 lo, u32 set): one copy, then checked.
+  static_assert(sizeof(Iv4) == 8 && offsetof(Iv4, set) == 4);
+  r.need(n4 * sizeof(Iv4), "v4 intervals");
   t->v4_.resize(n4);
+  if (n4) std::memcpy(t->v4_.data(), b.data() + r.at, n4 * sizeof(Iv4));
   for (size_t i = 0; i < n4; i++) {
-    t->v4_[i].lo = r.get<uint32_t>("v4 interval");
-    t->v4_[i].set = r.get<uint32_t>("v4 interval");
-    check_set(t->v4_[i].set);
-    if (i && t->v4_[i].lo <= t->v4_[i - 1].lo) r.bad("v4 intervals out of order");
+    const Iv4& iv = t->v4_[i];
+    if ((iv.set != UINT32_MAX && iv.set >= nsets) || (i && iv.lo <= t->v4_[i - 1].lo)) {
+      r.at += i * sizeof(Iv4);  // name the interval's byte
+      check_set(iv.set);
+      r.bad("v4 intervals out of order");
+    }
   }
+  r.at += n4 * sizeof(Iv4);
   t->v6_.resize(n6);
   for (size_t i = 0; i < n6; i++) {
     t->v6_[i].lo = r.get<unsigned __int128>("v6 interval");

@@ -581,27 +581,62 @@ void TiTable::index_v4() {
 }
 
 void TiTable::compute_hits() {
+  // Names and cleaned categories are ranked once per feed (a set lists a few of the
+  // feeds, and there are 10^5 sets): a set's distinct names and categories are then small
+  // integer sorts, and rank order is the strings' order.
+  std::map<std::string, uint32_t> name_rank, cat_rank;
+  std::vector<std::vector<std::string>> feed_cats(feeds_.size());
+  for (size_t f = 0; f < feeds_.size(); f++) {
+    name_rank[feeds_[f].name] = 0;
+    const std::string& cs = feeds_[f].category;
+    for (size_t a = 0, b; a < cs.size(); a = b + 1) {
+      b = std::min(cs.find(';', a), cs.size());
+      std::string c = clean_category(cs.substr(a, b - a));
+      if (c.empty()) continue;
+      cat_rank[c] = 0;
+      feed_cats[f].push_back(std::move(c));
+    }
+  }
+  std::vector<const std::string*> cat_name;
+  uint32_t k = 0;
+  for (auto& kv : name_rank) kv.second = k++;
+  k = 0;
+  for (auto& kv : cat_rank) {
+    kv.second = k++;
+    cat_name.push_back(&kv.first);
+  }
+  std::vector<uint32_t> feed_name(feeds_.size());
+  std::vector<std::vector<uint32_t>> feed_cat(feeds_.size());
+  for (size_t f = 0; f < feeds_.size(); f++) {
+    feed_name[f] = name_rank[feeds_[f].name];
+    for (auto& c : feed_cats[f]) feed_cat[f].push_back(cat_rank[c]);
+  }
   set_hits_.clear();
+  set_hits_.reserve(sets_.size());
+  std::vector<uint32_t> names, cats;
   for (auto& s : sets_) {
     TiHit h;
-    std::set<std::string> names, cats;
+    names.clear();
+    cats.clear();
     for (uint32_t f : s) {
       const TiFeed& fd = feeds_[f];
-      names.insert(fd.name);
-      for (size_t a = 0, b; a < fd.category.size(); a = b + 1) {
-        b = std::min(fd.category.find(';', a), fd.category.size());
-        std::string c = clean_category(fd.category.substr(a, b - a));
-        if (!c.empty()) cats.insert(c);
-      }
+      names.push_back(feed_name[f]);
+      cats.insert(cats.end(), feed_cat[f].begin(), feed_cat[f].end());
       h.max_weight = std::max(h.max_weight, fd.weight);
       if (fd.date_days) {
         h.first_days = h.first_days ? std::min(h.first_days, fd.date_days) : fd.date_days;
         h.last_days = std::max(h.last_days, fd.date_days);
       }
     }
-    h.feeds = uint32_t(names.size());
-    for (auto& c : cats) h.categories += (h.categories.empty() ? "" : ";") + c;
-    set_hits_.push_back(h);
+    std::sort(names.begin(), names.end());
+    h.feeds = uint32_t(std::unique(names.begin(), names.end()) - names.begin());
+    std::sort(cats.begin(), cats.end());
+    cats.erase(std::unique(cats.begin(), cats.end()), cats.end());
+    for (uint32_t c : cats) {
+      if (!h.categories.empty()) h.categories += ';';
+      h.categories += *cat_name[c];
+    }
+    set_hits_.push_back(std::move(h));
   }
 }
 
