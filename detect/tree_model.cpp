@@ -205,8 +205,98 @@ TreeModel TreeModel::compile(const nlohmann::json& j, const std::string& name) {
     m.tree_class_.push_back(uint32_t(cls));
   }
   m.build_levels();
-  m.engine_ = m.lvl_feat_.empty() ? Engine::SCALAR : Engine(default_engine());
+  m.build_quickscorer();
+  int e = default_engine();
+  m.engine_ = e == 3 ? (m.qs_off_.empty() ? Engine::SCALAR : Engine::QUICKSCORER)
+              : m.lvl_feat_.empty() ? Engine::SCALAR : Engine(e);
   return m;
+}
+
+void TreeModel::build_quickscorer() {
+  struct QsNode {
+    float thr;
+    uint32_t tree;
+    uint64_t mask;
+  };
+  std::vector<std::vector<QsNode>> by_feat(num_features_), nan_right(num_features_);
+  std::vector<uint32_t> leaf_off;
+  std::vector<float> leaves;
+  for (size_t t = 0; t < trees_.size(); t++) {
+    leaf_off.push_back(uint32_t(leaves.size()));
+    // Depth first, left before right: leaves get bits 0, 1, ... from the left. A split's
+    // left subtree holds the leaves numbered while it is walked.
+    struct Frame {
+      uint32_t node;
+      uint32_t first_leaf;  // bit of the first leaf below it
+      bool left_done;
+    };
+    std::vector<Frame> stack{{trees_[t], 0, false}};
+    uint32_t next = 0;
+    while (!stack.empty()) {
+      Frame& f = stack.back();
+      const Node& nd = nodes_[f.node];
+      if (nd.child == f.node) {  // a leaf
+        if (next == 64) return;  // more than 64 leaves: no QuickScorer layout
+        leaves.push_back(leaf_value_[f.node]);
+        next++;
+        stack.pop_back();
+        continue;
+      }
+      if (!f.left_done) {
+        f.left_done = true;
+        f.first_leaf = next;
+        stack.push_back({nd.child, 0, false});
+        continue;
+      }
+      // Left subtree done: its leaves are [first_leaf, next).
+      uint64_t left = (next == 64 ? ~0ull : (1ull << next) - 1) & ~((1ull << f.first_leaf) - 1);
+      QsNode q{nd.threshold, uint32_t(t), ~left};
+      by_feat[nd.feature].push_back(q);
+      if (!nd.default_left) nan_right[nd.feature].push_back(q);
+      uint32_t right = nd.child + 1;
+      stack.pop_back();
+      stack.push_back({right, 0, false});
+    }
+  }
+  qs_off_.push_back(0);
+  qs_nan_off_.push_back(0);
+  for (uint32_t f = 0; f < num_features_; f++) {
+    auto& v = by_feat[f];
+    std::stable_sort(v.begin(), v.end(), [](const QsNode& a, const QsNode& b) { return a.thr < b.thr; });
+    for (auto& q : v) {
+      qs_thr_.push_back(q.thr);
+      qs_tree_.push_back(q.tree);
+      qs_mask_.push_back(q.mask);
+    }
+    for (auto& q : nan_right[f]) {
+      qs_nan_tree_.push_back(q.tree);
+      qs_nan_mask_.push_back(q.mask);
+    }
+    qs_off_.push_back(uint32_t(qs_thr_.size()));
+    qs_nan_off_.push_back(uint32_t(qs_nan_tree_.size()));
+  }
+  qs_leaf_off_ = std::move(leaf_off);
+  qs_leaf_ = std::move(leaves);
+}
+
+void TreeModel::batch_quickscorer(const float* x, size_t n, float* margin, uint64_t* masks) const {
+  const size_t T = trees_.size();
+  for (size_t i = 0; i < n; i++) {
+    const float* v = x + i * num_features_;
+    std::fill(masks, masks + T, ~0ull);
+    for (uint32_t f = 0; f < num_features_; f++) {
+      float xf = v[f];
+      if (std::isnan(xf)) {
+        for (uint32_t k = qs_nan_off_[f]; k < qs_nan_off_[f + 1]; k++) masks[qs_nan_tree_[k]] &= qs_nan_mask_[k];
+        continue;
+      }
+      // Nodes sorted by threshold: x fails (goes right at) exactly a prefix of them.
+      for (uint32_t k = qs_off_[f], e = qs_off_[f + 1]; k < e && qs_thr_[k] <= xf; k++)
+        masks[qs_tree_[k]] &= qs_mask_[k];
+    }
+    for (size_t t = 0; t < T; t++)
+      margin[size_t(tree_class_[t]) * n + i] += qs_leaf_[qs_leaf_off_[t] + uint32_t(__builtin_ctzll(masks[t]))];
+  }
 }
 
 void TreeModel::build_levels() {
@@ -291,14 +381,14 @@ void TreeModel::each_level_tree(size_t n, float* margin, Walk&& walk) const {
 }
 
 namespace {
-constexpr const char* kEngineNames[] = {"scalar", "avx2", "avx512"};
+constexpr const char* kEngineNames[] = {"scalar", "avx2", "avx512", "quickscorer"};
 
 bool cpu_runs(int engine) {
 #if defined(__x86_64__)
   if (engine == 2) return __builtin_cpu_supports("avx512f");
   if (engine == 1) return __builtin_cpu_supports("avx2");
 #endif
-  return engine == 0;
+  return engine == 0 || engine == 3;
 }
 
 // The best kernel this CPU runs, capped by LINESIGHT_BATCH_ENGINE (read once).
@@ -307,12 +397,12 @@ int default_engine() {
     int b = cpu_runs(2) ? 2 : cpu_runs(1) ? 1 : 0;
     if (const char* e = std::getenv("LINESIGHT_BATCH_ENGINE")) {
       int cap = -1;
-      for (int i = 0; i < 3; i++)
+      for (int i = 0; i < 4; i++)
         if (std::string(e) == kEngineNames[i]) cap = i;
       if (cap < 0)
-        std::fprintf(stderr, "linesight: LINESIGHT_BATCH_ENGINE=%s: not scalar, avx2 or avx512; ignored\n", e);
+        std::fprintf(stderr, "linesight: LINESIGHT_BATCH_ENGINE=%s: not scalar, avx2, avx512 or quickscorer; ignored\n", e);
       else
-        b = std::min(b, cap);
+        b = cap == 3 ? 3 : std::min(b, cap);
     }
     return b;
   }();
@@ -323,8 +413,8 @@ int default_engine() {
 const char* TreeModel::batch_engine() const { return kEngineNames[int(engine_)]; }
 
 bool TreeModel::set_batch_engine(const std::string& name) {
-  for (int i = 0; i < 3; i++)
-    if (name == kEngineNames[i] && cpu_runs(i) && (i == 0 || !lvl_feat_.empty())) {
+  for (int i = 0; i < 4; i++)
+    if (name == kEngineNames[i] && cpu_runs(i) && (i == 0 || (i == 3 ? !qs_off_.empty() : !lvl_feat_.empty()))) {
       engine_ = Engine(i);
       return true;
     }
@@ -728,10 +818,15 @@ void TreeModel::predict_batch(const float* x, size_t n, float* out, float* margi
   uint32_t outs = link_ == Link::ARGMAX ? 1 : k;
   std::fill(margin, margin + n * k, base_margin_);
   if (engine_ != Engine::SCALAR) {
-    if (engine_ == Engine::AVX512)
-      batch_avx512(x, n, margin, margin + n * k);
-    else
-      batch_avx2(x, n, margin, margin + n * k);
+    float* scratch = margin + n * k;
+    if (engine_ == Engine::QUICKSCORER) {  // masks aligned in the scratch (margin_floats leaves room)
+      auto at = reinterpret_cast<uintptr_t>(scratch);
+      batch_quickscorer(x, n, margin, reinterpret_cast<uint64_t*>((at + 7) & ~uintptr_t(7)));
+    } else if (engine_ == Engine::AVX512) {
+      batch_avx512(x, n, margin, scratch);
+    } else {
+      batch_avx2(x, n, margin, scratch);
+    }
     float m[1024];
     for (size_t i = 0; i < n; i++) {
       for (uint32_t c = 0; c < k; c++) m[c] = margin[c * n + i];

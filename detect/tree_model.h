@@ -3,6 +3,7 @@
 // multi:softprob / multi:softmax, reg:squarederror / reg:logistic, numeric splits, missing
 // values (NaN) with each node's default direction. No allocation per prediction.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -37,12 +38,18 @@ class TreeModel {
   // outermost so each tree's nodes stay in cache across the batch. `margin` is scratch of
   // margin_floats(n) floats.
   void predict_batch(const float* x, size_t n, float* out, float* margin) const;
-  size_t margin_floats(size_t n) const { return n * num_class_ + (n + 15) / 16 * 32 * num_features_; }
+  size_t margin_floats(size_t n) const {
+    return n * num_class_ + std::max((n + 15) / 16 * 32 * size_t(num_features_), 2 * trees_.size() + 2);
+  }
   // Which batch kernel predict_batch uses: "avx512" (16 vectors in lockstep through each
   // tree laid out level by level), "avx2" (the same walk, 8 lanes at a time) or "scalar"
   // (no SIMD on this CPU, or a tree deeper than kMaxSimdDepth). The best the CPU runs is
-  // chosen at load; LINESIGHT_BATCH_ENGINE=scalar|avx2|avx512 caps it. All give
-  // bit-identical results (same additions, same order).
+  // chosen at load; LINESIGHT_BATCH_ENGINE=scalar|avx2|avx512 caps it. "quickscorer"
+  // (Lucchese et al., SIGIR 2015: per feature, the nodes it fails clear leaves from
+  // their tree's 64-bit leaf mask) is measured beside them (docs/detect.md) and used only
+  // when asked (set_batch_engine, LINESIGHT_BATCH_ENGINE=quickscorer), for models whose
+  // trees have at most 64 leaves. All give bit-identical results (same additions, same
+  // order).
   const char* batch_engine() const;
   // Selects a kernel by name (tests, benchmarks); false, and no change, when this CPU or
   // this model cannot run it.
@@ -77,6 +84,10 @@ class TreeModel {
   }
   void finish(float* margin, float* out) const;
   void build_levels();
+  void build_quickscorer();
+  // Adds every tree's leaf for the n rows of x to class-major margins; `masks` is scratch
+  // for num_trees() leaf masks.
+  void batch_quickscorer(const float* x, size_t n, float* margin, uint64_t* masks) const;
   // Adds every tree's leaf for the n rows of x to class-major margins (margin[c * n + row]);
   // xt is scratch for the rows regrouped 16 at a time, feature-major.
   void batch_avx512(const float* x, size_t n, float* margin, float* xt) const;
@@ -100,11 +111,19 @@ class TreeModel {
   std::vector<int32_t> lvl_feat_;
   std::vector<float> lvl_thr_, lvl_leaf_;
   std::vector<uint32_t> lvl_node_off_, lvl_leaf_off_;
+  // QuickScorer layout (empty when a tree has more than 64 leaves). Per feature f, its
+  // split nodes at [qs_off_[f], qs_off_[f + 1]) sorted by threshold; a node failed
+  // (x >= threshold) clears the leaves of its left subtree from its tree's mask (leaves
+  // numbered left to right), and the exit leaf is the lowest bit left. Nodes sending
+  // missing values right are listed again per feature at [qs_nan_off_[f], ...).
+  std::vector<uint32_t> qs_off_, qs_tree_, qs_nan_off_, qs_nan_tree_, qs_leaf_off_;
+  std::vector<float> qs_thr_, qs_leaf_;
+  std::vector<uint64_t> qs_mask_, qs_nan_mask_;
   std::vector<std::string> feature_names_;
   std::string objective_;
   uint32_t num_features_ = 0, num_class_ = 1;
   float base_margin_ = 0;
-  enum class Engine : uint8_t { SCALAR, AVX2, AVX512 } engine_ = Engine::SCALAR;
+  enum class Engine : uint8_t { SCALAR, AVX2, AVX512, QUICKSCORER } engine_ = Engine::SCALAR;
   enum class Link : uint8_t { IDENTITY, SIGMOID, SOFTMAX, ARGMAX } link_ = Link::IDENTITY;
 };
 

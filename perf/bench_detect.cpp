@@ -1,9 +1,10 @@
 // Tree-ensemble engine: ns per prediction for 100 trees of depth 6 and 500 of depth 8,
 // one vector at a time (predict: the scalar walk) and in batches (predict_batch: the best
 // kernel the CPU runs, named in each batch row's label; LINESIGHT_BATCH_ENGINE=avx2 or
-// =scalar caps it).
+// =scalar caps it, =quickscorer selects that layout).
 // Models are random full trees over 40 features, loaded through the same JSON path as
-// XGBoost's files; 10 % of values missing. BM_PredictBatch/1/1/256 is the fixed cost
+// XGBoost's files; 10 % of values missing. BM_PredictBatchGrown: trees grown leaf-wise
+// to 64 leaves (XGBoost's lossguide policy), deep and lopsided. BM_PredictBatch/1/1/256 is the fixed cost
 // per vector (regrouping the batch, the sigmoid); BM_Shipped* score the shipped
 // c2-server model (XGBoost-trained: lopsided trees) on the same vectors.
 #include <benchmark/benchmark.h>
@@ -19,18 +20,21 @@ namespace {
 
 constexpr int kFeatures = 40;
 
-ls::TreeModel random_model(int trees, int depth) {
+// Trees as XGBoost JSON: `grow` shapes each tree (left/right child, -1 for a leaf); splits
+// get a random feature, threshold and default direction, leaves a small value.
+template <class Grow>
+ls::TreeModel model_of(int trees, Grow&& grow) {
   std::mt19937 r(11);
   std::normal_distribution<float> g;
   nlohmann::json ts = nlohmann::json::array(), info = nlohmann::json::array();
   for (int t = 0; t < trees; t++) {
-    int n = (1 << (depth + 1)) - 1;
-    std::vector<int> l(n, -1), rt(n, -1), f(n, 0), dl(n, 0);
+    std::vector<int> l, rt;
+    grow(r, l, rt);
+    size_t n = l.size();
+    std::vector<int> f(n, 0), dl(n, 0);
     std::vector<float> c(n);
-    for (int i = 0; i < n; i++) {
-      if (2 * i + 2 < n) {
-        l[i] = 2 * i + 1;
-        rt[i] = 2 * i + 2;
+    for (size_t i = 0; i < n; i++) {
+      if (l[i] >= 0) {
         f[i] = int(r() % kFeatures);
         dl[i] = int(r() & 1);
         c[i] = g(r);
@@ -47,6 +51,36 @@ ls::TreeModel random_model(int trees, int depth) {
                         {"objective", {{"name", "binary:logistic"}}},
                         {"gradient_booster", {{"name", "gbtree"}, {"model", {{"trees", ts}, {"tree_info", info}}}}}}}};
   return ls::TreeModel::load_string(m.dump());
+}
+
+// Full trees of one depth (XGBoost's default depth-wise growth at its limit).
+ls::TreeModel random_model(int trees, int depth) {
+  return model_of(trees, [&](std::mt19937&, std::vector<int>& l, std::vector<int>& rt) {
+    int n = (1 << (depth + 1)) - 1;
+    l.assign(n, -1);
+    rt.assign(n, -1);
+    for (int i = 0; 2 * i + 2 < n; i++) l[i] = 2 * i + 1, rt[i] = 2 * i + 2;
+  });
+}
+
+// Leaf-wise growth (grow_policy=lossguide, max_leaves): a random leaf split until the tree
+// has `leaves`; deep and lopsided, often past the SIMD kernels' depth 10.
+ls::TreeModel grown_model(int trees, int leaves) {
+  return model_of(trees, [&](std::mt19937& r, std::vector<int>& l, std::vector<int>& rt) {
+    l.assign(1, -1);
+    rt.assign(1, -1);
+    std::vector<int> open{0};
+    while (int(open.size()) < leaves) {
+      size_t k = r() % open.size();
+      int at = open[k], n = int(l.size());
+      l[size_t(at)] = n;
+      rt[size_t(at)] = n + 1;
+      l.resize(size_t(n) + 2, -1);
+      rt.resize(size_t(n) + 2, -1);
+      open[k] = n;
+      open.push_back(n + 1);
+    }
+  });
 }
 
 std::vector<float> vectors(size_t n) {
@@ -70,11 +104,16 @@ void BM_PredictOne(benchmark::State& st) {
   st.SetItemsProcessed(int64_t(st.iterations()));
 }
 
-void BM_PredictBatch(benchmark::State& st) {
-  auto m = random_model(int(st.range(0)), int(st.range(1)));
-  size_t batch = size_t(st.range(2));
-  auto x = vectors(batch);
-  std::vector<float> out(batch), margin(m.margin_floats(batch));
+std::vector<float> vectors_for(const ls::TreeModel& m, size_t n) {
+  auto x = vectors(n * m.num_features() / kFeatures + 1);
+  x.resize(n * m.num_features());
+  return x;
+}
+
+// Batches of `batch` vectors through predict_batch, labelled with the engine used.
+void run_batches(benchmark::State& st, const ls::TreeModel& m, size_t batch) {
+  auto x = vectors_for(m, batch);
+  std::vector<float> out(batch * m.num_outputs()), margin(m.margin_floats(batch));
   for (auto _ : st) {
     m.predict_batch(x.data(), batch, out.data(), margin.data());
     benchmark::DoNotOptimize(out.data());
@@ -83,10 +122,12 @@ void BM_PredictBatch(benchmark::State& st) {
   st.SetLabel(m.batch_engine());
 }
 
-std::vector<float> vectors_for(const ls::TreeModel& m, size_t n) {
-  auto x = vectors(n * m.num_features() / kFeatures + 1);
-  x.resize(n * m.num_features());
-  return x;
+void BM_PredictBatch(benchmark::State& st) {
+  run_batches(st, random_model(int(st.range(0)), int(st.range(1))), size_t(st.range(2)));
+}
+
+void BM_PredictBatchGrown(benchmark::State& st) {
+  run_batches(st, grown_model(int(st.range(0)), int(st.range(1))), size_t(st.range(2)));
 }
 
 void BM_ShippedOne(benchmark::State& st) {
@@ -103,16 +144,7 @@ void BM_ShippedOne(benchmark::State& st) {
 }
 
 void BM_ShippedBatch(benchmark::State& st) {
-  auto m = ls::TreeModel::load_file(LS_SOURCE_ROOT "/detect/models/c2-server.json");
-  size_t batch = size_t(st.range(0));
-  auto x = vectors_for(m, batch);
-  std::vector<float> out(batch), margin(m.margin_floats(batch));
-  for (auto _ : st) {
-    m.predict_batch(x.data(), batch, out.data(), margin.data());
-    benchmark::DoNotOptimize(out.data());
-  }
-  st.SetItemsProcessed(int64_t(st.iterations() * batch));
-  st.SetLabel(m.batch_engine());
+  run_batches(st, ls::TreeModel::load_file(LS_SOURCE_ROOT "/detect/models/c2-server.json"), size_t(st.range(0)));
 }
 
 }  // namespace
@@ -120,5 +152,6 @@ void BM_ShippedBatch(benchmark::State& st) {
 BENCHMARK(BM_ShippedOne);
 BENCHMARK(BM_ShippedBatch)->Arg(256);
 BENCHMARK(BM_PredictOne)->Args({100, 6})->Args({500, 8});
+BENCHMARK(BM_PredictBatchGrown)->Args({100, 64, 256});
 BENCHMARK(BM_PredictBatch)->Args({1, 1, 256})->Args({100, 6, 64})->Args({100, 6, 256})->Args({500, 8, 64})->Args({500, 8, 256});
 BENCHMARK_MAIN();

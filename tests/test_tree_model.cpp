@@ -83,7 +83,7 @@ struct Gen {
 // groups, with every batch engine this CPU runs.
 void same_as_one_by_one(const TreeModel& model, Gen& g, const char* what) {
   int F = int(model.num_features());
-  for (const char* engine : {"scalar", "avx2", "avx512"}) {
+  for (const char* engine : {"scalar", "avx2", "avx512", "quickscorer"}) {
     TreeModel m = model;
     if (!m.set_batch_engine(engine)) continue;
     for (size_t n : {1u, 5u, 8u, 9u, 16u, 17u, 24u, 63u, 64u, 65u, 200u}) {
