@@ -210,12 +210,8 @@ DetectStage::~DetectStage() = default;
 
 double DetectStage::expert_score(const App& a, const FeatureRow& row, const RuleSet* rules,
                                  const float* values) const {
-  bool sig = a.cfg.sig_ids.empty();  // an app that needs signatures never fires without rules
-  if (rules && !a.cfg.sig_ids.empty())
-    for (size_t b = 0; b < rules->rules().size() && b < 64; b++)
-      if ((row.pair.sig_mask >> b & 1) &&
-          std::find(a.cfg.sig_ids.begin(), a.cfg.sig_ids.end(), rules->rules()[b].id) != a.cfg.sig_ids.end())
-        sig = true;
+  // An app that needs signatures never fires without rules (its bits are then 0).
+  bool sig = a.cfg.sig_ids.empty() || (rules && (row.pair.sig_mask & a.sig_bits));
   bool ok = sig && row.pair.score >= a.cfg.min_periodicity && row.pair.contacts >= a.cfg.min_contacts;
   for (auto& c : a.cfg.conds) {
     float v = values[c.column];
@@ -236,7 +232,18 @@ void DetectStage::score(const FeatureRow* rows, const RuleSet* const* rules, siz
     stats_[k].scored += n;
     double* s = &scores_[k * n];
     if (!a.model) {
-      for (size_t r = 0; r < n; r++) s[r] = expert_score(a, rows[r], rules[r], &values_[r * kNumColumns]);
+      for (size_t r = 0; r < n; r++) {
+        uint64_t serial = rules[r] ? rules[r]->serial() : 0;
+        if (serial != a.bits_of) {
+          a.bits_of = serial;
+          a.sig_bits = 0;
+          if (rules[r])
+            for (size_t b = 0; b < rules[r]->rules().size() && b < 64; b++)
+              if (std::find(a.cfg.sig_ids.begin(), a.cfg.sig_ids.end(), rules[r]->rules()[b].id) != a.cfg.sig_ids.end())
+                a.sig_bits |= 1ull << b;
+        }
+        s[r] = expert_score(a, rows[r], rules[r], &values_[r * kNumColumns]);
+      }
       continue;
     }
     size_t f = a.columns.size();

@@ -116,7 +116,12 @@ class DetectStage {
     std::vector<uint16_t> columns;  // model feature i ← feature column columns[i]
     std::vector<float> x;           // the batch's model inputs, row after row
     std::unique_ptr<BoundedTable<EntityKey, Seen>> seen;
+    // Expert rule: the bits of cfg.sig_ids in the numbering of the rule set with serial
+    // `bits_of` (rows name their set; nearly always the same one: computed once per set).
+    uint64_t bits_of = 0;
+    uint64_t sig_bits = 0;
   };
+  // `a.sig_bits` must be those of `rules`.
   double expert_score(const App& a, const FeatureRow& row, const RuleSet* rules, const float* values) const;
   // x: the row's model inputs (null for an expert rule).
   void emit(App& a, const FeatureRow& row, double score, const RuleSet* rules, const float* x);

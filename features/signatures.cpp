@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
@@ -193,6 +194,11 @@ std::shared_ptr<const RuleSet> RuleSet::load_string(const std::string& text, con
   if (hs_alloc_scratch(rs->db_, &rs->proto_) != HS_SUCCESS) throw RuleError(name + ": cannot allocate scratch");
   if (!cached.empty()) rs->save_cached(cache_dir, cached);
   return rs;
+}
+
+RuleSet::RuleSet() {
+  static std::atomic<uint64_t> next{1};
+  serial_ = next.fetch_add(1, std::memory_order_relaxed);
 }
 
 RuleSet::~RuleSet() {

@@ -55,9 +55,13 @@ class RuleSet {
   // could not serve: "compiled; cache FILE not written: REASON" or
   // "compiled; cache FILE unusable: REASON; rewritten".
   const std::string& cache_status() const { return cache_status_; }
+  // Unique per loaded set for the process's life (an address can be reused after a
+  // reload frees the old set; this cannot): what caches of per-set facts key on.
+  uint64_t serial() const { return serial_; }
 
  private:
-  RuleSet() = default;
+  RuleSet();
+  uint64_t serial_;
   std::vector<Rule> rules_;
   hs_database_t* db_ = nullptr;
   hs_scratch_t* proto_ = nullptr;
