@@ -124,6 +124,7 @@ ReplayResult run_inline(PacketSource& src, const CoreConfig& cfg, RecordConsumer
 // ---- K > 1 ----
 
 struct Batch {
+  uint64_t seq = 0;  // 1, 2, ... in reading order
   Arena arena;
   PacketView views[kBurst];
   PacketMeta metas[kBurst];
@@ -133,25 +134,67 @@ struct Batch {
   Batch(uint32_t k) : arena(1u << 20), idx(size_t(k) * kBurst), cnt(k) {}
 };
 
+// A record and the batch its core was processing when it was emitted; the flush at the
+// end is stamped in chunks from kFlushBase up, so cores' final records interleave.
+struct Stamped {
+  uint64_t seq;
+  FlowRecord r;
+};
+constexpr uint64_t kFlushBase = 1ull << 62, kFinal = UINT64_MAX;
+constexpr uint32_t kFlushChunk = 256;
+constexpr size_t kPendingMax = 1024;  // records held per core out of turn (~0.9 MB)
+
+// A core's records held by the reader: a fixed ring (a deque allocated an aligned node
+// per record, and the heap fragmented: +160 MB peak on the synthetic capture).
+class Pending {
+ public:
+  Pending() : buf_(kPendingMax + 1) {}
+  bool empty() const { return n_ == 0; }
+  bool full() const { return n_ == buf_.size(); }
+  const Stamped& front() const { return buf_[head_]; }
+  const Stamped& back() const { return buf_[(head_ + n_ - 1) % buf_.size()]; }
+  Stamped& slot() { return buf_[(head_ + n_) % buf_.size()]; }  // the next free one
+  void commit() { n_++; }  // slot() was filled
+  void pop_front() {
+    head_ = (head_ + 1) % buf_.size();
+    n_--;
+  }
+
+ private:
+  std::vector<Stamped> buf_;
+  size_t head_ = 0, n_ = 0;
+};
+
 // Records leave a core through its own ring; a full ring makes the core wait (replay
 // loses nothing) and the wait is counted.
 class RingSink final : public RecordSink {
  public:
   RingSink(uint16_t core) : ring(1024), core_(core) {}
   void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override {
-    rec_.fill(e, pay, cap, why, core_, sampler->config());
+    if (seq >= kFlushBase && ++in_chunk > kFlushChunk) {  // this chunk of the flush is complete
+      done.store(seq, std::memory_order_release);
+      seq++;
+      in_chunk = 1;
+    }
+    rec_.seq = seq;
+    rec_.r.fill(e, pay, cap, why, core_, sampler->config());
     while (!ring.push(rec_)) {
       waits++;
       std::this_thread::yield();
     }
   }
-  SpscRing<FlowRecord> ring;  // records by value: no allocation on the core
+  SpscRing<Stamped> ring;  // records by value: no allocation on the core
   const Sampler* sampler = nullptr;
   uint64_t waits = 0;
+  uint64_t seq = 0;  // set by the core before each batch, and to kFlushBase before finish()
+  // The last stamp this core finished (kFinal after finish()): every record it stamped
+  // up to there is in the ring.
+  std::atomic<uint64_t> done{0};
 
  private:
+  uint32_t in_chunk = 0;
   uint16_t core_;
-  FlowRecord rec_;
+  Stamped rec_;
 };
 
 ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer& out,
@@ -190,31 +233,88 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
         uint16_t n = b->cnt[c];
         const uint16_t* ix = &b->idx[size_t(c) * kBurst];
         for (uint16_t i = 0; i < n; i++) ptrs[i] = &b->metas[ix[i]];
-        core.process(ptrs, n);
+        uint64_t seq = b->seq;
+        sinks[c]->seq = seq;
+        if (n) core.process(ptrs, n);
         if (b->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
           while (!back[c]->push(b)) std::this_thread::yield();
+        sinks[c]->done.store(seq, std::memory_order_release);
       }
+      sinks[c]->seq = kFlushBase;
       core.finish();
+      sinks[c]->done.store(kFinal, std::memory_order_release);
       done.fetch_add(1, std::memory_order_release);
     });
   }
 
   uint64_t recs = 0;
-  // Records to the consumer in batches, prefetched as DirectSink does (the model scores
-  // a batch at once).
+  // Records reach the consumer in one order whatever the threads' timing: by stamp (the
+  // batch that emitted them), then by core, then as the core emitted them. Records of the
+  // current (stamp, core) go on as they arrive; the others wait here until their turn —
+  // rings are always emptied, so no core waits on a slower one. Handed over in batches,
+  // prefetched as DirectSink does (the model scores a batch at once).
+  std::vector<Pending> pending(k);
   std::vector<FlowRecord> held(DirectSink::kHold);
   const FlowRecord* ptrs[DirectSink::kHold];
+  uint32_t n_held = 0;
+  auto hand_over = [&] {
+    for (uint32_t i = 0; i < n_held; i++) {
+      out.prefetch(held[i], true);
+      ptrs[i] = &held[i];
+    }
+    if (n_held) out.consume_batch(ptrs, n_held);
+    recs += n_held;
+    n_held = 0;
+  };
+  uint64_t assigned = 0, cur_s = 1;  // batches stamped so far; the stamp being handed over
+  uint32_t cur_c = 0;
+  bool ended = false;  // no batch after `assigned`
+  // Moves one record from core c's ring into its pending ring; false if none (or no room).
+  auto take = [&](uint32_t c) {
+    Pending& q = pending[c];
+    if (q.full() || !sinks[c]->ring.pop(q.slot())) return false;
+    q.commit();
+    return true;
+  };
   auto drain = [&] {
-    for (uint32_t c = 0; c < k; c++) {
-      for (uint32_t m = DirectSink::kHold; m == DirectSink::kHold;) {
-        for (m = 0; m < DirectSink::kHold && sinks[c]->ring.pop(held[m]); m++) out.prefetch(held[m], false);
-        for (uint32_t i = 0; i < m; i++) {
-          out.prefetch(held[i], true);
-          ptrs[i] = &held[i];
+    for (;;) {
+      RingSink& sk = *sinks[cur_c];
+      uint64_t d = sk.done.load(std::memory_order_acquire);  // before popping: all of ≤ d is in
+      // This core's records of cur_s, until one of a later stamp shows or its ring is empty.
+      for (Pending& q = pending[cur_c];;) {
+        for (; !q.empty() && q.front().seq == cur_s; q.pop_front()) {
+          held[n_held] = q.front().r;
+          out.prefetch(held[n_held], false);
+          if (++n_held == DirectSink::kHold) hand_over();
         }
-        if (m) out.consume_batch(ptrs, m);
-        recs += m;
+        if (!q.empty() || !take(cur_c)) break;
       }
+      if (d < cur_s) break;  // core cur_c may still emit records of this stamp
+      if (cur_c + 1 < k) {
+        cur_c++;
+        continue;
+      }
+      uint64_t next = cur_s >= kFlushBase ? cur_s + 1 : cur_s < assigned ? cur_s + 1 : ended ? kFlushBase : 0;
+      if (!next) break;  // the next batch is not read yet
+      if (cur_s >= kFlushBase) {  // past the flush's last chunk once every core is done
+        bool all = true;
+        for (uint32_t c = 0; c < k; c++) {
+          bool finished = sinks[c]->done.load(std::memory_order_acquire) == kFinal;
+          take(c);
+          all = all && finished && pending[c].empty();
+        }
+        if (all) break;
+      }
+      cur_c = 0;
+      cur_s = next;
+    }
+    // Other cores' records wait here, up to a bound: past it their rings fill and those
+    // cores wait (counted) — and yield the CPU to the core whose turn it is.
+    for (uint32_t c = 0; c < k; c++)
+      while (take(c)) {
+      }
+    hand_over();
+    for (uint32_t c = 0; c < k; c++) {
       Batch* b;
       while (back[c]->pop(b)) free_list.push_back(b);
     }
@@ -255,11 +355,11 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
       }
       b->idx[size_t(c) * kBurst + b->cnt[c]++] = uint16_t(i);
     }
-    uint32_t users = 0;
-    for (uint32_t c = 0; c < k; c++) users += b->cnt[c] != 0;
-    b->refs.store(users, std::memory_order_relaxed);
-    for (uint32_t c = 0; c < k; c++)
-      if (b->cnt[c]) push_wait(c, b);
+    // Every core gets every batch, its share possibly empty: finishing it tells the
+    // reader that no record of this batch is still to come from that core.
+    b->seq = ++assigned;
+    b->refs.store(k, std::memory_order_relaxed);
+    for (uint32_t c = 0; c < k; c++) push_wait(c, b);
     pkts += n;
     drain();
     prog.maybe(pkts, recs);
@@ -268,6 +368,7 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
       break;
     }
   }
+  ended = true;
   for (uint32_t c = 0; c < k; c++) push_wait(c, nullptr);
   while (done.load(std::memory_order_acquire) < k) {
     drain();
