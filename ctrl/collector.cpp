@@ -21,14 +21,14 @@ constexpr uint32_t kRandomBit = 1u << 31;
 
 Collector::Collector(const CoreConfig& cfg, RecordConsumer& out)
     : cfg_(cfg),
-      out_(out),
       table_([&] {
         TableConfig t = cfg.table;
         t.payload_bytes = 0;  // exports carry no payload
         return t;
       }(), ctr_, *this),
       dec_([this](const Uniflow& u) { add(u); }),
-      rate_(table_.capacity(), 1) {}
+      rate_(table_.capacity(), 1),
+      hold_(out) {}
 
 void Collector::add(const Uniflow& u) {
   uniflows++;
@@ -64,11 +64,14 @@ void Collector::emit(const FlowEntry& e, const uint8_t*, uint16_t, EndReason why
   s.mode = s.rate <= 1 ? SampleMode::OFF
                        : (r & kRandomBit) ? SampleMode::PACKET_RANDOM : SampleMode::PACKET_DET;
   if (s.rate == 0) s.rate = 1;
-  rec_.fill(e, nullptr, 0, why, 0, s);
-  out_.consume(rec_);
+  hold_.slot().fill(e, nullptr, 0, why, 0, s);
+  hold_.commit();
 }
 
-void Collector::finish() { table_.flush(EndReason::FLUSH); }
+void Collector::finish() {
+  table_.flush(EndReason::FLUSH);
+  hold_.flush();
+}
 
 namespace {
 std::string peer_name(const sockaddr_storage& a) {

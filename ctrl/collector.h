@@ -19,7 +19,11 @@ namespace ls {
 class Collector final : public RecordSink {
  public:
   Collector(const CoreConfig& cfg, RecordConsumer& out);
-  void datagram(const uint8_t* p, size_t n, const std::string& from) { dec_.decode(p, n, from); }
+  // The records a datagram ends reach the consumer together, when it is decoded.
+  void datagram(const uint8_t* p, size_t n, const std::string& from) {
+    dec_.decode(p, n, from);
+    hold_.flush();
+  }
   void finish();  // flushes every flow still in the table
   const NfCounters& netflow() const { return dec_.ctr; }
   const Counters& table_counters() const { return ctr_; }
@@ -31,12 +35,11 @@ class Collector final : public RecordSink {
   void add(const Uniflow& u);
 
   CoreConfig cfg_;
-  RecordConsumer& out_;
   Counters ctr_;
   FlowTable table_;
   NetflowDecoder dec_;
   std::vector<uint32_t> rate_;  // per entry: the exporter's 1:N packet sampling (0 = random)
-  FlowRecord rec_;
+  RecordHold hold_;
 };
 
 // Receives datagrams on a UDP address ("127.0.0.1:2055", "[::]:4739") until `stop` is set,

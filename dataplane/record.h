@@ -2,6 +2,7 @@
 // payload prefix. Consumers (writers, later the worker stages) get these, never entries.
 #pragma once
 #include <cstring>
+#include <vector>
 
 #include "dataplane/flow_table.h"
 #include "dataplane/sampler.h"
@@ -79,6 +80,38 @@ struct RecordConsumer {
   }
   // A record consume() will see soon (same thread): start loading what it touches.
   virtual void prefetch(const FlowRecord&, bool /*slot*/) {}
+};
+
+// Records held between their producer and a consumer on the same thread, up to kHold:
+// each one's first prefetch step is issued when it is added, the second and the
+// consume_batch() at flush() (or when the hold is full) — so the consumer's table misses
+// overlap the producer's work in between, and models score the records together. The
+// consumer sees every record, in order; call flush() before the consumer must have them.
+class RecordHold {
+ public:
+  static constexpr uint32_t kHold = 32;
+  explicit RecordHold(RecordConsumer& out) : out_(out), held_(kHold) {}
+  FlowRecord& slot() { return held_[n_]; }  // fill it, then commit()
+  void commit() {
+    out_.prefetch(held_[n_], false);
+    added++;
+    if (++n_ == kHold) flush();
+  }
+  void flush() {
+    const FlowRecord* recs[kHold];
+    for (uint32_t i = 0; i < n_; i++) {
+      out_.prefetch(held_[i], true);
+      recs[i] = &held_[i];
+    }
+    if (n_) out_.consume_batch(recs, n_);
+    n_ = 0;
+  }
+  uint64_t added = 0;
+
+ private:
+  RecordConsumer& out_;
+  std::vector<FlowRecord> held_;
+  uint32_t n_ = 0;
 };
 
 }  // namespace ls

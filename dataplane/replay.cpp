@@ -53,38 +53,23 @@ struct Progress {
   }
 };
 
-// Hands records to the consumer on the same thread, up to kHold at a time: each one's
+// Hands records to the consumer on the same thread through a RecordHold: each one's
 // prefetch is issued when the flow ends and its consume() runs after the burst (or the
-// hold) is done, so the consumer's table misses overlap the packets in between. flush()
-// after every burst and at the end: the consumer sees every record, in emission order.
+// hold) is done. flush() after every burst and at the end.
 class DirectSink final : public RecordSink {
  public:
-  static constexpr uint32_t kHold = 32;
-  DirectSink(RecordConsumer& c, uint16_t core) : out_(c), core_(core), held_(kHold) {}
+  DirectSink(RecordConsumer& c, uint16_t core) : hold_(c), core_(core) {}
   void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override {
-    FlowRecord& r = held_[n_held_++];
-    r.fill(e, pay, cap, why, core_, sampler->config());
-    out_.prefetch(r, false);
-    n++;
-    if (n_held_ == kHold) flush();
+    hold_.slot().fill(e, pay, cap, why, core_, sampler->config());
+    hold_.commit();
   }
-  void flush() {
-    const FlowRecord* recs[kHold];
-    for (uint32_t i = 0; i < n_held_; i++) {
-      out_.prefetch(held_[i], true);
-      recs[i] = &held_[i];
-    }
-    out_.consume_batch(recs, n_held_);
-    n_held_ = 0;
-  }
+  void flush() { hold_.flush(); }
+  uint64_t records() const { return hold_.added; }
   const Sampler* sampler = nullptr;
-  uint64_t n = 0;
 
  private:
-  RecordConsumer& out_;
+  RecordHold hold_;
   uint16_t core_;
-  std::vector<FlowRecord> held_;
-  uint32_t n_held_ = 0;
 };
 
 bool stopped(const ReplayOptions& o) { return o.stop && o.stop->load(std::memory_order_relaxed); }
@@ -106,7 +91,7 @@ ReplayResult run_inline(PacketSource& src, const CoreConfig& cfg, RecordConsumer
     for (uint32_t i = 0; i < n; i++) clock.stamp(v[i]);
     core->process_raw(v, n);
     sink.flush();
-    prog.maybe(core->ctr.get(Ctr::packets), sink.n);
+    prog.maybe(core->ctr.get(Ctr::packets), sink.records());
     if (stopped(opt)) {
       r.interrupted = true;
       break;
@@ -247,25 +232,13 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
     });
   }
 
-  uint64_t recs = 0;
   // Records reach the consumer in one order whatever the threads' timing: by stamp (the
   // batch that emitted them), then by core, then as the core emitted them. Records of the
   // current (stamp, core) go on as they arrive; the others wait here until their turn —
-  // rings are always emptied, so no core waits on a slower one. Handed over in batches,
-  // prefetched as DirectSink does (the model scores a batch at once).
+  // rings are always emptied, so no core waits on a slower one. Handed over through a
+  // RecordHold, as DirectSink does.
   std::vector<Pending> pending(k);
-  std::vector<FlowRecord> held(DirectSink::kHold);
-  const FlowRecord* ptrs[DirectSink::kHold];
-  uint32_t n_held = 0;
-  auto hand_over = [&] {
-    for (uint32_t i = 0; i < n_held; i++) {
-      out.prefetch(held[i], true);
-      ptrs[i] = &held[i];
-    }
-    if (n_held) out.consume_batch(ptrs, n_held);
-    recs += n_held;
-    n_held = 0;
-  };
+  RecordHold hold(out);
   uint64_t assigned = 0, cur_s = 1;  // batches stamped so far; the stamp being handed over
   uint32_t cur_c = 0;
   bool ended = false;  // no batch after `assigned`
@@ -283,9 +256,8 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
       // This core's records of cur_s, until one of a later stamp shows or its ring is empty.
       for (Pending& q = pending[cur_c];;) {
         for (; !q.empty() && q.front().seq == cur_s; q.pop_front()) {
-          held[n_held] = q.front().r;
-          out.prefetch(held[n_held], false);
-          if (++n_held == DirectSink::kHold) hand_over();
+          hold.slot() = q.front().r;
+          hold.commit();
         }
         if (!q.empty() || !take(cur_c)) break;
       }
@@ -313,7 +285,7 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
     for (uint32_t c = 0; c < k; c++)
       while (take(c)) {
       }
-    hand_over();
+    hold.flush();
     for (uint32_t c = 0; c < k; c++) {
       Batch* b;
       while (back[c]->pop(b)) free_list.push_back(b);
@@ -362,7 +334,7 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
     for (uint32_t c = 0; c < k; c++) push_wait(c, b);
     pkts += n;
     drain();
-    prog.maybe(pkts, recs);
+    prog.maybe(pkts, hold.added);
     if (stopped(opt)) {
       r.interrupted = true;
       break;

@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "ctrl/collector.h"
 #include "ctrl/netflow.h"
 
 namespace {
@@ -91,6 +92,44 @@ TEST_F(Netflow, EveryTruncationOfAValidMessageIsSafe) {
   EXPECT_EQ(got.size(), 1u);  // only the whole message yields the record
   EXPECT_EQ(got[0].ip_ver, 6);
   EXPECT_EQ(d.ctr.get(NfCtr::bad_length), m.b.size() - 16);
+}
+
+// The collector hands the records a datagram ends to its consumer together (the models
+// score them in one batch), each prefetched first, and every one by the end.
+TEST(Collector, RecordsReachTheConsumerInBatches) {
+  struct Batches : ls::RecordConsumer {
+    size_t records = 0, largest = 0, prefetched = 0;
+    void consume(const ls::FlowRecord&) override { records++; }
+    void consume_batch(const ls::FlowRecord* const* r, size_t n) override {
+      largest = std::max(largest, n);
+      RecordConsumer::consume_batch(r, n);
+    }
+    void prefetch(const ls::FlowRecord&, bool slot) override { prefetched += slot; }
+  } out;
+  ls::CoreConfig cfg;
+  cfg.table.capacity = 1 << 12;
+  cfg.table.idle_timeout_ns = 10'000'000'000ull;
+  ls::Collector col(cfg, out);
+  // IPFIX: src, dst v4, start/end ms, packets; 40 flows at t, then the same 40 again
+  // 60 s later (the first 40 end idle while that datagram is decoded).
+  Buf t;
+  t.u16(300).u16(5).u16(8).u16(4).u16(12).u16(4).u16(152).u16(8).u16(153).u16(8).u16(2).u16(8);
+  for (uint64_t round = 0; round < 2; round++) {
+    Buf recs;
+    for (uint32_t i = 0; i < 40; i++)
+      recs.u32(0x0A000000 + i).u32(0xC6336401).u64(1'700'000'000'000ull + round * 60'000).u64(1'700'000'000'500ull + round * 60'000).u64(3);
+    Buf m;
+    m.u16(10).u16(0).u32(uint32_t(1'700'000'001 + round * 60)).u32(uint32_t(round * 40)).u32(1).set(2, t).set(300, recs);
+    m.patch_len();
+    col.datagram(m.b.data(), m.b.size(), "192.0.2.1:9999");
+    if (round == 1) {
+      EXPECT_EQ(out.records, 40u);  // the first 40, handed over with the datagram
+    }
+  }
+  col.finish();
+  EXPECT_EQ(out.records, 80u);
+  EXPECT_EQ(out.prefetched, 80u);
+  EXPECT_GE(out.largest, 16u);
 }
 
 }  // namespace
