@@ -22,6 +22,7 @@ namespace {
 using Json = nlohmann::json;
 
 int default_engine();
+int best_cpu_engine();
 
 [[noreturn]] void fail(const std::string& name, const std::string& where, const std::string& what) {
   throw ModelError(name + ": " + where + ": " + what);
@@ -207,8 +208,8 @@ TreeModel TreeModel::compile(const nlohmann::json& j, const std::string& name) {
   m.build_levels();
   m.build_quickscorer();
   int e = default_engine();
-  m.engine_ = e == 3 ? (m.qs_off_.empty() ? Engine::SCALAR : Engine::QUICKSCORER)
-              : m.lvl_feat_.empty() ? Engine::SCALAR : Engine(e);
+  if (e == 3 && m.qs_off_.empty()) e = best_cpu_engine();  // asked for, but a tree is too big
+  m.engine_ = e == 3 ? Engine::QUICKSCORER : m.lvl_feat_.empty() ? Engine::SCALAR : Engine(e);
   return m;
 }
 
@@ -248,6 +249,7 @@ void TreeModel::build_quickscorer() {
         stack.push_back({nd.child, 0, false});
         continue;
       }
+      if (std::isnan(nd.threshold)) return;  // would break the sorted prefix
       // Left subtree done: its leaves are [first_leaf, next).
       uint64_t left = (next == 64 ? ~0ull : (1ull << next) - 1) & ~((1ull << f.first_leaf) - 1);
       QsNode q{nd.threshold, uint32_t(t), ~left};
@@ -391,10 +393,12 @@ bool cpu_runs(int engine) {
   return engine == 0 || engine == 3;
 }
 
+int best_cpu_engine() { return cpu_runs(2) ? 2 : cpu_runs(1) ? 1 : 0; }
+
 // The best kernel this CPU runs, capped by LINESIGHT_BATCH_ENGINE (read once).
 int default_engine() {
   static const int best = [] {
-    int b = cpu_runs(2) ? 2 : cpu_runs(1) ? 1 : 0;
+    int b = best_cpu_engine();
     if (const char* e = std::getenv("LINESIGHT_BATCH_ENGINE")) {
       int cap = -1;
       for (int i = 0; i < 4; i++)

@@ -48,8 +48,8 @@ class TreeModel {
   // (Lucchese et al., SIGIR 2015: per feature, the nodes it fails clear leaves from
   // their tree's 64-bit leaf mask) is measured beside them (docs/detect.md) and used only
   // when asked (set_batch_engine, LINESIGHT_BATCH_ENGINE=quickscorer), for models whose
-  // trees have at most 64 leaves. All give bit-identical results (same additions, same
-  // order).
+  // trees have at most 64 leaves (others keep the best kernel). All give bit-identical
+  // results (same additions, same order).
   const char* batch_engine() const;
   // Selects a kernel by name (tests, benchmarks); false, and no change, when this CPU or
   // this model cannot run it.
