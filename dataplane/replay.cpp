@@ -234,9 +234,9 @@ ReplayResult run_multi(PacketSource& src, const CoreConfig& cfg, RecordConsumer&
 
   // Records reach the consumer in one order whatever the threads' timing: by stamp (the
   // batch that emitted them), then by core, then as the core emitted them. Records of the
-  // current (stamp, core) go on as they arrive; the others wait here until their turn —
-  // rings are always emptied, so no core waits on a slower one. Handed over through a
-  // RecordHold, as DirectSink does.
+  // current (stamp, core) go on as they arrive; the others wait here until their turn (up
+  // to kPendingMax per core, then in their core's ring, and then the core waits: counted).
+  // Handed over through a RecordHold, as DirectSink does.
   std::vector<Pending> pending(k);
   RecordHold hold(out);
   uint64_t assigned = 0, cur_s = 1;  // batches stamped so far; the stamp being handed over
