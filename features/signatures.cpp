@@ -20,10 +20,38 @@ namespace ls {
 
 namespace {
 
-// Cache file: magic, XXH3-64 of the serialized database, its length, the database.
-constexpr char kCacheMagic[8] = {'L', 'S', 'H', 'S', 'D', 'B', '1', '\n'};
+// Cache file: magic, XXH3-64 of the body, the body's length, the body: the number of
+// databases (one byte), then each serialized database after its 8-byte length.
+constexpr char kCacheMagic[8] = {'L', 'S', 'H', 'S', 'D', 'B', '2', '\n'};
+constexpr char kCacheMagicV1[8] = {'L', 'S', 'H', 'S', 'D', 'B', '1', '\n'};
 
-// The cache key: what the compiled database depends on — the rules' text, the Hyperscan
+// The rule subsets to compile, in a fixed order: for each transport, the mask of rules
+// scoped to it; transports with the same subset share one database. `of[t]` is the index
+// of transport t's subset, or -1 when no rule runs over it.
+struct Subsets {
+  std::vector<uint64_t> masks;
+  int of[kTransports];
+};
+
+Subsets subsets(const std::vector<Rule>& rules) {
+  Subsets g;
+  for (int t = 0; t < kTransports; t++) {
+    uint64_t m = 0;
+    for (size_t i = 0; i < rules.size(); i++)
+      if (rules[i].scope & (1u << t)) m |= 1ull << i;
+    g.of[t] = -1;
+    if (!m) continue;
+    for (size_t k = 0; k < g.masks.size() && g.of[t] < 0; k++)
+      if (g.masks[k] == m) g.of[t] = int(k);
+    if (g.of[t] < 0) {
+      g.of[t] = int(g.masks.size());
+      g.masks.push_back(m);
+    }
+  }
+  return g;
+}
+
+// The cache key: what the compiled databases depend on — the rules' text, the Hyperscan
 // build, and the CPU features it tunes for.
 std::string cache_key(const std::string& text) {
   hs_platform_info_t pl{};
@@ -55,38 +83,58 @@ bool RuleSet::load_cached(const std::string& file) {
   if (!f) return false;  // not cached yet: not worth a status
   std::string body((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   auto unusable = [&](const std::string& why) {
+    for (auto* db : dbs_) hs_free_database(db);
+    dbs_.clear();
     cache_status_ = "compiled; cache " + file + " unusable: " + why;
     return false;
   };
+  if (body.size() >= 8 && std::memcmp(body.data(), kCacheMagicV1, 8) == 0)
+    return unusable("written by an older linesight");
   uint64_t sum, len;
   if (body.size() < 24 || std::memcmp(body.data(), kCacheMagic, 8) != 0) return unusable("not a linesight rules cache");
   std::memcpy(&sum, body.data() + 8, 8);
   std::memcpy(&len, body.data() + 16, 8);
   if (len != body.size() - 24 || XXH3_64bits(body.data() + 24, len) != sum) return unusable("damaged");
-  hs_database_t* db = nullptr;
-  if (hs_deserialize_database(body.data() + 24, len, &db) != HS_SUCCESS) return unusable("Hyperscan refused it");
-  if (hs_alloc_scratch(db, &proto_) != HS_SUCCESS) {  // e.g. built for another CPU
-    hs_free_database(db);
-    return unusable("Hyperscan refused it on this CPU");
+  const Subsets g = subsets(rules_);
+  size_t at = 24;
+  if (len < 1 || uint8_t(body[at]) != g.masks.size()) return unusable("damaged");
+  at++;
+  for (size_t k = 0; k < g.masks.size(); k++) {
+    uint64_t n;
+    if (body.size() - at < 8) return unusable("damaged");
+    std::memcpy(&n, body.data() + at, 8);
+    at += 8;
+    if (n > body.size() - at) return unusable("damaged");
+    hs_database_t* db = nullptr;
+    if (hs_deserialize_database(body.data() + at, n, &db) != HS_SUCCESS) return unusable("Hyperscan refused it");
+    dbs_.push_back(db);
+    at += n;
+    if (hs_alloc_scratch(db, &proto_) != HS_SUCCESS) return unusable("Hyperscan refused it on this CPU");
   }
-  db_ = db;
+  for (int t = 0; t < kTransports; t++) by_transport_[t] = g.of[t] < 0 ? nullptr : dbs_[size_t(g.of[t])];
   cache_status_ = "cache hit";
   return true;
 }
 
 void RuleSet::save_cached(const std::string& dir, const std::string& file) {
-  char* bytes = nullptr;
-  size_t len = 0;
-  if (hs_serialize_database(db_, &bytes, &len) != HS_SUCCESS) {
-    cache_status_ = "compiled; cache " + file + " not written: Hyperscan could not serialize";
-    return;
+  std::string payload(1, char(dbs_.size()));
+  for (auto* db : dbs_) {
+    char* bytes = nullptr;
+    size_t len = 0;
+    if (hs_serialize_database(db, &bytes, &len) != HS_SUCCESS) {
+      cache_status_ = "compiled; cache " + file + " not written: Hyperscan could not serialize";
+      return;
+    }
+    uint64_t n = len;
+    payload.append(reinterpret_cast<const char*>(&n), 8);
+    payload.append(bytes, len);
+    std::free(bytes);  // hs_serialize_database allocates with the misc allocator: malloc
   }
   std::string body(kCacheMagic, 8);
-  uint64_t sum = XXH3_64bits(bytes, len), n = len;
+  uint64_t sum = XXH3_64bits(payload.data(), payload.size()), n = payload.size();
   body.append(reinterpret_cast<const char*>(&sum), 8);
   body.append(reinterpret_cast<const char*>(&n), 8);
-  body.append(bytes, len);
-  std::free(bytes);  // hs_serialize_database allocates with the misc allocator: malloc
+  body += payload;
   // Written whole under a temporary name, then renamed: a concurrent load sees the old
   // state or the new file, never half of one.
   ::mkdir(dir.c_str(), 0755);
@@ -113,6 +161,26 @@ std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& nam
     auto bad = [&](const std::string& why) {
       return RuleError(name + ":" + std::to_string(ln) + ": " + why);
     };
+    uint8_t scope = kAllTransports;
+    // A first word without ':' is a transport list (an id is digits, then ':').
+    size_t word_end = t.find_first_of(" \t"), first_colon = t.find(':');
+    if (std::isalpha(static_cast<unsigned char>(t[0])) && (first_colon == std::string::npos || first_colon > word_end)) {
+      if (word_end == std::string::npos) throw bad("expected TRANSPORTS ID:/PATTERN/FLAGS [name]");
+      std::string list = t.substr(0, word_end);
+      t = trim(t.substr(word_end));
+      scope = 0;
+      for (size_t b = 0; b <= list.size();) {
+        size_t e = std::min(list.find(',', b), list.size());
+        std::string w = list.substr(b, e - b);
+        static const char* kNames[kTransports] = {"tcp", "udp", "icmp", "other"};
+        uint8_t bit = w == "ip" ? kAllTransports : 0;
+        for (int k = 0; k < kTransports; k++)
+          if (w == kNames[k]) bit = uint8_t(1u << k);
+        if (!bit) throw bad("unknown transport '" + w + "' (tcp udp icmp other ip)");
+        scope |= bit;
+        b = e + 1;
+      }
+    }
     size_t colon = t.find(':');
     if (colon == std::string::npos || colon + 1 >= t.size() || t[colon + 1] != '/')
       throw bad("expected ID:/PATTERN/FLAGS [name]");
@@ -138,7 +206,7 @@ std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& nam
       }
     }
     if (end == std::string::npos || end == start) throw bad("pattern must be /PATTERN/ followed by flags");
-    Rule r{id, t.substr(start, end - start), "", HS_FLAG_SINGLEMATCH, ln};
+    Rule r{id, t.substr(start, end - start), "", HS_FLAG_SINGLEMATCH, ln, scope};
     size_t sp = t.find_first_of(" \t", end + 1);
     std::string flags = t.substr(end + 1, sp == std::string::npos ? std::string::npos : sp - end - 1);
     for (char c : flags) {
@@ -173,27 +241,39 @@ std::shared_ptr<const RuleSet> RuleSet::load_string(const std::string& text, con
   rs->rules_ = parse(text, name);
   std::string cached = cache_dir.empty() ? "" : cache_dir + "/rules-" + cache_key(text) + ".hsdb";
   if (!cached.empty() && rs->load_cached(cached)) return rs;
-  std::vector<const char*> pats;
-  std::vector<unsigned> flags, ids;
-  for (size_t i = 0; i < rs->rules_.size(); i++) {
-    pats.push_back(rs->rules_[i].pattern.c_str());
-    flags.push_back(rs->rules_[i].flags);
-    ids.push_back(unsigned(i));  // Hyperscan reports the index: the feature bit
-  }
-  hs_compile_error_t* ce = nullptr;
-  if (hs_compile_multi(pats.data(), flags.data(), ids.data(), unsigned(pats.size()), HS_MODE_BLOCK,
-                       nullptr, &rs->db_, &ce) != HS_SUCCESS) {
-    std::string msg = ce ? ce->message : "compile failed";
-    int at = ce ? ce->expression : -1;
-    hs_free_compile_error(ce);
-    if (at >= 0 && size_t(at) < rs->rules_.size())
-      throw RuleError(name + ":" + std::to_string(rs->rules_[size_t(at)].line) + ": rule " +
-                      std::to_string(rs->rules_[size_t(at)].id) + ": " + msg);
-    throw RuleError(name + ": " + msg);
-  }
-  if (hs_alloc_scratch(rs->db_, &rs->proto_) != HS_SUCCESS) throw RuleError(name + ": cannot allocate scratch");
+  rs->compile(name);
   if (!cached.empty()) rs->save_cached(cache_dir, cached);
   return rs;
+}
+
+void RuleSet::compile(const std::string& name) {
+  const Subsets g = subsets(rules_);
+  for (uint64_t m : g.masks) {
+    std::vector<const char*> pats;
+    std::vector<unsigned> flags, ids;
+    for (size_t i = 0; i < rules_.size(); i++) {
+      if (!(m & (1ull << i))) continue;
+      pats.push_back(rules_[i].pattern.c_str());
+      flags.push_back(rules_[i].flags);
+      ids.push_back(unsigned(i));  // Hyperscan reports the index: the feature bit
+    }
+    hs_compile_error_t* ce = nullptr;
+    hs_database_t* db = nullptr;
+    if (hs_compile_multi(pats.data(), flags.data(), ids.data(), unsigned(pats.size()), HS_MODE_BLOCK, nullptr,
+                         &db, &ce) != HS_SUCCESS) {
+      std::string msg = ce ? ce->message : "compile failed";
+      int at = ce ? ce->expression : -1;
+      hs_free_compile_error(ce);
+      if (at >= 0 && size_t(at) < ids.size()) {
+        const Rule& r = rules_[ids[size_t(at)]];
+        throw RuleError(name + ":" + std::to_string(r.line) + ": rule " + std::to_string(r.id) + ": " + msg);
+      }
+      throw RuleError(name + ": " + msg);
+    }
+    dbs_.push_back(db);
+    if (hs_alloc_scratch(db, &proto_) != HS_SUCCESS) throw RuleError(name + ": cannot allocate scratch");
+  }
+  for (int t = 0; t < kTransports; t++) by_transport_[t] = g.of[t] < 0 ? nullptr : dbs_[size_t(g.of[t])];
 }
 
 RuleSet::RuleSet() {
@@ -203,7 +283,7 @@ RuleSet::RuleSet() {
 
 RuleSet::~RuleSet() {
   if (proto_) hs_free_scratch(proto_);
-  if (db_) hs_free_database(db_);
+  for (auto* db : dbs_) hs_free_database(db);
 }
 
 hs_scratch_t* RuleSet::clone_scratch() const {
@@ -237,9 +317,11 @@ uint64_t SignatureMatcher::match(const FlowRecord& r) {
     *static_cast<uint64_t*>(ctx) |= 1ull << id;
     return 0;
   };
+  const hs_database_t* db = rs_->db(transport_of(r.e.key.proto));
+  if (!db) return 0;
   for (int d = 0; d < 2; d++) {
     if (!r.paylen[d]) continue;
-    if (hs_scan(rs_->db(), reinterpret_cast<const char*>(r.payload[d]), r.paylen[d], 0, scratch_,
+    if (hs_scan(db, reinterpret_cast<const char*>(r.payload[d]), r.paylen[d], 0, scratch_,
                 on_match, &mask) != HS_SUCCESS)
       scan_errors++;
   }

@@ -3,11 +3,14 @@
 // (SignatureMatcher). Rules match the first payload bytes of each direction kept by the
 // flow table, in block mode. Rule file format, one rule per line:
 //
-//   ID:/PATTERN/FLAGS   name words...        # comment
+//   [TRANSPORTS] ID:/PATTERN/FLAGS   name words...        # comment
 //
-// FLAGS: i caseless, s dot-all, m multi-line, 8 UTF-8, W Unicode classes. Every rule is
-// single-match (a hit is a feature bit); at most 64 rules, rule i is bit i. Names cannot
-// contain '/'.
+// TRANSPORTS (optional, as the protocol of a Suricata rule header): a comma list of tcp,
+// udp, icmp (ICMP and ICMPv6), other (any other IP protocol) or ip (all, the default). A
+// rule is only run over flows of its transports: one Hyperscan database per transport
+// class, so a DNS rule costs nothing on TCP payloads. FLAGS: i caseless, s dot-all, m
+// multi-line, 8 UTF-8, W Unicode classes. Every rule is single-match (a hit is a feature
+// bit); at most 64 rules, rule i is bit i. Names cannot contain '/'.
 #pragma once
 #include <hs/hs.h>
 
@@ -25,11 +28,26 @@ struct RuleError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Transport classes a rule can be scoped to (Rule::scope is a mask of 1 << class).
+enum Transport : uint8_t { kTcp, kUdp, kIcmp, kOtherIp, kTransports };
+constexpr uint8_t kAllTransports = (1u << kTransports) - 1;
+
+inline Transport transport_of(uint8_t ip_proto) {
+  switch (ip_proto) {
+    case 6: return kTcp;
+    case 17: return kUdp;
+    case 1:
+    case 58: return kIcmp;
+    default: return kOtherIp;
+  }
+}
+
 struct Rule {
   uint32_t id;
   std::string pattern, name;
   unsigned flags;
   size_t line;
+  uint8_t scope = kAllTransports;  // transports it runs over
 };
 
 class RuleSet {
@@ -48,7 +66,8 @@ class RuleSet {
   static std::vector<Rule> parse(const std::string& text, const std::string& name);
   ~RuleSet();
   const std::vector<Rule>& rules() const { return rules_; }
-  const hs_database_t* db() const { return db_; }
+  // The database for flows of one transport; null when no rule is scoped to it.
+  const hs_database_t* db(Transport t) const { return by_transport_[t]; }
   hs_scratch_t* clone_scratch() const;  // one per worker; caller frees with hs_free_scratch
   const std::string& source() const { return source_; }
   // "compiled" (no cache), "cache hit", "compiled, cached as FILE", or, when the cache
@@ -63,10 +82,12 @@ class RuleSet {
   RuleSet();
   uint64_t serial_;
   std::vector<Rule> rules_;
-  hs_database_t* db_ = nullptr;
+  std::vector<hs_database_t*> dbs_;  // distinct rule subsets, one database each
+  const hs_database_t* by_transport_[kTransports] = {};
   hs_scratch_t* proto_ = nullptr;
   std::string source_, cache_status_ = "compiled";
-  bool load_cached(const std::string& file);  // db_ from the file; false (status says why) if unusable
+  void compile(const std::string& name);
+  bool load_cached(const std::string& file);  // dbs_ from the file; false (status says why) if unusable
   void save_cached(const std::string& dir, const std::string& file);
 };
 

