@@ -285,12 +285,11 @@ int worker_lcore_main(void* arg) {
     for (rte_ring* in : w->from_rx) {
       unsigned n = ring_take(in, objs, kMaxBurst);
       got_rx += n;
-      if (w->stage) prefetch_burst(objs, n, [&](const FlowRecord& r, bool slot) { w->stage->prefetch(r, slot); });
-      for (unsigned i = 0; i < n; i++) {
-        auto* r = static_cast<FlowRecord*>(objs[i]);
-        if (w->stage) w->stage->process(*r);
-        to_client_owner(*w, sh, r);
+      if (w->stage) {
+        prefetch_burst(objs, n, [&](const FlowRecord& r, bool slot) { w->stage->prefetch(r, slot); });
+        w->stage->process_batch(reinterpret_cast<FlowRecord* const*>(objs), n);
       }
+      for (unsigned i = 0; i < n; i++) to_client_owner(*w, sh, static_cast<FlowRecord*>(objs[i]));
     }
     n_rec += got_rx;
     unsigned got = got_rx + drain_clients(*w, sh);

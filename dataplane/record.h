@@ -62,6 +62,10 @@ struct FlowRecord {
 struct RecordStage {
   virtual ~RecordStage() = default;
   virtual void process(FlowRecord& r) = 0;
+  // process() over a burst; a stage may reorder its own work across the records.
+  virtual void process_batch(FlowRecord* const* rs, unsigned n) {
+    for (unsigned i = 0; i < n; i++) process(*rs[i]);
+  }
   virtual void process_client(FlowRecord&) {}
   // A record process() / process_client() will see soon: start loading the state it
   // touches (table sets are DRAM misses), reading nothing another thread writes.

@@ -43,8 +43,31 @@ std::unique_ptr<SignatureMatcher> FeatureStage::take_retired() {
   return std::unique_ptr<SignatureMatcher>(retired_.exchange(nullptr, std::memory_order_acq_rel));
 }
 
-void FeatureStage::compute(const FlowRecord& r, FeatureRow& f) {
+namespace {
+constexpr size_t kSigStep = 64;  // records matched before their other features are computed
+}
+
+void FeatureStage::compute_batch(const FlowRecord* const* recs, size_t n, FeatureRow* rows) {
+  adopt_pending_rules();  // once: every record of the batch is matched with the same rules
+  uint64_t sigs[kSigStep];
+  for (size_t done = 0; done < n; done += kSigStep) {
+    size_t m = std::min(kSigStep, n - done);
+    for (size_t i = 0; i < m; i++) sigs[i] = recs[done + i]->pair.valid ? 0 : signatures(*recs[done + i]);
+    for (size_t i = 0; i < m; i++) compute_matched(*recs[done + i], rows[done + i], sigs[i]);
+  }
+}
+
+void FeatureStage::process_batch(FlowRecord* const* rs, unsigned n) {
   adopt_pending_rules();
+  uint64_t sigs[kSigStep];
+  for (size_t done = 0; done < n; done += kSigStep) {
+    size_t m = std::min(kSigStep, n - done);
+    for (size_t i = 0; i < m; i++) sigs[i] = signatures(*rs[done + i]);
+    for (size_t i = 0; i < m; i++) rs[done + i]->pair = pair_features(*rs[done + i], sigs[i]);
+  }
+}
+
+void FeatureStage::compute_matched(const FlowRecord& r, FeatureRow& f, uint64_t sigs) {
   const FlowEntry& e = r.e;
   int fw = e.init_lo ? 0 : 1;
   uint64_t n = uint64_t(e.pkts[0]) + e.pkts[1];
@@ -79,7 +102,7 @@ void FeatureStage::compute(const FlowRecord& r, FeatureRow& f) {
     f.ti_src_hit = cfg_.ti->lookup(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver, f.ti_src);
   }
   f.partner = cfg_.partners ? cfg_.partners->lookup(fw == 0 ? e.key.hi : e.key.lo, e.key.ip_ver) : nullptr;
-  f.pair = r.pair.valid ? r.pair : pair_features(r);
+  f.pair = r.pair.valid ? r.pair : pair_features(r, sigs);
   f.client = r.client.valid ? r.client : client_features(r, f.pair);
   ctr_.rows++;
 }
@@ -142,7 +165,7 @@ ClientFeatures FeatureStage::client_features(const FlowRecord& r, const PairFeat
           double(c.failed) / double(c.flows), double(c.last_ns - c.first_ns) / 1e9, c.flows};
 }
 
-PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
+PairFeatures FeatureStage::pair_features(const FlowRecord& r, uint64_t sigs) {
   const FlowEntry& e = r.e;
   PairKey k = pair_key(e);
   Pair& p = pairs_.find_or_make(k, e.first_ns);
@@ -211,7 +234,7 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r) {
   sv.last_ns = std::max(sv.last_ns, e.last_ns);
 
   return {true, p.contacts, s.intervals, double(p.last_ns - p.first_ns) / 1e9, s.mean_s, s.cv,
-          s.period_s, s.mode_share, s.score, matcher_ ? matcher_->match(r) : 0,
+          s.period_s, s.mode_share, s.score, sigs,
           matcher_ ? static_cast<const void*>(&matcher_->rules()) : nullptr,
           sv.sk.estimate<0>(pool), sv.sk.estimate<1>(pool), sv.sk.estimate<2>(pool),
           double(sv.failed) / double(sv.flows), double(sv.last_ns - sv.first_ns) / 1e9, sv.flows,
@@ -340,13 +363,12 @@ void FeatureWriter::add_rules(std::shared_ptr<const RuleSet> rs) {
 void FeatureWriter::consume_batch(const FlowRecord* const* recs, size_t n) {
   for (size_t done = 0; done < n; done += kRows) {
     size_t m = std::min(kRows, n - done);
+    stage_.compute_batch(recs + done, m, rows_.data());
     for (size_t i = 0; i < m; i++) {
-      FeatureRow& row = rows_[i];
-      stage_.compute(*recs[done + i], row);
       // Name the hits with the rule set that produced them (a reload may be under way).
       rules_[i] = stage_.rules();
       for (auto& k : known_)
-        if (k.get() == row.pair.sig_rules) rules_[i] = k.get();
+        if (k.get() == rows_[i].pair.sig_rules) rules_[i] = k.get();
     }
     if (on_rows) on_rows(rows_.data(), rules_, m);
     if (!f_) continue;

@@ -69,12 +69,21 @@ class FeatureStage final : public RecordStage {
   // Fills `row`: the flow's own features, and the pair features — taken from the record
   // when a worker already attached them, else computed here (updating the pair history:
   // a new contact unless the record continues a long TCP flow).
-  void compute(const FlowRecord& r, FeatureRow& row);
+  void compute(const FlowRecord& r, FeatureRow& row) {
+    adopt_pending_rules();
+    compute_matched(r, row, r.pair.valid ? 0 : signatures(r));
+  }
+  // compute() over n records: the payload signatures of all of them first, then the
+  // rest — Hyperscan's code and database stay in cache through the batch instead of being
+  // evicted by the table work between two records.
+  void compute_batch(const FlowRecord* const* recs, size_t n, FeatureRow* rows);
   // Worker side: updates the pair history and attaches the pair features to `r`.
   void process(FlowRecord& r) override {
     adopt_pending_rules();
-    r.pair = pair_features(r);
+    r.pair = pair_features(r, signatures(r));
   }
+  // Signatures of the whole burst first, as compute_batch().
+  void process_batch(FlowRecord* const* rs, unsigned n) override;
   // Worker owning the client: after process() ran on the server's worker.
   void process_client(FlowRecord& r) override { r.client = client_features(r, r.pair); }
   // The pair and server sets process() will touch; the client set for process_client().
@@ -97,7 +106,9 @@ class FeatureStage final : public RecordStage {
   // TI lookups run on the thread that calls compute(): swap the table on that thread.
   void set_ti(std::shared_ptr<const TiTable> t) { cfg_.ti = std::move(t); }
   void set_partners(std::shared_ptr<const PartnerTable> p) { cfg_.partners = std::move(p); }
-  PairFeatures pair_features(const FlowRecord& r);
+  // `sigs`: signatures(r), matched with the stage's current rules.
+  PairFeatures pair_features(const FlowRecord& r, uint64_t sigs);
+  uint64_t signatures(const FlowRecord& r) { return matcher_ ? matcher_->match(r) : 0; }
   ClientFeatures client_features(const FlowRecord& r, const PairFeatures& p);
   // `overflowed`: live entries holding a pool block (a pair history past kInlineStarts,
   // endpoint counters past the sparse form: features/endpoint_sketch.h).
@@ -175,6 +186,7 @@ class FeatureStage final : public RecordStage {
     return k;
   }
   void adopt_pending_rules();
+  void compute_matched(const FlowRecord& r, FeatureRow& row, uint64_t sigs);
   // Restarts an endpoint's counts when `ts` falls in a later tumbling window (its dense
   // sketches go back to `pool`).
   template <class V>
