@@ -25,26 +25,26 @@ namespace {
 constexpr char kCacheMagic[8] = {'L', 'S', 'H', 'S', 'D', 'B', '2', '\n'};
 constexpr char kCacheMagicV1[8] = {'L', 'S', 'H', 'S', 'D', 'B', '1', '\n'};
 
-// The rule subsets to compile, in a fixed order: for each transport, the mask of rules
-// scoped to it; transports with the same subset share one database. `of[t]` is the index
-// of transport t's subset, or -1 when no rule runs over it.
+// The rule subsets to compile, in a fixed order: for each lane (transport × direction),
+// the mask of rules that run there; lanes with the same subset share one database. `of[l]`
+// is the index of lane l's subset, or -1 when no rule runs there.
 struct Subsets {
   std::vector<uint64_t> masks;
-  int of[kTransports];
+  int of[kTransports * 2];
 };
 
 Subsets subsets(const std::vector<Rule>& rules) {
   Subsets g;
-  for (int t = 0; t < kTransports; t++) {
+  for (int l = 0; l < kTransports * 2; l++) {
     uint64_t m = 0;
     for (size_t i = 0; i < rules.size(); i++)
-      if (rules[i].scope & (1u << t)) m |= 1ull << i;
-    g.of[t] = -1;
+      if ((rules[i].scope & (1u << (l / 2))) && (rules[i].dirs & (1u << (l % 2)))) m |= 1ull << i;
+    g.of[l] = -1;
     if (!m) continue;
-    for (size_t k = 0; k < g.masks.size() && g.of[t] < 0; k++)
-      if (g.masks[k] == m) g.of[t] = int(k);
-    if (g.of[t] < 0) {
-      g.of[t] = int(g.masks.size());
+    for (size_t k = 0; k < g.masks.size() && g.of[l] < 0; k++)
+      if (g.masks[k] == m) g.of[l] = int(k);
+    if (g.of[l] < 0) {
+      g.of[l] = int(g.masks.size());
       g.masks.push_back(m);
     }
   }
@@ -111,7 +111,7 @@ bool RuleSet::load_cached(const std::string& file) {
     at += n;
     if (hs_alloc_scratch(db, &proto_) != HS_SUCCESS) return unusable("Hyperscan refused it on this CPU");
   }
-  for (int t = 0; t < kTransports; t++) by_transport_[t] = g.of[t] < 0 ? nullptr : dbs_[size_t(g.of[t])];
+  set_lanes();
   cache_status_ = "cache hit";
   return true;
 }
@@ -161,22 +161,33 @@ std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& nam
     auto bad = [&](const std::string& why) {
       return RuleError(name + ":" + std::to_string(ln) + ": " + why);
     };
-    uint8_t scope = kAllTransports;
-    // A first word without ':' is a transport list (an id is digits, then ':').
-    size_t word_end = t.find_first_of(" \t"), first_colon = t.find(':');
-    if (std::isalpha(static_cast<unsigned char>(t[0])) && (first_colon == std::string::npos || first_colon > word_end)) {
-      if (word_end == std::string::npos) throw bad("expected TRANSPORTS ID:/PATTERN/FLAGS [name]");
-      std::string list = t.substr(0, word_end);
+    uint8_t scope = kAllTransports, dirs = kBothDirections;
+    bool have_scope = false, have_dir = false;
+    // Words before the id (an id is digits, then ':'): a transport list, a direction.
+    for (;;) {
+      size_t word_end = t.find_first_of(" \t"), first_colon = t.find(':');
+      if (!std::isalpha(static_cast<unsigned char>(t[0])) || (first_colon != std::string::npos && first_colon < word_end))
+        break;
+      if (word_end == std::string::npos) throw bad("expected [TRANSPORTS] [DIRECTION] ID:/PATTERN/FLAGS [name]");
+      std::string word = t.substr(0, word_end);
       t = trim(t.substr(word_end));
+      if (word == "to_server" || word == "to_client") {
+        if (have_dir) throw bad("more than one direction");
+        have_dir = true;
+        dirs = uint8_t(1u << (word == "to_server" ? kToServer : kToClient));
+        continue;
+      }
+      if (have_scope || have_dir) throw bad("'" + word + "': transports come first, once");
+      have_scope = true;
       scope = 0;
-      for (size_t b = 0; b <= list.size();) {
-        size_t e = std::min(list.find(',', b), list.size());
-        std::string w = list.substr(b, e - b);
+      for (size_t b = 0; b <= word.size();) {
+        size_t e = std::min(word.find(',', b), word.size());
+        std::string w = word.substr(b, e - b);
         static const char* kNames[kTransports] = {"tcp", "udp", "icmp", "other"};
         uint8_t bit = w == "ip" ? kAllTransports : 0;
         for (int k = 0; k < kTransports; k++)
           if (w == kNames[k]) bit = uint8_t(1u << k);
-        if (!bit) throw bad("unknown transport '" + w + "' (tcp udp icmp other ip)");
+        if (!bit) throw bad("unknown transport '" + w + "' (tcp udp icmp other ip; directions: to_server to_client)");
         scope |= bit;
         b = e + 1;
       }
@@ -206,7 +217,7 @@ std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& nam
       }
     }
     if (end == std::string::npos || end == start) throw bad("pattern must be /PATTERN/ followed by flags");
-    Rule r{id, t.substr(start, end - start), "", HS_FLAG_SINGLEMATCH, ln, scope};
+    Rule r{id, t.substr(start, end - start), "", HS_FLAG_SINGLEMATCH, ln, scope, dirs};
     size_t sp = t.find_first_of(" \t", end + 1);
     std::string flags = t.substr(end + 1, sp == std::string::npos ? std::string::npos : sp - end - 1);
     for (char c : flags) {
@@ -273,7 +284,12 @@ void RuleSet::compile(const std::string& name) {
     dbs_.push_back(db);
     if (hs_alloc_scratch(db, &proto_) != HS_SUCCESS) throw RuleError(name + ": cannot allocate scratch");
   }
-  for (int t = 0; t < kTransports; t++) by_transport_[t] = g.of[t] < 0 ? nullptr : dbs_[size_t(g.of[t])];
+  set_lanes();
+}
+
+void RuleSet::set_lanes() {
+  const Subsets g = subsets(rules_);
+  for (int l = 0; l < kTransports * 2; l++) by_lane_[l] = g.of[l] < 0 ? nullptr : dbs_[size_t(g.of[l])];
 }
 
 RuleSet::RuleSet() {
@@ -317,10 +333,10 @@ uint64_t SignatureMatcher::match(const FlowRecord& r) {
     *static_cast<uint64_t*>(ctx) |= 1ull << id;
     return 0;
   };
-  const hs_database_t* db = rs_->db(transport_of(r.e.key.proto));
-  if (!db) return 0;
-  for (int d = 0; d < 2; d++) {
-    if (!r.paylen[d]) continue;
+  const Transport t = transport_of(r.e.key.proto);
+  for (int d = 0; d < 2; d++) {  // d = 0: sent by key.lo
+    const hs_database_t* db = rs_->db(t, (d == 0) == bool(r.e.init_lo) ? kToServer : kToClient);
+    if (!r.paylen[d] || !db) continue;
     if (hs_scan(db, reinterpret_cast<const char*>(r.payload[d]), r.paylen[d], 0, scratch_,
                 on_match, &mask) != HS_SUCCESS)
       scan_errors++;

@@ -3,12 +3,14 @@
 // (SignatureMatcher). Rules match the first payload bytes of each direction kept by the
 // flow table, in block mode. Rule file format, one rule per line:
 //
-//   [TRANSPORTS] ID:/PATTERN/FLAGS   name words...        # comment
+//   [TRANSPORTS] [DIRECTION] ID:/PATTERN/FLAGS   name words...        # comment
 //
 // TRANSPORTS (optional, as the protocol of a Suricata rule header): a comma list of tcp,
-// udp, icmp (ICMP and ICMPv6), other (any other IP protocol) or ip (all, the default). A
-// rule is only run over flows of its transports: one Hyperscan database per transport
-// class, so a DNS rule costs nothing on TCP payloads. FLAGS: i caseless, s dot-all, m
+// udp, icmp (ICMP and ICMPv6), other (any other IP protocol) or ip (all, the default).
+// DIRECTION (optional, as Suricata's flow:to_server): to_server (what the flow's
+// initiator sent) or to_client; both by default. A rule only runs over the payloads of
+// its transports and direction: one Hyperscan database per (transport, direction) lane,
+// so a DNS rule costs nothing on TCP payloads nor a request rule on responses. FLAGS: i caseless, s dot-all, m
 // multi-line, 8 UTF-8, W Unicode classes. Every rule is single-match (a hit is a feature
 // bit); at most 64 rules, rule i is bit i. Names cannot contain '/'.
 #pragma once
@@ -42,12 +44,17 @@ inline Transport transport_of(uint8_t ip_proto) {
   }
 }
 
+// Which side's payload: what the flow's initiator sent, or what it received.
+enum Direction : uint8_t { kToServer, kToClient };
+constexpr uint8_t kBothDirections = 3;
+
 struct Rule {
   uint32_t id;
   std::string pattern, name;
   unsigned flags;
   size_t line;
   uint8_t scope = kAllTransports;  // transports it runs over
+  uint8_t dirs = kBothDirections;  // bit 1 << Direction
 };
 
 class RuleSet {
@@ -66,8 +73,8 @@ class RuleSet {
   static std::vector<Rule> parse(const std::string& text, const std::string& name);
   ~RuleSet();
   const std::vector<Rule>& rules() const { return rules_; }
-  // The database for flows of one transport; null when no rule is scoped to it.
-  const hs_database_t* db(Transport t) const { return by_transport_[t]; }
+  // The database for one transport's payloads in one direction; null when no rule runs there.
+  const hs_database_t* db(Transport t, Direction d) const { return by_lane_[t * 2 + d]; }
   hs_scratch_t* clone_scratch() const;  // one per worker; caller frees with hs_free_scratch
   const std::string& source() const { return source_; }
   // "compiled" (no cache), "cache hit", "compiled, cached as FILE", or, when the cache
@@ -83,7 +90,8 @@ class RuleSet {
   uint64_t serial_;
   std::vector<Rule> rules_;
   std::vector<hs_database_t*> dbs_;  // distinct rule subsets, one database each
-  const hs_database_t* by_transport_[kTransports] = {};
+  const hs_database_t* by_lane_[kTransports * 2] = {};  // transport × direction
+  void set_lanes();
   hs_scratch_t* proto_ = nullptr;
   std::string source_, cache_status_ = "compiled";
   void compile(const std::string& name);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "features/signatures.h"
@@ -29,9 +30,14 @@ TEST(Rules, ParseErrorsNameTheLine) {
   EXPECT_EQ(err("x:/a/\n"), "t.rules:1: rule id 'x' is not an unsigned integer");
   EXPECT_EQ(err("7 abc\n"), "t.rules:1: expected ID:/PATTERN/FLAGS [name]");
   EXPECT_EQ(err("# only comments\n"), "t.rules: no rules");
-  EXPECT_EQ(err("tcp,sctp 1:/a/ x\n"), "t.rules:1: unknown transport 'sctp' (tcp udp icmp other ip)");
-  EXPECT_EQ(err("tcp,,udp 1:/a/ x\n"), "t.rules:1: unknown transport '' (tcp udp icmp other ip)");
-  EXPECT_EQ(err("udp\n"), "t.rules:1: expected TRANSPORTS ID:/PATTERN/FLAGS [name]");
+  const std::string known = " (tcp udp icmp other ip; directions: to_server to_client)";
+  EXPECT_EQ(err("tcp,sctp 1:/a/ x\n"), "t.rules:1: unknown transport 'sctp'" + known);
+  EXPECT_EQ(err("tcp,,udp 1:/a/ x\n"), "t.rules:1: unknown transport ''" + known);
+  EXPECT_EQ(err("to_srv 1:/a/ x\n"), "t.rules:1: unknown transport 'to_srv'" + known);
+  EXPECT_EQ(err("udp\n"), "t.rules:1: expected [TRANSPORTS] [DIRECTION] ID:/PATTERN/FLAGS [name]");
+  EXPECT_EQ(err("to_server to_client 1:/a/ x\n"), "t.rules:1: more than one direction");
+  EXPECT_EQ(err("to_server tcp 1:/a/ x\n"), "t.rules:1: 'tcp': transports come first, once");
+  EXPECT_EQ(err("tcp udp 1:/a/ x\n"), "t.rules:1: 'udp': transports come first, once");
   EXPECT_EQ(err("udp 1:/ab(c/ x\n"), "t.rules:1: rule 1: Missing close parenthesis for group started at index 2.");
   // A bad pattern is named by its own line whichever transport's database it is in.
   EXPECT_EQ(err("tcp 1:/a/ x\nudp 2:/b/ y\nicmp 3:/(/ z\n"),
@@ -42,8 +48,10 @@ TEST(Rules, ParseErrorsNameTheLine) {
   EXPECT_THROW(RuleSet::load_file("/nonexistent.rules"), RuleError);
 }
 
+// `fwd`: what the initiator (key.lo) sent.
 FlowRecord rec(const std::string& fwd, uint8_t proto = 6, uint16_t lo_port = 40000, uint16_t hi_port = 80) {
   FlowRecord r{};
+  r.e.init_lo = 1;
   r.e.key.ip_ver = 4;
   r.e.key.proto = proto;
   r.e.key.lo_port = lo_port;
@@ -81,12 +89,36 @@ TEST(Rules, TransportsScopeWhereARuleRuns) {
   EXPECT_EQ(m.match(rec("a", 132)), 0b1100u);                 // SCTP: other
   // A transport no rule runs over has no database: nothing is scanned.
   auto tcp_only = RuleSet::load_string("tcp 1:/a/ x\n", "t.rules");
-  EXPECT_NE(tcp_only->db(kTcp), nullptr);
-  EXPECT_EQ(tcp_only->db(kUdp), nullptr);
+  EXPECT_NE(tcp_only->db(kTcp, kToServer), nullptr);
+  EXPECT_EQ(tcp_only->db(kUdp, kToServer), nullptr);
   EXPECT_EQ(SignatureMatcher(tcp_only).match(rec("a", 17)), 0u);
   // Transports with the same rules share one database.
-  EXPECT_EQ(rs->db(kUdp), rs->db(kIcmp));
-  EXPECT_NE(rs->db(kTcp), rs->db(kUdp));
+  EXPECT_EQ(rs->db(kUdp, kToClient), rs->db(kIcmp, kToServer));
+  EXPECT_NE(rs->db(kTcp, kToServer), rs->db(kUdp, kToServer));
+}
+
+// A direction scopes a rule to what the flow's initiator sent (to_server) or received
+// (to_client), as Suricata's flow keyword; the initiator may be either address.
+TEST(Rules, DirectionsScopeWhichSideARuleReads) {
+  auto rules = RuleSet::parse("tcp to_server 1:/a/ x\nto_client 2:/a/ y\n3:/a/ z\n", "t.rules");
+  ASSERT_EQ(rules.size(), 3u);
+  EXPECT_EQ(rules[0].dirs, 1u << kToServer);
+  EXPECT_EQ(rules[0].scope, 1u << kTcp);
+  EXPECT_EQ(rules[1].dirs, 1u << kToClient);
+  EXPECT_EQ(rules[1].scope, kAllTransports);
+  EXPECT_EQ(rules[2].dirs, kBothDirections);
+  auto rs = RuleSet::load_string("tcp to_server 1:/a/ x\nto_client 2:/a/ y\n3:/a/ z\n", "t.rules");
+  SignatureMatcher m(rs);
+  FlowRecord r = rec("a");  // lo initiated and sent "a"
+  EXPECT_EQ(m.match(r), 0b101u);
+  r.e.init_lo = 0;  // hi initiated: the same bytes are now the response
+  EXPECT_EQ(m.match(r), 0b110u);
+  std::swap(r.paylen[0], r.paylen[1]);  // and now hi's request
+  std::memcpy(r.payload[1], r.payload[0], r.paylen[1]);
+  EXPECT_EQ(m.match(r), 0b101u);
+  r.e.key.proto = 17;
+  EXPECT_EQ(m.match(r), 0b100u);
+  EXPECT_EQ(rs->db(kUdp, kToServer), rs->db(kIcmp, kToServer));  // lanes with rule 3 only
 }
 
 // A compiled-database cache serves the same rules without compiling, and anything it
@@ -208,6 +240,14 @@ TEST_F(DefaultRules, EveryRuleHasAPositiveAndANegative) {
     for (int t = 0; t < kTransports; t++)  // ICMP as echo (ids in both ports), not an error
       EXPECT_EQ(hits(c.id, rec(c.yes, protos[t], 0x4242, 0x4242)), bool(want & (1 << t)))
           << "rule " << c.id << " on transport " << t;
+  }
+  // Rules about what a client sends (requests, logins, injected commands) do not read
+  // responses; the others read both sides.
+  const std::set<uint32_t> to_server = {1001, 1002, 1102, 1201, 1202, 1203, 1401, 1501, 1502};
+  for (auto& c : cases) {
+    FlowRecord r = rec(c.yes, c.proto);
+    r.e.init_lo = 0;  // the same bytes, sent by the responder
+    EXPECT_EQ(hits(c.id, r), !to_server.count(c.id)) << "rule " << c.id << " on a response";
   }
 }
 
