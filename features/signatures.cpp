@@ -15,6 +15,7 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <thread>
 
 namespace ls {
 
@@ -25,26 +26,26 @@ namespace {
 constexpr char kCacheMagic[8] = {'L', 'S', 'H', 'S', 'D', 'B', '2', '\n'};
 constexpr char kCacheMagicV1[8] = {'L', 'S', 'H', 'S', 'D', 'B', '1', '\n'};
 
-// The rule subsets to compile, in a fixed order: for each lane (transport × direction),
-// the mask of rules that run there; lanes with the same subset share one database. `of[l]`
-// is the index of lane l's subset, or -1 when no rule runs there.
+// The rule subsets to compile, in a fixed order: for each transport, the mask of rules
+// that run over it; transports with the same subset share one database. `of[t]` is the
+// index of transport t's subset, or -1 when no rule runs over it.
 struct Subsets {
   std::vector<uint64_t> masks;
-  int of[kTransports * 2];
+  int of[kTransports];
 };
 
 Subsets subsets(const std::vector<Rule>& rules) {
   Subsets g;
-  for (int l = 0; l < kTransports * 2; l++) {
+  for (int t = 0; t < kTransports; t++) {
     uint64_t m = 0;
     for (size_t i = 0; i < rules.size(); i++)
-      if ((rules[i].scope & (1u << (l / 2))) && (rules[i].dirs & (1u << (l % 2)))) m |= 1ull << i;
-    g.of[l] = -1;
+      if (rules[i].scope & (1u << t)) m |= 1ull << i;
+    g.of[t] = -1;
     if (!m) continue;
-    for (size_t k = 0; k < g.masks.size() && g.of[l] < 0; k++)
-      if (g.masks[k] == m) g.of[l] = int(k);
-    if (g.of[l] < 0) {
-      g.of[l] = int(g.masks.size());
+    for (size_t k = 0; k < g.masks.size() && g.of[t] < 0; k++)
+      if (g.masks[k] == m) g.of[t] = int(k);
+    if (g.of[t] < 0) {
+      g.of[t] = int(g.masks.size());
       g.masks.push_back(m);
     }
   }
@@ -111,7 +112,7 @@ bool RuleSet::load_cached(const std::string& file) {
     at += n;
     if (hs_alloc_scratch(db, &proto_) != HS_SUCCESS) return unusable("Hyperscan refused it on this CPU");
   }
-  set_lanes();
+  set_transports();
   cache_status_ = "cache hit";
   return true;
 }
@@ -257,39 +258,71 @@ std::shared_ptr<const RuleSet> RuleSet::load_string(const std::string& text, con
   return rs;
 }
 
+// One database per distinct transport subset, compiled side by side (Hyperscan's compiler
+// is reentrant): the subsets of the default set took 0.14 s one after the other, ≈ the
+// single database's 0.07 s in parallel on two cores. The first failing subset, in order,
+// names the error, as a sequential compile would.
 void RuleSet::compile(const std::string& name) {
   const Subsets g = subsets(rules_);
-  for (uint64_t m : g.masks) {
+  struct Job {
+    uint64_t mask;
+    hs_database_t* db = nullptr;
+    std::string error;
+  };
+  std::vector<Job> jobs;
+  for (uint64_t m : g.masks) jobs.push_back({m});
+  auto run = [&](Job& j) {
     std::vector<const char*> pats;
     std::vector<unsigned> flags, ids;
     for (size_t i = 0; i < rules_.size(); i++) {
-      if (!(m & (1ull << i))) continue;
+      if (!(j.mask & (1ull << i))) continue;
       pats.push_back(rules_[i].pattern.c_str());
       flags.push_back(rules_[i].flags);
       ids.push_back(unsigned(i));  // Hyperscan reports the index: the feature bit
     }
     hs_compile_error_t* ce = nullptr;
-    hs_database_t* db = nullptr;
     if (hs_compile_multi(pats.data(), flags.data(), ids.data(), unsigned(pats.size()), HS_MODE_BLOCK, nullptr,
-                         &db, &ce) != HS_SUCCESS) {
-      std::string msg = ce ? ce->message : "compile failed";
-      int at = ce ? ce->expression : -1;
-      hs_free_compile_error(ce);
-      if (at >= 0 && size_t(at) < ids.size()) {
-        const Rule& r = rules_[ids[size_t(at)]];
-        throw RuleError(name + ":" + std::to_string(r.line) + ": rule " + std::to_string(r.id) + ": " + msg);
-      }
-      throw RuleError(name + ": " + msg);
+                         &j.db, &ce) == HS_SUCCESS)
+      return;
+    std::string msg = ce ? ce->message : "compile failed";
+    int at = ce ? ce->expression : -1;
+    hs_free_compile_error(ce);
+    j.db = nullptr;
+    if (at >= 0 && size_t(at) < ids.size()) {
+      const Rule& r = rules_[ids[size_t(at)]];
+      j.error = name + ":" + std::to_string(r.line) + ": rule " + std::to_string(r.id) + ": " + msg;
+    } else {
+      j.error = name + ": " + msg;
     }
-    dbs_.push_back(db);
+  };
+  std::vector<std::thread> helpers;
+  size_t workers = std::min<size_t>(jobs.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::atomic<size_t> next{0};
+  auto drain = [&] {
+    for (size_t k; (k = next.fetch_add(1)) < jobs.size();) run(jobs[k]);
+  };
+  for (size_t w = 1; w < workers; w++) helpers.emplace_back(drain);
+  drain();
+  for (auto& t : helpers) t.join();
+  for (auto& j : jobs)
+    if (j.db) dbs_.push_back(j.db);  // owned now: freed by the destructor if anything throws
+  for (auto& j : jobs)
+    if (!j.error.empty()) throw RuleError(j.error);
+  for (auto* db : dbs_)
     if (hs_alloc_scratch(db, &proto_) != HS_SUCCESS) throw RuleError(name + ": cannot allocate scratch");
-  }
-  set_lanes();
+  set_transports();
 }
 
-void RuleSet::set_lanes() {
+void RuleSet::set_transports() {
   const Subsets g = subsets(rules_);
-  for (int l = 0; l < kTransports * 2; l++) by_lane_[l] = g.of[l] < 0 ? nullptr : dbs_[size_t(g.of[l])];
+  for (int t = 0; t < kTransports; t++) {
+    by_transport_[t] = g.of[t] < 0 ? nullptr : dbs_[size_t(g.of[t])];
+    for (int d = 0; d < 2; d++) {
+      lane_mask_[t][d] = 0;
+      for (size_t i = 0; i < rules_.size(); i++)
+        if ((rules_[i].scope & (1u << t)) && (rules_[i].dirs & (1u << d))) lane_mask_[t][d] |= 1ull << i;
+    }
+  }
 }
 
 RuleSet::RuleSet() {
@@ -334,12 +367,15 @@ uint64_t SignatureMatcher::match(const FlowRecord& r) {
     return 0;
   };
   const Transport t = transport_of(r.e.key.proto);
+  const hs_database_t* db = rs_->db(t);
   for (int d = 0; d < 2; d++) {  // d = 0: sent by key.lo
-    const hs_database_t* db = rs_->db(t, (d == 0) == bool(r.e.init_lo) ? kToServer : kToClient);
-    if (!r.paylen[d] || !db) continue;
-    if (hs_scan(db, reinterpret_cast<const char*>(r.payload[d]), r.paylen[d], 0, scratch_,
-                on_match, &mask) != HS_SUCCESS)
+    uint64_t lane = rs_->lane_mask(t, (d == 0) == bool(r.e.init_lo) ? kToServer : kToClient);
+    if (!r.paylen[d] || !lane) continue;  // no rule reads this side
+    uint64_t hits = 0;
+    if (hs_scan(db, reinterpret_cast<const char*>(r.payload[d]), r.paylen[d], 0, scratch_, on_match, &hits) !=
+        HS_SUCCESS)
       scan_errors++;
+    mask |= hits & lane;
   }
   return mask;
 }

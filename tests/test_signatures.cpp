@@ -89,12 +89,12 @@ TEST(Rules, TransportsScopeWhereARuleRuns) {
   EXPECT_EQ(m.match(rec("a", 132)), 0b1100u);                 // SCTP: other
   // A transport no rule runs over has no database: nothing is scanned.
   auto tcp_only = RuleSet::load_string("tcp 1:/a/ x\n", "t.rules");
-  EXPECT_NE(tcp_only->db(kTcp, kToServer), nullptr);
-  EXPECT_EQ(tcp_only->db(kUdp, kToServer), nullptr);
+  EXPECT_NE(tcp_only->db(kTcp), nullptr);
+  EXPECT_EQ(tcp_only->db(kUdp), nullptr);
   EXPECT_EQ(SignatureMatcher(tcp_only).match(rec("a", 17)), 0u);
   // Transports with the same rules share one database.
-  EXPECT_EQ(rs->db(kUdp, kToClient), rs->db(kIcmp, kToServer));
-  EXPECT_NE(rs->db(kTcp, kToServer), rs->db(kUdp, kToServer));
+  EXPECT_EQ(rs->db(kUdp), rs->db(kIcmp));
+  EXPECT_NE(rs->db(kTcp), rs->db(kUdp));
 }
 
 // A direction scopes a rule to what the flow's initiator sent (to_server) or received
@@ -118,7 +118,8 @@ TEST(Rules, DirectionsScopeWhichSideARuleReads) {
   EXPECT_EQ(m.match(r), 0b101u);
   r.e.key.proto = 17;
   EXPECT_EQ(m.match(r), 0b100u);
-  EXPECT_EQ(rs->db(kUdp, kToServer), rs->db(kIcmp, kToServer));  // lanes with rule 3 only
+  EXPECT_EQ(rs->lane_mask(kTcp, kToClient), 0b110u);
+  EXPECT_EQ(rs->lane_mask(kUdp, kToServer), 0b100u);
 }
 
 // A compiled-database cache serves the same rules without compiling, and anything it
