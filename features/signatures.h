@@ -11,9 +11,10 @@
 // initiator sent) or to_client; both by default. A rule only runs over the payloads of
 // its transports and direction: one Hyperscan database per transport, so a DNS rule
 // costs nothing on TCP payloads; hits outside a rule's direction are dropped (a database
-// per direction as well cut scanning by 3 % and tripled the compile time). FLAGS: i caseless, s dot-all, m
-// multi-line, 8 UTF-8, W Unicode classes. Every rule is single-match (a hit is a feature
-// bit); at most 64 rules, rule i is bit i. Names cannot contain '/'.
+// per direction as well cut scanning by 3 % and tripled the compile time).
+// FLAGS: i caseless, s dot-all, m multi-line, 8 UTF-8, W Unicode classes. Every rule is
+// single-match (a hit is a feature bit); at most 64 rules, rule i is bit i. Names cannot
+// contain '/'.
 #pragma once
 #include <hs/hs.h>
 
