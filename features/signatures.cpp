@@ -112,7 +112,7 @@ bool RuleSet::load_cached(const std::string& file) {
     at += n;
     if (hs_alloc_scratch(db, &proto_) != HS_SUCCESS) return unusable("Hyperscan refused it on this CPU");
   }
-  set_transports();
+  set_transports(g.of);
   cache_status_ = "cache hit";
   return true;
 }
@@ -310,13 +310,12 @@ void RuleSet::compile(const std::string& name) {
     if (!j.error.empty()) throw RuleError(j.error);
   for (auto* db : dbs_)
     if (hs_alloc_scratch(db, &proto_) != HS_SUCCESS) throw RuleError(name + ": cannot allocate scratch");
-  set_transports();
+  set_transports(g.of);
 }
 
-void RuleSet::set_transports() {
-  const Subsets g = subsets(rules_);
+void RuleSet::set_transports(const int (&of)[kTransports]) {
   for (int t = 0; t < kTransports; t++) {
-    by_transport_[t] = g.of[t] < 0 ? nullptr : dbs_[size_t(g.of[t])];
+    by_transport_[t] = of[t] < 0 ? nullptr : dbs_[size_t(of[t])];
     for (int d = 0; d < 2; d++) {
       lane_mask_[t][d] = 0;
       for (size_t i = 0; i < rules_.size(); i++)

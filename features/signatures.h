@@ -96,7 +96,7 @@ class RuleSet {
   std::vector<hs_database_t*> dbs_;  // distinct rule subsets, one database each
   const hs_database_t* by_transport_[kTransports] = {};
   uint64_t lane_mask_[kTransports][2] = {};
-  void set_transports();
+  void set_transports(const int (&of)[kTransports]);  // of[t]: index in dbs_ of t's database, or -1
   hs_scratch_t* proto_ = nullptr;
   std::string source_, cache_status_ = "compiled";
   void compile(const std::string& name);
