@@ -111,8 +111,11 @@ class BoundedTable {
       }
       if (m[victim].sig && (!m[i].sig || m[i].age_s < m[victim].age_s)) victim = i;
     }
-    const char* s = reinterpret_cast<const char*>(slots_ + set + victim);
-    for (size_t off = 0; off < sizeof(Slot); off += 64) __builtin_prefetch(s + off, 1);
+    // Every line the slot touches: slots are not line-aligned (104 or 120 bytes), so half
+    // of them span three lines.
+    uintptr_t s = reinterpret_cast<uintptr_t>(slots_ + set + victim);
+    for (uintptr_t p = s & ~uintptr_t(63); p < s + sizeof(Slot); p += 64)
+      __builtin_prefetch(reinterpret_cast<const void*>(p), 1);
   }
   // Bytes of the slots in use (under OnDemand the rest of the region is not touched).
   size_t memory_bytes() const { return size_t(mask_ + 1) * (sizeof(Meta) + sizeof(Slot)); }

@@ -248,6 +248,54 @@ void BM_FeatureStage(benchmark::State& st) {
 }
 BENCHMARK(BM_FeatureStage)->Arg(1000)->Arg(100000);
 
+// The pair, server and client tables as replay drives them: records in holds of 32, each
+// one's first prefetch step when it arrives, the second for the whole hold, then the
+// features (no signatures, TI or periodicity history to speak of: range(0) distinct
+// clients contacting range(0) / 4 servers, so most contacts are a pair's first or second).
+// Tables at the defaults' capacities; 1 << 20 endpoints keeps every set far out of cache.
+void BM_FeatureTablesPrefetched(benchmark::State& st) {
+  const uint32_t n = uint32_t(st.range(0));
+  FeatureConfig fc;
+  fc.hash_seed = 5;
+  FeatureStage fs(fc);
+  std::vector<FlowRecord> recs(1 << 16);
+  std::mt19937 g(9);
+  for (auto& r : recs) {
+    r.e.key.ip_ver = 4;
+    r.e.key.proto = 6;
+    uint32_t cli = 0x0a000000u + g() % n, srv = 0xc0000000u + g() % (n / 4 + 1);
+    std::memcpy(r.e.key.lo, &cli, 4);
+    std::memcpy(r.e.key.hi, &srv, 4);
+    r.e.key.lo_port = uint16_t(1024 + g() % 60000);
+    r.e.key.hi_port = 443;
+    r.e.init_lo = 1;
+    r.e.pkts[0] = r.e.pkts[1] = 4;
+    r.e.bytes[0] = r.e.bytes[1] = 800;
+  }
+  constexpr size_t kHold = 32;
+  std::vector<FeatureRow> rows(kHold);
+  uint64_t t = 1'700'000'000'000'000'000ull;
+  size_t pos = 0;
+  for (auto _ : st) {
+    FlowRecord* hold = &recs[pos];
+    pos = (pos + kHold) & (recs.size() - 1);
+    for (size_t i = 0; i < kHold; i++) {
+      hold[i].e.first_ns = t += 1'000'000;
+      hold[i].e.last_ns = t + 50'000'000;
+      fs.prefetch(hold[i], false);
+      fs.prefetch_client(hold[i], false);
+    }
+    for (size_t i = 0; i < kHold; i++) {
+      fs.prefetch(hold[i], true);
+      fs.prefetch_client(hold[i], true);
+    }
+    for (size_t i = 0; i < kHold; i++) fs.compute(hold[i], rows[i]);
+    benchmark::DoNotOptimize(rows[kHold - 1].pair.contacts);
+  }
+  st.SetItemsProcessed(st.iterations() * kHold);
+}
+BENCHMARK(BM_FeatureTablesPrefetched)->Arg(1 << 10)->Arg(1 << 20);
+
 // 4,096 records with varied addresses, ports, sizes and timing (periodic pairs among
 // them), and their feature rows, so numbers in the text benchmarks have realistic widths.
 struct TextInput {
