@@ -36,6 +36,13 @@ struct FlowRecord {
   EndReason why;
   uint16_t core;
   uint16_t paylen[2];
+  // Scratch of the feature stage that will process the record on this thread: its tables'
+  // key hashes, computed at the first prefetch step so that the second step and the
+  // lookups do not hash the keys again. [0]: pair and server hashes (table_hash[0], [1]),
+  // [1]: client hash (table_hash[2]); each is used only by the stage it names, once. Here,
+  // in the line after the entry, which the stages read anyway: not beyond the payload.
+  mutable const void* hashed_by[2] = {};
+  mutable uint64_t table_hash[3];
   SamplingConfig sampling;
   PairFeatures pair;
   ClientFeatures client;
@@ -47,6 +54,7 @@ struct FlowRecord {
     why = r;
     pair.valid = false;
     client.valid = false;
+    hashed_by[0] = hashed_by[1] = nullptr;
     core = core_id;
     sampling = s;
     for (int d = 0; d < 2; d++) {
@@ -68,7 +76,8 @@ struct RecordStage {
   }
   virtual void process_client(FlowRecord&) {}
   // A record process() / process_client() will see soon: start loading the state it
-  // touches (table sets are DRAM misses), reading nothing another thread writes.
+  // touches (table sets are DRAM misses), reading nothing another thread writes (it may
+  // leave its key hashes in the record's scratch: the calling thread owns the record).
   // Two steps: slot = false first, slot = true some time later.
   virtual void prefetch(const FlowRecord&, bool /*slot*/) {}
   virtual void prefetch_client(const FlowRecord&, bool /*slot*/) {}

@@ -54,9 +54,11 @@ class BoundedTable {
     slots_ = reinterpret_cast<Slot*>(mem_.as<uint8_t>() + meta_bytes);
     mask_ = (region_paging() == Paging::OnDemand ? std::min(max_cap_, kGrowFrom) : max_cap_) - 1;
   }
+  uint64_t hash(const Key& k) const { return XXH3_64bits_withSeed(&k, sizeof k, seed_); }
   // The entry for `k`, created (value-initialised) when absent, aged out or evicted.
-  Value& find_or_make(const Key& k, uint64_t now) {
-    uint64_t h = XXH3_64bits_withSeed(&k, sizeof k, seed_);
+  Value& find_or_make(const Key& k, uint64_t now) { return find_or_make(k, hash(k), now); }
+  // The same, `h` = hash(k) computed already.
+  Value& find_or_make(const Key& k, uint64_t h, uint64_t now) {
     uint32_t sig = uint32_t(h >> 32) | 1;  // 0 marks a free slot
     uint32_t now_s = uint32_t(now / 1'000'000'000ull);
     for (;;) {
@@ -95,8 +97,9 @@ class BoundedTable {
   }
   // Starts loading what find_or_make(k) will touch: the metadata line of k's set (first
   // step), then — once that line is in cache — the slot it will use (second step).
-  void prefetch(const Key& k, bool slot) const {
-    uint64_t h = XXH3_64bits_withSeed(&k, sizeof k, seed_);
+  // `h` = hash(k). Always inlined: GCC 12 takes a call whose only effect is prefetching for
+  // a pure call and deletes it (seen: every table prefetch gone from the replay binary).
+  [[gnu::always_inline]] void prefetch(uint64_t h, bool slot) const {
     uint32_t set = uint32_t(h) & mask_ & ~(kWays - 1);
     const Meta* m = meta_ + set;
     if (!slot) {
@@ -140,7 +143,7 @@ class BoundedTable {
       for (uint32_t i = 0; i < kWays; i++) {
         Meta& m = meta_[set + i];
         if (!m.sig) continue;
-        uint64_t h = XXH3_64bits_withSeed(&slots_[set + i].key, sizeof(Key), seed_);
+        uint64_t h = hash(slots_[set + i].key);
         uint32_t at = (uint32_t(h) & mask_ & ~(kWays - 1)) == set ? set + keep++ : set + old_cap + moved++;
         if (at != set + i) {
           meta_[at] = m;

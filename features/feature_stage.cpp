@@ -132,7 +132,11 @@ void FeatureStage::roll_window(V& v, uint64_t ts, SketchPool& pool) {
 }
 
 void FeatureStage::prefetch_client(const FlowRecord& r, bool slot) {
-  clients_.prefetch(endpoint_key(client_addr(r.e), r.e.key.ip_ver), slot);
+  if (!slot || r.hashed_by[1] != this) {
+    r.table_hash[2] = clients_.hash(endpoint_key(client_addr(r.e), r.e.key.ip_ver));
+    r.hashed_by[1] = this;
+  }
+  clients_.prefetch(r.table_hash[2], slot);
 }
 
 FeatureStage::PairKey FeatureStage::pair_key(const FlowEntry& e) {
@@ -147,7 +151,15 @@ FeatureStage::PairKey FeatureStage::pair_key(const FlowEntry& e) {
 
 ClientFeatures FeatureStage::client_features(const FlowRecord& r, const PairFeatures& p) {
   const FlowEntry& e = r.e;
-  Client& c = clients_.find_or_make(endpoint_key(client_addr(e), e.key.ip_ver), e.first_ns);
+  EndpointKey ck = endpoint_key(client_addr(e), e.key.ip_ver);
+  uint64_t h;
+  if (r.hashed_by[1] == this) {  // prefetch_client() hashed the key: use it, once
+    h = r.table_hash[2];
+    r.hashed_by[1] = nullptr;
+  } else {
+    h = clients_.hash(ck);
+  }
+  Client& c = clients_.find_or_make(ck, h, e.first_ns);
   roll_window(c, e.first_ns, client_sketches_);
   if (!c.used()) c.first_ns = c.last_ns = e.first_ns;
   c.flows++;
@@ -168,7 +180,17 @@ ClientFeatures FeatureStage::client_features(const FlowRecord& r, const PairFeat
 PairFeatures FeatureStage::pair_features(const FlowRecord& r, uint64_t sigs) {
   const FlowEntry& e = r.e;
   PairKey k = pair_key(e);
-  Pair& p = pairs_.find_or_make(k, e.first_ns);
+  EndpointKey sk = endpoint_key(k.server, k.ver);
+  uint64_t hp, hs;
+  if (r.hashed_by[0] == this) {  // prefetch() hashed the keys: use them, once
+    hp = r.table_hash[0];
+    hs = r.table_hash[1];
+    r.hashed_by[0] = nullptr;
+  } else {
+    hp = pairs_.hash(k);
+    hs = servers_.hash(sk);
+  }
+  Pair& p = pairs_.find_or_make(k, hp, e.first_ns);
   if (!p.used()) p.first_ns = p.last_ns = p.base_ns = e.first_ns;
   // A record continuing a long flow (active timeout) is the same contact. Decided by the
   // record alone, so the pair's state does not depend on the order records arrive in.
@@ -217,7 +239,7 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r, uint64_t sigs) {
 
   // The server endpoint: everyone who talked to it (owned by this worker: records are
   // routed by server).
-  Server& sv = servers_.find_or_make(endpoint_key(k.server, k.ver), e.first_ns);
+  Server& sv = servers_.find_or_make(sk, hs, e.first_ns);
   roll_window(sv, e.first_ns, server_sketches_);
   if (!sv.used()) sv.first_ns = sv.last_ns = e.first_ns;
   sv.flows++;

@@ -88,9 +88,14 @@ class FeatureStage final : public RecordStage {
   void process_client(FlowRecord& r) override { r.client = client_features(r, r.pair); }
   // The pair and server sets process() will touch; the client set for process_client().
   void prefetch(const FlowRecord& r, bool slot) override {
-    PairKey k = pair_key(r.e);
-    pairs_.prefetch(k, slot);
-    servers_.prefetch(endpoint_key(k.server, k.ver), slot);
+    if (!slot || r.hashed_by[0] != this) {
+      PairKey k = pair_key(r.e);
+      r.table_hash[0] = pairs_.hash(k);
+      r.table_hash[1] = servers_.hash(endpoint_key(k.server, k.ver));
+      r.hashed_by[0] = this;
+    }
+    pairs_.prefetch(r.table_hash[0], slot);
+    servers_.prefetch(r.table_hash[1], slot);
   }
   void prefetch_client(const FlowRecord& r, bool slot) override;
   const RuleSet* rules() const { return matcher_ ? &matcher_->rules() : nullptr; }

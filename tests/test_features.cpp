@@ -422,6 +422,24 @@ TEST(FeatureStage, BatchesComputeWhatRecordsOneByOneDo) {
     batched.compute_batch(ptrs.data() + done, std::min<size_t>(97, recs.size() - done), got.data() + done);
   for (size_t i = 0; i < recs.size(); i++) same(want[i], got[i], i);
 
+  // Prefetched in holds of 32 as replay does: the lookups take the hashes the first step
+  // computed.
+  FeatureStage held(c);
+  std::vector<FlowRecord> hrecs = recs;
+  for (size_t done = 0; done < hrecs.size(); done += 32) {
+    size_t m = std::min<size_t>(32, hrecs.size() - done);
+    for (int step = 0; step < 2; step++)
+      for (size_t i = done; i < done + m; i++) {
+        held.prefetch(hrecs[i], step == 1);
+        held.prefetch_client(hrecs[i], step == 1);
+      }
+    for (size_t i = done; i < done + m; i++) {
+      FeatureRow row;
+      held.compute(hrecs[i], row);
+      same(want[i], row, i);
+    }
+  }
+
   FeatureStage worker(c);
   std::vector<FlowRecord> wrecs = recs;
   std::vector<FlowRecord*> wptrs;
@@ -434,6 +452,51 @@ TEST(FeatureStage, BatchesComputeWhatRecordsOneByOneDo) {
     worker.compute(wrecs[i], row);  // takes the attached pair and client features
     same(want[i], row, i);
   }
+}
+
+// A record carries the key hashes of the stage that prefetched it: another stage (another
+// worker, another seed) hashes for itself, and a hash serves one lookup only, so a record
+// reused for another flow is not looked up under the old flow's hash.
+TEST(FeatureStage, PrefetchedHashesServeTheirStageOnce) {
+  FeatureConfig ca, cb;
+  ca.hash_seed = 1;
+  cb.hash_seed = 2;
+  FeatureStage a(ca), b(cb);
+  auto rec = [](uint8_t client, uint64_t s) {
+    FlowRecord r = ipv4_record(6);
+    r.e.key.lo[0] = 10;
+    r.e.key.lo[3] = client;
+    r.e.key.hi[0] = 200;
+    r.e.key.hi_port = 80;
+    r.e.first_ns = r.e.last_ns = 1'000'000'000ull * s;
+    return r;
+  };
+  auto prefetch = [](FeatureStage& st, const FlowRecord& r) {
+    for (bool slot : {false, true}) {
+      st.prefetch(r, slot);
+      st.prefetch_client(r, slot);
+    }
+  };
+  FeatureRow row;
+  FlowRecord r = rec(1, 1000);
+  prefetch(a, r);
+  b.compute(r, row);  // a's hashes are not b's
+  FlowRecord again = rec(1, 1010);
+  b.compute(again, row);
+  EXPECT_EQ(row.pair.contacts, 2u);
+  EXPECT_EQ(row.pair.srv_flows, 2u);
+  EXPECT_EQ(row.client.flows, 2u);
+
+  FlowRecord reused = rec(2, 1000);
+  prefetch(b, reused);
+  b.compute(reused, row);
+  reused.e.key.lo[3] = 3;  // the same record, another client, not prefetched again
+  b.compute(reused, row);
+  FlowRecord third = rec(3, 1010);
+  b.compute(third, row);
+  EXPECT_EQ(row.pair.contacts, 2u);
+  EXPECT_EQ(row.client.flows, 2u);
+  EXPECT_EQ(row.pair.srv_flows, 5u);
 }
 
 // Distinct counts hash with sketch_seed, not the tables' (random per run) seed: the same
