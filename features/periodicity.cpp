@@ -45,7 +45,8 @@ Periodicity score_periodicity(const double* starts_s, size_t n, const Periodicit
   if (n < 3) return r;
   double s[kMax], iv[kMax];
   std::copy(starts_s, starts_s + n, s);
-  std::sort(s, s + n);
+  // The feature stage keeps a pair's starts in time order: check, rather than sort again.
+  if (!std::is_sorted(s, s + n)) std::sort(s, s + n);
   size_t m = 0;
   // Parallel or back-to-back starts (A and AAAA lookups, browser connection bursts) are
   // one contact: measure from the burst's first start.

@@ -76,6 +76,19 @@ TEST(Periodicity, RandomContactsScoreLow) {
   EXPECT_LT(score(v).score, 0.5);
 }
 
+// Starts in any order score as in time order (sorted input skips the sort).
+TEST(Periodicity, OrderOfStartsDoesNotMatter) {
+  auto v = beats(60, 20, 3.0, 5);
+  auto want = score(v);
+  std::mt19937 g(4);
+  std::shuffle(v.begin(), v.end(), g);
+  auto got = score(v);
+  EXPECT_GT(want.score, 0.5);
+  EXPECT_EQ(got.score, want.score);
+  EXPECT_EQ(got.period_s, want.period_s);
+  EXPECT_EQ(got.cv, want.cv);
+}
+
 TEST(Periodicity, FewContactsHaveLowConfidence) {
   EXPECT_EQ(score({1, 3}).score, 0);
   EXPECT_LT(score({1, 3, 5, 7}).score, 0.5);  // perfectly regular but only 3 intervals
