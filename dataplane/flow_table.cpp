@@ -78,8 +78,8 @@ void FlowTable::prefetch_entry(const FlowKey&, uint64_t h) const {
   if (m) {
     // Both lines: the key is in the first, the counters in the second.
     const char* e = reinterpret_cast<const char*>(&entries_[b.idx[std::countr_zero(m) >> 1]]);
-    __builtin_prefetch(e, 1);
-    __builtin_prefetch(e + 64, 1);
+    prefetch_line(e);
+    prefetch_line(e + 64);
   }
 }
 

@@ -8,6 +8,7 @@
 #include "dataplane/counters.h"
 #include "dataplane/flow_key.h"
 #include "dataplane/mem.h"
+#include "dataplane/prefetch.h"
 
 namespace ls {
 
@@ -81,7 +82,7 @@ class FlowTable {
   uint32_t find(const FlowKey& k, uint64_t h) const;
   // Inserts a key known to be absent (applies the full policy).
   uint32_t insert(const FlowKey& k, uint64_t h, uint64_t ts_ns);
-  void prefetch_bucket(uint64_t h) const { __builtin_prefetch(&buckets_[bucket_of(h)]); }
+  void prefetch_bucket(uint64_t h) const { prefetch_line(&buckets_[bucket_of(h)]); }
   void prefetch_entry(const FlowKey& k, uint64_t h) const;
 
   // Adds one packet to entry `i`; `dir` = 0 when the packet's source is key.lo.

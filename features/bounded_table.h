@@ -21,6 +21,7 @@
 
 #include "dataplane/counters.h"
 #include "dataplane/mem.h"
+#include "dataplane/prefetch.h"
 
 namespace ls {
 
@@ -97,13 +98,12 @@ class BoundedTable {
   }
   // Starts loading what find_or_make(k) will touch: the metadata line of k's set (first
   // step), then — once that line is in cache — the slot it will use (second step).
-  // `h` = hash(k). Always inlined: GCC 12 takes a call whose only effect is prefetching for
-  // a pure call and deletes it (seen: every table prefetch gone from the replay binary).
-  [[gnu::always_inline]] void prefetch(uint64_t h, bool slot) const {
+  // `h` = hash(k). prefetch_line, not __builtin_prefetch: see dataplane/prefetch.h.
+  void prefetch(uint64_t h, bool slot) const {
     uint32_t set = uint32_t(h) & mask_ & ~(kWays - 1);
     const Meta* m = meta_ + set;
     if (!slot) {
-      __builtin_prefetch(m);
+      prefetch_line(m);
       return;
     }
     uint32_t sig = uint32_t(h >> 32) | 1, victim = 0;
@@ -118,7 +118,7 @@ class BoundedTable {
     // of them span three lines.
     uintptr_t s = reinterpret_cast<uintptr_t>(slots_ + set + victim);
     for (uintptr_t p = s & ~uintptr_t(63); p < s + sizeof(Slot); p += 64)
-      __builtin_prefetch(reinterpret_cast<const void*>(p), 1);
+      prefetch_line(reinterpret_cast<const void*>(p));
   }
   // Bytes of the slots in use (under OnDemand the rest of the region is not touched).
   size_t memory_bytes() const { return size_t(mask_ + 1) * (sizeof(Meta) + sizeof(Slot)); }
