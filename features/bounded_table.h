@@ -114,7 +114,7 @@ class BoundedTable {
       }
       if (m[victim].sig && (!m[i].sig || m[i].age_s < m[victim].age_s)) victim = i;
     }
-    // Every line the slot touches: slots are not line-aligned (104 or 120 bytes), so half
+    // Every line the slot touches: slots are not line-aligned (104 to 120 bytes), so half
     // of them span three lines.
     uintptr_t s = reinterpret_cast<uintptr_t>(slots_ + set + victim);
     for (uintptr_t p = s & ~uintptr_t(63); p < s + sizeof(Slot); p += 64)
