@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
 
 #define XXH_INLINE_ALL
@@ -36,7 +37,13 @@ struct DropNothing {
   void operator()(Value&) const {}
 };
 
-template <class Key, class Value, class Drop = DropNothing<Value>>
+// The table's hash of a key: XXH3 with the table's seed.
+struct SeededXxh3 {
+  template <class Key>
+  uint64_t operator()(const Key& k, uint64_t seed) const { return XXH3_64bits_withSeed(&k, sizeof k, seed); }
+};
+
+template <class Key, class Value, class Drop = DropNothing<Value>, class Hash = SeededXxh3>
 class BoundedTable {
  public:
   static constexpr uint32_t kWays = 8;
@@ -55,7 +62,7 @@ class BoundedTable {
     slots_ = reinterpret_cast<Slot*>(mem_.as<uint8_t>() + meta_bytes);
     mask_ = (region_paging() == Paging::OnDemand ? std::min(max_cap_, kGrowFrom) : max_cap_) - 1;
   }
-  uint64_t hash(const Key& k) const { return XXH3_64bits_withSeed(&k, sizeof k, seed_); }
+  uint64_t hash(const Key& k) const { return Hash{}(k, seed_); }
   // The entry for `k`, created (value-initialised) when absent, aged out or evicted.
   Value& find_or_make(const Key& k, uint64_t now) { return find_or_make(k, hash(k), now); }
   // The same, `h` = hash(k) computed already.
@@ -96,6 +103,25 @@ class BoundedTable {
       return s.v;
     }
   }
+  // The entry for `k` if there is one (value-initialised if it aged out), else nullptr.
+  Value* find(const Key& k, uint64_t h, uint64_t now) {
+    int32_t i = way_of(h, k);
+    if (i < 0) return nullptr;
+    uint32_t at = (uint32_t(h) & mask_ & ~(kWays - 1)) + uint32_t(i);
+    Value& v = slots_[at].v;
+    meta_[at].age_s = std::max(meta_[at].age_s, uint32_t(now / 1'000'000'000ull));
+    if (now <= v.last_ns + max_age_) return &v;
+    ctr.aged_out++;
+    drop_(v);
+    v = Value{};
+    return &v;
+  }
+  // Frees the slot of `v` (a reference find_or_make or find returned).
+  void erase(Value& v) {
+    size_t at = size_t(reinterpret_cast<Slot*>(reinterpret_cast<uint8_t*>(&v) - offsetof(Slot, v)) - slots_);
+    drop_(v);
+    meta_[at] = Meta{};
+  }
   // Starts loading what find_or_make(k) will touch: the metadata line of k's set (first
   // step), then — once that line is in cache — the slot it will use (second step).
   // `h` = hash(k). prefetch_line, not __builtin_prefetch: see dataplane/prefetch.h.
@@ -114,11 +140,18 @@ class BoundedTable {
       }
       if (m[victim].sig && (!m[i].sig || m[i].age_s < m[victim].age_s)) victim = i;
     }
-    // Every line the slot touches: slots are not line-aligned (104 to 120 bytes), so half
-    // of them span three lines.
-    uintptr_t s = reinterpret_cast<uintptr_t>(slots_ + set + victim);
-    for (uintptr_t p = s & ~uintptr_t(63); p < s + sizeof(Slot); p += 64)
-      prefetch_line(reinterpret_cast<const void*>(p));
+    prefetch_slot(set + victim);
+  }
+  // Second step for find(k): the slot of k's entry, if its set has k's signature. Returns
+  // whether it has.
+  bool prefetch_found(uint64_t h) const {
+    uint32_t set = uint32_t(h) & mask_ & ~(kWays - 1), sig = uint32_t(h >> 32) | 1;
+    for (uint32_t i = 0; i < kWays; i++)
+      if (meta_[set + i].sig == sig) {
+        prefetch_slot(set + i);
+        return true;
+      }
+    return false;
   }
   // Bytes of the slots in use (under OnDemand the rest of the region is not touched).
   size_t memory_bytes() const { return size_t(mask_ + 1) * (sizeof(Meta) + sizeof(Slot)); }
@@ -133,6 +166,20 @@ class BoundedTable {
     uint32_t age_s;  // latest record start seen, seconds: the eviction order
   };
   static_assert(sizeof(Meta) * kWays == 64, "a set's metadata is one cache line");
+  // Every line the slot touches: slots are not line-aligned (24 to 120 bytes), so some
+  // span one line more than their size needs.
+  void prefetch_slot(uint32_t at) const {
+    uintptr_t s = reinterpret_cast<uintptr_t>(slots_ + at);
+    for (uintptr_t p = s & ~uintptr_t(63); p < s + sizeof(Slot); p += 64)
+      prefetch_line(reinterpret_cast<const void*>(p));
+  }
+  // The way holding k in h's set, or -1.
+  int32_t way_of(uint64_t h, const Key& k) const {
+    uint32_t set = uint32_t(h) & mask_ & ~(kWays - 1), sig = uint32_t(h >> 32) | 1;
+    for (uint32_t i = 0; i < kWays; i++)
+      if (meta_[set + i].sig == sig && std::memcmp(&slots_[set + i].key, &k, sizeof k) == 0) return int32_t(i);
+    return -1;
+  }
   // Set s splits into sets s and s + old capacity (one more hash bit): the entries that
   // stay close up in their old order, the others go, in order, to the untouched upper set.
   void grow() {
