@@ -210,6 +210,11 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
                 if (x < 64 || x > (1u << 28)) throw ConfigError(where(file, v, k) + "must be 64 .. 2^28");
                 c.pair_capacity = uint32_t(x);
               }},
+             {"first_contact_capacity", [&](auto& v, auto& k) {
+                uint64_t x = as<uint64_t>(file, v, k);
+                if (x < 64 || x > (1u << 28)) throw ConfigError(where(file, v, k) + "must be 64 .. 2^28");
+                c.first_contact_capacity = uint32_t(x);
+              }},
              {"server_capacity", [&](auto& v, auto& k) {
                 uint64_t x = as<uint64_t>(file, v, k);
                 if (x < 64 || x > (1u << 26)) throw ConfigError(where(file, v, k) + "must be 64 .. 2^26");

@@ -64,6 +64,7 @@ struct Config {
   std::string pseudonym_secret;               // read by finish_config()
   uint64_t pseudonym_rotate_ns = 86'400'000'000'000ull;
   uint32_t pair_capacity = 1u << 18;
+  uint32_t first_contact_capacity = 1u << 18;
   uint32_t server_capacity = 1u << 16;
   uint32_t client_capacity = 1u << 16;
   uint64_t sketch_seed = 1;        // distinct counters' hash (features.sketch_seed)

@@ -101,7 +101,8 @@ void fit_tables_to_input(Config& cfg, const std::vector<std::string>& files) {
   uint64_t flows = bytes / 32 * std::max<uint64_t>(cfg.loop, 1);
   if (flows > (1ull << 30)) return;
   uint64_t cap = std::bit_ceil(std::max<uint64_t>(4096, flows * 4));
-  for (uint32_t* c : {&cfg.core.table.capacity, &cfg.pair_capacity, &cfg.server_capacity, &cfg.client_capacity})
+  for (uint32_t* c : {&cfg.core.table.capacity, &cfg.pair_capacity, &cfg.first_contact_capacity, &cfg.server_capacity,
+                      &cfg.client_capacity})
     if (cap < *c) *c = uint32_t(cap);
 }
 

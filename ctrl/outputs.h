@@ -22,6 +22,7 @@ namespace ls {
 inline FeatureConfig feature_config(const Config& c) {
   FeatureConfig fc;
   fc.pair_capacity = c.pair_capacity;
+  fc.first_contact_capacity = c.first_contact_capacity;
   fc.server_capacity = c.server_capacity;
   fc.client_capacity = c.client_capacity;
   fc.window_ns = c.feature_window_ns;
@@ -76,7 +77,8 @@ struct Outputs {
     }
     if (!c.features_out.empty() || !c.detections_out.empty()) {
       FeatureConfig fc = feature_config(c);
-      if (workers_attach_features) fc.pair_capacity = fc.server_capacity = fc.client_capacity = 64;
+      if (workers_attach_features)
+        fc.pair_capacity = fc.first_contact_capacity = fc.server_capacity = fc.client_capacity = 64;
       features = std::make_unique<FeatureWriter>(c.features_out, fc);
     }
     if (!c.detections_out.empty()) {
@@ -222,6 +224,7 @@ inline nlohmann::json feature_state_json(const std::vector<FeatureCounters>& cs,
     }
     j[name] = {{"created", c}, {"evicted", e}, {"aged_out", a}, {"overflowed", o}};
   };
+  add("first_contacts", &FeatureCounters::first_contacts);
   add("pairs", &FeatureCounters::pairs);
   add("servers", &FeatureCounters::servers);
   add("clients", &FeatureCounters::clients);
@@ -235,7 +238,7 @@ inline nlohmann::json feature_state_json(const std::vector<FeatureCounters>& cs,
 inline std::string feature_state_text(const nlohmann::json& j) {
   std::string o = "feature state (" + std::to_string(j["memory_bytes"].get<uint64_t>() >> 20) + " MB):";
   const char* sep = " ";
-  for (const char* t : {"pairs", "servers", "clients"}) {
+  for (const char* t : {"first_contacts", "pairs", "servers", "clients"}) {
     auto& x = j[t];
     o += sep + std::string(t) + " " + std::to_string(x["created"].get<uint64_t>()) + " created, " +
          std::to_string(x["evicted"].get<uint64_t>()) + " evicted, " + std::to_string(x["aged_out"].get<uint64_t>()) +

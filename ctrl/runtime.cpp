@@ -631,8 +631,9 @@ std::string Runtime::metrics_text(const std::string& exporter_metrics) const {
   if (!stages_.empty()) {
     auto fs = feature_state();
     x.family("linesight_feature_state_evicted_total", "counter",
-             "Feature state entries (pairs, servers, clients) replaced while still live: the table is full.");
-    for (const char* t : {"pairs", "servers", "clients"})
+             "Feature state entries (first contacts, pairs, servers, clients) replaced while still live: the "
+             "table is full.");
+    for (const char* t : {"first_contacts", "pairs", "servers", "clients"})
       x.sample("linesight_feature_state_evicted_total", std::string("table=\"") + t + "\"",
                double(fs[t]["evicted"].get<uint64_t>()));
     x.family("linesight_feature_state_overflowed", "gauge",

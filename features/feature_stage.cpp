@@ -16,6 +16,7 @@ FeatureStage::FeatureStage(const FeatureConfig& c)
     : cfg_(c),
       histories_(decltype(pairs_)::capacity_for(c.pair_capacity)),
       pairs_(c.pair_capacity, c.pair_max_age_ns, c.hash_seed, {&histories_}),
+      first_(c.first_contact_capacity, c.pair_max_age_ns, c.hash_seed),
       server_sketches_(decltype(servers_)::capacity_for(c.server_capacity)),
       client_sketches_(decltype(clients_)::capacity_for(c.client_capacity)),
       servers_(c.server_capacity, c.pair_max_age_ns, c.hash_seed ^ 0x5e4e7, {&server_sketches_}),
@@ -190,11 +191,30 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r, uint64_t sigs) {
     hp = pairs_.hash(k);
     hs = servers_.hash(sk);
   }
-  Pair& p = pairs_.find_or_make(k, hp, e.first_ns);
-  if (!p.used()) p.first_ns = p.last_ns = p.base_ns = e.first_ns;
   // A record continuing a long flow (active timeout) is the same contact. Decided by the
   // record alone, so the pair's state does not depend on the order records arrive in.
   bool new_contact = !(e.tcp_state & FLOW_CONTINUED);
+  Pair one{};  // the state of a pair's first record, kept as a FirstContact
+  Pair* pe = pairs_.find(k, hp, e.first_ns);
+  FirstContact* fc = nullptr;
+  if (!pe) {
+    fc = &first_.find_or_make(uint32_t(hp), hp, e.first_ns);
+    if (!fc->used()) {
+      pe = &one;
+    } else {  // the second record: the Pair the first one would have made, then as usual
+      FirstContact was = *fc;
+      first_.erase(*fc);
+      fc = nullptr;
+      pe = &pairs_.find_or_make(k, hp, e.first_ns);
+      pe->first_ns = pe->base_ns = was.first_ns;
+      pe->last_ns = was.last_ns;
+      pe->contacts = was.contacts;
+      pe->used_starts = uint8_t(was.contacts);
+      pe->inline_ms[0] = 0;  // its start, ms from base_ns
+    }
+  }
+  Pair& p = *pe;
+  if (!p.used()) p.first_ns = p.last_ns = p.base_ns = e.first_ns;
   int32_t* st = p.history ? histories_.at(p.history - 1).ms : p.inline_ms;  // the kept starts
   if (new_contact) {
     // Whole milliseconds of absolute time, so offsets do not depend on which start is the base.
@@ -231,6 +251,7 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r, uint64_t sigs) {
   }
   p.first_ns = std::min(p.first_ns, e.first_ns);
   p.last_ns = std::max(p.last_ns, e.last_ns);
+  if (fc) *fc = {p.first_ns, p.last_ns, p.contacts};
   // Exact integer ms from the earliest kept start: the same contacts give bit-identical
   // intervals whatever the pair's base (which depends on arrival order).
   double starts[kHistory];

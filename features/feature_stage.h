@@ -21,7 +21,8 @@
 namespace ls {
 
 struct FeatureConfig {
-  uint32_t pair_capacity = 1u << 18;                // client→server pairs tracked
+  uint32_t pair_capacity = 1u << 18;                // client→server pairs seen in two records or more
+  uint32_t first_contact_capacity = 1u << 18;       // pairs seen in one record so far (32 B each)
   uint32_t server_capacity = 1u << 16;              // server endpoints tracked
   uint32_t client_capacity = 1u << 16;              // client endpoints tracked
   uint64_t pair_max_age_ns = 3'600'000'000'000ull;  // idle pairs older than this restart
@@ -58,7 +59,8 @@ struct FeatureRow {
 
 struct FeatureCounters {
   OwnedCounter rows;
-  BoundedTableCounters pairs, servers, clients;
+  // pairs: contacted in two records or more; first_contacts: in one so far
+  BoundedTableCounters pairs, servers, clients, first_contacts;
 };
 
 class FeatureStage final : public RecordStage {
@@ -94,7 +96,13 @@ class FeatureStage final : public RecordStage {
       r.table_hash[1] = servers_.hash(endpoint_key(k.server, k.ver));
       r.hashed_by[0] = this;
     }
-    pairs_.prefetch(r.table_hash[0], slot);
+    uint64_t h = r.table_hash[0];
+    if (!slot) {
+      pairs_.prefetch(h, false);
+      first_.prefetch(h, false);
+    } else if (!pairs_.prefetch_found(h)) {  // the pair's slot is needed only when it is there
+      first_.prefetch(h, true);
+    }
     servers_.prefetch(r.table_hash[1], slot);
   }
   void prefetch_client(const FlowRecord& r, bool slot) override;
@@ -118,14 +126,14 @@ class FeatureStage final : public RecordStage {
   // `overflowed`: live entries holding a pool block (a pair history past kInlineStarts,
   // endpoint counters past the sparse form: features/endpoint_sketch.h).
   FeatureCounters counters() const {
-    FeatureCounters c{ctr_.rows, pairs_.ctr, servers_.ctr, clients_.ctr};
+    FeatureCounters c{ctr_.rows, pairs_.ctr, servers_.ctr, clients_.ctr, first_.ctr};
     c.pairs.overflowed = histories_.in_use();
     c.servers.overflowed = server_sketches_.in_use();
     c.clients.overflowed = client_sketches_.in_use();
     return c;
   }
   size_t memory_bytes() const {
-    return pairs_.memory_bytes() + servers_.memory_bytes() + clients_.memory_bytes() + histories_.memory_bytes() +
+    return pairs_.memory_bytes() + first_.memory_bytes() + servers_.memory_bytes() + clients_.memory_bytes() + histories_.memory_bytes() +
            server_sketches_.memory_bytes() + client_sketches_.memory_bytes();
   }
 
@@ -152,6 +160,19 @@ class FeatureStage final : public RecordStage {
     int32_t inline_ms[kInlineStarts];
     uint8_t used_starts;
     bool used() const { return last_ns != 0; }
+  };
+  // A pair seen in one record so far — most pairs (scans, spoofed floods, one-off
+  // lookups) — is kept as this instead: what its Pair would hold then, in 32 bytes with
+  // its key and the table's metadata instead of 112. It becomes a Pair at its second record, so
+  // floods of one-off pairs do not evict the pairs that recur. Keyed by the pair hash:
+  // its low half is the key, the high half the table's signature (63 bits compared).
+  struct [[gnu::packed]] FirstContact {
+    uint64_t first_ns, last_ns;  // the record's first and max(first, last)
+    uint32_t contacts;           // 0 if the record continued a long flow, else 1
+    bool used() const { return last_ns != 0; }
+  };
+  struct KeyIsHash {  // the key is the low half of the pair hash: grow() splits sets by it
+    uint64_t operator()(uint32_t k, uint64_t) const { return k; }
   };
   struct EndpointKey {
     uint8_t addr[16];
@@ -205,6 +226,8 @@ class FeatureStage final : public RecordStage {
   // Pools before the tables that release into them.
   BlockPool<History> histories_;
   BoundedTable<PairKey, Pair, ReleaseHistory> pairs_;
+  BoundedTable<uint32_t, FirstContact, DropNothing<FirstContact>, KeyIsHash> first_;
+  static_assert(sizeof(decltype(first_)::Slot) == 24, "a first contact is 24 bytes and 8 of metadata");
   SketchPool server_sketches_, client_sketches_;
   BoundedTable<EndpointKey, Server, ReleaseSketches> servers_;
   BoundedTable<EndpointKey, Client, ReleaseSketches> clients_;

@@ -222,7 +222,7 @@ BENCHMARK(BM_ExpirySweep);
 void BM_FeatureStage(benchmark::State& st) {
   const uint32_t pairs = uint32_t(st.range(0));
   FeatureConfig fc;
-  fc.pair_capacity = pairs * 2;
+  fc.pair_capacity = fc.first_contact_capacity = pairs * 2;
   FeatureStage fs(fc);
   FlowRecord r{};
   r.e.key.ip_ver = 4;

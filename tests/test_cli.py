@@ -154,12 +154,13 @@ with tempfile.TemporaryDirectory() as d:
     # Feature state full (issue 7): tiny pair/server/client tables evict and count it; every
     # record still gets its row (state is forgotten, never a record).
     tiny = os.path.join(d, "tiny.yaml")
-    open(tiny, "w").write("features:\n  pair_capacity: 64\n  server_capacity: 64\n  client_capacity: 64\n")
+    open(tiny, "w").write("features:\n  pair_capacity: 64\n  first_contact_capacity: 64\n  server_capacity: 64\n  client_capacity: 64\n")
     summ = os.path.join(d, "tiny.json")
     r = run("replay", pcap, "--config", tiny, "--features-out", os.path.join(d, "tiny.csv"), "--summary-json", summ)
     fs = json.load(open(summ)).get("feature_state", {}) if r.returncode == 0 else {}
     rows = sum(1 for l in open(os.path.join(d, "tiny.csv")) if not l.startswith(("#", "first_ns"))) if fs else -1
-    check(fs and all(fs[t]["evicted"] > 0 for t in ("pairs", "servers", "clients"))
+    # (this capture's pairs are each seen once: they overflow first_contacts, not the pair table)
+    check(fs and all(fs[t]["evicted"] > 0 for t in ("first_contacts", "servers", "clients"))
           and fs["rows"] == rows == json.load(open(summ))["counters"]["records_emitted"]
           and "feature state (" in r.stdout and "evicted" in r.stdout,
           f"feature tables full: evictions counted and shown, a row per record ({fs}, {rows} rows)")
@@ -174,7 +175,7 @@ with tempfile.TemporaryDirectory() as d:
     s = json.load(open(summ)) if r.returncode == 0 else {}
     check(s and s["table_bytes"] <= 16 << 20 and s["feature_state"]["memory_bytes"] <= 16 << 20
           and s["records"] == s["feature_state"]["rows"] > 20
-          and all(s["feature_state"][t]["evicted"] == 0 for t in ("pairs", "servers", "clients")),
+          and all(s["feature_state"][t]["evicted"] == 0 for t in ("first_contacts", "pairs", "servers", "clients")),
           f"tables fit the input: flow table {s.get('table_bytes', 0) >> 20} MB, feature state "
           f"{s.get('feature_state', {}).get('memory_bytes', 0) >> 20} MB, no eviction, {s.get('records')} records")
 
@@ -185,7 +186,7 @@ with tempfile.TemporaryDirectory() as d:
     mix = os.path.join(DATA, "bench/ndpi-ether-concat.pcap")
     if os.path.exists(mix):
         cfg = os.path.join(d, "grow.yaml")
-        open(cfg, "w").write("features:\n  pair_capacity: 4096\n  server_capacity: 2048\n  client_capacity: 1024\n")
+        open(cfg, "w").write("features:\n  pair_capacity: 4096\n  first_contact_capacity: 4096\n  server_capacity: 2048\n  client_capacity: 1024\n")
         got = {}
         for mode, extra in (("on-demand", []), ("prefault", ["--prefault"])):
             fo, summ = os.path.join(d, f"paging-{mode}.csv"), os.path.join(d, f"paging-{mode}.json")
@@ -196,9 +197,10 @@ with tempfile.TemporaryDirectory() as d:
             fs.pop("memory_bytes", None)  # differs by design: only the counts must agree
             got[mode] = (open(fo).read() if fs else r.stderr, fs)
         fs = got["prefault"][1]
-        check(got["on-demand"] == got["prefault"] and fs["pairs"]["evicted"] > 0 and fs["servers"]["evicted"] > 0,
+        check(got["on-demand"] == got["prefault"] and fs["first_contacts"]["evicted"] > 0
+              and fs["servers"]["evicted"] > 0,
               f"feature rows identical with tables grown on demand and preallocated "
-              f"({fs.get('pairs')}, {fs.get('servers')})")
+              f"({fs.get('first_contacts')}, {fs.get('pairs')}, {fs.get('servers')})")
         rss, alloc = {}, {}
         for mode, extra in (("on-demand", []), ("prefault", ["--prefault"])):
             summ = os.path.join(d, f"rss-{mode}.json")

@@ -32,11 +32,12 @@ table:
 sampling: {mode: flow_hash, rate: 64, seed: 3}
 replay: {cores: 2, speed: 1.5, loop: 3}
 output: {flows: out.jsonl, payload: true}
-features: {pair_capacity: 1024, server_capacity: 512, client_capacity: 256, window: 10m}
+features: {pair_capacity: 1024, first_contact_capacity: 2048, server_capacity: 512, client_capacity: 256, window: 10m}
 )", c);
   EXPECT_EQ(c.client_capacity, 256u);
   EXPECT_EQ(c.feature_window_ns, 600'000'000'000ull);
   EXPECT_EQ(c.pair_capacity, 1024u);
+  EXPECT_EQ(c.first_contact_capacity, 2048u);
   EXPECT_EQ(c.server_capacity, 512u);
   EXPECT_TRUE(c.core.parse.decap_gtpu);
   EXPECT_EQ(c.core.parse.vxlan_port, 8472);

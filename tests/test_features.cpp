@@ -170,7 +170,7 @@ TEST(PeriodicityOnLabelledTraffic, StratosphereConnLogs) {
 
 TEST(FeatureStage, PairHistoryIsBoundedAndEvictsTheColdest) {
   FeatureConfig c;
-  c.pair_capacity = 64;
+  c.pair_capacity = c.first_contact_capacity = 64;
   c.server_capacity = 64;
   c.client_capacity = 64;
   FeatureStage st(c);
@@ -184,9 +184,85 @@ TEST(FeatureStage, PairHistoryIsBoundedAndEvictsTheColdest) {
     st.compute(r, row);
   }
   EXPECT_EQ(st.counters().rows, 1000u);
-  EXPECT_GT(st.counters().pairs.evicted, 900u);
+  // Each pair was seen once: they stay first contacts, and the coldest of those go
+  EXPECT_GT(st.counters().first_contacts.evicted, 900u);
+  EXPECT_EQ(st.counters().pairs.created, 0u);
   // 64 slots per table: small regions take 4 KB pages, not a 2 MB huge page each
   EXPECT_LE(st.memory_bytes(), size_t(128) << 10);
+}
+
+// A flood of one-off pairs (a scan, spoofed sources) must not make the stage forget the
+// pairs that recur: those live in their own table once seen twice.
+TEST(FeatureStage, OneOffPairsDoNotEvictRecurringPairs) {
+  FeatureConfig c;
+  c.pair_capacity = c.first_contact_capacity = 64;
+  FeatureStage st(c);
+  FlowRecord beacon = ipv4_record(6);
+  beacon.e.key.lo[0] = 10;
+  beacon.e.key.hi[0] = 9;
+  beacon.e.key.hi_port = 443;
+  FlowRecord flood = ipv4_record(17);
+  flood.e.key.hi[0] = 8;
+  FeatureRow row;
+  uint64_t t = 1'700'000'000'000'000'000ull;
+  for (int i = 0; i < 10; i++) {
+    beacon.e.first_ns = beacon.e.last_ns = t + uint64_t(i) * 5'000'000'000ull;
+    st.compute(beacon, row);
+    if (i == 0) continue;  // recurring from its second contact on
+    for (uint32_t j = 0; j < 1000; j++) {  // 1000 one-off pairs between two beats
+      uint32_t n = uint32_t(i) * 1000 + j;
+      flood.e.key.lo[0] = 11;
+      std::memcpy(flood.e.key.lo + 1, &n, 3);
+      flood.e.first_ns = flood.e.last_ns = beacon.e.first_ns + j * 1000;
+      st.compute(flood, row);
+      ASSERT_EQ(row.pair.contacts, 1u);
+    }
+  }
+  beacon.e.first_ns = beacon.e.last_ns = t + 10 * 5'000'000'000ull;
+  st.compute(beacon, row);
+  EXPECT_EQ(row.pair.contacts, 11u);
+  EXPECT_NEAR(row.pair.period_s, 5.0, 0.01);
+  EXPECT_DOUBLE_EQ(row.pair.age_s, 50.0);
+  EXPECT_GT(st.counters().first_contacts.evicted, 8000u);
+  EXPECT_EQ(st.counters().pairs.created, 1u);
+  EXPECT_EQ(st.counters().pairs.evicted, 0u);
+}
+
+// The second record turns a first contact into the Pair it would have been: its start,
+// its first and last times, and whether it was a contact at all (a continued flow is not).
+TEST(FeatureStage, FirstContactBecomesTheSamePair) {
+  FeatureConfig c;
+  FeatureStage st(c);
+  FlowRecord r = ipv4_record(6);
+  r.e.key.hi[0] = 9;
+  r.e.key.hi_port = 443;
+  FeatureRow row;
+  const uint64_t t0 = 1'700'000'000'000'000'000ull;
+  // A continuation first (the pair's earlier records were before the sensor started).
+  r.e.tcp_state = TCP_ESTABLISHED | FLOW_CONTINUED;
+  r.e.first_ns = t0 + 7'000'000'000ull;
+  r.e.last_ns = t0 + 9'500'000'000ull;
+  st.compute(r, row);
+  EXPECT_EQ(row.pair.contacts, 0u);
+  EXPECT_DOUBLE_EQ(row.pair.age_s, 2.5);
+  // Then two contacts, the first of them earlier than the continuation.
+  r.e.tcp_state = TCP_SYN | TCP_SYNACK | TCP_ESTABLISHED;
+  r.e.first_ns = r.e.last_ns = t0 + 3'000'000'000ull;
+  st.compute(r, row);
+  EXPECT_EQ(row.pair.contacts, 1u);
+  EXPECT_DOUBLE_EQ(row.pair.age_s, 6.5);  // 3 s .. 9.5 s
+  EXPECT_EQ(row.pair.intervals, 0u);
+  r.e.first_ns = r.e.last_ns = t0 + 13'000'000'000ull;
+  st.compute(r, row);
+  EXPECT_EQ(row.pair.contacts, 2u);
+  EXPECT_DOUBLE_EQ(row.pair.age_s, 10.0);
+  r.e.first_ns = r.e.last_ns = t0 + 23'000'000'000ull;
+  st.compute(r, row);
+  EXPECT_EQ(row.pair.contacts, 3u);
+  EXPECT_EQ(row.pair.intervals, 2u);  // 3 s, 13 s, 23 s: the continuation is no start
+  EXPECT_DOUBLE_EQ(row.pair.mean_s, 10.0);
+  EXPECT_EQ(st.counters().pairs.created, 1u);
+  EXPECT_EQ(st.counters().first_contacts.created, 1u);
 }
 
 // Replay's tables start at kGrowFrom slots and double: a grown table must behave exactly
@@ -211,11 +287,25 @@ TEST(BoundedTable, GrowingOnDemandMatchesPreallocated) {
   auto fixed = make(Paging::Prefault), grown = make(Paging::OnDemand);
   ASSERT_EQ(fixed->slots(), 16384u);
   ASSERT_EQ(grown->slots(), Table::kGrowFrom);
-  uint64_t x = 1, ids = 0;
+  uint64_t x = 1, ids = 0, erased = 0;
   for (uint32_t i = 0; i < 200000; i++) {
     x = x * 6364136223846793005ull + 1442695040888963407ull;
     Key k{uint32_t((x >> 33) % 40000)};  // more keys than slots: sets fill and evict
     uint64_t now = 1'000'000'000ull + uint64_t(i) * 1'000'000ull;  // 200 s: keys age out
+    if (i % 5 == 0) {  // lookups without creation, some freeing the slot (first contacts)
+      Val* a = fixed->find(k, fixed->hash(k), now);
+      Val* b = grown->find(k, grown->hash(k), now);
+      ASSERT_EQ(a != nullptr, b != nullptr) << "key " << k.k << " at step " << i;
+      if (!a) continue;
+      ASSERT_EQ(a->id, b->id) << "key " << k.k << " at step " << i;
+      if (i % 10 == 0) {
+        fixed->erase(*a);
+        grown->erase(*b);
+        erased++;
+        ASSERT_EQ(fixed->find(k, fixed->hash(k), now), nullptr);
+      }
+      continue;
+    }
     Val& a = fixed->find_or_make(k, now);
     Val& b = grown->find_or_make(k, now);
     ASSERT_EQ(a.id, b.id) << "key " << k.k << " at step " << i << ", " << grown->slots() << " slots";
@@ -229,6 +319,7 @@ TEST(BoundedTable, GrowingOnDemandMatchesPreallocated) {
   EXPECT_EQ(grown->ctr.aged_out, fixed->ctr.aged_out);
   EXPECT_GT(fixed->ctr.evicted, 10000u);
   EXPECT_GT(fixed->ctr.aged_out, 100u);
+  EXPECT_GT(erased, 5000u);
 }
 
 TEST(FeatureStage, BeaconPairBecomesPeriodic) {
