@@ -104,14 +104,7 @@ inline char* put_general6(char* p, double v) {
   return std::to_chars(p, p + kMaxNumber, v, std::chars_format::general, 6).ptr;
 }
 
-// IPv4 in the first 4 bytes when ip_ver is 4. Dotted quads directly: inet_ntop goes
-// through printf and this runs once per record.
-inline char* put_ip(char* p, const uint8_t* a, uint8_t ip_ver) {
-  if (ip_ver == 6) {
-    inet_ntop(AF_INET6, a, p, kMaxIp);
-    while (*p) p++;
-    return p;
-  }
+inline char* put_ip4(char* p, const uint8_t* a) {
   for (int i = 0; i < 4; i++) {
     if (i) *p++ = '.';
     uint8_t v = a[i];
@@ -120,6 +113,47 @@ inline char* put_ip(char* p, const uint8_t* a, uint8_t ip_ver) {
     *p++ = char('0' + v % 10);
   }
   return p;
+}
+
+// The text glibc's inet_ntop gives, character for character (tested against it): the
+// longest run of two or more zero groups (the first of equal runs) as "::", groups in
+// lowercase hex without leading zeros, and the dotted form for the last 32 bits after
+// six zero groups or after ::ffff (IPv4-compatible and IPv4-mapped).
+inline char* put_ip6(char* p, const uint8_t* a) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint16_t w[8];
+  for (int i = 0; i < 8; i++) w[i] = uint16_t(a[2 * i] << 8 | a[2 * i + 1]);
+  int best = -1, best_len = 0;
+  for (int i = 0; i < 8;) {
+    if (w[i]) {
+      i++;
+      continue;
+    }
+    int j = i;
+    while (j < 8 && !w[j]) j++;
+    if (j - i > best_len) best = i, best_len = j - i;
+    i = j;
+  }
+  if (best_len < 2) best = -1;
+  for (int i = 0; i < 8; i++) {
+    if (best >= 0 && i >= best && i < best + best_len) {
+      if (i == best) *p++ = ':';
+      continue;
+    }
+    if (i) *p++ = ':';
+    if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && w[5] == 0xffff))) return put_ip4(p, a + 12);
+    uint16_t v = w[i];
+    int shift = v >= 0x1000 ? 12 : v >= 0x100 ? 8 : v >= 0x10 ? 4 : 0;
+    for (; shift >= 0; shift -= 4) *p++ = kHex[(v >> shift) & 15];
+  }
+  if (best >= 0 && best + best_len == 8) *p++ = ':';
+  return p;
+}
+
+// IPv4 in the first 4 bytes when ip_ver is 4. Not inet_ntop: it goes through printf
+// (4,600 instructions an IPv6 address) and this runs for every record.
+inline char* put_ip(char* p, const uint8_t* a, uint8_t ip_ver) {
+  return ip_ver == 6 ? put_ip6(p, a) : put_ip4(p, a);
 }
 
 inline void append_uint(std::string& o, uint64_t v) {

@@ -286,6 +286,38 @@ TEST(Text, FastNumberFormattingMatchesToChars) {
   EXPECT_EQ(big, ref(1e40, std::chars_format::scientific, 3));
 }
 
+// IPv6 text is glibc's inet_ntop's, character for character: zero runs of every length
+// and position (ties, trailing, leading), the IPv4-compatible and -mapped forms and the
+// near misses that must stay hex.
+TEST(Text, Ipv6MatchesInetNtop) {
+  std::mt19937_64 rng(11);
+  auto check = [](const uint8_t* a) {
+    char want[INET6_ADDRSTRLEN], got[ls::kMaxIp];
+    ASSERT_NE(inet_ntop(AF_INET6, a, want, sizeof want), nullptr);
+    std::string g(got, ls::put_ip6(got, a));
+    ASSERT_EQ(g, want);
+  };
+  uint8_t a[16];
+  for (uint32_t zeros = 0; zeros < 256; zeros++)  // every pattern of zero groups
+    for (int k = 0; k < 64; k++) {
+      for (int i = 0; i < 8; i++) {
+        uint16_t v = std::max<uint16_t>(1, uint16_t(rng() >> (48 + rng() % 16)));  // 1 to 4 hex digits
+        if (k % 4 == 1 && i == 5) v = 0xffff;  // mapped-looking
+        if (k % 8 == 3 && i == 7) v = 1;       // ::1-looking
+        if (zeros >> i & 1) v = 0;
+        a[2 * i] = uint8_t(v >> 8);
+        a[2 * i + 1] = uint8_t(v);
+      }
+      check(a);
+    }
+  for (const char* s : {"::", "::1", "::ffff:1.2.3.4", "::1.2.3.4", "::0.0.1.0", "::0.1.0.0", "::ffff:0.0.0.0",
+                        "1::", "ffff::", "1:0:0:2::3", "::fffe:1.2.3.4", "::ffff:0:1.2.3.4", "0:0:0:0:0:1:0:0",
+                        "2001:db8::8:800:200c:417a", "fe80::1", "1:2:3:4:5:6:7:0"}) {
+    ASSERT_EQ(inet_pton(AF_INET6, s, a), 1) << s;
+    check(a);
+  }
+}
+
 // TextBuf (the flow record and feature CSV writers) gives the same text as appending each
 // piece to the string, whatever the pieces' order and lengths relative to its buffer.
 TEST(Text, TextBufMatchesPiecewiseAppends) {
