@@ -74,15 +74,7 @@ class BoundedTable {
       Meta* m = meta_ + set;
       uint32_t victim = 0;
       for (uint32_t i = 0; i < kWays; i++) {
-        if (m[i].sig == sig && std::memcmp(&slots_[set + i].key, &k, sizeof k) == 0) {
-          Value& v = slots_[set + i].v;
-          m[i].age_s = std::max(m[i].age_s, now_s);
-          if (now <= v.last_ns + max_age_) return v;
-          ctr.aged_out++;
-          drop_(v);
-          v = Value{};
-          return v;
-        }
+        if (m[i].sig == sig && std::memcmp(&slots_[set + i].key, &k, sizeof k) == 0) return found(set + i, now);
         // Prefer a free slot, else the one seen longest ago.
         if (m[victim].sig && (!m[i].sig || m[i].age_s < m[victim].age_s)) victim = i;
       }
@@ -106,15 +98,7 @@ class BoundedTable {
   // The entry for `k` if there is one (value-initialised if it aged out), else nullptr.
   Value* find(const Key& k, uint64_t h, uint64_t now) {
     int32_t i = way_of(h, k);
-    if (i < 0) return nullptr;
-    uint32_t at = (uint32_t(h) & mask_ & ~(kWays - 1)) + uint32_t(i);
-    Value& v = slots_[at].v;
-    meta_[at].age_s = std::max(meta_[at].age_s, uint32_t(now / 1'000'000'000ull));
-    if (now <= v.last_ns + max_age_) return &v;
-    ctr.aged_out++;
-    drop_(v);
-    v = Value{};
-    return &v;
+    return i < 0 ? nullptr : &found((uint32_t(h) & mask_ & ~(kWays - 1)) + uint32_t(i), now);
   }
   // Frees the slot of `v` (a reference find_or_make or find returned).
   void erase(Value& v) {
@@ -172,6 +156,17 @@ class BoundedTable {
     uintptr_t s = reinterpret_cast<uintptr_t>(slots_ + at);
     for (uintptr_t p = s & ~uintptr_t(63); p < s + sizeof(Slot); p += 64)
       prefetch_line(reinterpret_cast<const void*>(p));
+  }
+  // The entry in slot `at`, looked up at `now`: its age refreshed, restarted if it was idle
+  // past max_age.
+  Value& found(uint32_t at, uint64_t now) {
+    Value& v = slots_[at].v;
+    meta_[at].age_s = std::max(meta_[at].age_s, uint32_t(now / 1'000'000'000ull));
+    if (now <= v.last_ns + max_age_) return v;
+    ctr.aged_out++;
+    drop_(v);
+    v = Value{};
+    return v;
   }
   // The way holding k in h's set, or -1.
   int32_t way_of(uint64_t h, const Key& k) const {

@@ -194,12 +194,13 @@ PairFeatures FeatureStage::pair_features(const FlowRecord& r, uint64_t sigs) {
   // A record continuing a long flow (active timeout) is the same contact. Decided by the
   // record alone, so the pair's state does not depend on the order records arrive in.
   bool new_contact = !(e.tcp_state & FLOW_CONTINUED);
-  Pair one{};  // the state of a pair's first record, kept as a FirstContact
+  Pair one;  // the state of a pair's first record, kept as a FirstContact
   Pair* pe = pairs_.find(k, hp, e.first_ns);
   FirstContact* fc = nullptr;
   if (!pe) {
     fc = &first_.find_or_make(uint32_t(hp), hp, e.first_ns);
     if (!fc->used()) {
+      one = Pair{};
       pe = &one;
     } else {  // the second record: the Pair the first one would have made, then as usual
       FirstContact was = *fc;

@@ -133,8 +133,8 @@ class FeatureStage final : public RecordStage {
     return c;
   }
   size_t memory_bytes() const {
-    return pairs_.memory_bytes() + first_.memory_bytes() + servers_.memory_bytes() + clients_.memory_bytes() + histories_.memory_bytes() +
-           server_sketches_.memory_bytes() + client_sketches_.memory_bytes();
+    return pairs_.memory_bytes() + first_.memory_bytes() + servers_.memory_bytes() + clients_.memory_bytes() +
+           histories_.memory_bytes() + server_sketches_.memory_bytes() + client_sketches_.memory_bytes();
   }
 
   static const char* csv_header();
@@ -163,9 +163,10 @@ class FeatureStage final : public RecordStage {
   };
   // A pair seen in one record so far — most pairs (scans, spoofed floods, one-off
   // lookups) — is kept as this instead: what its Pair would hold then, in 32 bytes with
-  // its key and the table's metadata instead of 112. It becomes a Pair at its second record, so
-  // floods of one-off pairs do not evict the pairs that recur. Keyed by the pair hash:
-  // its low half is the key, the high half the table's signature (63 bits compared).
+  // its key and the table's metadata instead of 112. It becomes a Pair at its second
+  // record, so floods of one-off pairs do not evict the pairs that recur. Keyed by the
+  // pair hash: its low half is the key, the high half the table's signature (63 bits
+  // compared).
   struct [[gnu::packed]] FirstContact {
     uint64_t first_ns, last_ns;  // the record's first and max(first, last)
     uint32_t contacts;           // 0 if the record continued a long flow, else 1
