@@ -32,10 +32,12 @@ FlowTable::FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink)
   entry_mem_ = Region(size_t(cfg_.capacity) * sizeof(FlowEntry));
   free_mem_ = Region(size_t(cfg_.capacity) * sizeof(uint32_t));
   payload_mem_ = Region(size_t(cfg_.capacity) * 2 * cfg_.payload_bytes);
+  used_mem_ = Region((size_t(cfg_.capacity) + 63) / 64 * 8);
   buckets_ = bucket_mem_.as<Bucket>();
   entries_ = entry_mem_.as<FlowEntry>();
   free_ = free_mem_.as<uint32_t>();
   payload_ = payload_mem_.as<uint8_t>();
+  used_bits_ = used_mem_.as<uint64_t>();
   // Probing wraps by allocating kMaxProbe spare buckets mirrored onto the start: simpler
   // is to stop probing at the end, which the spare buckets allow without a modulo.
   // Zeroed memory is an empty table (signature 0 = free slot): nothing is written here,
@@ -47,7 +49,7 @@ FlowTable::FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink)
 }
 
 size_t FlowTable::memory_bytes() const {
-  return bucket_mem_.size() + entry_mem_.size() + free_mem_.size() + payload_mem_.size();
+  return bucket_mem_.size() + entry_mem_.size() + free_mem_.size() + payload_mem_.size() + used_mem_.size();
 }
 
 // Bit 2*j set when slot j's signature equals s (SSE2: one compare for 8 slots).
@@ -94,6 +96,7 @@ uint32_t FlowTable::insert(const FlowKey& k, uint64_t h, uint64_t ts_ns) {
         uint32_t slot = std::countr_zero(empty) >> 1;
         uint32_t i = nfree_ ? free_[--nfree_] : fresh_++;
         if (i >= high_water_) high_water_ = i + 1;
+        used_bits_[i >> 6] |= 1ull << (i & 63);
         b.sig[slot] = sig_of(h);
         b.idx[slot] = i;
         if (p) buckets_[home].displaced++;
@@ -290,6 +293,7 @@ void FlowTable::remove(uint32_t i, EndReason why) {
         if (p) buckets_[home].displaced--;
         e.key.ip_ver = 0;
         free_[nfree_++] = i;
+        used_bits_[i >> 6] &= ~(1ull << (i & 63));
         used_--;
         return;
       }
@@ -325,11 +329,16 @@ void FlowTable::expire() {
   double want = sweep_carry_ + double(span) * double(dt) / double(cfg_.sweep_period_ns);
   uint64_t n = want >= double(span) ? span : uint64_t(want);
   sweep_carry_ = n == span ? 0 : want - double(n);
-  for (uint64_t k = 0; k < n; k++) {
+  // The n slots from the cursor on, wrapping at span; holes cost a bit each.
+  while (n) {
     if (sweep_cursor_ >= span) sweep_cursor_ = 0;
-    uint32_t i = sweep_cursor_++;
-    EndReason why;
-    if (entries_[i].key.ip_ver && expired(entries_[i], now_, why)) expire_entry(i, why);
+    uint32_t end = uint32_t(std::min<uint64_t>(span, sweep_cursor_ + n));
+    for_used(sweep_cursor_, end, [&](uint32_t i) {
+      EndReason why;
+      if (expired(entries_[i], now_, why)) expire_entry(i, why);
+    });
+    n -= end - sweep_cursor_;
+    sweep_cursor_ = end;
   }
 }
 
@@ -359,11 +368,11 @@ uint32_t FlowTable::check_expired(uint32_t i, uint64_t ts) {
 }
 
 void FlowTable::flush(EndReason why) {
-  for (uint32_t i = 0; i < high_water_ && used_; i++) {
-    if (!entries_[i].key.ip_ver) continue;
+  if (!used_) return;
+  for_used(0, high_water_, [&](uint32_t i) {
     ctr_.inc(why == EndReason::CLOCK_JUMP ? Ctr::flows_clock_jump : Ctr::flows_flushed);
     remove(i, why);
-  }
+  });
 }
 
 }  // namespace ls

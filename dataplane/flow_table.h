@@ -2,6 +2,7 @@
 // 16-bit signatures (8 slots per 64-byte bucket), burst lookup with prefetch, an
 // incremental expiry sweep in packet time and a named table-full policy.
 #pragma once
+#include <bit>
 #include <cstdint>
 #include <string_view>
 
@@ -141,14 +142,27 @@ class FlowTable {
   bool expire_entry(uint32_t i, EndReason why);  // true when the entry was removed
   void reset_counters(FlowEntry& e);
   uint32_t evict_victim(uint64_t h);
+  // Calls f(i) for each used entry i in [from, to), in index order, reading the bitmap of
+  // used entries rather than every entry: after a burst of flows ends (a clock jump, the
+  // end of a capture's segment) most of [0, high_water_) are holes. f may remove entry i.
+  template <class F>
+  void for_used(uint32_t from, uint32_t to, F&& f) {
+    for (uint32_t w = from >> 6; w <= (to - 1) >> 6 && from < to; w++) {
+      uint64_t m = used_bits_[w];
+      if (w == from >> 6) m &= ~0ull << (from & 63);
+      if (w == (to - 1) >> 6 && (to & 63)) m &= ~(~0ull << (to & 63));
+      for (; m; m &= m - 1) f(w * 64 + uint32_t(std::countr_zero(m)));
+    }
+  }
 
   TableConfig cfg_;
   Counters& ctr_;
   RecordSink& sink_;
-  Region bucket_mem_, entry_mem_, free_mem_, payload_mem_;
+  Region bucket_mem_, entry_mem_, free_mem_, payload_mem_, used_mem_;
   Bucket* buckets_;
   FlowEntry* entries_;
   uint32_t* free_;
+  uint64_t* used_bits_;  // bit i set while entry i holds a flow
   uint8_t* payload_;
   uint32_t bucket_mask_;
   uint32_t nfree_;   // indices on the free_ stack
