@@ -3,6 +3,7 @@
 #pragma once
 #include <arpa/inet.h>
 
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -17,8 +18,46 @@ namespace ls {
 constexpr size_t kMaxNumber = 24;  // 20 digits of a uint64, or "-1.23457e-308"
 constexpr size_t kMaxIp = 48;      // INET6_ADDRSTRLEN and then some
 
-inline char* put_uint(char* p, uint64_t v) { return std::to_chars(p, p + 20, v).ptr; }
-inline char* put_int(char* p, int64_t v) { return std::to_chars(p, p + 20, v).ptr; }
+// Decimal digits of v (1 for 0): from the bit length, one compare to correct it.
+inline int decimal_digits(uint64_t v) {
+  static constexpr uint64_t kPow10[20] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull,
+                                          10000000ull, 100000000ull, 1000000000ull, 10000000000ull,
+                                          100000000000ull, 1000000000000ull, 10000000000000ull,
+                                          100000000000000ull, 1000000000000000ull, 10000000000000000ull,
+                                          100000000000000000ull, 1000000000000000000ull, 10000000000000000000ull};
+  uint64_t w = v | 1;  // 0 has one digit; 10^d (d ≥ 1) is even, so the compare is v's
+  int b = 64 - std::countl_zero(w);  // 1..64
+  int d = (b * 1233) >> 12;          // floor(b · log10 2): v's digits, or one less
+  return d + (w >= kPow10[d]);
+}
+
+// Two digits per step from the end, the length known first: libstdc++'s to_chars finds
+// the length with a loop of divisions (timestamps are 19 digits, written four times a
+// record), then does the same steps.
+inline char* put_uint(char* p, uint64_t v) {
+  static constexpr char kPairs[] =
+      "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+      "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+      "8081828384858687888990919293949596979899";
+  char* end = p + decimal_digits(v);
+  char* q = end;
+  while (v >= 100) {
+    uint64_t r = v % 100;
+    v /= 100;
+    q -= 2;
+    std::memcpy(q, kPairs + 2 * r, 2);
+  }
+  if (v >= 10) std::memcpy(q - 2, kPairs + 2 * v, 2);
+  else q[-1] = char('0' + v);
+  return end;
+}
+inline char* put_int(char* p, int64_t v) {
+  if (v < 0) {
+    *p++ = '-';
+    return put_uint(p, 0 - uint64_t(v));
+  }
+  return put_uint(p, uint64_t(v));
+}
 
 // Fixed 3 decimals (records) or 6 significant digits (features); non-finite → 0.
 // Both take an integer fast path where the result is the same: to_chars with a

@@ -286,6 +286,35 @@ TEST(Text, FastNumberFormattingMatchesToChars) {
   EXPECT_EQ(big, ref(1e40, std::chars_format::scientific, 3));
 }
 
+// Integers as std::to_chars writes them: every length and its edges (9…9, 10…0), both
+// signs, the extremes, and random values of every bit length.
+TEST(Text, IntegersMatchToChars) {
+  auto check_u = [](uint64_t v) {
+    char a[24], b[24];
+    std::string_view got(a, size_t(ls::put_uint(a, v) - a)), want(b, size_t(std::to_chars(b, b + 24, v).ptr - b));
+    EXPECT_EQ(got, want) << v;
+    return got == want;
+  };
+  auto check_i = [](int64_t v) {
+    char a[24], b[24];
+    std::string_view got(a, size_t(ls::put_int(a, v) - a)), want(b, size_t(std::to_chars(b, b + 24, v).ptr - b));
+    EXPECT_EQ(got, want) << v;
+  };
+  uint64_t p = 1;
+  for (int d = 0; d < 20; d++, p *= 10) {
+    for (uint64_t v : {p - 1, p, p + 1, 2 * p - 1, 5 * p, 9 * p}) check_u(v);
+  }
+  for (uint64_t v : {uint64_t(0), UINT64_MAX, UINT64_MAX - 1, uint64_t(INT64_MAX), uint64_t(1) << 63}) check_u(v);
+  for (int64_t v : {int64_t(0), int64_t(-1), int64_t(-9), int64_t(-10), INT64_MIN, INT64_MAX, int64_t(-123456789012)}) check_i(v);
+  std::mt19937_64 rng(11);
+  int bad = 0;
+  for (int i = 0; i < 200000 && bad < 3; i++) {
+    uint64_t v = rng() >> (rng() % 64);
+    bad += !check_u(v);
+    check_i(int64_t(v) * ((i & 1) ? -1 : 1));
+  }
+}
+
 // IPv6 text is glibc's inet_ntop's, character for character: zero runs of every length
 // and position (ties, trailing, leading), the IPv4-compatible and -mapped forms and the
 // near misses that must stay hex.
