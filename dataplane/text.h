@@ -18,6 +18,12 @@ namespace ls {
 constexpr size_t kMaxNumber = 24;  // 20 digits of a uint64, or "-1.23457e-308"
 constexpr size_t kMaxIp = 48;      // INET6_ADDRSTRLEN and then some
 
+// "00" … "99": two digits per table read.
+inline constexpr char kDigitPairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 // Decimal digits of v (1 for 0): from the bit length, one compare to correct it.
 inline int decimal_digits(uint64_t v) {
   static constexpr uint64_t kPow10[20] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull,
@@ -35,19 +41,15 @@ inline int decimal_digits(uint64_t v) {
 // the length with a loop of divisions (timestamps are 19 digits, written four times a
 // record), then does the same steps.
 inline char* put_uint(char* p, uint64_t v) {
-  static constexpr char kPairs[] =
-      "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-      "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-      "8081828384858687888990919293949596979899";
   char* end = p + decimal_digits(v);
   char* q = end;
   while (v >= 100) {
     uint64_t r = v % 100;
     v /= 100;
     q -= 2;
-    std::memcpy(q, kPairs + 2 * r, 2);
+    std::memcpy(q, kDigitPairs + 2 * r, 2);
   }
-  if (v >= 10) std::memcpy(q - 2, kPairs + 2 * v, 2);
+  if (v >= 10) std::memcpy(q - 2, kDigitPairs + 2 * v, 2);
   else q[-1] = char('0' + v);
   return end;
 }
@@ -62,12 +64,13 @@ inline char* put_int(char* p, int64_t v) {
 // Fixed 3 decimals (records) or 6 significant digits (features); non-finite → 0.
 // Both take an integer fast path where the result is the same: to_chars with a
 // precision goes through a slow exact-decimal routine, and these run per CSV/JSON field.
-inline char* put_digits(char* p, uint64_t v, int width) {  // zero-padded, width ≤ 20
-  char b[24];
-  char* e = std::to_chars(b, b + sizeof b, v).ptr;
-  for (int pad = width - int(e - b); pad > 0; pad--) *p++ = '0';
-  for (char* q = b; q < e; q++) *p++ = *q;
-  return p;
+
+// Exactly `width` digits, zero-padded: v < 10^width (a fraction's digits).
+inline char* put_digits(char* p, uint64_t v, int width) {
+  char* q = p + width;
+  for (; q - p >= 2; q -= 2, v /= 100) std::memcpy(q - 2, kDigitPairs + 2 * (v % 100), 2);
+  if (q > p) *p = char('0' + v);
+  return p + width;
 }
 
 // True when x is so near a rounding tie that the binary product may round the wrong way:
