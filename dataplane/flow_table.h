@@ -2,6 +2,7 @@
 // 16-bit signatures (8 slots per 64-byte bucket), burst lookup with prefetch, an
 // incremental expiry sweep in packet time and a named table-full policy.
 #pragma once
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <string_view>
@@ -122,8 +123,20 @@ class FlowTable {
   // Visits used entries with index in [from, to) (clamped to the high-water mark).
   template <class F>
   void for_range(uint32_t from, uint32_t to, F&& f) const {
-    for (uint32_t i = from; i < to && i < high_water_; i++)
-      if (entries_[i].key.ip_ver) f(entries_[i]);
+    for_used(from, std::min(to, high_water_), [&](uint32_t i) { f(entries_[i]); });
+  }
+
+  // Calls f(i) for each used entry i in [from, to), in index order, reading the bitmap of
+  // used entries rather than every entry: after a burst of flows ends (a clock jump, the
+  // end of a capture's segment) most of [0, high_water_) are holes. f may remove entry i.
+  template <class F>
+  void for_used(uint32_t from, uint32_t to, F&& f) const {
+    for (uint32_t w = from >> 6; w <= (to - 1) >> 6 && from < to; w++) {
+      uint64_t m = used_bits_[w];
+      if (w == from >> 6) m &= ~0ull << (from & 63);
+      if (w == (to - 1) >> 6 && (to & 63)) m &= ~(~0ull << (to & 63));
+      for (; m; m &= m - 1) f(w * 64 + uint32_t(std::countr_zero(m)));
+    }
   }
 
  private:
@@ -142,19 +155,6 @@ class FlowTable {
   bool expire_entry(uint32_t i, EndReason why);  // true when the entry was removed
   void reset_counters(FlowEntry& e);
   uint32_t evict_victim(uint64_t h);
-  // Calls f(i) for each used entry i in [from, to), in index order, reading the bitmap of
-  // used entries rather than every entry: after a burst of flows ends (a clock jump, the
-  // end of a capture's segment) most of [0, high_water_) are holes. f may remove entry i.
-  template <class F>
-  void for_used(uint32_t from, uint32_t to, F&& f) {
-    for (uint32_t w = from >> 6; w <= (to - 1) >> 6 && from < to; w++) {
-      uint64_t m = used_bits_[w];
-      if (w == from >> 6) m &= ~0ull << (from & 63);
-      if (w == (to - 1) >> 6 && (to & 63)) m &= ~(~0ull << (to & 63));
-      for (; m; m &= m - 1) f(w * 64 + uint32_t(std::countr_zero(m)));
-    }
-  }
-
   TableConfig cfg_;
   Counters& ctr_;
   RecordSink& sink_;
