@@ -26,66 +26,75 @@ void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
   uint16_t dport = f == 0 ? e.key.hi_port : e.key.lo_port;
   uint64_t n = uint64_t(e.pkts[0]) + e.pkts[1];
   TextBuf w(o);
-  w.lit("{\"src\":\""); w.ip(src, e.key.ip_ver);
-  w.lit("\",\"dst\":\""); w.ip(dst, e.key.ip_ver);
-  w.lit("\",\"sport\":"); w.num(sport);
-  w.lit(",\"dport\":"); w.num(dport);
-  w.lit(",\"proto\":"); w.num(e.key.proto);
-  w.lit(",\"ip_version\":"); w.num(e.key.ip_ver);
-  w.lit(",\"zone\":"); w.num(e.key.zone);
-  w.lit(",\"first_ns\":"); w.num(e.first_ns);
-  w.lit(",\"last_ns\":"); w.num(e.last_ns);
-  w.lit(",\"duration_s\":"); w.f3(double(e.last_ns - e.first_ns) / 1e9);
-  w.lit(",\"packets_fwd\":"); w.num(e.pkts[f]);
-  w.lit(",\"bytes_fwd\":"); w.num(e.bytes[f]);
-  w.lit(",\"packets_rev\":"); w.num(e.pkts[b]);
-  w.lit(",\"bytes_rev\":"); w.num(e.bytes[b]);
-  if (e.key.proto == 6) {
-    w.lit(",\"tcp_flags_fwd\":"); w.num(e.flags[f]);
-    w.lit(",\"tcp_flags_rev\":"); w.num(e.flags[b]);
-    w.lit(",\"tcp_state\":"); w.num(e.tcp_state & ~FLOW_CONTINUED);
-  }
-  w.lit(",\"end_reason\":\""); w.text(end_reason_name(r.why));
-  // Inter-arrival over all packets of the record, both directions, µs.
-  w.lit("\",\"iat_us\":");
-  if (n >= 2) {
-    double gaps = double(n - 1);
-    double mean = double(e.last_ns - e.first_ns) / 1e3 / gaps;
-    double var = std::max(0.0, e.iat_sq / gaps - mean * mean);
-    w.lit("{\"mean\":"); w.f3(mean);
-    w.lit(",\"std\":"); w.f3(std::sqrt(var));
-    w.lit(",\"min\":"); w.num(e.iat_min_us);
-    w.lit(",\"max\":"); w.num(e.iat_max_us);
-    w.c('}');
-  } else {
-    w.lit("null");
-  }
+  w.run<24>()
+      .lit("{\"src\":\"").ip(src, e.key.ip_ver)
+      .lit("\",\"dst\":\"").ip(dst, e.key.ip_ver)
+      .lit("\",\"sport\":").num(sport)
+      .lit(",\"dport\":").num(dport)
+      .lit(",\"proto\":").num(e.key.proto)
+      .lit(",\"ip_version\":").num(e.key.ip_ver)
+      .lit(",\"zone\":").num(e.key.zone)
+      .lit(",\"first_ns\":").num(e.first_ns)
+      .lit(",\"last_ns\":").num(e.last_ns)
+      .lit(",\"duration_s\":").f3(double(e.last_ns - e.first_ns) / 1e9)
+      .lit(",\"packets_fwd\":").num(e.pkts[f])
+      .lit(",\"bytes_fwd\":").num(e.bytes[f]);
   {
+    TextBuf::Run r = w.run<11>();
+    r.lit(",\"packets_rev\":").num(e.pkts[b])
+        .lit(",\"bytes_rev\":").num(e.bytes[b]);
+    if (e.key.proto == 6) {
+      r.lit(",\"tcp_flags_fwd\":").num(e.flags[f])
+          .lit(",\"tcp_flags_rev\":").num(e.flags[b])
+          .lit(",\"tcp_state\":").num(e.tcp_state & ~FLOW_CONTINUED);
+    }
+    r.lit(",\"end_reason\":\"");
+  }
+  w.text(end_reason_name(r.why));
+  {
+    TextBuf::Run x = w.run<20>();
+    // Inter-arrival over all packets of the record, both directions, µs.
+    x.lit("\",\"iat_us\":");
+    if (n >= 2) {
+      double gaps = double(n - 1);
+      double mean = double(e.last_ns - e.first_ns) / 1e3 / gaps;
+      double var = std::max(0.0, e.iat_sq / gaps - mean * mean);
+      x.lit("{\"mean\":").f3(mean)
+          .lit(",\"std\":").f3(std::sqrt(var))
+          .lit(",\"min\":").num(e.iat_min_us)
+          .lit(",\"max\":").num(e.iat_max_us)
+          .c('}');
+    } else {
+      x.lit("null");
+    }
     double mean = double(e.bytes[0] + e.bytes[1]) / double(n ? n : 1);
     double var = std::max(0.0, e.size_sq / double(n ? n : 1) - mean * mean);
-    w.lit(",\"size\":{\"mean\":"); w.f3(mean);
-    w.lit(",\"std\":"); w.f3(std::sqrt(var));
-    w.lit(",\"min\":"); w.num(n ? e.size_min : 0);
-    w.lit(",\"max\":"); w.num(e.size_max);
+    x.lit(",\"size\":{\"mean\":").f3(mean)
+        .lit(",\"std\":").f3(std::sqrt(var))
+        .lit(",\"min\":").num(n ? e.size_min : 0)
+        .lit(",\"max\":").num(e.size_max)
+        .lit("},\"sampling\":{\"method\":\"");
   }
-  w.lit("},\"sampling\":{\"method\":\""); w.text(sample_mode_name(r.sampling.mode));
-  w.lit("\",\"rate\":"); w.num(r.sampling.rate); w.c('}');
-  if (r.sampling.mode == SampleMode::PACKET_DET || r.sampling.mode == SampleMode::PACKET_RANDOM) {
-    // Renormalised estimates: every counted packet stands for `rate` packets.
-    w.lit(",\"est_packets\":"); w.num(n * r.sampling.rate);
-    w.lit(",\"est_bytes\":"); w.num((e.bytes[0] + e.bytes[1]) * r.sampling.rate);
-  } else if (r.sampling.mode == SampleMode::SAMPLE_HOLD) {
-    // Packets before admission are unseen; their expected number is rate - 1 (the rate in
-    // force when the record left the table).
-    w.lit(",\"est_packets\":"); w.num(n + (e.held ? r.sampling.rate - 1 : 0));
+  w.text(sample_mode_name(r.sampling.mode));
+  {
+    TextBuf::Run x = w.run<7>();
+    x.lit("\",\"rate\":").num(r.sampling.rate).c('}');
+    if (r.sampling.mode == SampleMode::PACKET_DET || r.sampling.mode == SampleMode::PACKET_RANDOM) {
+      // Renormalised estimates: every counted packet stands for `rate` packets.
+      x.lit(",\"est_packets\":").num(n * r.sampling.rate)
+          .lit(",\"est_bytes\":").num((e.bytes[0] + e.bytes[1]) * r.sampling.rate);
+    } else if (r.sampling.mode == SampleMode::SAMPLE_HOLD) {
+      // Packets before admission are unseen; their expected number is rate - 1 (the rate in
+      // force when the record left the table).
+      x.lit(",\"est_packets\":").num(n + (e.held ? r.sampling.rate - 1 : 0));
+    }
   }
   if (with_payload) {
     w.lit(",\"payload_fwd\":\""); w.hex(r.payload[f], r.paylen[f]);
     w.lit("\",\"payload_rev\":\""); w.hex(r.payload[b], r.paylen[b]);
     w.c('"');
   }
-  w.lit(",\"core\":"); w.num(r.core);
-  w.c('}');
+  w.run<3>().lit(",\"core\":").num(r.core).c('}');
 }
 
 FlowWriter::FlowWriter(const std::string& path, bool with_payload, RotateConfig rot)

@@ -306,82 +306,89 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
   const FlowEntry& e = f.rec->e;
   int fw = e.init_lo ? 0 : 1, rv = 1 - fw;
   TextBuf w(o);
-  w.num(e.first_ns); w.c();
-  w.num(e.last_ns); w.c();
-  w.ip(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver); w.c();
-  w.ip(fw == 0 ? e.key.hi : e.key.lo, e.key.ip_ver); w.c();
-  w.num(fw == 0 ? e.key.lo_port : e.key.hi_port); w.c();
-  w.num(fw == 0 ? e.key.hi_port : e.key.lo_port); w.c();
-  w.num(e.key.proto); w.c();
-  w.num(e.key.ip_ver); w.c();
-  w.text(end_reason_name(f.rec->why)); w.c();
-  w.g6(f.duration_s); w.c();
-  w.num(e.pkts[fw]); w.c();
-  w.num(e.pkts[rv]); w.c();
-  w.num(e.bytes[fw]); w.c();
-  w.num(e.bytes[rv]); w.c();
-  w.g6(f.bytes_ratio); w.c();
-  w.g6(f.iat_mean_us); w.c();
-  w.g6(f.iat_std_us); w.c();
-  w.num(f.iat_min_us); w.c();
-  w.num(f.iat_max_us); w.c();
-  w.g6(f.iat_cv); w.c();
-  w.g6(f.size_mean); w.c();
-  w.g6(f.size_std); w.c();
-  w.num(e.flags[fw]); w.c();
-  w.num(e.flags[rv]); w.c();
-  w.num(f.handshake); w.c();
-  w.num(f.syn_only); w.c();
-  w.num(f.rst); w.c();
-  w.num(f.fin_both); w.c();
-  w.num(f.pair.contacts); w.c();
-  w.g6(f.pair.age_s); w.c();
-  w.num(f.pair.intervals); w.c();
-  w.g6(f.pair.mean_s); w.c();
-  w.g6(f.pair.cv); w.c();
-  w.g6(f.pair.period_s); w.c();
-  w.g6(f.pair.mode_share); w.c();
-  w.g6(f.pair.score); w.c();
+  w.run<8>()
+      .num(e.first_ns).c()
+      .num(e.last_ns).c()
+      .ip(fw == 0 ? e.key.lo : e.key.hi, e.key.ip_ver).c()
+      .ip(fw == 0 ? e.key.hi : e.key.lo, e.key.ip_ver).c()
+      .num(fw == 0 ? e.key.lo_port : e.key.hi_port).c()
+      .num(fw == 0 ? e.key.hi_port : e.key.lo_port).c()
+      .num(e.key.proto).c()
+      .num(e.key.ip_ver).c();
+  w.text(end_reason_name(f.rec->why));
+  w.run<28>()
+      .c().g6(f.duration_s)
+      .c().num(e.pkts[fw])
+      .c().num(e.pkts[rv])
+      .c().num(e.bytes[fw])
+      .c().num(e.bytes[rv])
+      .c().g6(f.bytes_ratio)
+      .c().g6(f.iat_mean_us)
+      .c().g6(f.iat_std_us)
+      .c().num(f.iat_min_us)
+      .c().num(f.iat_max_us)
+      .c().g6(f.iat_cv)
+      .c().g6(f.size_mean)
+      .c().g6(f.size_std)
+      .c().num(e.flags[fw])
+      .c().num(e.flags[rv])
+      .c().num(f.handshake)
+      .c().num(f.syn_only)
+      .c().num(f.rst)
+      .c().num(f.fin_both)
+      .c().num(f.pair.contacts)
+      .c().g6(f.pair.age_s)
+      .c().num(f.pair.intervals)
+      .c().g6(f.pair.mean_s)
+      .c().g6(f.pair.cv)
+      .c().g6(f.pair.period_s)
+      .c().g6(f.pair.mode_share)
+      .c().g6(f.pair.score)
+      .c();
   if (rules) w.text(hit_ids(*rules, f.pair.sig_mask));
-  w.c();
-  // Days from the listing dates to the record: negative = listed only after the flow.
-  int64_t day = int64_t(e.first_ns / 86'400'000'000'000ull);
-  w.num(f.ti_dst_hit ? f.ti_dst.feeds : 0); w.c();
-  w.g6(f.ti_dst_hit ? f.ti_dst.max_weight : 0); w.c();
+  w.run<3>()
+      .c().num(f.ti_dst_hit ? f.ti_dst.feeds : 0)
+      .c().g6(f.ti_dst_hit ? f.ti_dst.max_weight : 0)
+      .c();
   if (f.ti_dst_hit) w.text(f.ti_dst.categories);
-  w.c();
-  if (f.ti_dst_hit && f.ti_dst.first_days) w.sint(day - f.ti_dst.first_days);
-  w.c();
-  if (f.ti_dst_hit && f.ti_dst.last_days) w.sint(day - f.ti_dst.last_days);
-  w.c();
-  w.num(f.ti_src_hit ? f.ti_src.feeds : 0); w.c();
-  w.g6(std::round(f.pair.srv_clients)); w.c();
-  w.g6(std::round(f.pair.srv_client_nets)); w.c();
-  w.g6(std::round(f.pair.srv_ports)); w.c();
-  w.num(f.pair.srv_flows); w.c();
-  w.num(f.pair.srv_bytes); w.c();
-  w.g6(f.pair.srv_failed_share); w.c();
-  w.g6(f.pair.srv_age_s); w.c();
-  w.g6(f.payloadless_share); w.c();
-  if (f.rtt_us) w.g6(f.rtt_us / 1e3);
-  w.c();
-  w.g6(std::round(f.client.servers)); w.c();
-  w.g6(std::round(f.client.ports)); w.c();
-  w.num(f.client.flows); w.c();
-  w.g6(f.client.failed_share); w.c();
-  w.g6(std::round(f.client.periodic_servers)); w.c();
-  w.g6(f.client.age_s); w.c();
-  // Partner reports: empty cells (missing) where no partner reported the server.
-  const PartnerHit* p = f.partner;
-  w.num(p ? p->reports : 0); w.c();
-  if (p) w.g6(p->score);
-  w.c();
-  w.num(p && p->has_port(fw == 0 ? e.key.hi_port : e.key.lo_port)); w.c();
-  w.num(p ? p->detections : 0); w.c();
-  if (p && p->first_ns) w.g6(partner_days(e.first_ns, p->first_ns));
-  w.c();
-  if (p && p->last_ns) w.g6(partner_days(e.first_ns, p->last_ns));
-  w.c('\n');
+  {
+    TextBuf::Run r = w.run<27>();
+    r.c();
+    // Days from the listing dates to the record: negative = listed only after the flow.
+    int64_t day = int64_t(e.first_ns / 86'400'000'000'000ull);
+    if (f.ti_dst_hit && f.ti_dst.first_days) r.sint(day - f.ti_dst.first_days);
+    r.c();
+    if (f.ti_dst_hit && f.ti_dst.last_days) r.sint(day - f.ti_dst.last_days);
+    r.c();
+    r.num(f.ti_src_hit ? f.ti_src.feeds : 0).c()
+        .g6(std::round(f.pair.srv_clients)).c()
+        .g6(std::round(f.pair.srv_client_nets)).c()
+        .g6(std::round(f.pair.srv_ports)).c()
+        .num(f.pair.srv_flows).c()
+        .num(f.pair.srv_bytes).c()
+        .g6(f.pair.srv_failed_share).c()
+        .g6(f.pair.srv_age_s).c()
+        .g6(f.payloadless_share).c();
+    if (f.rtt_us) r.g6(f.rtt_us / 1e3);
+    r.c()
+        .g6(std::round(f.client.servers)).c()
+        .g6(std::round(f.client.ports)).c()
+        .num(f.client.flows).c()
+        .g6(f.client.failed_share).c()
+        .g6(std::round(f.client.periodic_servers)).c()
+        .g6(f.client.age_s).c();
+    // Partner reports: empty cells (missing) where no partner reported the server.
+    const PartnerHit* p = f.partner;
+    r.num(p ? p->reports : 0).c();
+    if (p) r.g6(p->score);
+    r.c();
+    r.num(p && p->has_port(fw == 0 ? e.key.hi_port : e.key.lo_port)).c();
+    r.num(p ? p->detections : 0).c();
+    if (p && p->first_ns) r.g6(partner_days(e.first_ns, p->first_ns));
+    r.c();
+    if (p && p->last_ns) r.g6(partner_days(e.first_ns, p->last_ns));
+    r.c('\n');
+  }
 }
 
 FeatureWriter::FeatureWriter(const std::string& path, const FeatureConfig& c)

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -360,7 +361,7 @@ TEST(Text, TextBufMatchesPiecewiseAppends) {
       double d = double(int64_t(rng() % 2'000'000) - 1'000'000) / double(1 + rng() % 1000);
       uint8_t a[16];
       for (auto& x : a) x = uint8_t(rng());
-      switch (rng() % 9) {
+      switch (rng() % 10) {
         case 0: w.num(v); ls::append_uint(ref, v); break;
         case 1: w.sint(-int64_t(v >> 1)); ref += std::to_string(-int64_t(v >> 1)); break;
         case 2: w.g6(d); ls::append_general6(ref, d); break;
@@ -377,12 +378,45 @@ TEST(Text, TextBufMatchesPiecewiseAppends) {
           for (uint8_t x : b) ref += {hx[x >> 4], hx[x & 15]};
           break;
         }
+        case 8: {  // a Run: up to 8 fields after one room check, the buffer's end near or not
+          ls::TextBuf::Run r = w.run<8>();
+          for (int k = int(rng() % 9); k > 0; k--) {
+            switch (rng() % 6) {
+              case 0: r.num(v); ls::append_uint(ref, v); break;
+              case 1: r.sint(-int64_t(v >> 1)); ref += std::to_string(-int64_t(v >> 1)); break;
+              case 2: r.g6(d); ls::append_general6(ref, d); break;
+              case 3: r.f3(d * 1e30); ls::append_fixed3(ref, d * 1e30); break;
+              case 4: r.ip(a, 6); ref += ls::format_ip(a, 6); break;
+              default: r.lit("\",\"a_literal_key\":").c(); ref += "\",\"a_literal_key\":,";
+            }
+          }
+          break;
+        }
         default: w.c(); ref += ',';
       }
     }
   }
   EXPECT_EQ(out.size(), ref.size());
   EXPECT_TRUE(out == ref);
+}
+
+// A Run given fewer fields than it writes stops the program in debug builds (the
+// sanitizer suites) instead of writing past the buffer.
+TEST(Text, RunBeyondItsReservationAbortsInDebugBuilds) {
+#ifdef NDEBUG
+  GTEST_SKIP() << "the check is compiled in debug builds only (the sanitizer suites run it)";
+#else
+  std::string out;
+  EXPECT_DEATH(
+      {
+        ls::TextBuf w(out);
+        ls::TextBuf::Run r = w.run<1>();
+        uint8_t a[16];
+        std::memset(a, 0xff, sizeof a);  // 39 characters, and then no room for a number
+        r.ip(a, 6).num(UINT64_MAX);
+      },
+      "more fields than reserved");
+#endif
 }
 }  // namespace
 
