@@ -361,9 +361,9 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
     if (f.ti_dst_hit && f.ti_dst.last_days) r.sint(day - f.ti_dst.last_days);
     r.c();
     r.num(f.ti_src_hit ? f.ti_src.feeds : 0).c()
-        .g6(std::round(f.pair.srv_clients)).c()
-        .g6(std::round(f.pair.srv_client_nets)).c()
-        .g6(std::round(f.pair.srv_ports)).c()
+        .rounded(f.pair.srv_clients).c()
+        .rounded(f.pair.srv_client_nets).c()
+        .rounded(f.pair.srv_ports).c()
         .num(f.pair.srv_flows).c()
         .num(f.pair.srv_bytes).c()
         .g6(f.pair.srv_failed_share).c()
@@ -371,11 +371,11 @@ void FeatureStage::csv_row(const FeatureRow& f, const RuleSet* rules, std::strin
         .g6(f.payloadless_share).c();
     if (f.rtt_us) r.g6(f.rtt_us / 1e3);
     r.c()
-        .g6(std::round(f.client.servers)).c()
-        .g6(std::round(f.client.ports)).c()
+        .rounded(f.client.servers).c()
+        .rounded(f.client.ports).c()
         .num(f.client.flows).c()
         .g6(f.client.failed_share).c()
-        .g6(std::round(f.client.periodic_servers)).c()
+        .rounded(f.client.periodic_servers).c()
         .g6(f.client.age_s).c();
     // Partner reports: empty cells (missing) where no partner reported the server.
     const PartnerHit* p = f.partner;

@@ -317,17 +317,62 @@ TEST(Text, IntegersMatchToChars) {
   }
 }
 
+// put_ip's text against inet_ntop's for one address of family af (put_ip's ip_ver 4 or 6).
+void expect_ntop(int af, const uint8_t* a) {
+  char want[INET6_ADDRSTRLEN], got[ls::kMaxIp];
+  ASSERT_NE(inet_ntop(af, a, want, sizeof want), nullptr);
+  ASSERT_EQ(std::string(got, ls::put_ip(got, a, af == AF_INET ? 4 : 6)), want);
+}
+
+// IPv4 text is inet_ntop's: every octet value in every position, and random addresses.
+TEST(Text, Ipv4MatchesInetNtop) {
+  std::mt19937_64 rng(12);
+  auto check = [](const uint8_t* a) { expect_ntop(AF_INET, a); };
+  for (int pos = 0; pos < 4; pos++) {
+    for (int v = 0; v < 256; v++) {
+      uint8_t a[4] = {uint8_t(rng()), uint8_t(rng()), uint8_t(rng()), uint8_t(rng())};
+      a[pos] = uint8_t(v);
+      check(a);
+    }
+  }
+  for (int i = 0; i < 100000; i++) {
+    uint32_t x = uint32_t(rng());
+    uint8_t a[4];
+    std::memcpy(a, &x, 4);
+    check(a);
+  }
+}
+
+// A rounded estimate's text is %g of std::round: halves (away from zero), the largest
+// doubles below them, the edge of %g's exponent form, and what is not a count.
+TEST(Text, RoundedCountsMatchG6OfRound) {
+  auto check = [](double x) {
+    char a[ls::kMaxNumber], b[ls::kMaxNumber];
+    std::string_view got(a, size_t(ls::put_rounded_g6(a, x) - a));
+    std::string_view want(b, size_t(ls::put_general6(b, std::round(x)) - b));
+    EXPECT_EQ(got, want) << x;
+  };
+  for (double x : {0.0, -0.0, 0.49999999999999994, 0.5, 1.5, 2.5, 999998.5, 999999.0, 999999.4999999999,
+                   999999.5, 1e6, 1.5e6, 4503599627370495.5, 1e300, -0.4, -0.5, -2.5, -1e7, double(NAN), double(INFINITY),
+                   -double(INFINITY)}) {
+    check(x);
+    check(std::nextafter(x, 0.0));
+    check(std::nextafter(x, INFINITY));
+  }
+  std::mt19937_64 rng(13);
+  for (int i = 0; i < 200000; i++) {
+    double x = double(rng() % 4'000'000) / 2 + double(rng() % 3) / 4;  // many halves
+    check(x);
+    check(std::nextafter(x, 0.0));
+  }
+}
+
 // IPv6 text is glibc's inet_ntop's, character for character: zero runs of every length
 // and position (ties, trailing, leading), the IPv4-compatible and -mapped forms and the
 // near misses that must stay hex.
 TEST(Text, Ipv6MatchesInetNtop) {
   std::mt19937_64 rng(11);
-  auto check = [](const uint8_t* a) {
-    char want[INET6_ADDRSTRLEN], got[ls::kMaxIp];
-    ASSERT_NE(inet_ntop(AF_INET6, a, want, sizeof want), nullptr);
-    std::string g(got, ls::put_ip6(got, a));
-    ASSERT_EQ(g, want);
-  };
+  auto check = [](const uint8_t* a) { expect_ntop(AF_INET6, a); };
   uint8_t a[16];
   for (uint32_t zeros = 0; zeros < 256; zeros++)  // every pattern of zero groups
     for (int k = 0; k < 64; k++) {
