@@ -40,15 +40,15 @@ void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
       .lit(",\"packets_fwd\":").num(e.pkts[f])
       .lit(",\"bytes_fwd\":").num(e.bytes[f]);
   {
-    TextBuf::Run r = w.run<11>();
-    r.lit(",\"packets_rev\":").num(e.pkts[b])
+    TextBuf::Run x = w.run<11>();
+    x.lit(",\"packets_rev\":").num(e.pkts[b])
         .lit(",\"bytes_rev\":").num(e.bytes[b]);
     if (e.key.proto == 6) {
-      r.lit(",\"tcp_flags_fwd\":").num(e.flags[f])
+      x.lit(",\"tcp_flags_fwd\":").num(e.flags[f])
           .lit(",\"tcp_flags_rev\":").num(e.flags[b])
           .lit(",\"tcp_state\":").num(e.tcp_state & ~FLOW_CONTINUED);
     }
-    r.lit(",\"end_reason\":\"");
+    x.lit(",\"end_reason\":\"");
   }
   w.text(end_reason_name(r.why));
   {
