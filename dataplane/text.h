@@ -271,9 +271,9 @@ class TextBuf {
     ~Run() { w_.p_ = p_; }
     Run& num(uint64_t v) { return fits(kMaxNumber), p_ = put_uint(p_, v), *this; }
     Run& sint(int64_t v) { return fits(kMaxNumber), p_ = put_int(p_, v), *this; }
-    Run& g6(double v) { return fits(kMaxNumber), p_ = put_general6(p_, v), *this; }
+    Run& g6(double v) { return fits(kMaxNumber), p_ = put_general6(p_, v), *this; }  // %g
     Run& rounded(double v) { return fits(kMaxNumber), p_ = put_rounded_g6(p_, v), *this; }
-    Run& f3(double v) { return fits(kMaxFixed3), p_ = put_fixed3(p_, v), *this; }
+    Run& f3(double v) { return fits(kMaxFixed3), p_ = put_fixed3(p_, v), *this; }  // %.3f
     Run& ip(const uint8_t* a, uint8_t ver) { return fits(kMaxIp), p_ = put_ip(p_, a, ver), *this; }
     template <size_t N>
     Run& lit(const char (&s)[N]) {
@@ -319,11 +319,7 @@ class TextBuf {
   ~TextBuf() { flush(); }
   TextBuf(const TextBuf&) = delete;
   TextBuf& operator=(const TextBuf&) = delete;
-  void num(uint64_t v) { room(kMaxNumber); p_ = put_uint(p_, v); }
-  void sint(int64_t v) { room(kMaxNumber); p_ = put_int(p_, v); }
-  void g6(double v) { room(kMaxNumber); p_ = put_general6(p_, v); }  // %g
-  void f3(double v) { room(kMaxFixed3); p_ = put_fixed3(p_, v); }     // %.3f
-  void ip(const uint8_t* a, uint8_t ver) { room(kMaxIp); p_ = put_ip(p_, a, ver); }
+  // Numbers and addresses go through a Run (run<1>() for a single one).
   template <size_t N>  // a literal: its length known at compile time, so are the moves
   void lit(const char (&s)[N]) {
     static_assert(N - 1 <= sizeof buf_ / 8);

@@ -407,11 +407,11 @@ TEST(Text, TextBufMatchesPiecewiseAppends) {
       uint8_t a[16];
       for (auto& x : a) x = uint8_t(rng());
       switch (rng() % 10) {
-        case 0: w.num(v); ls::append_uint(ref, v); break;
-        case 1: w.sint(-int64_t(v >> 1)); ref += std::to_string(-int64_t(v >> 1)); break;
-        case 2: w.g6(d); ls::append_general6(ref, d); break;
-        case 3: w.f3(d * 1e30); ls::append_fixed3(ref, d * 1e30); break;  // up to the scientific form
-        case 4: { uint8_t ver = rng() & 1 ? 4 : 6; w.ip(a, ver); ref += ls::format_ip(a, ver); break; }
+        case 0: w.run<1>().num(v); ls::append_uint(ref, v); break;
+        case 1: w.run<1>().sint(-int64_t(v >> 1)); ref += std::to_string(-int64_t(v >> 1)); break;
+        case 2: w.run<1>().g6(d); ls::append_general6(ref, d); break;
+        case 3: w.run<1>().f3(d * 1e30); ls::append_fixed3(ref, d * 1e30); break;  // up to the scientific form
+        case 4: { uint8_t ver = rng() & 1 ? 4 : 6; w.run<1>().ip(a, ver); ref += ls::format_ip(a, ver); break; }
         case 5: w.lit("\",\"a_literal_key\":"); ref += "\",\"a_literal_key\":"; break;
         case 6: { std::string t(rng() % 200, char('a' + rng() % 26)); w.text(t); ref += t; break; }  // short and long
         case 7: {
