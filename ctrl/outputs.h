@@ -19,6 +19,9 @@
 namespace ls {
 
 // The rule set was compiled once by finish_config(); every stage shares it read-only.
+// The TI and partner tables are not in it: only the stage that writes rows looks them up
+// (Outputs gives them to it, reloads swap them there); a worker's stage holding them
+// would keep every replaced table in memory.
 inline FeatureConfig feature_config(const Config& c) {
   FeatureConfig fc;
   fc.pair_capacity = c.pair_capacity;
@@ -29,8 +32,6 @@ inline FeatureConfig feature_config(const Config& c) {
   fc.hash_seed = c.core.table.hash_seed;
   fc.sketch_seed = c.sketch_seed;
   fc.rules = c.loaded_rules;
-  fc.ti = c.loaded_ti;
-  fc.partners = c.loaded_partners;
   return fc;
 }
 
@@ -77,6 +78,8 @@ struct Outputs {
     }
     if (!c.features_out.empty() || !c.detections_out.empty()) {
       FeatureConfig fc = feature_config(c);
+      fc.ti = c.loaded_ti;
+      fc.partners = c.loaded_partners;
       if (workers_attach_features)
         fc.pair_capacity = fc.first_contact_capacity = fc.server_capacity = fc.client_capacity = 64;
       features = std::make_unique<FeatureWriter>(c.features_out, fc);

@@ -148,14 +148,8 @@ void Runtime::setup() {
     wl->peers = &workers_;
     wl->to_control = ring("ls_w" + std::to_string(w) + "_ctl");
     if (!cfg_.features_out.empty() || !cfg_.detections_out.empty()) {
-      // Pair state lives on the worker that owns the server endpoint: no sharing. TI and
-      // partner lookups run where rows are written (the control core, which swaps the
-      // tables on reload): a worker holding them would keep the first tables' memory after
-      // every /ti/reload and /partners/reload.
-      FeatureConfig fc = feature_config(cfg_);
-      fc.ti = nullptr;
-      fc.partners = nullptr;
-      stages_.push_back(std::make_unique<FeatureStage>(fc));
+      // Pair state lives on the worker that owns the server endpoint: no sharing.
+      stages_.push_back(std::make_unique<FeatureStage>(feature_config(cfg_)));
       wl->stage = stages_.back().get();
     }
     to_control_.push_back(wl->to_control);
