@@ -90,9 +90,11 @@ void format_record(const FlowRecord& r, bool with_payload, std::string& o) {
     }
   }
   if (with_payload) {
-    w.lit(",\"payload_fwd\":\""); w.hex(r.payload[f], r.paylen[f]);
-    w.lit("\",\"payload_rev\":\""); w.hex(r.payload[b], r.paylen[b]);
-    w.c('"');
+    w.run<1>().lit(",\"payload_fwd\":\"");
+    w.hex(r.payload[f], r.paylen[f]);
+    w.run<1>().lit("\",\"payload_rev\":\"");
+    w.hex(r.payload[b], r.paylen[b]);
+    w.run<1>().c('"');
   }
   w.run<3>().lit(",\"core\":").num(r.core).c('}');
 }

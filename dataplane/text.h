@@ -319,14 +319,7 @@ class TextBuf {
   ~TextBuf() { flush(); }
   TextBuf(const TextBuf&) = delete;
   TextBuf& operator=(const TextBuf&) = delete;
-  // Numbers and addresses go through a Run (run<1>() for a single one).
-  template <size_t N>  // a literal: its length known at compile time, so are the moves
-  void lit(const char (&s)[N]) {
-    static_assert(N - 1 <= sizeof buf_ / 8);
-    room(N - 1);
-    std::memcpy(p_, s, N - 1);
-    p_ += N - 1;
-  }
+  // Numbers, addresses, literals and separators go through a Run (run<1>() for one).
   void text(std::string_view s) {
     if (s.size() > sizeof buf_ / 8) {
       flush();
@@ -336,10 +329,6 @@ class TextBuf {
     room(s.size());
     std::memcpy(p_, s.data(), s.size());
     p_ += s.size();
-  }
-  void c(char ch = ',') {
-    room(1);
-    *p_++ = ch;
   }
   void hex(const uint8_t* d, size_t n) {
     static constexpr char kDigits[] = "0123456789abcdef";

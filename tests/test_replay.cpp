@@ -412,7 +412,7 @@ TEST(Text, TextBufMatchesPiecewiseAppends) {
         case 2: w.run<1>().g6(d); ls::append_general6(ref, d); break;
         case 3: w.run<1>().f3(d * 1e30); ls::append_fixed3(ref, d * 1e30); break;  // up to the scientific form
         case 4: { uint8_t ver = rng() & 1 ? 4 : 6; w.run<1>().ip(a, ver); ref += ls::format_ip(a, ver); break; }
-        case 5: w.lit("\",\"a_literal_key\":"); ref += "\",\"a_literal_key\":"; break;
+        case 5: w.run<1>().lit("\",\"a_literal_key\":"); ref += "\",\"a_literal_key\":"; break;
         case 6: { std::string t(rng() % 200, char('a' + rng() % 26)); w.text(t); ref += t; break; }  // short and long
         case 7: {
           size_t n = rng() % 300;
@@ -437,7 +437,7 @@ TEST(Text, TextBufMatchesPiecewiseAppends) {
           }
           break;
         }
-        default: w.c(); ref += ',';
+        default: w.run<1>().c(); ref += ',';
       }
     }
   }
