@@ -1,9 +1,11 @@
 #include "detect/tree_model.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -207,8 +209,10 @@ TreeModel TreeModel::compile(const nlohmann::json& j, const std::string& name) {
   }
   m.build_levels();
   m.build_quickscorer();
+  m.build_bins();
   int e = default_engine();
   if (e == 3 && m.qs_off_.empty()) e = best_cpu_engine();  // asked for, but a tree is too big
+  if (e == 4 && m.lvl_bin_.empty()) e = 2;                 // too deep, or too many thresholds
   m.engine_ = e == 3 ? Engine::QUICKSCORER : m.lvl_feat_.empty() ? Engine::SCALAR : Engine(e);
   return m;
 }
@@ -358,6 +362,44 @@ void TreeModel::build_levels() {
   lvl_leaf_.resize(lvl_leaf_.size() + 32, 0);
 }
 
+void TreeModel::build_bins() {
+  if (lvl_feat_.empty()) return;
+  for (uint32_t d : depth_)
+    if (d > kMaxBinDepth) return;
+  std::vector<std::vector<float>> cuts(num_features_);
+  for (const Node& nd : nodes_)
+    if (nd.split) cuts[nd.feature].push_back(nd.threshold);
+  for (auto& c : cuts) {
+    std::sort(c.begin(), c.end());
+    c.erase(std::unique(c.begin(), c.end()), c.end());
+    if (c.size() > 255) return;
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (uint32_t f = 0; f < num_features_; f++) {
+    // Search level s holds t at the 1-based ranks (2j + 1) 2^(m-1-s); a lane at entry j
+    // goes to 2j + (x >= entry), and after m levels stands on bin(x). NaN entries (past
+    // t_k) compare false: the search never counts them.
+    uint32_t k = uint32_t(cuts[f].size()), m = uint32_t(std::bit_width(k));
+    bin_steps_.push_back(uint8_t(m));
+    bin_tab_off_.push_back(uint32_t(bin_tab_.size()));
+    for (uint32_t lv = 0; lv < m; lv++) {
+      size_t at = bin_tab_.size();
+      bin_tab_.resize(at + std::max<size_t>(16, size_t(1) << lv), nan);
+      for (uint32_t j = 0; j < (1u << lv); j++) {
+        uint32_t rank = (2 * j + 1) << (m - 1 - lv);
+        if (rank <= k) bin_tab_[at + j] = cuts[f][rank - 1];
+      }
+    }
+  }
+  lvl_bin_.resize(lvl_feat_.size() + 64, 0);
+  for (size_t i = 0; i + 32 < lvl_feat_.size(); i++) {
+    // Filler splits under a leaf (feature 0, threshold 0) may miss: either way is right.
+    const auto& c = cuts[size_t(lvl_feat_[i]) / 32];
+    size_t rank = size_t(std::lower_bound(c.begin(), c.end(), lvl_thr_[i]) - c.begin()) + 1;
+    lvl_bin_[i] = uint8_t(std::min<size_t>(255, rank));
+  }
+}
+
 template <class Walk>
 void TreeModel::each_level_tree(size_t n, float* margin, Walk&& walk) const {
   for (size_t t = 0; t < trees_.size(); t++) {
@@ -383,17 +425,20 @@ void TreeModel::each_level_tree(size_t n, float* margin, Walk&& walk) const {
 }
 
 namespace {
-constexpr const char* kEngineNames[] = {"scalar", "avx2", "avx512", "quickscorer"};
+// Indexed by Engine. Without quickscorer (3), later kernels are faster where they run.
+constexpr const char* kEngineNames[] = {"scalar", "avx2", "avx512", "quickscorer", "avx512bins"};
+constexpr int kEngineRank[] = {0, 1, 2, -1, 3};
 
 bool cpu_runs(int engine) {
 #if defined(__x86_64__)
+  if (engine == 4) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
   if (engine == 2) return __builtin_cpu_supports("avx512f");
   if (engine == 1) return __builtin_cpu_supports("avx2");
 #endif
   return engine == 0 || engine == 3;
 }
 
-int best_cpu_engine() { return cpu_runs(2) ? 2 : cpu_runs(1) ? 1 : 0; }
+int best_cpu_engine() { return cpu_runs(4) ? 4 : cpu_runs(2) ? 2 : cpu_runs(1) ? 1 : 0; }
 
 // The best kernel this CPU runs, capped by LINESIGHT_BATCH_ENGINE (read once).
 int default_engine() {
@@ -401,12 +446,14 @@ int default_engine() {
     int b = best_cpu_engine();
     if (const char* e = std::getenv("LINESIGHT_BATCH_ENGINE")) {
       int cap = -1;
-      for (int i = 0; i < 4; i++)
+      for (int i = 0; i < 5; i++)
         if (std::string(e) == kEngineNames[i]) cap = i;
       if (cap < 0)
-        std::fprintf(stderr, "linesight: LINESIGHT_BATCH_ENGINE=%s: not scalar, avx2, avx512 or quickscorer; ignored\n", e);
-      else
-        b = cap == 3 ? 3 : std::min(b, cap);
+        std::fprintf(stderr,
+                     "linesight: LINESIGHT_BATCH_ENGINE=%s: not scalar, avx2, avx512, avx512bins or quickscorer; "
+                     "ignored\n", e);
+      else if (cap == 3 || kEngineRank[cap] < kEngineRank[b])
+        b = cap;
     }
     return b;
   }();
@@ -417,8 +464,9 @@ int default_engine() {
 const char* TreeModel::batch_engine() const { return kEngineNames[int(engine_)]; }
 
 bool TreeModel::set_batch_engine(const std::string& name) {
-  for (int i = 0; i < 4; i++)
-    if (name == kEngineNames[i] && cpu_runs(i) && (i == 0 || (i == 3 ? !qs_off_.empty() : !lvl_feat_.empty()))) {
+  for (int i = 0; i < 5; i++)
+    if (name == kEngineNames[i] && cpu_runs(i) &&
+        (i == 0 || (i == 3 ? !qs_off_.empty() : i == 4 ? !lvl_bin_.empty() : !lvl_feat_.empty()))) {
       engine_ = Engine(i);
       return true;
     }
@@ -599,6 +647,178 @@ __attribute__((target("avx512f"))) void TreeModel::batch_avx512(const float* x, 
                                    float* acc) { walk_tree<D()>(feat, thr, leaf, d, xt, F, n, b0, acc); });
 }
 
+// The avx512bins kernel: 64 vectors a block, each feature's value as its bin index (one
+// byte), two rows per feature as in batch_avx512 (missing as bin 255: right of every node;
+// as bin 0: left of every node, whose ranks start at 1). A row of 64 lanes is one load:
+// the lanes' values at a node are picked by loads and blends at every level, and the
+// node's rank by byte shuffles; no gathers.
+namespace {
+constexpr int kBinLevels = int(TreeModel::kMaxBinDepth);
+
+#define LS_AVX512B __attribute__((target("avx512f,avx512bw"), always_inline)) inline
+
+// Search levels S .. M - 1 of a feature's tree (build_bins) for a block's four quarters
+// at once: four independent chains of permute, compare and step.
+template <int S, int M>
+LS_AVX512B void search_bins(const float* tab, const __m512* x, __m512i* j) {
+  if constexpr (S < M) {
+    const __m512i one = _mm512_set1_epi32(1);
+    for (int q = 0; q < 4; q++) {
+      __m512 probe;
+      if constexpr (S <= 4) {  // up to 16 entries: one permute
+        probe = _mm512_permutexvar_ps(j[q], _mm512_loadu_ps(tab));
+      } else {  // 32 per two-register permute, then blends on j's higher bits
+        constexpr int kPairs = 1 << (S - 5);
+        __m512 v[kPairs];
+        for (int p = 0; p < kPairs; p++)
+          v[p] = _mm512_permutex2var_ps(_mm512_loadu_ps(tab + 32 * p), j[q], _mm512_loadu_ps(tab + 32 * p + 16));
+        for (int bit = 32, w = kPairs; w > 1; bit *= 2, w /= 2)
+          for (int i = 0; i < w / 2; i++)
+            v[i] = _mm512_mask_blend_ps(_mm512_test_epi32_mask(j[q], _mm512_set1_epi32(bit)), v[2 * i], v[2 * i + 1]);
+        probe = v[0];
+      }
+      __mmask16 ge = _mm512_cmp_ps_mask(x[q], probe, _CMP_GE_OQ);
+      j[q] = _mm512_mask_add_epi32(_mm512_add_epi32(j[q], j[q]), ge, _mm512_add_epi32(j[q], j[q]), one);
+    }
+    search_bins<S + 1, M>(tab + (S <= 4 ? 16 : 1 << S), x, j);
+  }
+}
+
+// One feature's 64 values (col) → its two byte rows in the block.
+template <int M>
+LS_AVX512B void bin_feature(const float* col, const float* tab, uint8_t* row_right, uint8_t* row_left) {
+  __m512 x[4];
+  __m512i j[4];
+  for (int q = 0; q < 4; q++) {
+    x[q] = _mm512_load_ps(col + 16 * q);
+    j[q] = _mm512_setzero_si512();
+  }
+  search_bins<0, M>(tab, x, j);
+  const __m512i all = _mm512_set1_epi32(255);
+  for (int q = 0; q < 4; q++) {
+    __mmask16 missing = _mm512_cmp_ps_mask(x[q], x[q], _CMP_UNORD_Q);  // the search left them at 0
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(row_right + 16 * q),
+                     _mm512_cvtepi32_epi8(_mm512_mask_mov_epi32(j[q], missing, all)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(row_left + 16 * q), _mm512_cvtepi32_epi8(j[q]));
+  }
+}
+
+// The value each lane of a block reads at its level-L node: W nodes fl[0], fl[S], ... split
+// by turn K (the newest first), so only the last blend waits on the newest turn.
+template <int W, int S, int K>
+LS_AVX512B __m512i pick_bins(const uint8_t* xb, const int32_t* fl, const __mmask64* turn) {
+  if constexpr (W == 1)
+    return _mm512_loadu_si512(xb + 4 * size_t(fl[0]));  // fl: 16 (2 feature + default left)
+  else
+    return _mm512_mask_blend_epi8(turn[K], pick_bins<W / 2, 2 * S, K - 1>(xb, fl, turn),
+                                  pick_bins<W / 2, 2 * S, K - 1>(xb, fl + S, turn));
+}
+
+// One level: pos = 2 pos + (went right), for the 64 lanes of a block.
+template <int L>
+LS_AVX512B void bin_step(const int32_t* feat, const uint8_t* rank, const uint8_t* xb, __m512i& pos,
+                         __mmask64* turn) {
+  const int32_t* fl = feat + (1 << L) - 1;
+  const uint8_t* rl = rank + (1 << L) - 1;
+  // The ranks of the lanes' nodes: byte shuffles within 16-byte lanes (AVX512BW; no VBMI
+  // byte permute needed), the level's ranks in every lane; level 5's 32 in two halves.
+  __m512i th = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rl))), pos);
+  if constexpr (L == 5)
+    th = _mm512_mask_blend_epi8(
+        _mm512_test_epi8_mask(pos, _mm512_set1_epi8(16)), th,
+        _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rl + 16))), pos));
+  const __m512i one = _mm512_set1_epi8(1);
+  __m512i v = pick_bins<1 << L, 1, L - 1>(xb, fl, turn);
+  __mmask64 right = _mm512_cmp_epu8_mask(v, th, _MM_CMPINT_NLT);
+  if constexpr (L < kBinLevels - 1) turn[L] = right;
+  pos = _mm512_mask_add_epi8(_mm512_add_epi8(pos, pos), right, _mm512_add_epi8(pos, pos), one);
+}
+
+// Levels L .. D - 1, unrolled.
+template <int L, int D>
+LS_AVX512B void bin_steps(const int32_t* feat, const uint8_t* rank, const uint8_t* xb, __m512i& pos, __mmask64* turn) {
+  if constexpr (L < D) {
+    bin_step<L>(feat, rank, xb, pos, turn);
+    bin_steps<L + 1, D>(feat, rank, xb, pos, turn);
+  }
+}
+
+// Block b through one tree of depth D. (Two blocks in flight, as batch_avx512 walks four:
+// 100 trees of depth 6 ~15 % slower here, their level-5 rows spilled to the stack.)
+template <int D>
+LS_AVX512B void walk_bins(const int32_t* feat, const uint8_t* rank, const float* leaf, const uint8_t* xq, size_t F,
+                          size_t n, size_t b, float* acc) {
+  const uint8_t* xb = xq + b * 128 * F;
+  __m512i pos = _mm512_setzero_si512();
+  __mmask64 turn[kBinLevels];
+  bin_steps<0, D>(feat, rank, xb, pos, turn);
+  const __m128i quarter[4] = {_mm512_castsi512_si128(pos), _mm512_extracti32x4_epi32(pos, 1),
+                              _mm512_extracti32x4_epi32(pos, 2), _mm512_extracti32x4_epi32(pos, 3)};
+  for (int q = 0; q < 4; q++) {
+    size_t i = b * 64 + size_t(q) * 16;
+    if (i >= n) break;
+    __mmask16 live = __mmask16((1u << std::min<size_t>(16, n - i)) - 1);
+    __m512 lv = leaf_values(leaf, D, _mm512_cvtepu8_epi32(quarter[q]));
+    _mm512_mask_storeu_ps(acc + i, live, _mm512_add_ps(_mm512_maskz_loadu_ps(live, acc + i), lv));
+  }
+}
+}  // namespace
+
+__attribute__((target("avx512f,avx512bw"))) void TreeModel::batch_avx512_bins(const float* x, size_t n,
+                                                                              float* margin, uint8_t* xq) const {
+  const size_t F = num_features_, blocks = (n + 63) / 64;
+  alignas(64) float col[16][64];  // 16 features × the block's 64 vectors
+  if (n % 64) std::memset(col, 0, sizeof col);  // quarters past n: binned, never kept
+  for (size_t b = 0; b < blocks; b++) {
+    uint8_t* out = xq + b * 128 * F;
+    int quarters = int(std::min<size_t>(4, (n - b * 64 + 15) / 16));
+    for (size_t c = 0; c < F; c += 16) {
+      size_t w = std::min<size_t>(16, F - c);
+      __mmask16 cols = __mmask16((1u << w) - 1);
+      for (int q = 0; q < quarters; q++) {  // lanes past n copy the last vector
+        __m512 r[16];
+        for (size_t j = 0; j < 16; j++)
+          r[j] = _mm512_maskz_loadu_ps(cols, x + std::min(b * 64 + size_t(q) * 16 + j, n - 1) * F + c);
+        transpose16(r);
+        for (size_t k = 0; k < w; k++) _mm512_store_ps(&col[k][16 * q], r[k]);
+      }
+      for (size_t k = 0; k < w; k++) {
+        size_t f = c + k;
+        const float* tab = bin_tab_.data() + bin_tab_off_[f];
+        uint8_t *right = out + 2 * f * 64, *left = right + 64;
+        switch (bin_steps_[f]) {
+          case 0: bin_feature<0>(col[k], tab, right, left); break;
+          case 1: bin_feature<1>(col[k], tab, right, left); break;
+          case 2: bin_feature<2>(col[k], tab, right, left); break;
+          case 3: bin_feature<3>(col[k], tab, right, left); break;
+          case 4: bin_feature<4>(col[k], tab, right, left); break;
+          case 5: bin_feature<5>(col[k], tab, right, left); break;
+          case 6: bin_feature<6>(col[k], tab, right, left); break;
+          case 7: bin_feature<7>(col[k], tab, right, left); break;
+          default: bin_feature<8>(col[k], tab, right, left); break;
+        }
+      }
+    }
+  }
+  // Blocks outermost: a block's 128 × F bytes stay in L1 while the trees stream by.
+  for (size_t b = 0; b < blocks; b++)
+    for (size_t t = 0; t < trees_.size(); t++) {
+      const int32_t* feat = lvl_feat_.data() + lvl_node_off_[t];
+      const uint8_t* rank = lvl_bin_.data() + lvl_node_off_[t];
+      const float* leaf = lvl_leaf_.data() + lvl_leaf_off_[t];
+      float* acc = margin + size_t(tree_class_[t]) * n;
+      switch (depth_[t]) {
+        case 0: walk_bins<0>(feat, rank, leaf, xq, F, n, b, acc); break;
+        case 1: walk_bins<1>(feat, rank, leaf, xq, F, n, b, acc); break;
+        case 2: walk_bins<2>(feat, rank, leaf, xq, F, n, b, acc); break;
+        case 3: walk_bins<3>(feat, rank, leaf, xq, F, n, b, acc); break;
+        case 4: walk_bins<4>(feat, rank, leaf, xq, F, n, b, acc); break;
+        case 5: walk_bins<5>(feat, rank, leaf, xq, F, n, b, acc); break;
+        default: walk_bins<6>(feat, rank, leaf, xq, F, n, b, acc); break;
+      }
+    }
+}
+
 // The AVX2 kernel: the same level-order walk as above, 8 lanes per register (a 16-vector
 // block is two groups: its lanes 0-7 and 8-15). No mask registers: a turn is a compare's
 // all-ones lanes, and pos = 2 pos - (all-ones = -1).
@@ -766,6 +986,7 @@ __attribute__((target("avx2"))) void TreeModel::batch_avx2(const float* x, size_
 #else
 void TreeModel::batch_avx512(const float*, size_t, float*, float*) const {}
 void TreeModel::batch_avx2(const float*, size_t, float*, float*) const {}
+void TreeModel::batch_avx512_bins(const float*, size_t, float*, uint8_t*) const {}
 #endif
 
 void TreeModel::finish(float* margin, float* out) const {
@@ -826,6 +1047,8 @@ void TreeModel::predict_batch(const float* x, size_t n, float* out, float* margi
     if (engine_ == Engine::QUICKSCORER) {  // masks aligned in the scratch (margin_floats leaves room)
       auto at = reinterpret_cast<uintptr_t>(scratch);
       batch_quickscorer(x, n, margin, reinterpret_cast<uint64_t*>((at + 7) & ~uintptr_t(7)));
+    } else if (engine_ == Engine::AVX512BINS) {
+      batch_avx512_bins(x, n, margin, reinterpret_cast<uint8_t*>(scratch));
     } else if (engine_ == Engine::AVX512) {
       batch_avx512(x, n, margin, scratch);
     } else {

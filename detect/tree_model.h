@@ -41,10 +41,13 @@ class TreeModel {
   size_t margin_floats(size_t n) const {
     return n * num_class_ + std::max((n + 15) / 16 * 32 * size_t(num_features_), 2 * trees_.size() + 2);
   }
-  // Which batch kernel predict_batch uses: "avx512" (16 vectors in lockstep through each
-  // tree laid out level by level), "avx2" (the same walk, 8 lanes at a time) or "scalar"
-  // (no SIMD on this CPU, or a tree deeper than kMaxSimdDepth). The best the CPU runs is
-  // chosen at load; LINESIGHT_BATCH_ENGINE=scalar|avx2|avx512 caps it. "quickscorer"
+  // Which batch kernel predict_batch uses: "avx512bins" (64 vectors in lockstep, each
+  // feature as an 8-bit bin index among the model's thresholds on it: for trees of depth
+  // <= kMaxBinDepth with at most 255 distinct thresholds per feature — XGBoost's hist
+  // method with max_bin <= 256 makes no more — on CPUs with AVX-512 BW), "avx512" (16 vectors in lockstep through
+  // each tree laid out level by level), "avx2" (the same walk, 8 lanes at a time) or "scalar" (no SIMD on this CPU,
+  // or a tree deeper than kMaxSimdDepth). The best the CPU and the model allow is chosen
+  // at load; LINESIGHT_BATCH_ENGINE=scalar|avx2|avx512|avx512bins caps it. "quickscorer"
   // (Lucchese et al., SIGIR 2015: per feature, the nodes it fails clear leaves from
   // their tree's 64-bit leaf mask) is measured beside them (docs/detect.md) and used only
   // when asked (set_batch_engine, LINESIGHT_BATCH_ENGINE=quickscorer), for models whose
@@ -55,6 +58,7 @@ class TreeModel {
   // this model cannot run it.
   bool set_batch_engine(const std::string& name);
   static constexpr uint32_t kMaxSimdDepth = 10;
+  static constexpr uint32_t kMaxBinDepth = 6;
   // How often each feature was split on along this vector's paths (counts has
   // num_features() entries, added to): the evidence of which features decided.
   void path_counts(const float* x, uint32_t* counts) const;
@@ -85,6 +89,7 @@ class TreeModel {
   void finish(float* margin, float* out) const;
   void build_levels();
   void build_quickscorer();
+  void build_bins();
   // Adds every tree's leaf for the n rows of x to class-major margins; `masks` is scratch
   // for num_trees() leaf masks.
   void batch_quickscorer(const float* x, size_t n, float* margin, uint64_t* masks) const;
@@ -92,6 +97,8 @@ class TreeModel {
   // xt is scratch for the rows regrouped 16 at a time, feature-major.
   void batch_avx512(const float* x, size_t n, float* margin, float* xt) const;
   void batch_avx2(const float* x, size_t n, float* margin, float* xt) const;
+  // xq: scratch for the rows' bin indices, 64 vectors a block (see build_bins).
+  void batch_avx512_bins(const float* x, size_t n, float* margin, uint8_t* xq) const;
   // walk(D, feat, thr, leaf, depth, acc) for each tree's level arrays and margin row, D a
   // std::integral_constant of its depth (9 for 9 and deeper): one kernel per depth.
   template <class Walk>
@@ -111,6 +118,15 @@ class TreeModel {
   std::vector<int32_t> lvl_feat_;
   std::vector<float> lvl_thr_, lvl_leaf_;
   std::vector<uint32_t> lvl_node_off_, lvl_leaf_off_;
+  // The avx512bins layout (empty when the model does not fit it). A feature's distinct
+  // split thresholds t_1 < ... < t_k (k <= 255) cut it into bins: bin(x) = #{t_j <= x},
+  // so x < t_j exactly when bin(x) < j, and a node keeps j (lvl_bin_, beside lvl_feat_,
+  // 64 pad bytes at the end). bin_tab_ holds, per feature at bin_tab_off_[f], the
+  // thresholds as an implicit binary search tree of bin_steps_[f] levels (level s: 2^s
+  // entries, at least 16, NaN past t_k) for a branch-free search 16 lanes at a time.
+  std::vector<uint8_t> lvl_bin_, bin_steps_;
+  std::vector<float> bin_tab_;
+  std::vector<uint32_t> bin_tab_off_;
   // QuickScorer layout (empty when a tree has more than 64 leaves). Per feature f, its
   // split nodes at [qs_off_[f], qs_off_[f + 1]) sorted by threshold; a node failed
   // (x >= threshold) clears the leaves of its left subtree from its tree's mask (leaves
@@ -123,7 +139,7 @@ class TreeModel {
   std::string objective_;
   uint32_t num_features_ = 0, num_class_ = 1;
   float base_margin_ = 0;
-  enum class Engine : uint8_t { SCALAR, AVX2, AVX512, QUICKSCORER } engine_ = Engine::SCALAR;
+  enum class Engine : uint8_t { SCALAR, AVX2, AVX512, QUICKSCORER, AVX512BINS } engine_ = Engine::SCALAR;
   enum class Link : uint8_t { IDENTITY, SIGMOID, SOFTMAX, ARGMAX } link_ = Link::IDENTITY;
 };
 

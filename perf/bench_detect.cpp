@@ -150,8 +150,8 @@ void BM_ShippedBatch(benchmark::State& st) {
 }  // namespace
 
 BENCHMARK(BM_ShippedOne);
-BENCHMARK(BM_ShippedBatch)->Arg(256);
+BENCHMARK(BM_ShippedBatch)->Arg(8)->Arg(16)->Arg(32)->Arg(64)->Arg(256);
 BENCHMARK(BM_PredictOne)->Args({100, 6})->Args({500, 8});
 BENCHMARK(BM_PredictBatchGrown)->Args({100, 64, 256});
-BENCHMARK(BM_PredictBatch)->Args({1, 1, 256})->Args({100, 6, 64})->Args({100, 6, 256})->Args({500, 8, 64})->Args({500, 8, 256});
+BENCHMARK(BM_PredictBatch)->Args({1, 1, 256})->Args({100, 6, 16})->Args({100, 6, 32})->Args({100, 6, 64})->Args({100, 6, 256})->Args({500, 8, 64})->Args({500, 8, 256});
 BENCHMARK_MAIN();

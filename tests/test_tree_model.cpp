@@ -28,6 +28,9 @@ namespace {
 struct Gen {
   std::mt19937 r{3};
   std::vector<float> cuts = {-1.5f, -0.5f, 0.0f, 0.25f, 1.0f, 2.0f};  // shared, so inputs hit them exactly
+  bool cycle_cuts = false;  // thresholds taken in turn (every cut used), not at random
+  size_t next_cut = 0;
+  int default_left = -1;    // every node's missing-value direction: 0, 1, or -1 at random
 
   // One tree in XGBoost's arrays; leaves stop early at random so trees are lopsided.
   nlohmann::json tree(int depth, int features, float leaf_chance) {
@@ -39,8 +42,9 @@ struct Gen {
       l.push_back(leaf ? -1 : int(node_depth.size()));
       rt.push_back(leaf ? -1 : int(node_depth.size()) + 1);
       f.push_back(leaf ? 0 : int(r() % unsigned(features)));
-      dl.push_back(int(r() & 1));
-      c.push_back(leaf ? std::normal_distribution<float>()(r) * 0.1f : cuts[r() % cuts.size()]);
+      dl.push_back(default_left < 0 ? int(r() & 1) : default_left);
+      c.push_back(leaf ? std::normal_distribution<float>()(r) * 0.1f
+                       : cuts[cycle_cuts ? next_cut++ % cuts.size() : r() % cuts.size()]);
       if (!leaf) {
         node_depth.push_back(node_depth[i] + 1);
         node_depth.push_back(node_depth[i] + 1);
@@ -79,11 +83,13 @@ struct Gen {
   }
 };
 
+bool cpu_has_bins() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"); }
+
 // predict_batch == predict, bit for bit, for batch sizes around the 8- and 16-vector
 // groups, with every batch engine this CPU runs.
 void same_as_one_by_one(const TreeModel& model, Gen& g, const char* what) {
   int F = int(model.num_features());
-  for (const char* engine : {"scalar", "avx2", "avx512", "quickscorer"}) {
+  for (const char* engine : {"scalar", "avx2", "avx512", "avx512bins", "quickscorer"}) {
     TreeModel m = model;
     if (!m.set_batch_engine(engine)) continue;
     for (size_t n : {1u, 5u, 8u, 9u, 16u, 17u, 24u, 63u, 64u, 65u, 200u}) {
@@ -129,16 +135,15 @@ TEST(TreeModel, BatchEqualsOneByOneMultiClass) {
 TEST(TreeModel, BatchEngineAndFallbacks) {
   Gen g;
   auto m = g.model(10, 6, 40, 1, 0.0f);
-  const char* env = std::getenv("LINESIGHT_BATCH_ENGINE");
-  bool avx512 = __builtin_cpu_supports("avx512f"), avx2 = __builtin_cpu_supports("avx2");
-  if (env && std::string(env) == "scalar")
-    avx512 = avx2 = false;
-  else if (env && std::string(env) == "avx2")
-    avx512 = false;
-  EXPECT_STREQ(avx512 ? "avx512" : avx2 ? "avx2" : "scalar", m.batch_engine());
+  const std::string cap = std::getenv("LINESIGHT_BATCH_ENGINE") ? std::getenv("LINESIGHT_BATCH_ENGINE") : "";
+  bool avx2 = __builtin_cpu_supports("avx2") && cap != "scalar";
+  bool avx512 = __builtin_cpu_supports("avx512f") && avx2 && cap != "avx2";
+  bool bins = cpu_has_bins() && avx512 && cap != "avx512";
+  EXPECT_STREQ(bins ? "avx512bins" : avx512 ? "avx512" : avx2 ? "avx2" : "scalar", m.batch_engine());
   // Selecting: what the CPU runs, nothing else; an unknown name changes nothing.
   EXPECT_EQ(bool(__builtin_cpu_supports("avx2")), m.set_batch_engine("avx2"));
   EXPECT_EQ(bool(__builtin_cpu_supports("avx512f")), m.set_batch_engine("avx512"));
+  EXPECT_EQ(cpu_has_bins(), m.set_batch_engine("avx512bins"));
   EXPECT_TRUE(m.set_batch_engine("scalar"));
   EXPECT_FALSE(m.set_batch_engine("sse9"));
   EXPECT_STREQ("scalar", m.batch_engine());
@@ -147,7 +152,42 @@ TEST(TreeModel, BatchEngineAndFallbacks) {
   EXPECT_STREQ("scalar", deep.batch_engine());
   EXPECT_FALSE(deep.set_batch_engine("avx2"));
   EXPECT_FALSE(deep.set_batch_engine("avx512"));
+  EXPECT_FALSE(deep.set_batch_engine("avx512bins"));
   same_as_one_by_one(deep, g, "too deep");
+}
+
+// avx512bins keeps each node's threshold as its 1-based rank among its feature's distinct
+// thresholds, in a byte: up to 255 of them per feature, trees up to depth 6; otherwise the
+// model keeps the float kernel. At the limit, with thresholds at float's extremes, ±0 and
+// denormals, and inputs equal to them, answers are the walk's bit for bit.
+TEST(TreeModel, BinsTakeUpTo255ThresholdsPerFeatureAndDepth6) {
+  if (!cpu_has_bins()) GTEST_SKIP() << "no AVX-512 BW on this CPU: the avx512bins kernel does not run here";
+  auto cuts = [](size_t distinct) {
+    const float big = std::numeric_limits<float>::max(), tiny = std::numeric_limits<float>::denorm_min();
+    // Cut 0 goes to each tree's root, cut 1 to its left child: missing values meet the
+    // highest rank (255) and then the lowest (1) first.
+    std::vector<float> c = {big, -big, -0.0f, 0.0f, tiny, -tiny};  // ±0: one threshold
+    for (size_t i = 0; c.size() < distinct + 1; i++) c.push_back(float(i) * 0.37f - 40.0f + 0.001f);
+    return c;
+  };
+  for (size_t distinct : {255u, 256u})
+    for (int depth : {6, 7})
+      for (int dl : {0, 1, -1}) {
+        Gen g;
+        g.cuts = cuts(distinct);
+        g.cycle_cuts = true;
+        g.default_left = dl;
+        // One feature, 12 full trees of 63 or 127 splits, cuts in turn: every cut is used.
+        TreeModel m = g.model(12, depth, 1, 1, 0.0f);
+        bool fits = distinct <= 255 && depth <= 6;
+        std::string what = std::to_string(distinct) + " thresholds, depth " + std::to_string(depth) +
+                           ", default left " + std::to_string(dl);
+        EXPECT_EQ(fits, m.set_batch_engine("avx512bins")) << what;
+        same_as_one_by_one(m, g, what.c_str());
+      }
+  // Several features, a few of them unused, and missing values going either way.
+  Gen g;
+  same_as_one_by_one(g.model(50, 6, 70, 1, 0.2f), g, "70 features");
 }
 
 TEST(TreeModel, ThresholdBelowFloatRangeKeepsTheScalarWalk) {
