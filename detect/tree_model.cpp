@@ -212,7 +212,7 @@ TreeModel TreeModel::compile(const nlohmann::json& j, const std::string& name) {
   m.build_bins();
   int e = default_engine();
   if (e == 3 && m.qs_off_.empty()) e = best_cpu_engine();  // asked for, but a tree is too big
-  if (e == 4 && m.lvl_bin_.empty()) e = 2;                 // too deep, or too many thresholds
+  if (e >= 4 && m.lvl_bin_.empty()) e = e == 4 ? 2 : 1;    // too deep, or too many thresholds
   m.engine_ = e == 3 ? Engine::QUICKSCORER : m.lvl_feat_.empty() ? Engine::SCALAR : Engine(e);
   return m;
 }
@@ -424,21 +424,41 @@ void TreeModel::each_level_tree(size_t n, float* margin, Walk&& walk) const {
   }
 }
 
+template <class Bin>
+void TreeModel::with_search_steps(uint32_t m, Bin&& bin) {
+  switch (m) {
+    case 0: bin(std::integral_constant<int, 0>{}); break;
+    case 1: bin(std::integral_constant<int, 1>{}); break;
+    case 2: bin(std::integral_constant<int, 2>{}); break;
+    case 3: bin(std::integral_constant<int, 3>{}); break;
+    case 4: bin(std::integral_constant<int, 4>{}); break;
+    case 5: bin(std::integral_constant<int, 5>{}); break;
+    case 6: bin(std::integral_constant<int, 6>{}); break;
+    case 7: bin(std::integral_constant<int, 7>{}); break;
+    default: bin(std::integral_constant<int, 8>{}); break;
+  }
+}
+
 namespace {
-// Indexed by Engine. Without quickscorer (3), later kernels are faster where they run.
-constexpr const char* kEngineNames[] = {"scalar", "avx2", "avx512", "quickscorer", "avx512bins"};
-constexpr int kEngineRank[] = {0, 1, 2, -1, 3};
+// Indexed by Engine. By rank (quickscorer, 3, apart), the faster where both run.
+constexpr const char* kEngineNames[] = {"scalar", "avx2", "avx512", "quickscorer", "avx512bins", "avx2bins"};
+constexpr int kEngineRank[] = {0, 1, 3, -1, 4, 2};
+constexpr int kEngines = 6;
 
 bool cpu_runs(int engine) {
 #if defined(__x86_64__)
   if (engine == 4) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
   if (engine == 2) return __builtin_cpu_supports("avx512f");
-  if (engine == 1) return __builtin_cpu_supports("avx2");
+  if (engine == 1 || engine == 5) return __builtin_cpu_supports("avx2");
 #endif
   return engine == 0 || engine == 3;
 }
 
-int best_cpu_engine() { return cpu_runs(4) ? 4 : cpu_runs(2) ? 2 : cpu_runs(1) ? 1 : 0; }
+int best_cpu_engine() {
+  for (int e : {4, 2, 5, 1})
+    if (cpu_runs(e)) return e;
+  return 0;
+}
 
 // The best kernel this CPU runs, capped by LINESIGHT_BATCH_ENGINE (read once).
 int default_engine() {
@@ -446,12 +466,12 @@ int default_engine() {
     int b = best_cpu_engine();
     if (const char* e = std::getenv("LINESIGHT_BATCH_ENGINE")) {
       int cap = -1;
-      for (int i = 0; i < 5; i++)
+      for (int i = 0; i < kEngines; i++)
         if (std::string(e) == kEngineNames[i]) cap = i;
       if (cap < 0)
         std::fprintf(stderr,
-                     "linesight: LINESIGHT_BATCH_ENGINE=%s: not scalar, avx2, avx512, avx512bins or quickscorer; "
-                     "ignored\n", e);
+                     "linesight: LINESIGHT_BATCH_ENGINE=%s: not scalar, avx2, avx2bins, avx512, avx512bins or "
+                     "quickscorer; ignored\n", e);
       else if (cap == 3 || kEngineRank[cap] < kEngineRank[b])
         b = cap;
     }
@@ -464,9 +484,9 @@ int default_engine() {
 const char* TreeModel::batch_engine() const { return kEngineNames[int(engine_)]; }
 
 bool TreeModel::set_batch_engine(const std::string& name) {
-  for (int i = 0; i < 5; i++)
+  for (int i = 0; i < kEngines; i++)
     if (name == kEngineNames[i] && cpu_runs(i) &&
-        (i == 0 || (i == 3 ? !qs_off_.empty() : i == 4 ? !lvl_bin_.empty() : !lvl_feat_.empty()))) {
+        (i == 0 || (i == 3 ? !qs_off_.empty() : i >= 4 ? !lvl_bin_.empty() : !lvl_feat_.empty()))) {
       engine_ = Engine(i);
       return true;
     }
@@ -686,7 +706,8 @@ LS_AVX512B void search_bins(const float* tab, const __m512* x, __m512i* j) {
 
 // One feature's 64 values (col) → its two byte rows in the block.
 template <int M>
-LS_AVX512B void bin_feature(const float* col, const float* tab, uint8_t* row_right, uint8_t* row_left) {
+__attribute__((target("avx512f,avx512bw"))) void bin_feature(const float* col, const float* tab, uint8_t* row_right,
+                                                             uint8_t* row_left) {
   __m512 x[4];
   __m512i j[4];
   for (int q = 0; q < 4; q++) {
@@ -746,8 +767,8 @@ LS_AVX512B void bin_steps(const int32_t* feat, const uint8_t* rank, const uint8_
 // Block b through one tree of depth D. (Two blocks in flight, as batch_avx512 walks four:
 // 100 trees of depth 6 ~15 % slower here, their level-5 rows spilled to the stack.)
 template <int D>
-LS_AVX512B void walk_bins(const int32_t* feat, const uint8_t* rank, const float* leaf, const uint8_t* xq, size_t F,
-                          size_t n, size_t b, float* acc) {
+LS_AVX512B void walk_block(const int32_t* feat, const uint8_t* rank, const float* leaf, const uint8_t* xq, size_t F,
+                           size_t n, size_t b, float* acc) {
   const uint8_t* xb = xq + b * 128 * F;
   __m512i pos = _mm512_setzero_si512();
   __mmask64 turn[kBinLevels];
@@ -761,6 +782,12 @@ LS_AVX512B void walk_bins(const int32_t* feat, const uint8_t* rank, const float*
     __m512 lv = leaf_values(leaf, D, _mm512_cvtepu8_epi32(quarter[q]));
     _mm512_mask_storeu_ps(acc + i, live, _mm512_add_ps(_mm512_maskz_loadu_ps(live, acc + i), lv));
   }
+}
+// Every block of the batch through one tree.
+template <int D>
+__attribute__((target("avx512f,avx512bw"))) void walk_bins(const int32_t* feat, const uint8_t* rank, const float* leaf,
+                                                           const uint8_t* xq, size_t F, size_t n, float* acc) {
+  for (size_t b = 0; b < (n + 63) / 64; b++) walk_block<D>(feat, rank, leaf, xq, F, n, b, acc);
 }
 }  // namespace
 
@@ -784,39 +811,19 @@ __attribute__((target("avx512f,avx512bw"))) void TreeModel::batch_avx512_bins(co
       }
       for (size_t k = 0; k < w; k++) {
         size_t f = c + k;
+        if (bin_steps_[f] == 0 && f > 0) continue;  // no node reads it (fillers read feature 0)
         const float* tab = bin_tab_.data() + bin_tab_off_[f];
         uint8_t *right = out + 2 * f * 64, *left = right + 64;
-        switch (bin_steps_[f]) {
-          case 0: bin_feature<0>(col[k], tab, right, left); break;
-          case 1: bin_feature<1>(col[k], tab, right, left); break;
-          case 2: bin_feature<2>(col[k], tab, right, left); break;
-          case 3: bin_feature<3>(col[k], tab, right, left); break;
-          case 4: bin_feature<4>(col[k], tab, right, left); break;
-          case 5: bin_feature<5>(col[k], tab, right, left); break;
-          case 6: bin_feature<6>(col[k], tab, right, left); break;
-          case 7: bin_feature<7>(col[k], tab, right, left); break;
-          default: bin_feature<8>(col[k], tab, right, left); break;
-        }
+        with_search_steps(bin_steps_[f], [&](auto M) { bin_feature<M()>(col[k], tab, right, left); });
       }
     }
   }
-  // Blocks outermost: a block's 128 × F bytes stay in L1 while the trees stream by.
-  for (size_t b = 0; b < blocks; b++)
-    for (size_t t = 0; t < trees_.size(); t++) {
-      const int32_t* feat = lvl_feat_.data() + lvl_node_off_[t];
-      const uint8_t* rank = lvl_bin_.data() + lvl_node_off_[t];
-      const float* leaf = lvl_leaf_.data() + lvl_leaf_off_[t];
-      float* acc = margin + size_t(tree_class_[t]) * n;
-      switch (depth_[t]) {
-        case 0: walk_bins<0>(feat, rank, leaf, xq, F, n, b, acc); break;
-        case 1: walk_bins<1>(feat, rank, leaf, xq, F, n, b, acc); break;
-        case 2: walk_bins<2>(feat, rank, leaf, xq, F, n, b, acc); break;
-        case 3: walk_bins<3>(feat, rank, leaf, xq, F, n, b, acc); break;
-        case 4: walk_bins<4>(feat, rank, leaf, xq, F, n, b, acc); break;
-        case 5: walk_bins<5>(feat, rank, leaf, xq, F, n, b, acc); break;
-        default: walk_bins<6>(feat, rank, leaf, xq, F, n, b, acc); break;
-      }
-    }
+  // Trees outermost, every block through each: a batch of 256 is 20 KB of rows for 40
+  // features, in L1 with the tree.
+  each_level_tree(n, margin, [&](auto D, const int32_t* feat, const float*, const float* leaf, uint32_t, float* acc) {
+    const uint8_t* rank = lvl_bin_.data() + (feat - lvl_feat_.data());
+    walk_bins<std::min(D(), kBinLevels)>(feat, rank, leaf, xq, F, n, acc);  // bins: depth <= 6
+  });
 }
 
 // The AVX2 kernel: the same level-order walk as above, 8 lanes per register (a 16-vector
@@ -982,11 +989,139 @@ __attribute__((target("avx2"))) void TreeModel::batch_avx2(const float* x, size_
     each_level_tree(n, margin, [&](auto D, const int32_t* feat, const float* thr, const float* leaf, uint32_t d,
                                    float* acc) { walk_tree8<D()>(feat, thr, leaf, d, xt, F, n, g0, acc); });
 }
+// The avx2bins kernel: batch_avx512_bins' walk with 32 vectors a block (one byte each in a
+// 32-byte register). No mask registers: a turn is a byte compare's 0xFF lanes, and an
+// unsigned x >= rank is max(x, rank) == x.
+namespace {
+// Search levels S .. M - 1 of a feature's tree (build_bins' layout) for 32 values, four
+// registers of 8: pick8 reads entry j of level S in each lane.
+template <int S, int M>
+LS_AVX2 void search_bins8(const float* tab, const __m256* x, __m256i* j) {
+  if constexpr (S < M) {
+    for (int q = 0; q < 4; q++) {
+      __m256i ge = _mm256_castps_si256(_mm256_cmp_ps(x[q], pick8<S>(tab, j[q]), _CMP_GE_OQ));
+      j[q] = _mm256_sub_epi32(_mm256_add_epi32(j[q], j[q]), ge);
+    }
+    search_bins8<S + 1, M>(tab + (S <= 4 ? 16 : 1 << S), x, j);
+  }
+}
+
+// Four registers of 8 indices (< 256) → 32 bytes in lane order.
+LS_AVX2 __m256i bytes_of(const __m256i* j) {
+  __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(j[0], j[1]), _mm256_packus_epi32(j[2], j[3]));
+  return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));  // undo the packs' interleave
+}
+
+// One feature's 32 values (col) → its two byte rows in the block.
+template <int M>
+__attribute__((target("avx2"))) void bin_feature8(const float* col, const float* tab, uint8_t* row_right,
+                                                  uint8_t* row_left) {
+  __m256 x[4];
+  __m256i j[4], jr[4];
+  for (int q = 0; q < 4; q++) {
+    x[q] = _mm256_load_ps(col + 8 * q);
+    j[q] = _mm256_setzero_si256();
+  }
+  search_bins8<0, M>(tab, x, j);
+  for (int q = 0; q < 4; q++)  // missing values: left at 0 by the search
+    jr[q] = _mm256_blendv_epi8(j[q], _mm256_set1_epi32(255), _mm256_castps_si256(_mm256_cmp_ps(x[q], x[q], _CMP_UNORD_Q)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(row_right), bytes_of(jr));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(row_left), bytes_of(j));
+}
+
+template <int W, int S, int K>
+LS_AVX2 __m256i pick_bins8(const uint8_t* xb, const int32_t* fl, const __m256i* turn) {
+  if constexpr (W == 1)
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + 2 * size_t(fl[0])));  // rows of 32 bytes
+  else
+    return _mm256_blendv_epi8(pick_bins8<W / 2, 2 * S, K - 1>(xb, fl, turn),
+                              pick_bins8<W / 2, 2 * S, K - 1>(xb, fl + S, turn), turn[K]);
+}
+
+template <int L, int D>
+LS_AVX2 void bin_steps8(const int32_t* feat, const uint8_t* rank, const uint8_t* xb, __m256i& pos, __m256i* turn) {
+  if constexpr (L < D) {
+    const int32_t* fl = feat + (1 << L) - 1;
+    const uint8_t* rl = rank + (1 << L) - 1;
+    __m256i th = _mm256_shuffle_epi8(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rl))), pos);
+    if constexpr (L == 5)  // blendv reads each byte's top bit: pos's bit 4 shifted there
+      th = _mm256_blendv_epi8(
+          th, _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rl + 16))), pos),
+          _mm256_slli_epi16(pos, 3));
+    __m256i v = pick_bins8<1 << L, 1, L - 1>(xb, fl, turn);
+    __m256i right = _mm256_cmpeq_epi8(_mm256_max_epu8(v, th), v);
+    turn[L] = right;
+    pos = _mm256_sub_epi8(_mm256_add_epi8(pos, pos), right);
+    bin_steps8<L + 1, D>(feat, rank, xb, pos, turn);
+  }
+}
+
+// Block b (32 vectors) through one tree of depth D.
+template <int D>
+LS_AVX2 void walk_block8(const int32_t* feat, const uint8_t* rank, const float* leaf, const uint8_t* xq, size_t F,
+                         size_t n, size_t b, float* acc) {
+  __m256i pos = _mm256_setzero_si256(), turn[kBinLevels];
+  bin_steps8<0, D>(feat, rank, xq + b * 64 * F, pos, turn);
+  const __m128i lo = _mm256_castsi256_si128(pos), hi = _mm256_extracti128_si256(pos, 1);
+  const __m128i eighth[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+  for (int q = 0; q < 4; q++) {
+    size_t i = b * 32 + size_t(q) * 8;
+    if (i >= n) break;
+    __m256 lv = pick8<D>(leaf, _mm256_cvtepu8_epi32(eighth[q]));
+    if (n - i >= 8) {
+      _mm256_storeu_ps(acc + i, _mm256_add_ps(_mm256_loadu_ps(acc + i), lv));
+    } else {  // the same single addition per row as the vector path
+      alignas(32) float v[8];
+      _mm256_store_ps(v, lv);
+      for (size_t k = 0; k < n - i; k++) acc[i + k] += v[k];
+    }
+  }
+}
+template <int D>
+__attribute__((target("avx2"))) void walk_bins8(const int32_t* feat, const uint8_t* rank, const float* leaf,
+                                                const uint8_t* xq, size_t F, size_t n, float* acc) {
+  for (size_t b = 0; b < (n + 31) / 32; b++) walk_block8<D>(feat, rank, leaf, xq, F, n, b, acc);
+}
+}  // namespace
+
+__attribute__((target("avx2"))) void TreeModel::batch_avx2_bins(const float* x, size_t n, float* margin,
+                                                                uint8_t* xq) const {
+  const size_t F = num_features_, blocks = (n + 31) / 32;
+  alignas(32) float col[8][32];  // 8 features × the block's 32 vectors
+  if (n % 32) std::memset(col, 0, sizeof col);  // groups past n: binned, never kept
+  for (size_t b = 0; b < blocks; b++) {
+    uint8_t* out = xq + b * 64 * F;
+    size_t groups = std::min<size_t>(4, (n - b * 32 + 7) / 8);
+    for (size_t c = 0; c < F; c += 8) {
+      size_t w = std::min<size_t>(8, F - c);
+      __m256i cols = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(w)), lanes8());
+      for (size_t q = 0; q < groups; q++) {  // lanes past n copy the last vector
+        __m256 r[8];
+        for (size_t j = 0; j < 8; j++) r[j] = _mm256_maskload_ps(x + std::min(b * 32 + q * 8 + j, n - 1) * F + c, cols);
+        transpose8(r);
+        for (size_t k = 0; k < w; k++) _mm256_store_ps(&col[k][8 * q], r[k]);
+      }
+      for (size_t k = 0; k < w; k++) {
+        size_t f = c + k;
+        if (bin_steps_[f] == 0 && f > 0) continue;  // no node reads it (fillers read feature 0)
+        const float* tab = bin_tab_.data() + bin_tab_off_[f];
+        uint8_t *right = out + 2 * f * 32, *left = right + 32;
+        with_search_steps(bin_steps_[f], [&](auto M) { bin_feature8<M()>(col[k], tab, right, left); });
+      }
+    }
+  }
+  each_level_tree(n, margin, [&](auto D, const int32_t* feat, const float*, const float* leaf, uint32_t, float* acc) {
+    const uint8_t* rank = lvl_bin_.data() + (feat - lvl_feat_.data());
+    walk_bins8<std::min(D(), kBinLevels)>(feat, rank, leaf, xq, F, n, acc);  // bins: depth <= 6
+  });
+}
 #pragma GCC diagnostic pop
 #else
 void TreeModel::batch_avx512(const float*, size_t, float*, float*) const {}
 void TreeModel::batch_avx2(const float*, size_t, float*, float*) const {}
 void TreeModel::batch_avx512_bins(const float*, size_t, float*, uint8_t*) const {}
+void TreeModel::batch_avx2_bins(const float*, size_t, float*, uint8_t*) const {}
 #endif
 
 void TreeModel::finish(float* margin, float* out) const {
@@ -1049,6 +1184,8 @@ void TreeModel::predict_batch(const float* x, size_t n, float* out, float* margi
       batch_quickscorer(x, n, margin, reinterpret_cast<uint64_t*>((at + 7) & ~uintptr_t(7)));
     } else if (engine_ == Engine::AVX512BINS) {
       batch_avx512_bins(x, n, margin, reinterpret_cast<uint8_t*>(scratch));
+    } else if (engine_ == Engine::AVX2BINS) {
+      batch_avx2_bins(x, n, margin, reinterpret_cast<uint8_t*>(scratch));
     } else if (engine_ == Engine::AVX512) {
       batch_avx512(x, n, margin, scratch);
     } else {

@@ -99,10 +99,14 @@ class TreeModel {
   void batch_avx2(const float* x, size_t n, float* margin, float* xt) const;
   // xq: scratch for the rows' bin indices, 64 vectors a block (see build_bins).
   void batch_avx512_bins(const float* x, size_t n, float* margin, uint8_t* xq) const;
+  void batch_avx2_bins(const float* x, size_t n, float* margin, uint8_t* xq) const;  // 32 vectors a block
   // walk(D, feat, thr, leaf, depth, acc) for each tree's level arrays and margin row, D a
   // std::integral_constant of its depth (9 for 9 and deeper): one kernel per depth.
   template <class Walk>
   void each_level_tree(size_t n, float* margin, Walk&& walk) const;
+  // bin(std::integral_constant<int, M>) for a feature's search depth m (0..8, build_bins).
+  template <class Bin>
+  static void with_search_steps(uint32_t m, Bin&& bin);
   static TreeModel compile(const nlohmann::json& j, const std::string& name);
 
   std::vector<Node> nodes_;
@@ -139,7 +143,7 @@ class TreeModel {
   std::string objective_;
   uint32_t num_features_ = 0, num_class_ = 1;
   float base_margin_ = 0;
-  enum class Engine : uint8_t { SCALAR, AVX2, AVX512, QUICKSCORER, AVX512BINS } engine_ = Engine::SCALAR;
+  enum class Engine : uint8_t { SCALAR, AVX2, AVX512, QUICKSCORER, AVX512BINS, AVX2BINS } engine_ = Engine::SCALAR;
   enum class Link : uint8_t { IDENTITY, SIGMOID, SOFTMAX, ARGMAX } link_ = Link::IDENTITY;
 };
 

@@ -84,7 +84,7 @@ def main():
             # `model predict` scores through the batch kernel: the best the CPU runs, then
             # each lesser one (LINESIGHT_BATCH_ENGINE caps it), as `model check` names it.
             checked = []
-            for cap in ("avx512bins", "avx512", "avx2", "scalar"):
+            for cap in ("avx512bins", "avx512", "avx2bins", "avx2", "scalar"):
                 env = {"LINESIGHT_BATCH_ENGINE": cap}
                 engine = subprocess.run([BIN, "model", "check", path], capture_output=True, text=True,
                                         env={**os.environ, **env}).stdout

@@ -89,7 +89,7 @@ bool cpu_has_bins() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_
 // groups, with every batch engine this CPU runs.
 void same_as_one_by_one(const TreeModel& model, Gen& g, const char* what) {
   int F = int(model.num_features());
-  for (const char* engine : {"scalar", "avx2", "avx512", "avx512bins", "quickscorer"}) {
+  for (const char* engine : {"scalar", "avx2", "avx2bins", "avx512", "avx512bins", "quickscorer"}) {
     TreeModel m = model;
     if (!m.set_batch_engine(engine)) continue;
     for (size_t n : {1u, 5u, 8u, 9u, 16u, 17u, 24u, 63u, 64u, 65u, 200u}) {
@@ -135,14 +135,24 @@ TEST(TreeModel, BatchEqualsOneByOneMultiClass) {
 TEST(TreeModel, BatchEngineAndFallbacks) {
   Gen g;
   auto m = g.model(10, 6, 40, 1, 0.0f);
+  // The first, fastest first, that the CPU runs and LINESIGHT_BATCH_ENGINE does not cap.
   const std::string cap = std::getenv("LINESIGHT_BATCH_ENGINE") ? std::getenv("LINESIGHT_BATCH_ENGINE") : "";
-  bool avx2 = __builtin_cpu_supports("avx2") && cap != "scalar";
-  bool avx512 = __builtin_cpu_supports("avx512f") && avx2 && cap != "avx2";
-  bool bins = cpu_has_bins() && avx512 && cap != "avx512";
-  EXPECT_STREQ(bins ? "avx512bins" : avx512 ? "avx512" : avx2 ? "avx2" : "scalar", m.batch_engine());
+  const bool avx2 = __builtin_cpu_supports("avx2"), avx512 = __builtin_cpu_supports("avx512f");
+  const std::pair<const char*, bool> order[] = {
+      {"avx512bins", cpu_has_bins()}, {"avx512", avx512}, {"avx2bins", avx2}, {"avx2", avx2}, {"scalar", true}};
+  bool capped = !cap.empty() && cap != "quickscorer";
+  for (auto& [name, runs] : order) {
+    if (capped && cap != name) continue;
+    capped = false;
+    if (runs) {
+      EXPECT_STREQ(name, m.batch_engine());
+      break;
+    }
+  }
   // Selecting: what the CPU runs, nothing else; an unknown name changes nothing.
-  EXPECT_EQ(bool(__builtin_cpu_supports("avx2")), m.set_batch_engine("avx2"));
-  EXPECT_EQ(bool(__builtin_cpu_supports("avx512f")), m.set_batch_engine("avx512"));
+  EXPECT_EQ(avx2, m.set_batch_engine("avx2"));
+  EXPECT_EQ(avx2, m.set_batch_engine("avx2bins"));
+  EXPECT_EQ(avx512, m.set_batch_engine("avx512"));
   EXPECT_EQ(cpu_has_bins(), m.set_batch_engine("avx512bins"));
   EXPECT_TRUE(m.set_batch_engine("scalar"));
   EXPECT_FALSE(m.set_batch_engine("sse9"));
@@ -153,15 +163,16 @@ TEST(TreeModel, BatchEngineAndFallbacks) {
   EXPECT_FALSE(deep.set_batch_engine("avx2"));
   EXPECT_FALSE(deep.set_batch_engine("avx512"));
   EXPECT_FALSE(deep.set_batch_engine("avx512bins"));
+  EXPECT_FALSE(deep.set_batch_engine("avx2bins"));
   same_as_one_by_one(deep, g, "too deep");
 }
 
-// avx512bins keeps each node's threshold as its 1-based rank among its feature's distinct
-// thresholds, in a byte: up to 255 of them per feature, trees up to depth 6; otherwise the
-// model keeps the float kernel. At the limit, with thresholds at float's extremes, ±0 and
+// avx512bins and avx2bins keep each node's threshold as its 1-based rank among its
+// feature's distinct thresholds, in a byte: up to 255 of them per feature, trees up to
+// depth 6; otherwise the model keeps the float kernels. At the limit, with thresholds at float's extremes, ±0 and
 // denormals, and inputs equal to them, answers are the walk's bit for bit.
 TEST(TreeModel, BinsTakeUpTo255ThresholdsPerFeatureAndDepth6) {
-  if (!cpu_has_bins()) GTEST_SKIP() << "no AVX-512 BW on this CPU: the avx512bins kernel does not run here";
+  if (!__builtin_cpu_supports("avx2")) GTEST_SKIP() << "no AVX2 on this CPU: no bins kernel runs here";
   auto cuts = [](size_t distinct) {
     const float big = std::numeric_limits<float>::max(), tiny = std::numeric_limits<float>::denorm_min();
     // Cut 0 goes to each tree's root, cut 1 to its left child: missing values meet the
@@ -182,7 +193,8 @@ TEST(TreeModel, BinsTakeUpTo255ThresholdsPerFeatureAndDepth6) {
         bool fits = distinct <= 255 && depth <= 6;
         std::string what = std::to_string(distinct) + " thresholds, depth " + std::to_string(depth) +
                            ", default left " + std::to_string(dl);
-        EXPECT_EQ(fits, m.set_batch_engine("avx512bins")) << what;
+        EXPECT_EQ(fits && cpu_has_bins(), m.set_batch_engine("avx512bins")) << what;
+        EXPECT_EQ(fits, m.set_batch_engine("avx2bins")) << what;
         same_as_one_by_one(m, g, what.c_str());
       }
   // Several features, a few of them unused, and missing values going either way.

@@ -1,6 +1,6 @@
 // Model loader: any text is a model or a ModelError; a loaded model predicts on vectors of
 // NaNs, zeros and infinities without reading outside its arrays, and every batch kernel
-// this CPU runs (scalar, AVX2, AVX-512, AVX-512 on 8-bit bins) answers exactly as the one-vector walk.
+// this CPU runs (scalar, AVX2, AVX-512, and both on 8-bit bins) answers exactly as the one-vector walk.
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -20,7 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
     size_t f = m.num_features(), o = m.num_outputs();
     std::vector<float> x(kRows * f), out(kRows * o), one(o), margin(m.margin_floats(kRows));
     for (size_t i = 0; i < x.size(); i++) x[i] = values[(i * 7 + i / f) % 6];
-    for (const char* engine : {"scalar", "avx2", "avx512", "avx512bins"}) {
+    for (const char* engine : {"scalar", "avx2", "avx2bins", "avx512", "avx512bins"}) {
       if (!m.set_batch_engine(engine)) continue;
       m.predict_batch(x.data(), kRows, out.data(), margin.data());
       for (size_t r = 0; r < kRows; r++) {
