@@ -41,13 +41,14 @@ class TreeModel {
   size_t margin_floats(size_t n) const {
     return n * num_class_ + std::max((n + 15) / 16 * 32 * size_t(num_features_), 2 * trees_.size() + 2);
   }
-  // Which batch kernel predict_batch uses: "avx512bins" (64 vectors in lockstep, each
-  // feature as an 8-bit bin index among the model's thresholds on it: for trees of depth
-  // <= kMaxBinDepth with at most 255 distinct thresholds per feature — XGBoost's hist
-  // method with max_bin <= 256 makes no more — on CPUs with AVX-512 BW), "avx512" (16 vectors in lockstep through
-  // each tree laid out level by level), "avx2" (the same walk, 8 lanes at a time) or "scalar" (no SIMD on this CPU,
-  // or a tree deeper than kMaxSimdDepth). The best the CPU and the model allow is chosen
-  // at load; LINESIGHT_BATCH_ENGINE=scalar|avx2|avx512|avx512bins caps it. "quickscorer"
+  // Which batch kernel predict_batch uses, fastest first: "avx512bins" (64 vectors in
+  // lockstep, each feature as an 8-bit bin index among the model's thresholds on it; on
+  // CPUs with AVX-512BW), "avx512" (16 vectors in lockstep through each tree laid out level
+  // by level), "avx2bins" (the bins, 32 vectors at a time), "avx2" (the level walk, 8 lanes
+  // at a time) or "scalar" (no SIMD on this CPU, or a tree deeper than kMaxSimdDepth). The
+  // bins kernels take trees of depth <= kMaxBinDepth with at most 255 distinct thresholds
+  // per feature (XGBoost's hist method with max_bin <= 256 makes no more). The best the
+  // CPU and the model allow is chosen at load; LINESIGHT_BATCH_ENGINE=NAME caps it. "quickscorer"
   // (Lucchese et al., SIGIR 2015: per feature, the nodes it fails clear leaves from
   // their tree's 64-bit leaf mask) is measured beside them (docs/detect.md) and used only
   // when asked (set_batch_engine, LINESIGHT_BATCH_ENGINE=quickscorer), for models whose
@@ -122,12 +123,12 @@ class TreeModel {
   std::vector<int32_t> lvl_feat_;
   std::vector<float> lvl_thr_, lvl_leaf_;
   std::vector<uint32_t> lvl_node_off_, lvl_leaf_off_;
-  // The avx512bins layout (empty when the model does not fit it). A feature's distinct
+  // The bins kernels' layout (empty when the model does not fit it). A feature's distinct
   // split thresholds t_1 < ... < t_k (k <= 255) cut it into bins: bin(x) = #{t_j <= x},
   // so x < t_j exactly when bin(x) < j, and a node keeps j (lvl_bin_, beside lvl_feat_,
   // 64 pad bytes at the end). bin_tab_ holds, per feature at bin_tab_off_[f], the
   // thresholds as an implicit binary search tree of bin_steps_[f] levels (level s: 2^s
-  // entries, at least 16, NaN past t_k) for a branch-free search 16 lanes at a time.
+  // entries, at least 16, NaN past t_k) for a branch-free search 8 or 16 lanes at a time.
   std::vector<uint8_t> lvl_bin_, bin_steps_;
   std::vector<float> bin_tab_;
   std::vector<uint32_t> bin_tab_off_;

@@ -169,8 +169,9 @@ TEST(TreeModel, BatchEngineAndFallbacks) {
 
 // avx512bins and avx2bins keep each node's threshold as its 1-based rank among its
 // feature's distinct thresholds, in a byte: up to 255 of them per feature, trees up to
-// depth 6; otherwise the model keeps the float kernels. At the limit, with thresholds at float's extremes, ±0 and
-// denormals, and inputs equal to them, answers are the walk's bit for bit.
+// depth 6; otherwise the model keeps the float kernels. At the limit, with thresholds at
+// float's extremes, ±0 and denormals, and inputs equal to them, answers are the walk's
+// bit for bit.
 TEST(TreeModel, BinsTakeUpTo255ThresholdsPerFeatureAndDepth6) {
   if (!__builtin_cpu_supports("avx2")) GTEST_SKIP() << "no AVX2 on this CPU: no bins kernel runs here";
   auto cuts = [](size_t distinct) {
@@ -197,9 +198,13 @@ TEST(TreeModel, BinsTakeUpTo255ThresholdsPerFeatureAndDepth6) {
         EXPECT_EQ(fits, m.set_batch_engine("avx2bins")) << what;
         same_as_one_by_one(m, g, what.c_str());
       }
-  // Several features, a few of them unused, and missing values going either way.
+  // Many features, and missing values going either way; then 70 splits over 70 features,
+  // so many features are split on nowhere (not binned) and lopsided trees' fillers read
+  // feature 0, used or not.
   Gen g;
   same_as_one_by_one(g.model(50, 6, 70, 1, 0.2f), g, "70 features");
+  same_as_one_by_one(g.model(10, 3, 70, 1, 0.0f), g, "70 features, most unused");
+  same_as_one_by_one(g.model(20, 5, 70, 1, 0.5f), g, "70 features, fillers");
 }
 
 TEST(TreeModel, ThresholdBelowFloatRangeKeepsTheScalarWalk) {

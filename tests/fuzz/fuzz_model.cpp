@@ -1,6 +1,7 @@
 // Model loader: any text is a model or a ModelError; a loaded model predicts on vectors of
 // NaNs, zeros and infinities without reading outside its arrays, and every batch kernel
-// this CPU runs (scalar, AVX2, AVX-512, and both on 8-bit bins) answers exactly as the one-vector walk.
+// this CPU runs (scalar, AVX2, AVX-512, both on 8-bit bins) answers exactly as the
+// one-vector walk.
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -16,7 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
     auto m = ls::TreeModel::load_string(std::string(reinterpret_cast<const char*>(d), n), "fuzz");
     const float values[] = {0.0f, std::nanf(""), std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity(), 1.0f, -1.0f};
-    constexpr size_t kRows = 17;  // one full block of 16 (two groups of 8) and a partial one; of 64, partial
+    // One full block of 16 (two groups of 8) and a partial one; a partial block of the bins.
+    constexpr size_t kRows = 17;
     size_t f = m.num_features(), o = m.num_outputs();
     std::vector<float> x(kRows * f), out(kRows * o), one(o), margin(m.margin_floats(kRows));
     for (size_t i = 0; i < x.size(); i++) x[i] = values[(i * 7 + i / f) % 6];
