@@ -585,6 +585,14 @@ LS_AVX512 void transpose16(__m512* r) {
   }
 }
 
+// Columns c .. c + w - 1 (w <= 16) of rows first .. first + 15 of x (rows past n repeat
+// the last) → r[k] = column c + k over those 16 rows.
+LS_AVX512 void load_columns16(const float* x, size_t n, size_t F, size_t first, size_t c, size_t w, __m512* r) {
+  __mmask16 cols = __mmask16((1u << w) - 1);
+  for (size_t j = 0; j < 16; j++) r[j] = _mm512_maskz_loadu_ps(cols, x + std::min(first + j, n - 1) * F + c);
+  transpose16(r);
+}
+
 LS_AVX512 __m512 leaf_values(const float* leaf, uint32_t d, __m512i pos) {
   if (d <= 5) return _mm512_permutex2var_ps(_mm512_loadu_ps(leaf), pos, _mm512_loadu_ps(leaf + 16));
   if (d == 6) {
@@ -649,10 +657,8 @@ __attribute__((target("avx512f"))) void TreeModel::batch_avx512(const float* x, 
   for (size_t b = 0; b < blocks; b++)
     for (size_t c = 0; c < F; c += 16) {
       size_t w = std::min<size_t>(16, F - c);
-      __mmask16 cols = __mmask16((1u << w) - 1);
       __m512 r[16];
-      for (size_t j = 0; j < 16; j++) r[j] = _mm512_maskz_loadu_ps(cols, x + std::min(b * 16 + j, n - 1) * F + c);
-      transpose16(r);
+      load_columns16(x, n, F, b * 16, c, w, r);
       float* out = xt + b * 32 * F + c * 32;
       for (size_t k = 0; k < w; k++) {
         __mmask16 missing = _mm512_cmp_ps_mask(r[k], r[k], _CMP_UNORD_Q);
@@ -801,12 +807,9 @@ __attribute__((target("avx512f,avx512bw"))) void TreeModel::batch_avx512_bins(co
     int quarters = int(std::min<size_t>(4, (n - b * 64 + 15) / 16));
     for (size_t c = 0; c < F; c += 16) {
       size_t w = std::min<size_t>(16, F - c);
-      __mmask16 cols = __mmask16((1u << w) - 1);
       for (int q = 0; q < quarters; q++) {  // lanes past n copy the last vector
         __m512 r[16];
-        for (size_t j = 0; j < 16; j++)
-          r[j] = _mm512_maskz_loadu_ps(cols, x + std::min(b * 64 + size_t(q) * 16 + j, n - 1) * F + c);
-        transpose16(r);
+        load_columns16(x, n, F, b * 64 + size_t(q) * 16, c, w, r);
         for (size_t k = 0; k < w; k++) _mm512_store_ps(&col[k][16 * q], r[k]);
       }
       for (size_t k = 0; k < w; k++) {
@@ -882,6 +885,13 @@ LS_AVX2 void transpose8(__m256* r) {
   for (int i = 0; i < 8; i++) r[i] = t[i];
 }
 
+// load_columns16 with 8 × 8 tiles: r[k] = column c + k (w <= 8) over rows first .. first + 7.
+LS_AVX2 void load_columns8(const float* x, size_t n, size_t F, size_t first, size_t c, size_t w, __m256* r) {
+  __m256i cols = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(w)), lanes8());
+  for (size_t j = 0; j < 8; j++) r[j] = _mm256_maskload_ps(x + std::min(first + j, n - 1) * F + c, cols);
+  transpose8(r);
+}
+
 // The layout of batch_avx512's blocks (16 vectors, feature-major, each feature as two
 // rows: missing as +inf, missing as -inf), filled by 8 x 8 tiles: group q is lanes
 // 8 (q % 2) .. + 7 of block q / 2. Lanes past n copy the last vector; a block's second
@@ -891,10 +901,8 @@ LS_AVX2 void fill_blocks8(const float* x, size_t n, size_t F, float* xt) {
   for (size_t q = 0; q < (n + 7) / 8; q++)
     for (size_t c = 0; c < F; c += 8) {
       size_t w = std::min<size_t>(8, F - c);
-      __m256i cols = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(w)), lanes8());
       __m256 r[8];
-      for (size_t j = 0; j < 8; j++) r[j] = _mm256_maskload_ps(x + std::min(q * 8 + j, n - 1) * F + c, cols);
-      transpose8(r);
+      load_columns8(x, n, F, q * 8, c, w, r);
       float* out = xt + q / 2 * 32 * F + q % 2 * 8 + c * 32;
       for (size_t k = 0; k < w; k++) {
         __m256 missing = _mm256_cmp_ps(r[k], r[k], _CMP_UNORD_Q);
@@ -1095,11 +1103,9 @@ __attribute__((target("avx2"))) void TreeModel::batch_avx2_bins(const float* x, 
     size_t groups = std::min<size_t>(4, (n - b * 32 + 7) / 8);
     for (size_t c = 0; c < F; c += 8) {
       size_t w = std::min<size_t>(8, F - c);
-      __m256i cols = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(w)), lanes8());
       for (size_t q = 0; q < groups; q++) {  // lanes past n copy the last vector
         __m256 r[8];
-        for (size_t j = 0; j < 8; j++) r[j] = _mm256_maskload_ps(x + std::min(b * 32 + q * 8 + j, n - 1) * F + c, cols);
-        transpose8(r);
+        load_columns8(x, n, F, b * 32 + q * 8, c, w, r);
         for (size_t k = 0; k < w; k++) _mm256_store_ps(&col[k][8 * q], r[k]);
       }
       for (size_t k = 0; k < w; k++) {
