@@ -741,19 +741,23 @@ LS_AVX512B __m512i pick_bins(const uint8_t* xb, const int32_t* fl, const __mmask
                                   pick_bins<W / 2, 2 * S, K - 1>(xb, fl + S, turn));
 }
 
+// The level's ranks at each lane's position: 16 ranks per byte shuffle (within 16-byte
+// lanes: AVX512BW, no VBMI), wider levels by blends on pos's bits 4 and up.
+template <int W>
+LS_AVX512B __m512i ranks_at(const uint8_t* rl, __m512i pos) {
+  if constexpr (W <= 16)
+    return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rl))), pos);
+  else
+    return _mm512_mask_blend_epi8(_mm512_test_epi8_mask(pos, _mm512_set1_epi8(char(W / 2))), ranks_at<W / 2>(rl, pos),
+                                  ranks_at<W / 2>(rl + W / 2, pos));
+}
+
 // One level: pos = 2 pos + (went right), for the 64 lanes of a block.
 template <int L>
 LS_AVX512B void bin_step(const int32_t* feat, const uint8_t* rank, const uint8_t* xb, __m512i& pos,
                          __mmask64* turn) {
   const int32_t* fl = feat + (1 << L) - 1;
-  const uint8_t* rl = rank + (1 << L) - 1;
-  // The ranks of the lanes' nodes: byte shuffles within 16-byte lanes (AVX512BW; no VBMI
-  // byte permute needed), the level's ranks in every lane; level 5's 32 in two halves.
-  __m512i th = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rl))), pos);
-  if constexpr (L == 5)
-    th = _mm512_mask_blend_epi8(
-        _mm512_test_epi8_mask(pos, _mm512_set1_epi8(16)), th,
-        _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rl + 16))), pos));
+  __m512i th = ranks_at<(1 << L)>(rank + (1 << L) - 1, pos);
   const __m512i one = _mm512_set1_epi8(1);
   __m512i v = pick_bins<1 << L, 1, L - 1>(xb, fl, turn);
   __mmask64 right = _mm512_cmp_epu8_mask(v, th, _MM_CMPINT_NLT);
@@ -825,7 +829,7 @@ __attribute__((target("avx512f,avx512bw"))) void TreeModel::batch_avx512_bins(co
   // features, in L1 with the tree.
   each_level_tree(n, margin, [&](auto D, const int32_t* feat, const float*, const float* leaf, uint32_t, float* acc) {
     const uint8_t* rank = lvl_bin_.data() + (feat - lvl_feat_.data());
-    walk_bins<std::min(D(), kBinLevels)>(feat, rank, leaf, xq, F, n, acc);  // bins: depth <= 6
+    walk_bins<std::min(D(), kBinLevels)>(feat, rank, leaf, xq, F, n, acc);  // bins: depth <= 8
   });
 }
 
@@ -1046,17 +1050,25 @@ LS_AVX2 __m256i pick_bins8(const uint8_t* xb, const int32_t* fl, const __m256i* 
                               pick_bins8<W / 2, 2 * S, K - 1>(xb, fl + S, turn), turn[K]);
 }
 
+// The level's ranks at each lane's position, as ranks_at; blendv reads each byte's top
+// bit: pos's bit shifted there (16-bit shifts: no byte shift, and the bits crossing from
+// the low byte land below the high byte's top bit).
+template <int W>
+LS_AVX2 __m256i ranks_at8(const uint8_t* rl, __m256i pos) {
+  if constexpr (W <= 16) {
+    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rl))), pos);
+  } else {
+    constexpr int kShift = 7 - std::countr_zero(unsigned(W / 2));
+    return _mm256_blendv_epi8(ranks_at8<W / 2>(rl, pos), ranks_at8<W / 2>(rl + W / 2, pos),
+                              _mm256_slli_epi16(pos, kShift));
+  }
+}
+
 template <int L, int D>
 LS_AVX2 void bin_steps8(const int32_t* feat, const uint8_t* rank, const uint8_t* xb, __m256i& pos, __m256i* turn) {
   if constexpr (L < D) {
     const int32_t* fl = feat + (1 << L) - 1;
-    const uint8_t* rl = rank + (1 << L) - 1;
-    __m256i th = _mm256_shuffle_epi8(
-        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rl))), pos);
-    if constexpr (L == 5)  // blendv reads each byte's top bit: pos's bit 4 shifted there
-      th = _mm256_blendv_epi8(
-          th, _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rl + 16))), pos),
-          _mm256_slli_epi16(pos, 3));
+    __m256i th = ranks_at8<(1 << L)>(rank + (1 << L) - 1, pos);
     __m256i v = pick_bins8<1 << L, 1, L - 1>(xb, fl, turn);
     __m256i right = _mm256_cmpeq_epi8(_mm256_max_epu8(v, th), v);
     turn[L] = right;
@@ -1076,7 +1088,12 @@ LS_AVX2 void walk_block8(const int32_t* feat, const uint8_t* rank, const float* 
   for (int q = 0; q < 4; q++) {
     size_t i = b * 32 + size_t(q) * 8;
     if (i >= n) break;
-    __m256 lv = pick8<D>(leaf, _mm256_cvtepu8_epi32(eighth[q]));
+    __m256i at = _mm256_cvtepu8_epi32(eighth[q]);
+    __m256 lv;
+    if constexpr (D <= 6)
+      lv = pick8<D>(leaf, at);
+    else
+      lv = _mm256_i32gather_ps(leaf, at, 4);
     if (n - i >= 8) {
       _mm256_storeu_ps(acc + i, _mm256_add_ps(_mm256_loadu_ps(acc + i), lv));
     } else {  // the same single addition per row as the vector path
@@ -1119,7 +1136,7 @@ __attribute__((target("avx2"))) void TreeModel::batch_avx2_bins(const float* x, 
   }
   each_level_tree(n, margin, [&](auto D, const int32_t* feat, const float*, const float* leaf, uint32_t, float* acc) {
     const uint8_t* rank = lvl_bin_.data() + (feat - lvl_feat_.data());
-    walk_bins8<std::min(D(), kBinLevels)>(feat, rank, leaf, xq, F, n, acc);  // bins: depth <= 6
+    walk_bins8<std::min(D(), kBinLevels)>(feat, rank, leaf, xq, F, n, acc);  // bins: depth <= 8
   });
 }
 #pragma GCC diagnostic pop

@@ -59,7 +59,7 @@ class TreeModel {
   // this model cannot run it.
   bool set_batch_engine(const std::string& name);
   static constexpr uint32_t kMaxSimdDepth = 10;
-  static constexpr uint32_t kMaxBinDepth = 6;
+  static constexpr uint32_t kMaxBinDepth = 8;  // pos fits a byte; level 7: 128 rows
   // How often each feature was split on along this vector's paths (counts has
   // num_features() entries, added to): the evidence of which features decided.
   void path_counts(const float* x, uint32_t* counts) const;

@@ -6,7 +6,8 @@
 // XGBoost's files; 10 % of values missing. BM_PredictBatchGrown: trees grown leaf-wise
 // to 64 leaves (XGBoost's lossguide policy), deep and lopsided. BM_PredictBatch/1/1/256 is the fixed cost
 // per vector (regrouping the batch, the sigmoid); BM_Shipped* score the shipped
-// c2-server model (XGBoost-trained: lopsided trees) on the same vectors.
+// c2-server model (XGBoost-trained: lopsided trees) on the same vectors; BM_PredictBatchHist
+// the full trees with thresholds on 255 cut points per feature (XGBoost hist).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -21,9 +22,11 @@ namespace {
 constexpr int kFeatures = 40;
 
 // Trees as XGBoost JSON: `grow` shapes each tree (left/right child, -1 for a leaf); splits
-// get a random feature, threshold and default direction, leaves a small value.
+// get a random feature, threshold and default direction, leaves a small value. With
+// `cuts`, thresholds are one of 255 cut points per feature, as XGBoost's hist method
+// (max_bin 256) makes them; else any value.
 template <class Grow>
-ls::TreeModel model_of(int trees, Grow&& grow) {
+ls::TreeModel model_of(int trees, Grow&& grow, bool cuts = false) {
   std::mt19937 r(11);
   std::normal_distribution<float> g;
   nlohmann::json ts = nlohmann::json::array(), info = nlohmann::json::array();
@@ -37,7 +40,7 @@ ls::TreeModel model_of(int trees, Grow&& grow) {
       if (l[i] >= 0) {
         f[i] = int(r() % kFeatures);
         dl[i] = int(r() & 1);
-        c[i] = g(r);
+        c[i] = cuts ? -3.0f + 6.0f * float(1 + r() % 255) / 256.0f : g(r);
       } else {
         c[i] = g(r) * 0.1f;
       }
@@ -54,13 +57,16 @@ ls::TreeModel model_of(int trees, Grow&& grow) {
 }
 
 // Full trees of one depth (XGBoost's default depth-wise growth at its limit).
-ls::TreeModel random_model(int trees, int depth) {
-  return model_of(trees, [&](std::mt19937&, std::vector<int>& l, std::vector<int>& rt) {
-    int n = (1 << (depth + 1)) - 1;
-    l.assign(n, -1);
-    rt.assign(n, -1);
-    for (int i = 0; 2 * i + 2 < n; i++) l[i] = 2 * i + 1, rt[i] = 2 * i + 2;
-  });
+ls::TreeModel random_model(int trees, int depth, bool cuts = false) {
+  return model_of(
+      trees,
+      [&](std::mt19937&, std::vector<int>& l, std::vector<int>& rt) {
+        int n = (1 << (depth + 1)) - 1;
+        l.assign(n, -1);
+        rt.assign(n, -1);
+        for (int i = 0; 2 * i + 2 < n; i++) l[i] = 2 * i + 1, rt[i] = 2 * i + 2;
+      },
+      cuts);
 }
 
 // Leaf-wise growth (grow_policy=lossguide, max_leaves): a random leaf split until the tree
@@ -126,6 +132,11 @@ void BM_PredictBatch(benchmark::State& st) {
   run_batches(st, random_model(int(st.range(0)), int(st.range(1))), size_t(st.range(2)));
 }
 
+// The same full trees with hist-like thresholds: 500 × depth 8 fits the bins kernels.
+void BM_PredictBatchHist(benchmark::State& st) {
+  run_batches(st, random_model(int(st.range(0)), int(st.range(1)), true), size_t(st.range(2)));
+}
+
 void BM_PredictBatchGrown(benchmark::State& st) {
   run_batches(st, grown_model(int(st.range(0)), int(st.range(1))), size_t(st.range(2)));
 }
@@ -153,5 +164,6 @@ BENCHMARK(BM_ShippedOne);
 BENCHMARK(BM_ShippedBatch)->Arg(8)->Arg(16)->Arg(32)->Arg(64)->Arg(256);
 BENCHMARK(BM_PredictOne)->Args({100, 6})->Args({500, 8});
 BENCHMARK(BM_PredictBatchGrown)->Args({100, 64, 256});
+BENCHMARK(BM_PredictBatchHist)->Args({100, 6, 256})->Args({500, 8, 64})->Args({500, 8, 256});
 BENCHMARK(BM_PredictBatch)->Args({1, 1, 256})->Args({100, 6, 16})->Args({100, 6, 32})->Args({100, 6, 64})->Args({100, 6, 256})->Args({500, 8, 64})->Args({500, 8, 256});
 BENCHMARK_MAIN();

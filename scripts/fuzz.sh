@@ -110,6 +110,9 @@ for i, (obj, extra) in enumerate([("binary:logistic", {}), ("multi:softprob", {"
     yy = y if obj.startswith("binary") else (x[:, 1] > 0).astype(int) + y
     b = xgb.train({"objective": obj, "max_depth": 3, **extra}, xgb.DMatrix(x, label=yy), 4)
     b.save_model(f"{sys.argv[1]}/m{i}.json")
+# depth 8 from hist: the bins kernels' deepest levels (ranks by 4-8 shuffles, leaves past 64)
+x = np.random.default_rng(2).normal(size=(2000, 5)); y = (x[:, 0] * x[:, 1] + np.sin(3 * x[:, 2]) > 0).astype(int)
+xgb.train({"objective": "binary:logistic", "max_depth": 8, "tree_method": "hist"}, xgb.DMatrix(x, label=y), 2).save_model(f"{sys.argv[1]}/m8.json")
 PY
       fi ;;
     rules|rules_hs) cp features/rules/default.rules "$d/default" ;;

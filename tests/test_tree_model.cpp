@@ -169,10 +169,10 @@ TEST(TreeModel, BatchEngineAndFallbacks) {
 
 // avx512bins and avx2bins keep each node's threshold as its 1-based rank among its
 // feature's distinct thresholds, in a byte: up to 255 of them per feature, trees up to
-// depth 6; otherwise the model keeps the float kernels. At the limit, with thresholds at
+// depth 8; otherwise the model keeps the float kernels. At the limit, with thresholds at
 // float's extremes, ±0 and denormals, and inputs equal to them, answers are the walk's
 // bit for bit.
-TEST(TreeModel, BinsTakeUpTo255ThresholdsPerFeatureAndDepth6) {
+TEST(TreeModel, BinsTakeUpTo255ThresholdsPerFeatureAndDepth8) {
   if (!__builtin_cpu_supports("avx2")) GTEST_SKIP() << "no AVX2 on this CPU: no bins kernel runs here";
   auto cuts = [](size_t distinct) {
     const float big = std::numeric_limits<float>::max(), tiny = std::numeric_limits<float>::denorm_min();
@@ -183,15 +183,15 @@ TEST(TreeModel, BinsTakeUpTo255ThresholdsPerFeatureAndDepth6) {
     return c;
   };
   for (size_t distinct : {255u, 256u})
-    for (int depth : {6, 7})
+    for (int depth : {6, 7, 8, 9})
       for (int dl : {0, 1, -1}) {
         Gen g;
         g.cuts = cuts(distinct);
         g.cycle_cuts = true;
         g.default_left = dl;
-        // One feature, 12 full trees of 63 or 127 splits, cuts in turn: every cut is used.
+        // One feature, 12 full trees of 63 to 511 splits, cuts in turn: every cut is used.
         TreeModel m = g.model(12, depth, 1, 1, 0.0f);
-        bool fits = distinct <= 255 && depth <= 6;
+        bool fits = distinct <= 255 && depth <= int(TreeModel::kMaxBinDepth);
         std::string what = std::to_string(distinct) + " thresholds, depth " + std::to_string(depth) +
                            ", default left " + std::to_string(dl);
         EXPECT_EQ(fits && cpu_has_bins(), m.set_batch_engine("avx512bins")) << what;
