@@ -136,8 +136,9 @@ void TiTable::save(const std::string& path) const {
 std::shared_ptr<const TiTable> TiTable::load_compiled(const std::string& path,
                                                       const std::map<std::string, double>& weights) {
   // One read into a buffer of the file's size (a stringstream copied 17 MB three times),
-  // left uninitialised (zeroing it first was 3 % of a small replay). Not mmap: a file
-  // rewritten in place under a running daemon would kill it with SIGBUS.
+  // left uninitialised (zeroing it first was 3 % of a small replay), on huge pages like
+  // the arrays it fills. Not mmap: a file rewritten in place under a running daemon would
+  // kill it with SIGBUS.
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw TiError(path + ": " + std::strerror(errno));
   size_t size = 0;
@@ -146,7 +147,9 @@ std::shared_ptr<const TiTable> TiTable::load_compiled(const std::string& path,
     if (end > 0) size = size_t(end);
     std::rewind(f);
   }
-  std::unique_ptr<char[]> buf(new char[size ? size : 1]);
+  size_t cap = size ? size : 1;
+  auto release = [cap](char* p) { HugeAlloc<char>().deallocate(p, cap); };
+  std::unique_ptr<char, decltype(release)> buf(HugeAlloc<char>().allocate(cap), release);
   bool ok = std::fread(buf.get(), 1, size, f) == size;
   std::fclose(f);
   if (!ok) throw TiError(path + ": read failed");

@@ -103,7 +103,7 @@ struct TiBuilder {
   };
   std::vector<Range4> v4;
   std::vector<Prefix> v6;
-  std::vector<TiTable::PortEntry> ports;
+  TiTable::Big<TiTable::PortEntry> ports;
 
   void add(const Prefix& p) {
     if (p.v6) v6.push_back(p);

@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/mem.h"
+
 namespace ls {
 
 struct TiError : std::runtime_error {
@@ -95,7 +97,11 @@ class TiTable {
   std::vector<TiFeed> feeds_;
   std::vector<std::vector<uint32_t>> sets_;  // feed-instance sets, deduplicated
   std::vector<TiHit> set_hits_;              // precomputed answer per set
-  std::vector<Iv4> v4_;
+  // The big arrays (a full feed directory: 1.2M v4 intervals, 300k port entries) on huge
+  // pages: a load faults in 2 MB at a time.
+  template <class T>
+  using Big = std::vector<T, HugeAlloc<T>>;
+  Big<Iv4> v4_;
   // v4_by16_[p]: the first interval starting at or after p << 16, for p = 0 .. 65536: a
   // lookup searches one /16's intervals (a few) instead of all of them (1.2M: 20 steps,
   // most of them cache misses). Empty below kIndexFrom intervals: their search stays in
@@ -103,7 +109,7 @@ class TiTable {
   // test feeds, reloaded often).
   static constexpr size_t kIndexFrom = 1024;
   std::vector<uint32_t> v4_by16_;
-  std::vector<Iv6> v6_;
+  Big<Iv6> v6_;
   struct PortEntry {
     unsigned __int128 addr;  // IPv4 in the low 32 bits
     uint8_t ver;
@@ -113,7 +119,7 @@ class TiTable {
       return ver != o.ver ? ver < o.ver : addr != o.addr ? addr < o.addr : port < o.port;
     }
   };
-  std::vector<PortEntry> ports_;  // sorted
+  Big<PortEntry> ports_;  // sorted
   int set_of(const uint8_t* addr, uint8_t ip_ver) const;  // -1: none
   friend struct TiBuilder;
 };

@@ -471,3 +471,35 @@ TEST(PartnerTable, CombinesPartnersExports) {
 }
 
 }  // namespace
+
+// The table's big arrays: 2 MB and more come from huge-page-advised mappings, 2 MB
+// aligned (a 20 MB table then loads with tens of page faults, not thousands); smaller
+// ones from operator new. Both sides must release what they took (ASan, and munmap's
+// size).
+TEST(HugeAlloc, LargeArraysAreHugePageAlignedAndAdvised) {
+  std::vector<uint64_t, HugeAlloc<uint64_t>> big(kHugePage / 8 + 1, 7), small(100, 3);
+  auto at = reinterpret_cast<uintptr_t>(big.data());
+  EXPECT_EQ(at % kHugePage, 0u);
+  EXPECT_EQ(big.front() + big.back() + small.back(), 17u);
+  std::ifstream mode("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string thp((std::istreambuf_iterator<char>(mode)), {});
+  if (!thp.empty() && thp.find("[never]") == std::string::npos) {
+    // /proc/self/smaps: the mapping holding big's first byte says whether THP may back it.
+    std::ifstream smaps("/proc/self/smaps");
+    std::string line;
+    bool inside = false;
+    int eligible = -1;
+    while (std::getline(smaps, line)) {
+      uintptr_t lo, hi;
+      if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' '))
+        inside = lo <= at && at < hi;
+      else if (inside && line.rfind("THPeligible:", 0) == 0)
+        eligible = std::atoi(line.c_str() + 12);
+    }
+    EXPECT_EQ(eligible, 1) << "THP mode " << thp;
+  }
+  big.resize(10);
+  big.shrink_to_fit();  // from a mapping to operator new
+  small.resize(kHugePage / 8 * 3, 1);  // and back
+  EXPECT_EQ(big.back() + small.back(), 8u);
+}
