@@ -9,11 +9,11 @@
 //   ports:    16-byte addr, u8 ver, u16 port, u32 feed
 // (str = u32 length + bytes). Everything read is checked against the counts and the other
 // sections before use: a damaged file is refused with what is wrong, never half-loaded.
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <memory>
-#include <string_view>
 #include <fstream>
 
 #include "features/ti_table.h"
@@ -37,37 +37,69 @@ struct Writer {
   }
 };
 
+// The file through a 64 KB window, so a load never holds the file and the table at once
+// (17 MB more at the peak); the IPv4 section goes straight into its array. `at` is the
+// file offset of the next unread byte: errors name it.
 struct Reader {
-  std::string_view b;
+  FILE* f;
+  uint64_t size;  // the file's, at open
   const std::string& path;
-  size_t at = 0;
+  uint64_t at = 0;
+  std::string win;  // win[pos..] are the file's bytes from at on
+  size_t pos = 0;
   [[noreturn]] void bad(const std::string& what) const {
     throw TiError(path + ": damaged compiled table at byte " + std::to_string(at) + ": " + what +
                   " (compile it again: linesight ti compile)");
   }
+  uint64_t left() const { return size - at; }
   void need(uint64_t n, const char* what) const {
-    if (n > b.size() - at) bad(std::string("truncated ") + what);
+    if (n > left()) bad(std::string("truncated ") + what);
+  }
+  // At least n (<= left(), checked) bytes in the window.
+  void fill(size_t n) {
+    size_t have = win.size() - pos;
+    if (have >= n) return;
+    win.erase(0, pos);
+    pos = 0;
+    size_t want = std::min<uint64_t>(std::max<size_t>(n, 64 << 10), left()) - have;
+    win.resize(have + want);
+    if (std::fread(win.data() + have, 1, want, f) != want) bad("read failed (file changed while read?)");
+  }
+  void take(size_t n) {
+    pos += n;
+    at += n;
   }
   template <class T>
   T get(const char* what) {
     need(sizeof(T), what);
+    fill(sizeof(T));
     T v;
-    std::memcpy(&v, b.data() + at, sizeof v);
-    at += sizeof v;
+    std::memcpy(&v, win.data() + pos, sizeof v);
+    take(sizeof v);
     return v;
   }
   std::string str(const char* what) {
     uint32_t n = get<uint32_t>(what);
     need(n, what);
-    std::string s(b.data() + at, n);
-    at += n;
+    fill(n);
+    std::string s(win.data() + pos, n);
+    take(n);
     return s;
   }
   // A count is believed only if that many of the smallest element still fit the file.
   uint64_t count(const char* what, size_t min_bytes) {
     uint64_t n = get<uint64_t>(what);
-    if (n > (b.size() - at) / min_bytes) bad(std::string("impossible count of ") + what);
+    if (n > left() / min_bytes) bad(std::string("impossible count of ") + what);
     return n;
+  }
+  // n bytes (checked by the caller) into dst: the window's, then the file's directly.
+  void read_into(void* dst, size_t n) {
+    size_t have = std::min(n, win.size() - pos);
+    if (have) std::memcpy(dst, win.data() + pos, have);
+    take(have);
+    if (n > have && std::fread(static_cast<char*>(dst) + have, 1, n - have, f) != n - have)
+      bad("read failed (file changed while read?)");
+    at += n - have;
   }
 };
 
@@ -135,28 +167,22 @@ void TiTable::save(const std::string& path) const {
 
 std::shared_ptr<const TiTable> TiTable::load_compiled(const std::string& path,
                                                       const std::map<std::string, double>& weights) {
-  // One read into a buffer of the file's size (a stringstream copied 17 MB three times),
-  // left uninitialised (zeroing it first was 3 % of a small replay), on huge pages like
-  // the arrays it fills. Not mmap: a file rewritten in place under a running daemon would
-  // kill it with SIGBUS.
-  FILE* f = std::fopen(path.c_str(), "rb");
+  // Read, not mmap: a file rewritten in place under a running daemon would kill it with
+  // SIGBUS.
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
   if (!f) throw TiError(path + ": " + std::strerror(errno));
-  size_t size = 0;
-  if (std::fseek(f, 0, SEEK_END) == 0) {
-    long end = std::ftell(f);
-    if (end > 0) size = size_t(end);
-    std::rewind(f);
+  uint64_t size = 0;
+  if (std::fseek(f.get(), 0, SEEK_END) == 0) {
+    long end = std::ftell(f.get());
+    if (end > 0) size = uint64_t(end);
+    std::rewind(f.get());
   }
-  size_t cap = size ? size : 1;
-  auto release = [cap](char* p) { HugeAlloc<char>().deallocate(p, cap); };
-  std::unique_ptr<char, decltype(release)> buf(HugeAlloc<char>().allocate(cap), release);
-  bool ok = std::fread(buf.get(), 1, size, f) == size;
-  std::fclose(f);
-  if (!ok) throw TiError(path + ": read failed");
-  std::string_view b(buf.get(), size);
-  Reader r{b, path};
+  // stdio's own buffer would only add a copy: the Reader reads in large blocks.
+  std::setvbuf(f.get(), nullptr, _IONBF, 0);
+  Reader r{f.get(), size, path};
   r.need(sizeof kMagic, "header");
-  r.at = sizeof kMagic;
+  r.fill(sizeof kMagic);
+  r.take(sizeof kMagic);
   if (r.get<uint32_t>("header") != kByteOrder) r.bad("written on a machine of the other byte order");
   uint32_t version = r.get<uint32_t>("header");
   if (version != kVersion) r.bad("format version " + std::to_string(version) + ", this linesight reads " +
@@ -196,20 +222,20 @@ std::shared_ptr<const TiTable> TiTable::load_compiled(const std::string& path,
   auto check_set = [&](uint32_t set) {
     if (set != UINT32_MAX && set >= nsets) r.bad("interval names a set that does not exist");
   };
-  // The file's v4 section is the array itself (u32 lo, u32 set): one copy, then checked.
+  // The file's v4 section is the array itself (u32 lo, u32 set): read into it, then checked.
   static_assert(sizeof(Iv4) == 8 && offsetof(Iv4, set) == 4);
   r.need(n4 * sizeof(Iv4), "v4 intervals");
   t->v4_.resize(n4);
-  if (n4) std::memcpy(t->v4_.data(), b.data() + r.at, n4 * sizeof(Iv4));
+  const uint64_t v4_at = r.at;
+  r.read_into(t->v4_.data(), n4 * sizeof(Iv4));
   for (size_t i = 0; i < n4; i++) {
     const Iv4& iv = t->v4_[i];
     if ((iv.set != UINT32_MAX && iv.set >= nsets) || (i && iv.lo <= t->v4_[i - 1].lo)) {
-      r.at += i * sizeof(Iv4);  // name the interval's byte
+      r.at = v4_at + i * sizeof(Iv4);  // name the interval's byte
       check_set(iv.set);
       r.bad("v4 intervals out of order");
     }
   }
-  r.at += n4 * sizeof(Iv4);
   t->v6_.resize(n6);
   for (size_t i = 0; i < n6; i++) {
     t->v6_[i].lo = r.get<unsigned __int128>("v6 interval");
@@ -226,7 +252,7 @@ std::shared_ptr<const TiTable> TiTable::load_compiled(const std::string& path,
     p.feed = r.get<uint32_t>("port entry");
     if (p.feed >= nf || (p.ver != 4 && p.ver != 6) || (i && p < t->ports_[i - 1])) r.bad("port entry invalid or out of order");
   }
-  if (r.at != b.size()) r.bad("trailing bytes");
+  if (r.at != size) r.bad("trailing bytes");
   for (auto& f : t->feeds_) {
     auto w = weights.find(f.name);
     if (w != weights.end()) f.weight = w->second;

@@ -399,6 +399,41 @@ TEST(TiTable, DamagedCompiledTableIsRefusedNeverHalfLoaded) {
   }
 }
 
+// A table larger than the loader's 64 KB window: the IPv4 section read straight into
+// its array, the port entries across many refills. Same answers as the feeds; cut inside
+// either section or by one byte at the end, refused.
+TEST(TiTable, CompiledTableLargerThanTheReadWindow) {
+  TmpDir d;
+  std::mt19937 r(9);
+  std::string net, csv = "ip,port\n";
+  std::vector<std::string> ips;
+  for (int i = 0; i < 30000; i++) {
+    uint32_t v = uint32_t(r()) | 0x01000000u;
+    std::string ip = std::to_string(v >> 24) + "." + std::to_string(v >> 16 & 255) + "." + std::to_string(v >> 8 & 255) +
+                     "." + std::to_string(v & 255);
+    net += ip + "\n";
+    if (i % 4 == 0) csv += ip + "," + std::to_string(1 + r() % 65535) + "\n";
+    if (i % 97 == 0) ips.push_back(ip);
+  }
+  auto text = TiTable::load({d.write("a.netset", net), d.write("b.csv", csv)});
+  std::string bin = (d.p / "big.lsti").string();
+  text->save(bin);
+  ASSERT_GT(fs::file_size(bin), 4u * (64 << 10)) << "too small to leave the window";
+  auto comp = TiTable::load({bin});
+  EXPECT_EQ(comp->intervals(), text->intervals());
+  for (auto& ip : ips) {
+    EXPECT_EQ(describe(*text, addr(ip.c_str()), 4), describe(*comp, addr(ip.c_str()), 4)) << ip;
+    EXPECT_EQ(ports_of(*text, ip.c_str()), ports_of(*comp, ip.c_str())) << ip;
+  }
+  std::ifstream in(bin, std::ios::binary);
+  std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string cut = (d.p / "cut.lsti").string();
+  for (size_t n : {good.size() / 4, good.size() / 2, good.size() * 7 / 8, good.size() - 1}) {
+    std::ofstream(cut, std::ios::binary | std::ios::trunc).write(good.data(), std::streamsize(n));
+    EXPECT_THROW(TiTable::load({cut}), TiError) << "cut at " << n << " of " << good.size();
+  }
+}
+
 TEST(Reliability, IndependentSourcesCombineAndDecay) {
   ReliabilityModel m;
   // Two fresh feeds at weight 0.5 each: 1 − 0.5 × 0.5.
