@@ -171,15 +171,21 @@ std::shared_ptr<const TiTable> TiTable::load_compiled(const std::string& path,
   // SIGBUS.
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
   if (!f) throw TiError(path + ": " + std::strerror(errno));
+  // stdio's own buffer would only add a copy: the Reader reads in large blocks. (Set
+  // before any other operation on the stream, as C requires.)
+  std::setvbuf(f.get(), nullptr, _IONBF, 0);
   uint64_t size = 0;
   if (std::fseek(f.get(), 0, SEEK_END) == 0) {
     long end = std::ftell(f.get());
     if (end > 0) size = uint64_t(end);
     std::rewind(f.get());
   }
-  // stdio's own buffer would only add a copy: the Reader reads in large blocks.
-  std::setvbuf(f.get(), nullptr, _IONBF, 0);
-  Reader r{f.get(), size, path};
+  return read_compiled(f.get(), size, path, weights);
+}
+
+std::shared_ptr<const TiTable> TiTable::read_compiled(std::FILE* f, uint64_t size, const std::string& path,
+                                                      const std::map<std::string, double>& weights) {
+  Reader r{f, size, path};
   r.need(sizeof kMagic, "header");
   r.fill(sizeof kMagic);
   r.take(sizeof kMagic);

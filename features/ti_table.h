@@ -15,6 +15,7 @@
 // partner's sensor: indicator, ports, first/last seen, reliability, threats).
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -58,6 +59,10 @@ class TiTable {
   // Throws TiError naming the file.
   void save(const std::string& path) const;
   static bool is_compiled(const std::string& path);
+  // The compiled table from an open file whose length was `size` when opened: bytes that
+  // are gone by the time they are read (the file shrank) make it throw, like any damage.
+  static std::shared_ptr<const TiTable> read_compiled(std::FILE* f, uint64_t size, const std::string& path,
+                                                      const std::map<std::string, double>& weights = {});
   bool lookup(const uint8_t* addr, uint8_t ip_ver, TiHit& out) const;
   // Every feed instance (index into feeds()) listing the address; empty if none.
   const std::vector<uint32_t>& listing(const uint8_t* addr, uint8_t ip_ver) const;

@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <bit>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <set>
 
@@ -427,11 +429,29 @@ TEST(TiTable, CompiledTableLargerThanTheReadWindow) {
   }
   std::ifstream in(bin, std::ios::binary);
   std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // A file cut before it is opened: the counts no longer fit its length, refused up front.
   std::string cut = (d.p / "cut.lsti").string();
   for (size_t n : {good.size() / 4, good.size() / 2, good.size() * 7 / 8, good.size() - 1}) {
     std::ofstream(cut, std::ios::binary | std::ios::trunc).write(good.data(), std::streamsize(n));
     EXPECT_THROW(TiTable::load({cut}), TiError) << "cut at " << n << " of " << good.size();
   }
+  // A file that shrinks while it is read (its length at open was the whole table): the
+  // counts pass, and the read that comes up short must refuse it — in the first window,
+  // in the IPv4 section read straight into its array (the middle of the file), and in the
+  // last window (the port entries).
+  for (size_t n : {size_t(100), good.size() / 2, good.size() - 1}) {
+    std::ofstream(cut, std::ios::binary | std::ios::trunc).write(good.data(), std::streamsize(n));
+    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(cut.c_str(), "rb"), std::fclose);
+    ASSERT_TRUE(f);
+    try {
+      TiTable::read_compiled(f.get(), good.size(), cut);
+      ADD_FAILURE() << "loaded a table cut at " << n << " of " << good.size();
+    } catch (const TiError& e) {
+      EXPECT_NE(std::string(e.what()).find("read failed"), std::string::npos) << e.what();
+    }
+  }
+  std::unique_ptr<FILE, int (*)(FILE*)> whole(std::fopen(bin.c_str(), "rb"), std::fclose);
+  EXPECT_EQ(TiTable::read_compiled(whole.get(), good.size(), bin)->intervals(), text->intervals());
 }
 
 TEST(Reliability, IndependentSourcesCombineAndDecay) {
