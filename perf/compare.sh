@@ -15,7 +15,8 @@
 # timestamps go backwards between segments, for every tool alike). ROUNDS runs each,
 # interleaved; prints per capture: median CPU-seconds (user+sys), Mpps per CPU-second,
 # peak RSS, flows produced, RSS per flow, each tool's fixed RSS (on the capture's first
-# 10 packets) and RSS per flow above it, and linesight's ratio to each peer.
+# 10 packets) and RSS per flow above it, the slope of RSS per flow from the half capture
+# (below) to the whole, and linesight's ratio to each peer.
 # Usage: perf/compare.sh   (env: PACKETS FLOWS MIX_COPIES ROUNDS BIN DATA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,17 +35,25 @@ done
 [ -x "$BIN" ] || ./scripts/build.sh
 . perf/measure.sh
 
+# Each capture with its half (half the packets and flows; half the mix copies): memory per
+# flow is also measured as the slope between the two, which leaves out every bounded table
+# that is full at both sizes (linesight's endpoint tables, its TI table), as a tool at a
+# backbone's scale sees it.
 CAPS=("$(synth_pcap "$PACKETS" "$FLOWS")")
+HALVES=("$(synth_pcap $((PACKETS / 2)) $((FLOWS / 2)))")
 MIX_SRC="$DATA/bench/ndpi-ether-concat.pcap"
-if [ -f "$MIX_SRC" ]; then
-  MIX="$OUT/mix-x$MIX_COPIES.pcap"
-  if [ ! -f "$MIX" ]; then
-    srcs=()
-    for _ in $(seq "$MIX_COPIES"); do srcs+=("$MIX_SRC"); done
-    mergecap -a -F pcap -w "$MIX.tmp" "${srcs[@]}"
-    mv "$MIX.tmp" "$MIX"
+mix_pcap() {  # COPIES → the mix repeated COPIES times (made once)
+  local m="$OUT/mix-x$1.pcap" srcs=()
+  if [ ! -f "$m" ]; then
+    for _ in $(seq "$1"); do srcs+=("$MIX_SRC"); done
+    mergecap -a -F pcap -w "$m.tmp" "${srcs[@]}"
+    mv "$m.tmp" "$m"
   fi
-  CAPS+=("$MIX")
+  echo "$m"
+}
+if [ -f "$MIX_SRC" ]; then
+  CAPS+=("$(mix_pcap "$MIX_COPIES")")
+  HALVES+=("$(mix_pcap $(((MIX_COPIES + 1) / 2)))")
 else
   echo "note: $MIX_SRC absent: synthetic capture only" >&2
 fi
@@ -97,7 +106,8 @@ run_tools() {  # CAPTURE: one measured run of every tool → $OUT/times, $OUT/fl
   echo "argus $(flows_of argus)" >> "$OUT/flows"
 }
 
-for cap in "${CAPS[@]}"; do
+for i in "${!CAPS[@]}"; do
+  cap=${CAPS[$i]}
   # packets, and table capacity sized as an operator would (next power of two above 1.3 × flows)
   "$BIN" replay "$cap" --quiet --flows-out /dev/null --summary-json "$OUT/summary.json"
   read -r PK FL < <(python3 -c "import json;s=json.load(open('$OUT/summary.json'));print(s['counters']['packets'], s['records'])")
@@ -111,15 +121,27 @@ for cap in "${CAPS[@]}"; do
   mv "$OUT/times" "$OUT/base"
   : > "$OUT/times"
   : > "$OUT/flows"
+  # And once on the half capture, at the same table capacity: the slope's lower point.
+  run_tools "${HALVES[$i]}"
+  mv "$OUT/times" "$OUT/half"
+  mv "$OUT/flows" "$OUT/half-flows"
+  : > "$OUT/times"
+  : > "$OUT/flows"
   for r in $(seq "$ROUNDS"); do
     run_tools "$cap"
   done
-  python3 - "$OUT/times" "$OUT/flows" "$cap" "$ROUNDS" "$OUT/base" <<'PY'
+  python3 - "$OUT/times" "$OUT/flows" "$cap" "$ROUNDS" "$OUT/base" "$OUT/half" "$OUT/half-flows" <<'PY'
 import statistics, sys
-times, flows, base = {}, {}, {}
+times, flows, base, half, half_flows = {}, {}, {}, {}, {}
 for line in open(sys.argv[5]):
     name, _, _, _, _, rss, _ = line.split()
     base[name] = int(rss)
+for line in open(sys.argv[6]):
+    name, _, _, _, _, rss, _ = line.split()
+    half[name] = int(rss)
+for line in open(sys.argv[7]):
+    name, n = line.split()
+    half_flows[name] = int(n)
 for line in open(sys.argv[1]):
     name, pk, wall, user, sys_, rss, _ = line.split()
     times.setdefault(name, []).append((int(pk), float(wall), float(user) + float(sys_), int(rss)))
@@ -128,7 +150,7 @@ for line in open(sys.argv[2]):
     flows[name] = int(n)
 print(f"\n{sys.argv[3]}  ({next(iter(times.values()))[0][0]} packets, median of {sys.argv[4]})")
 print(f"{'tool':16} {'wall s':>7} {'CPU s':>7} {'Mpps/CPU-s':>11} {'peak RSS MB':>12} {'flows':>9} {'RSS KB/flow':>12}"
-      f" {'fixed MB':>9} {'above, KB/flow':>15}")
+      f" {'fixed MB':>9} {'above, KB/flow':>15} {'slope, KB/flow':>15}")
 res = {}
 for name, v in times.items():
     pk = v[0][0]
@@ -139,6 +161,9 @@ for name, v in times.items():
     f = flows.get(name, 0)
     b = base.get(name, 0)
     per = f"{rss / f:12.2f} {b / 1024:9.0f} {(rss - b) / f:15.2f}" if f else f"{'-':>12}"
+    hf = half_flows.get(name, 0)
+    if f and f > hf and name in half:  # peak RSS per extra flow, half capture → whole
+        per += f" {(rss - half[name]) / (f - hf):15.2f}"
     print(f"{name:16} {wall:7.2f} {cpu:7.2f} {res[name]:11.2f} {rss / 1024:12.0f} {f:9} {per}")
 peers = [p for p in ("softflowd", "nfpcapd", "argus") if p in res]
 for ls in ("linesight-full", "linesight-noti", "linesight-nocsv"):
