@@ -112,7 +112,7 @@ void serve_udp(Collector& c, const std::string& listen, const std::atomic<bool>&
   int buf = 16 << 20;  // bursts of export datagrams must not overflow the socket
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
   // Tests and scripts wait for this line before starting exporters.
-  std::fprintf(stderr, "linesight: collecting NetFlow v9 / IPFIX on %s\n", listen.c_str());
+  std::fprintf(stderr, "linesight: collecting NetFlow v5 / v9 / IPFIX on %s\n", listen.c_str());
   std::vector<uint8_t> b(65536);
   uint64_t last = 0;
   while (!stop.load(std::memory_order_relaxed)) {

@@ -38,7 +38,7 @@ const char* kUsage = R"(usage: linesight replay FILE... [options]
 
 replay:  pcap/pcapng files through the flow pipeline, one JSON line per flow.
 run:     the DPDK runtime on NIC ports or virtual devices (linesight run --help).
-collect: NetFlow v9 / IPFIX from routers or probes over UDP, joined into the same flow
+collect: NetFlow v5 / v9 / IPFIX from routers or probes over UDP, joined into the same flow
          records and features (docs/collector.md).
 report:  what our detections add to threat-intel feeds (linesight report --help).
 ti:      compile feeds into one table that loads in milliseconds; look addresses up
@@ -53,7 +53,7 @@ replay options (override the config file):
                          pages come in as flows use them, feature tables grow as needed)
 
 collect options:
-  --listen HOST:PORT     UDP address to receive NetFlow v9 / IPFIX on (e.g. 0.0.0.0:2055)
+  --listen HOST:PORT     UDP address to receive NetFlow v5 / v9 / IPFIX on (e.g. 0.0.0.0:2055)
   --exit-idle D          stop once no datagram has arrived for D (e.g. 3s)
 )";
 

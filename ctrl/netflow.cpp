@@ -54,6 +54,7 @@ void NetflowDecoder::decode(const uint8_t* p, size_t n, const std::string& from)
   if (n < 4) return ctr.inc(NfCtr::truncated_header);
   uint16_t ver = rd16(p);
   bool ipfix = ver == 10;
+  if (ver == 5) return decode_v5(p, n, from);
   if (ver != 9 && ver != 10) return ctr.inc(NfCtr::bad_version);
   size_t hdr = ipfix ? 16 : 20;
   if (n < hdr) return ctr.inc(NfCtr::truncated_header);
@@ -104,6 +105,63 @@ void NetflowDecoder::decode(const uint8_t* p, size_t n, const std::string& from)
     }  // other set ids are reserved: skipped
   }
   check_sequence(exporters_[ex], ipfix, seq, flow_records, data_records);
+}
+
+// NetFlow v5 (Cisco's fixed format; IPv4 only): a 24-byte header — version, count,
+// sysUpTime ms, export time s + ns, flows sequence, engine type / id, sampling (2 bits
+// mode, 14 bits interval) — and `count` records of 48 bytes: src, dst, next hop, ifindex
+// in / out, packets, octets, first / last (sysUpTime ms), ports, pad, TCP flags, protocol,
+// ToS, AS numbers, masks, pad.
+void NetflowDecoder::decode_v5(const uint8_t* p, size_t n, const std::string& from) {
+  constexpr size_t kHdr = 24, kRec = 48;
+  ctr.inc(NfCtr::datagrams_v5);
+  if (n < kHdr) return ctr.inc(NfCtr::truncated_header);
+  uint32_t count = rd16(p + 2), uptime_ms = rd32(p + 4), seq = rd32(p + 16);
+  // Records that are whole and announced are decoded; a count that disagrees with the
+  // length is counted once (nfcapd would drop the datagram: the records are still good).
+  if (kHdr + size_t(count) * kRec != n) {
+    ctr.inc(NfCtr::bad_length);
+    count = uint32_t(std::min<size_t>(count, (n - kHdr) / kRec));
+  }
+  uint32_t ex = exporter_of(from, uint32_t(p[20]) << 8 | p[21]);
+  Exporter& e = exporters_[ex];
+  uint16_t samp = rd16(p + 22);
+  if (samp & 0x3FFF) {  // mode 1: 1 in N deterministic, mode 2: random (0: none)
+    e.sampling = samp & 0x3FFF;
+    e.sampling_random = samp >> 14 == 2;
+  }
+  // The exporter's boot in ms, to the header's ns: v5 times are as exact as its clock.
+  int64_t base_ms = int64_t(rd32(p + 8)) * 1000 + rd32(p + 12) / 1'000'000 - int64_t(uptime_ms);
+  for (uint32_t i = 0; i < count; i++) {
+    const uint8_t* r = p + kHdr + size_t(i) * kRec;
+    Uniflow u{};
+    u.ip_ver = 4;
+    std::memcpy(u.src, r, 4);
+    std::memcpy(u.dst, r + 4, 4);
+    u.packets = rd32(r + 16);
+    u.bytes = rd32(r + 20);
+    // Relative to sysUpTime, 32-bit ms that may wrap (49.7 days after boot).
+    int64_t first = int32_t(rd32(r + 24) - uptime_ms) + int64_t(uptime_ms);
+    int64_t last = int32_t(rd32(r + 28) - uptime_ms) + int64_t(uptime_ms);
+    u.sport = rd16(r + 32);
+    u.dport = rd16(r + 34);  // ICMP: type × 256 + code, as Cisco exports it
+    u.tcp_flags = r[37];
+    u.proto = r[38];
+    u.first_ns = uint64_t(std::max<int64_t>(0, base_ms + first)) * 1'000'000ull;
+    u.last_ns = std::max<uint64_t>(u.first_ns, uint64_t(std::max<int64_t>(0, base_ms + last)) * 1'000'000ull);
+    u.sampling_interval = e.sampling;
+    u.sampling_random = e.sampling_random;
+    u.exporter = ex;
+    ctr.inc(NfCtr::records);
+    sink_(u);
+  }
+  // The header's sequence counts the flows before this datagram.
+  if (e.seq_known && seq != e.next_seq) {
+    uint32_t gap = seq - e.next_seq;
+    ctr.inc(NfCtr::sequence_gaps, gap < (1u << 31) ? gap : 1);  // far behind: a restart
+  }
+  e.seq_known = true;
+  e.next_seq = seq + rd16(p + 2);
 }
 
 // v9 numbers datagrams. IPFIX numbers the data records sent before this message

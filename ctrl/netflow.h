@@ -1,7 +1,8 @@
-// NetFlow v9 (RFC 3954) and IPFIX (RFC 7011) decoder: datagrams from router or probe
+// NetFlow v5, v9 (RFC 3954) and IPFIX (RFC 7011) decoder: datagrams from router or probe
 // exporters in, unidirectional flow records out. Templates and options (sampling, system
-// init time) are kept per exporter and observation domain / source id. Every malformed or
-// unusable piece is counted under a named counter; decoding never reads past a datagram.
+// init time) are kept per exporter and observation domain / source id (v5: engine type
+// and id). Every malformed or unusable piece is counted under a named counter; decoding
+// never reads past a datagram.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -16,13 +17,14 @@ namespace ls {
   X(datagrams)              /* datagrams offered */                                         \
   X(datagrams_v9)                                                                            \
   X(datagrams_ipfix)                                                                         \
+  X(datagrams_v5)                                                                            \
   X(records)                /* flow records decoded */                                      \
   X(options_records)        /* options data records (sampling, system init time) */         \
   X(templates)              /* template records learnt (incl. refreshes) */                 \
   X(templates_withdrawn)                                                                     \
-  X(bad_version)            /* neither 9 nor 10 (v5 and sFlow are not supported) */         \
+  X(bad_version)            /* not 5, 9 or 10 (v1, v7 and sFlow are not supported) */      \
   X(truncated_header)                                                                        \
-  X(bad_length)             /* IPFIX message length differs from the datagram */            \
+  X(bad_length)             /* IPFIX length, or v5 record count, disagrees with the datagram */ \
   X(bad_set_length)         /* a set shorter than its header or past the datagram */        \
   X(bad_template)           /* template record cut short or with zero-length fields */      \
   X(data_without_template)  /* data set whose template is not (yet) known: skipped */       \
@@ -96,6 +98,7 @@ class NetflowDecoder {
   using TemplateKey = std::tuple<uint32_t, uint16_t>;  // exporter index, template id
 
   uint32_t exporter_of(const std::string& from, uint32_t domain);
+  void decode_v5(const uint8_t* p, size_t n, const std::string& from);
   void templates_set(const uint8_t* p, size_t n, uint32_t ex, bool ipfix, bool options);
   // Returns the number of records decoded; stops at padding.
   uint32_t data_set(const uint8_t* p, size_t n, uint32_t ex, const Template& t, bool ipfix,

@@ -63,9 +63,9 @@ for name, e, magic, minor in (("swapped-nano", ">", 0xa1b23c4d, 4), ("v2.3", "<"
     open(f"{sys.argv[1]}/{name}", "wb").write(b)
 PY
       ;;
-    netflow)  # softflowd's v9 and IPFIX for a capture, length-prefixed as the target reads
+    netflow)  # softflowd's v5, v9 and IPFIX for a capture, length-prefixed as the target reads
       if command -v softflowd >/dev/null && [ -f "$DATA/slips/test-cc-capture-2.pcap" ]; then
-        for v in 9 10; do
+        for v in 5 9 10; do
           python3 - "$d/softflowd-v$v" "$v" "$DATA/slips/test-cc-capture-2.pcap" <<'PY'
 import socket, struct, subprocess, sys
 out, v, pcap = sys.argv[1], sys.argv[2], sys.argv[3]

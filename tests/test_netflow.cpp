@@ -94,6 +94,76 @@ TEST_F(Netflow, EveryTruncationOfAValidMessageIsSafe) {
   EXPECT_EQ(d.ctr.get(NfCtr::bad_length), m.b.size() - 16);
 }
 
+// NetFlow v5: one 48-byte record (src, dst, ports, protocol, flags, counts, uptime-relative
+// times) after a 24-byte header with export time in s + ns, engine id and sampling.
+Buf v5_record(uint32_t src, uint32_t dst, uint32_t pkts, uint32_t octets, uint32_t first, uint32_t last,
+              uint16_t sport, uint16_t dport, uint8_t flags, uint8_t proto) {
+  Buf r;
+  r.u32(src).u32(dst).u32(0).u16(1).u16(2).u32(pkts).u32(octets).u32(first).u32(last).u16(sport).u16(dport)
+      .u8(0).u8(flags).u8(proto).u8(0).u16(0).u16(0).u8(24).u8(24).u16(0);
+  return r;
+}
+Buf v5(uint16_t count, uint32_t uptime, uint32_t secs, uint32_t nsecs, uint32_t seq, uint16_t sampling,
+       const std::vector<Buf>& recs) {
+  Buf m;
+  m.u16(5).u16(count).u32(uptime).u32(secs).u32(nsecs).u32(seq).u8(1).u8(7).u16(sampling);
+  for (const Buf& r : recs) m.b.insert(m.b.end(), r.b.begin(), r.b.end());
+  return m;
+}
+
+TEST_F(Netflow, V5RecordsTimesSamplingAndSequence) {
+  // Up 2^32 + 5000 ms (uptime reads 5000), exported at 1,700,000,000.250 s; the TCP flow
+  // started 10 s ago (first just below 2^32: the wrap), the ICMP echo 1.5 s ago.
+  Buf tcp = v5_record(0xC0000201, 0xC6336402, 12, 3400, uint32_t(-5000), 4000, 40000, 443, 0x1B, 6);
+  Buf icmp = v5_record(0xC0000201, 0xC6336403, 1, 84, 3500, 3500, 0, 8 << 8, 0, 1);
+  feed(v5(2, 5000, 1'700'000'000, 250'000'000, 100, 0x8000 | 100, {tcp, icmp}));
+  ASSERT_EQ(got.size(), 2u);
+  const uint64_t export_ms = 1'700'000'000'250ull;
+  EXPECT_EQ(got[0].first_ns, (export_ms - 10'000) * 1'000'000);
+  EXPECT_EQ(got[0].last_ns, (export_ms - 1'000) * 1'000'000);
+  EXPECT_EQ(got[0].ip_ver, 4);
+  EXPECT_EQ(got[0].src[0], 0xC0);
+  EXPECT_EQ(got[0].dst[3], 0x02);
+  EXPECT_EQ(got[0].sport, 40000);
+  EXPECT_EQ(got[0].dport, 443);
+  EXPECT_EQ(got[0].proto, 6);
+  EXPECT_EQ(got[0].tcp_flags, 0x1B);
+  EXPECT_EQ(got[0].packets, 12u);
+  EXPECT_EQ(got[0].bytes, 3400u);
+  EXPECT_EQ(got[0].sampling_interval, 100u);  // mode 2: random 1 in 100
+  EXPECT_TRUE(got[0].sampling_random);
+  EXPECT_EQ(got[1].proto, 1);
+  EXPECT_EQ(got[1].dport, 8 << 8);  // echo request, type × 256 + code
+  EXPECT_EQ(got[1].first_ns, (export_ms - 1'500) * 1'000'000);
+  EXPECT_EQ(d.ctr.get(NfCtr::datagrams_v5), 1u);
+  EXPECT_EQ(d.ctr.get(NfCtr::records), 2u);
+  // The next datagram should say 102 flows before it; 105 means three were lost.
+  feed(v5(1, 6000, 1'700'000'001, 0, 105, 0x4000 | 4, {icmp}));
+  EXPECT_EQ(d.ctr.get(NfCtr::sequence_gaps), 3u);
+  EXPECT_EQ(got.back().sampling_interval, 4u);  // mode 1: deterministic 1 in 4
+  EXPECT_FALSE(got.back().sampling_random);
+  feed(v5(1, 7000, 1'700'000'002, 0, 106, 0, {tcp}));
+  EXPECT_EQ(d.ctr.get(NfCtr::sequence_gaps), 3u);
+  EXPECT_EQ(d.ctr.get(NfCtr::bad_length), 0u);
+}
+
+TEST_F(Netflow, V5CountDisagreeingWithLengthKeepsWholeRecords) {
+  Buf r = v5_record(0x0A000001, 0x0A000002, 1, 60, 10, 10, 1, 2, 0, 17);
+  feed(v5(3, 100, 1'700'000'000, 0, 0, 0, {r, r}));  // 3 announced, 2 sent
+  EXPECT_EQ(got.size(), 2u);
+  EXPECT_EQ(d.ctr.get(NfCtr::bad_length), 1u);
+  Buf m = v5(2, 100, 1'700'000'000, 0, 3, 0, {r, r});
+  for (size_t n = 0; n <= m.b.size(); n++) {  // every cut: only whole records, never an overread
+    std::vector<uint8_t> cut(m.b.begin(), m.b.begin() + long(n));
+    d.decode(cut.data(), cut.size(), "x");
+  }
+  // Cuts below the header: truncated; from the header on, whole records only: 0 for
+  // 24..71, 1 for 72..119, 2 for the full 120 bytes.
+  EXPECT_EQ(d.ctr.get(NfCtr::truncated_header), 24u);
+  EXPECT_EQ(got.size(), 2u + 48 + 2);
+  EXPECT_EQ(d.ctr.get(NfCtr::bad_length), 1u + 96);
+}
+
 // The collector hands the records a datagram ends to its consumer together (the models
 // score them in one batch), each prefetched first, and every one by the end.
 TEST(Collector, RecordsReachTheConsumerInBatches) {
