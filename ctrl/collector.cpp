@@ -90,48 +90,144 @@ std::string peer_name(const sockaddr_storage& a) {
 }
 }  // namespace
 
-void serve_udp(Collector& c, const std::string& listen, const std::atomic<bool>& stop,
-               uint64_t exit_idle_ns, const std::function<void()>& tick) {
+namespace {
+// A bound socket for "HOST:PORT" ("[::]:4739", ":2055"); throws naming the flag.
+int bind_listen(const std::string& listen, int type, const char* flag) {
   auto colon = listen.rfind(':');
-  if (colon == std::string::npos) throw std::runtime_error("--listen " + listen + ": expected HOST:PORT");
+  if (colon == std::string::npos) throw std::runtime_error(std::string(flag) + " " + listen + ": expected HOST:PORT");
   std::string host = listen.substr(0, colon), port = listen.substr(colon + 1);
   if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   addrinfo hints{}, *res = nullptr;
-  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_socktype = type;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
-  if (rc) throw std::runtime_error("--listen " + listen + ": " + gai_strerror(rc));
-  int fd = socket(res->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+  if (rc) throw std::runtime_error(std::string(flag) + " " + listen + ": " + gai_strerror(rc));
+  int fd = socket(res->ai_family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int one = 1;
+  if (fd >= 0 && type == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 || (type == SOCK_STREAM && ::listen(fd, 16) != 0)) {
     std::string e = std::strerror(errno);
     freeaddrinfo(res);
     if (fd >= 0) close(fd);
-    throw std::runtime_error("--listen " + listen + ": " + e);
+    throw std::runtime_error(std::string(flag) + " " + listen + ": " + e);
   }
   freeaddrinfo(res);
-  int buf = 16 << 20;  // bursts of export datagrams must not overflow the socket
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
-  // Tests and scripts wait for this line before starting exporters.
-  std::fprintf(stderr, "linesight: collecting NetFlow v5 / v9 / IPFIX on %s\n", listen.c_str());
+  return fd;
+}
+
+// One IPFIX-over-TCP connection: bytes read but not yet a whole message.
+struct TcpSession {
+  int fd;
+  std::string from;
+  std::vector<uint8_t> buf;
+};
+constexpr size_t kMaxSessions = 256;
+}  // namespace
+
+void Collector::end_session(const std::string& from) { dec_.end_session(from); }
+
+void serve(Collector& c, const std::string& udp, const std::string& tcp, const std::atomic<bool>& stop,
+           uint64_t exit_idle_ns, const std::function<void()>& tick) {
+  int ufd = -1, lfd = -1;
+  std::vector<TcpSession> sessions;
+  auto close_all = [&] {
+    for (auto& s : sessions) close(s.fd);
+    if (ufd >= 0) close(ufd);
+    if (lfd >= 0) close(lfd);
+  };
+  try {
+    if (!udp.empty()) ufd = bind_listen(udp, SOCK_DGRAM, "--listen");
+    if (!tcp.empty()) lfd = bind_listen(tcp, SOCK_STREAM, "--listen-tcp");
+  } catch (...) {
+    close_all();
+    throw;
+  }
+  if (ufd >= 0) {
+    int buf = 16 << 20;  // bursts of export datagrams must not overflow the socket
+    setsockopt(ufd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+  }
+  // Tests and scripts wait for these lines before starting exporters.
+  if (ufd >= 0) std::fprintf(stderr, "linesight: collecting NetFlow v5 / v9 / IPFIX on udp %s\n", udp.c_str());
+  if (lfd >= 0) std::fprintf(stderr, "linesight: collecting IPFIX on tcp %s\n", tcp.c_str());
   std::vector<uint8_t> b(65536);
+  std::vector<pollfd> pf;
   uint64_t last = 0;
+  NfCounters& ctr = c.netflow_counters();
+  auto drop_session = [&](size_t i) {
+    close(sessions[i].fd);
+    c.end_session(sessions[i].from);
+    sessions.erase(sessions.begin() + long(i));
+  };
   while (!stop.load(std::memory_order_relaxed)) {
-    pollfd p{fd, POLLIN, 0};
-    int n = poll(&p, 1, 100);
-    if (n > 0) {
+    pf.clear();
+    if (ufd >= 0) pf.push_back({ufd, POLLIN, 0});
+    if (lfd >= 0) pf.push_back({lfd, POLLIN, 0});
+    for (auto& s : sessions) pf.push_back({s.fd, POLLIN, 0});
+    int n = poll(pf.data(), pf.size(), 100);
+    if (n > 0 && ufd >= 0 && (pf[0].revents & POLLIN)) {
       for (;;) {  // drain what is queued before looking at the clock again
         sockaddr_storage from{};
         socklen_t fl = sizeof from;
-        ssize_t got = recvfrom(fd, b.data(), b.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &fl);
+        ssize_t got = recvfrom(ufd, b.data(), b.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &fl);
         if (got < 0) break;
         c.datagram(b.data(), size_t(got), peer_name(from));
         last = mono_ns();
       }
     }
+    if (n > 0 && lfd >= 0 && (pf[ufd >= 0].revents & POLLIN)) {
+      for (;;) {
+        sockaddr_storage from{};
+        socklen_t fl = sizeof from;
+        int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&from), &fl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) break;
+        if (sessions.size() >= kMaxSessions) {
+          ctr.inc(NfCtr::tcp_refused);
+          close(fd);
+          continue;
+        }
+        ctr.inc(NfCtr::tcp_sessions);
+        sessions.push_back({fd, peer_name(from), {}});
+      }
+    }
+    // Sessions polled this round are the first pf.size() - first of `sessions` (accepts
+    // above only append).
+    size_t first = size_t(ufd >= 0) + size_t(lfd >= 0), polled = n > 0 ? pf.size() - first : 0;
+    for (size_t k = polled; k-- > 0;) {
+      if (!(pf[first + k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      TcpSession& s = sessions[k];
+      bool ended = false, bad = false;
+      // At most 1 MB a session a round: one busy exporter must not starve the others.
+      for (int reads = 0; reads < 16 && !bad; reads++) {
+        ssize_t got = read(s.fd, b.data(), b.size());
+        if (got <= 0) {
+          ended = got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+          break;
+        }
+        last = mono_ns();
+        s.buf.insert(s.buf.end(), b.data(), b.data() + got);
+        // The stream is a sequence of IPFIX messages, each carrying its length (RFC 7011
+        // 10.4); consumed as they complete, so a session holds less than two reads.
+        size_t at = 0;
+        while (s.buf.size() - at >= 4) {
+          const uint8_t* m = s.buf.data() + at;
+          size_t len = size_t(m[2]) << 8 | m[3];
+          if ((m[0] << 8 | m[1]) != 10 || len < 16) {  // no way to find the next message
+            bad = true;
+            break;
+          }
+          if (s.buf.size() - at < len) break;
+          c.datagram(m, len, s.from);
+          at += len;
+        }
+        s.buf.erase(s.buf.begin(), s.buf.begin() + long(at));
+      }
+      if (bad) ctr.inc(NfCtr::tcp_bad_stream);
+      if (bad || ended) drop_session(k);  // a message cut by the close is lost with it
+    }
     if (tick) tick();
     if (exit_idle_ns && last && mono_ns() - last >= exit_idle_ns) break;
   }
-  close(fd);
+  close_all();
 }
 
 }  // namespace ls

@@ -1,4 +1,4 @@
-// Router flow input: NetFlow v9 / IPFIX datagrams → the exporter's unidirectional records
+// Router flow input: NetFlow v5 / v9 / IPFIX datagrams (IPFIX also over TCP) → the exporter's unidirectional records
 // → joined into bidirectional flow records in a flow table (the two directions of a
 // conversation meet in one entry, as packets do) → the same consumers as a replay
 // (JSON records, IPFIX re-export, the feature stage). Single-threaded: it runs at the
@@ -26,6 +26,8 @@ class Collector final : public RecordSink {
   }
   void finish();  // flushes every flow still in the table
   const NfCounters& netflow() const { return dec_.ctr; }
+  NfCounters& netflow_counters() { return dec_.ctr; }
+  void end_session(const std::string& from);  // an IPFIX-over-TCP connection closed
   const Counters& table_counters() const { return ctr_; }
   size_t table_bytes() const { return table_.memory_bytes(); }
   uint64_t uniflows = 0;
@@ -42,10 +44,11 @@ class Collector final : public RecordSink {
   RecordHold hold_;
 };
 
-// Receives datagrams on a UDP address ("127.0.0.1:2055", "[::]:4739") until `stop` is set,
-// or `exit_idle_ns` after the last datagram (0: never); `tick` runs at least every 100 ms
+// Receives NetFlow / IPFIX datagrams on a UDP address ("127.0.0.1:2055", "[::]:4739") and
+// IPFIX over TCP on another (either may be empty) until `stop` is set, or `exit_idle_ns`
+// after the last datagram or message (0: never); `tick` runs at least every 100 ms
 // (scheduled exports). Throws on socket errors.
-void serve_udp(Collector& c, const std::string& listen, const std::atomic<bool>& stop,
-               uint64_t exit_idle_ns, const std::function<void()>& tick = {});
+void serve(Collector& c, const std::string& udp, const std::string& tcp, const std::atomic<bool>& stop,
+           uint64_t exit_idle_ns, const std::function<void()>& tick = {});
 
 }  // namespace ls

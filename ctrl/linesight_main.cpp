@@ -30,7 +30,7 @@ void on_signal(int) { g_stop.store(true); }
 
 const char* kUsage = R"(usage: linesight replay FILE... [options]
        linesight run --config FILE [options] [-- EAL arguments]
-       linesight collect --listen HOST:PORT [options]
+       linesight collect --listen HOST:PORT | --listen-tcp HOST:PORT [options]
        linesight model check|predict MODEL.json [FEATURES.csv]
        linesight report --detections PATH --feeds PATH [--partner PATH] [options]
        linesight ti compile PATH... -o FILE | ti lookup --ti PATH ADDRESS...
@@ -54,7 +54,8 @@ replay options (override the config file):
 
 collect options:
   --listen HOST:PORT     UDP address to receive NetFlow v5 / v9 / IPFIX on (e.g. 0.0.0.0:2055)
-  --exit-idle D          stop once no datagram has arrived for D (e.g. 3s)
+  --listen-tcp HOST:PORT TCP address to receive IPFIX on (RFC 7011 10.4; e.g. 0.0.0.0:4739)
+  --exit-idle D          stop once nothing has arrived for D (e.g. 3s)
 )";
 
 [[noreturn]] void die(const std::string& m) {
@@ -178,12 +179,13 @@ int cmd_replay(int argc, char** argv) {
 
 int cmd_collect(int argc, char** argv) {
   Config cfg;
-  std::string listen;
+  std::string listen, listen_tcp;
   uint64_t exit_idle = 0;
   bool quiet = false;
   try {
     if (!parse_command_line(argc, argv, cfg, kUsage, [&](const std::string& a, const auto& val) {
           if (a == "--listen") listen = val();
+          else if (a == "--listen-tcp") listen_tcp = val();
           else if (a == "--exit-idle") exit_idle = parse_duration_ns(val());
           else if (a == "--quiet") quiet = true;
           else return false;
@@ -193,7 +195,7 @@ int cmd_collect(int argc, char** argv) {
   } catch (const ConfigError& e) {
     die(e.what());
   }
-  if (listen.empty()) die("collect needs --listen HOST:PORT");
+  if (listen.empty() && listen_tcp.empty()) die("collect needs --listen HOST:PORT (UDP) or --listen-tcp HOST:PORT");
   auto outputs = open_outputs(cfg);
   SummaryCollector summary(&outputs->fanout);
   summary.track_hosts = !quiet;
@@ -201,7 +203,7 @@ int cmd_collect(int argc, char** argv) {
   Collector col(cfg.core, summary);
   uint64_t t0 = mono_ns();
   try {
-    serve_udp(col, listen, g_stop, exit_idle, [&] { outputs->tick(wall_ns()); });
+    serve(col, listen, listen_tcp, g_stop, exit_idle, [&] { outputs->tick(wall_ns()); });
   } catch (const std::exception& e) {
     die(e.what());
   }

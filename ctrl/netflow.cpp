@@ -39,14 +39,29 @@ enum : uint16_t {
 }  // namespace
 
 uint32_t NetflowDecoder::exporter_of(const std::string& from, uint32_t domain) {
-  auto [it, fresh] = exporter_index_.try_emplace({from, domain}, uint32_t(exporters_.size()));
+  uint32_t next = free_exporters_.empty() ? uint32_t(exporters_.size()) : free_exporters_.back();
+  auto [it, fresh] = exporter_index_.try_emplace({from, domain}, next);
   if (fresh) {
     Exporter e;
     e.from = from;
     e.domain = domain;
-    exporters_.push_back(e);
+    if (next == exporters_.size()) {
+      exporters_.push_back(e);
+    } else {
+      exporters_[next] = e;
+      free_exporters_.pop_back();
+    }
   }
   return it->second;
+}
+
+void NetflowDecoder::end_session(const std::string& from) {
+  for (auto it = exporter_index_.lower_bound({from, 0}); it != exporter_index_.end() && it->first.first == from;) {
+    uint32_t ex = it->second;
+    templates_.erase(templates_.lower_bound({ex, 0}), templates_.upper_bound({ex, UINT16_MAX}));
+    free_exporters_.push_back(ex);
+    it = exporter_index_.erase(it);
+  }
 }
 
 void NetflowDecoder::decode(const uint8_t* p, size_t n, const std::string& from) {

@@ -30,7 +30,10 @@ namespace ls {
   X(data_without_template)  /* data set whose template is not (yet) known: skipped */       \
   X(records_without_flow_key) /* decoded, but no addresses/protocol: not a flow */          \
   X(records_without_time_base) /* sysUpTime-relative times and no system init time */       \
-  X(sequence_gaps)          /* exporter sequence numbers skipped: datagrams or records lost */
+  X(sequence_gaps)          /* exporter sequence numbers skipped: datagrams or records lost */ \
+  X(tcp_sessions)           /* IPFIX-over-TCP connections accepted */                       \
+  X(tcp_refused)            /* connections past the session limit: closed at once */         \
+  X(tcp_bad_stream)         /* sessions closed: a message header not IPFIX or too short */
 
 enum class NfCtr : uint8_t {
 #define LS_X(n) n,
@@ -70,7 +73,11 @@ class NetflowDecoder {
   // `from` names the exporter (e.g. "192.0.2.1:50000").
   void decode(const uint8_t* p, size_t n, const std::string& from);
   NfCounters ctr;
-  size_t exporters() const { return exporters_.size(); }
+  // Exporters (address:port, domain) currently known.
+  size_t exporters() const { return exporter_index_.size(); }
+  // A transport session from `from` ended (IPFIX over TCP): its templates and sequence
+  // state go with it (RFC 7011 8: templates live as long as the session).
+  void end_session(const std::string& from);
   size_t templates() const { return templates_.size(); }
 
  private:
@@ -109,6 +116,7 @@ class NetflowDecoder {
 
   Sink sink_;
   std::vector<Exporter> exporters_;
+  std::vector<uint32_t> free_exporters_;  // indices released by end_session, reused
   std::map<std::pair<std::string, uint32_t>, uint32_t> exporter_index_;
   std::map<TemplateKey, Template> templates_;
 };

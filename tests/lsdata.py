@@ -45,10 +45,11 @@ def replay(pcap, *args, check=True):
             return recs, json.load(f)
 
 
-def free_udp_port():
-    """A UDP port on 127.0.0.1 that nothing listens on (right now)."""
+def free_udp_port(kind=None):
+    """A UDP (or, with kind=socket.SOCK_STREAM, TCP) port on 127.0.0.1 that nothing
+    listens on (right now)."""
     import socket
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET, kind or socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     p = s.getsockname()[1]
     s.close()

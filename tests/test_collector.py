@@ -9,6 +9,7 @@ import collections
 import csv
 import json
 import os
+import random
 import shutil
 import socket
 import struct
@@ -28,11 +29,12 @@ SOFTFLOWD_TIMEOUTS = [x for t in ("tcp=30", "udp=30", "icmp=30", "general=30", "
 class Collect:
     """linesight collect in the background; outputs in a temporary directory."""
 
-    def __init__(self, d, *extra):
-        self.port = free_udp_port()
+    def __init__(self, d, *extra, tcp=False):
+        self.port = free_udp_port(socket.SOCK_STREAM if tcp else None)
         self.flows, self.feat, self.summ = (os.path.join(d, n) for n in ("c.jsonl", "c.csv", "c.json"))
         self.err = open(os.path.join(d, "c.err"), "w+")
-        self.p = subprocess.Popen([BIN, "collect", "--listen", f"127.0.0.1:{self.port}", "--exit-idle", "1s",
+        self.p = subprocess.Popen([BIN, "collect", "--listen-tcp" if tcp else "--listen", f"127.0.0.1:{self.port}",
+                                   "--exit-idle", "1s",
                                    "--quiet", "--hash-seed", "1", "--flows-out", self.flows, "--features-out",
                                    self.feat, "--summary-json", self.summ, *extra],
                                   stdout=subprocess.DEVNULL, stderr=self.err, text=True)
@@ -172,6 +174,64 @@ def softflowd_vs_replay():
                       f"{fb.get(top, (0, 0, 0))[1]:.2f}")
 
 
+def softflowd_datagrams(pcap, ver):
+    """What softflowd exports for a capture, as the datagrams it sent."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    s.settimeout(2)
+    subprocess.run(["softflowd", "-r", pcap, "-n", f"127.0.0.1:{s.getsockname()[1]}", "-v", str(ver), "-6", "-d",
+                    "-a", *SOFTFLOWD_TIMEOUTS], capture_output=True, check=True)
+    grams = []
+    try:
+        while True:
+            grams.append(s.recv(65535))
+    except socket.timeout:
+        pass
+    s.close()
+    return grams
+
+
+def ipfix_over_tcp():
+    """IPFIX over TCP (RFC 7011 10.4): softflowd's messages as one stream, cut at random
+    points, give the same flows as the same messages over UDP; a session that sends
+    something else is closed and counted, and the others go on."""
+    pcap = need_data("slips/test-cc-capture-1.pcap")
+    grams = softflowd_datagrams(pcap, 10)
+    with tempfile.TemporaryDirectory() as d:
+        os.mkdir(os.path.join(d, "udp"))
+        os.mkdir(os.path.join(d, "tcp"))
+        u = Collect(os.path.join(d, "udp"))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for g in grams:
+            s.sendto(g, ("127.0.0.1", u.port))
+        _, by_udp, usumm, _ = u.wait()
+        t = Collect(os.path.join(d, "tcp"), tcp=True)
+        bad = socket.create_connection(("127.0.0.1", t.port))
+        bad.sendall(struct.pack("!HH", 9, 40) + b"\x00" * 36)  # NetFlow v9: not a TCP stream
+        bad.settimeout(5)
+        closed = bad.recv(1) == b""
+        stream = b"".join(grams)
+        rnd = random.Random(1)
+        c = socket.create_connection(("127.0.0.1", t.port))
+        at = 0
+        while at < len(stream):
+            n = rnd.randint(1, 3000)
+            c.sendall(stream[at:at + n])
+            at += n
+        c.close()
+        rc, by_tcp, tsumm, _ = t.wait()
+        tn = tsumm["netflow"]
+        key = lambda r: json.dumps(r, sort_keys=True)
+        check(rc == 0 and len(grams) > 5 and by_udp and sorted(map(key, by_tcp)) == sorted(map(key, by_udp)) and
+              tn["records"] == usumm["netflow"]["records"],
+              f"IPFIX over TCP: {len(grams)} softflowd messages as one stream in random cuts: {len(by_tcp)} flows, "
+              f"{tn['records']} records, the same as over UDP ({len(by_udp)} flows)")
+        check(closed and tn["tcp_sessions"] == 2 and tn["tcp_bad_stream"] == 1 and tn["bad_version"] == 0,
+              f"a session sending NetFlow v9 over TCP closed by the collector ({closed}) and counted: "
+              f"tcp_sessions {tn['tcp_sessions']}, tcp_bad_stream {tn['tcp_bad_stream']}")
+
+
 def ipfix_round_trip():
     pcap = need_data("ndpi/mining.pcapng")
     with tempfile.TemporaryDirectory() as d:
@@ -263,6 +323,7 @@ def main():
     if not shutil.which("softflowd"):
         skip("softflowd not installed (scripts/setup.sh installs it)")
     softflowd_vs_replay()
+    ipfix_over_tcp()
     ipfix_round_trip()
     hostile_then_valid()
     scheduled_export()

@@ -94,6 +94,36 @@ TEST_F(Netflow, EveryTruncationOfAValidMessageIsSafe) {
   EXPECT_EQ(d.ctr.get(NfCtr::bad_length), m.b.size() - 16);
 }
 
+// IPFIX over TCP: templates live as long as the session (RFC 7011 8); after the close
+// the same peer's data needs its templates again, and the exporter slot is reused.
+TEST_F(Netflow, EndedSessionForgetsItsTemplates) {
+  Buf t;
+  t.u16(256).u16(3).u16(8).u16(4).u16(12).u16(4).u16(2).u16(4);
+  Buf rec;
+  rec.u32(0x0A000001).u32(0x0A000002).u32(5);
+  Buf with_template, data_only;
+  with_template.u16(10).u16(0).u32(1'700'000'000).u32(0).u32(1).set(2, t).set(256, rec);
+  with_template.patch_len();
+  data_only.u16(10).u16(0).u32(1'700'000'000).u32(1).u32(1).set(256, rec);
+  data_only.patch_len();
+  d.decode(with_template.b.data(), with_template.b.size(), "192.0.2.1:40000");
+  d.decode(with_template.b.data(), with_template.b.size(), "192.0.2.1:40001");  // another session
+  EXPECT_EQ(got.size(), 2u);
+  EXPECT_EQ(d.templates(), 2u);
+  d.end_session("192.0.2.1:40000");
+  EXPECT_EQ(d.templates(), 1u);
+  EXPECT_EQ(d.exporters(), 1u);
+  d.decode(data_only.b.data(), data_only.b.size(), "192.0.2.1:40000");
+  EXPECT_EQ(got.size(), 2u);
+  EXPECT_EQ(d.ctr.get(NfCtr::data_without_template), 1u);
+  d.decode(data_only.b.data(), data_only.b.size(), "192.0.2.1:40001");  // the other kept its own
+  EXPECT_EQ(got.size(), 3u);
+  d.decode(with_template.b.data(), with_template.b.size(), "192.0.2.1:40000");
+  EXPECT_EQ(got.size(), 4u);
+  EXPECT_EQ(got.back().exporter, 0u);  // the released slot, reused
+  EXPECT_EQ(d.exporters(), 2u);
+}
+
 // NetFlow v5: one 48-byte record (src, dst, ports, protocol, flags, counts, uptime-relative
 // times) after a 24-byte header with export time in s + ns, engine id and sampling.
 Buf v5_record(uint32_t src, uint32_t dst, uint32_t pkts, uint32_t octets, uint32_t first, uint32_t last,
