@@ -115,11 +115,11 @@ int bind_listen(const std::string& listen, int type, const char* flag) {
   return fd;
 }
 
-// One IPFIX-over-TCP connection: bytes read but not yet a whole message.
+// One IPFIX-over-TCP connection.
 struct TcpSession {
   int fd;
   std::string from;
-  std::vector<uint8_t> buf;
+  IpfixStream stream;
 };
 constexpr size_t kMaxSessions = 256;
 }  // namespace
@@ -186,7 +186,7 @@ void serve(Collector& c, const std::string& udp, const std::string& tcp, const s
           continue;
         }
         ctr.inc(NfCtr::tcp_sessions);
-        sessions.push_back({fd, peer_name(from), {}});
+        sessions.push_back({fd, peer_name(from), IpfixStream{}});
       }
     }
     // Sessions polled this round are the first pf.size() - first of `sessions` (accepts
@@ -204,22 +204,7 @@ void serve(Collector& c, const std::string& udp, const std::string& tcp, const s
           break;
         }
         last = mono_ns();
-        s.buf.insert(s.buf.end(), b.data(), b.data() + got);
-        // The stream is a sequence of IPFIX messages, each carrying its length (RFC 7011
-        // 10.4); consumed as they complete, so a session holds less than two reads.
-        size_t at = 0;
-        while (s.buf.size() - at >= 4) {
-          const uint8_t* m = s.buf.data() + at;
-          size_t len = size_t(m[2]) << 8 | m[3];
-          if ((m[0] << 8 | m[1]) != 10 || len < 16) {  // no way to find the next message
-            bad = true;
-            break;
-          }
-          if (s.buf.size() - at < len) break;
-          c.datagram(m, len, s.from);
-          at += len;
-        }
-        s.buf.erase(s.buf.begin(), s.buf.begin() + long(at));
+        bad = !s.stream.feed(b.data(), size_t(got), [&](const uint8_t* m, size_t len) { c.datagram(m, len, s.from); });
       }
       if (bad) ctr.inc(NfCtr::tcp_bad_stream);
       if (bad || ended) drop_session(k);  // a message cut by the close is lost with it

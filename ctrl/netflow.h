@@ -121,4 +121,36 @@ class NetflowDecoder {
   std::map<TemplateKey, Template> templates_;
 };
 
+// IPFIX over TCP (RFC 7011 10.4): one connection's bytes, cut anywhere by reads, into
+// whole messages by their length fields. Holds at most one unfinished message.
+class IpfixStream {
+ public:
+  // Appends n bytes and hands each completed message to `msg`. Returns false once the
+  // stream holds something other than an IPFIX message header (version 10, length ≥ 16):
+  // there is no way to find the next message, so the session must end.
+  template <class Msg>
+  bool feed(const uint8_t* p, size_t n, Msg&& msg) {
+    buf_.insert(buf_.end(), p, p + n);
+    size_t at = 0;
+    bool ok = true;
+    while (buf_.size() - at >= 4) {
+      const uint8_t* m = buf_.data() + at;
+      size_t len = size_t(m[2]) << 8 | m[3];
+      if ((m[0] << 8 | m[1]) != 10 || len < 16) {
+        ok = false;
+        break;
+      }
+      if (buf_.size() - at < len) break;
+      msg(m, len);
+      at += len;
+    }
+    buf_.erase(buf_.begin(), buf_.begin() + long(at));
+    return ok;
+  }
+  size_t pending() const { return buf_.size(); }  // bytes of an unfinished message
+
+ private:
+  std::vector<uint8_t> buf_;
+};
+
 }  // namespace ls

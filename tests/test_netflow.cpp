@@ -124,6 +124,41 @@ TEST_F(Netflow, EndedSessionForgetsItsTemplates) {
   EXPECT_EQ(d.exporters(), 2u);
 }
 
+// Two IPFIX messages as a TCP stream cut at every position: the same two messages, each
+// once, whole; then bytes that are not a message header end the stream.
+TEST(IpfixStream, MessagesCutAnywhere) {
+  Buf a, b;
+  a.u16(10).u16(0).u32(1).u32(0).u32(1).set(2, Buf().u16(256).u16(1).u16(8).u16(4));
+  a.patch_len();
+  b.u16(10).u16(0).u32(2).u32(0).u32(1).set(256, Buf().u32(0x0A000001).u32(0x0A000002));
+  b.patch_len();
+  std::vector<uint8_t> all(a.b);
+  all.insert(all.end(), b.b.begin(), b.b.end());
+  for (size_t cut = 0; cut <= all.size(); cut++) {
+    ls::IpfixStream st;
+    std::vector<std::vector<uint8_t>> got;
+    auto msg = [&](const uint8_t* m, size_t n) { got.emplace_back(m, m + n); };
+    ASSERT_TRUE(st.feed(all.data(), cut, msg));
+    ASSERT_TRUE(st.feed(all.data() + cut, all.size() - cut, msg));
+    ASSERT_EQ(got.size(), 2u) << "cut at " << cut;
+    EXPECT_EQ(got[0], a.b);
+    EXPECT_EQ(got[1], b.b);
+    EXPECT_EQ(st.pending(), 0u);
+  }
+  ls::IpfixStream st;
+  size_t msgs = 0;
+  auto count = [&](const uint8_t*, size_t) { msgs++; };
+  EXPECT_TRUE(st.feed(a.b.data(), a.b.size(), count));
+  Buf v9;
+  v9.u16(9).u16(1).u32(0).u32(0).u32(0).u32(0);
+  EXPECT_FALSE(st.feed(v9.b.data(), v9.b.size(), count));
+  EXPECT_EQ(msgs, 1u);
+  ls::IpfixStream short_len;  // IPFIX, but a length below its own header
+  Buf m;
+  m.u16(10).u16(15).u32(0).u32(0).u32(0);
+  EXPECT_FALSE(short_len.feed(m.b.data(), m.b.size(), count));
+}
+
 // NetFlow v5: one 48-byte record (src, dst, ports, protocol, flags, counts, uptime-relative
 // times) after a 24-byte header with export time in s + ns, engine id and sampling.
 Buf v5_record(uint32_t src, uint32_t dst, uint32_t pkts, uint32_t octets, uint32_t first, uint32_t last,

@@ -1,5 +1,7 @@
-// NetFlow v9 / IPFIX decoder. The input is split into datagrams at 2-byte length
-// prefixes, so templates from one datagram meet data sets in the next.
+// NetFlow v5 / v9 / IPFIX decoder. The input is split into datagrams at 2-byte length
+// prefixes, so templates from one datagram meet data sets in the next. The same bytes are
+// also one IPFIX-over-TCP stream, read in pieces whose sizes the input's bytes set.
+#include <algorithm>
 #include <cstdint>
 
 #include "ctrl/netflow.h"
@@ -15,5 +17,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
     dec.decode(d + off, len, "fuzz");
     off += len;
   }
+  ls::NetflowDecoder tcp([&](const ls::Uniflow& u) { sink += u.packets; });
+  ls::IpfixStream stream;
+  for (size_t at = 0; at < n;) {
+    size_t piece = std::min<size_t>(n - at, 1 + d[at] % 97);
+    if (!stream.feed(d + at, piece, [&](const uint8_t* m, size_t len) { tcp.decode(m, len, "fuzz-tcp"); })) break;
+    at += piece;
+  }
+  tcp.end_session("fuzz-tcp");
   return int(sink & 0);
 }
