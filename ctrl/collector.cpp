@@ -11,6 +11,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "ctrl/metrics_server.h"
 #include "dataplane/clock.h"
 
 namespace ls {
@@ -66,6 +67,40 @@ void Collector::emit(const FlowEntry& e, const uint8_t*, uint16_t, EndReason why
   if (s.rate == 0) s.rate = 1;
   hold_.slot().fill(e, nullptr, 0, why, 0, s);
   hold_.commit();
+}
+
+std::string Collector::metrics_text() const {
+  Exposition x;
+  auto lbl = [](const char* k, const char* v) { return std::string(k) + "=\"" + v + "\""; };
+  x.family("linesight_collector_datagrams_total", "counter", "Export datagrams (or IPFIX-over-TCP messages) received.");
+  x.sample("linesight_collector_datagrams_total", lbl("version", "v5"), double(dec_.ctr.get(NfCtr::datagrams_v5)));
+  x.sample("linesight_collector_datagrams_total", lbl("version", "v9"), double(dec_.ctr.get(NfCtr::datagrams_v9)));
+  x.sample("linesight_collector_datagrams_total", lbl("version", "ipfix"), double(dec_.ctr.get(NfCtr::datagrams_ipfix)));
+  x.family("linesight_collector_records_total", "counter", "Flow records decoded (one direction each, as exported).");
+  x.sample("linesight_collector_records_total", "", double(dec_.ctr.get(NfCtr::records)));
+  // Everything else the decoder counts: problems by name (docs/collector.md), then events.
+  x.family("linesight_collector_errors_total", "counter",
+           "Export input that could not be used, by reason: malformed, unknown template, lost sequence numbers.");
+  const NfCtr errors[] = {NfCtr::bad_version, NfCtr::truncated_header, NfCtr::bad_length, NfCtr::bad_set_length,
+                          NfCtr::bad_template, NfCtr::data_without_template, NfCtr::records_without_flow_key,
+                          NfCtr::records_without_time_base, NfCtr::sequence_gaps, NfCtr::tcp_refused,
+                          NfCtr::tcp_bad_stream};
+  for (NfCtr c : errors)
+    x.sample("linesight_collector_errors_total", lbl("reason", kNfCounterNames[size_t(c)]), double(dec_.ctr.get(c)));
+  x.family("linesight_collector_events_total", "counter", "Options records, templates learnt and withdrawn, TCP sessions.");
+  for (NfCtr c : {NfCtr::options_records, NfCtr::templates, NfCtr::templates_withdrawn, NfCtr::tcp_sessions})
+    x.sample("linesight_collector_events_total", lbl("event", kNfCounterNames[size_t(c)]), double(dec_.ctr.get(c)));
+  x.family("linesight_collector_exporters", "gauge", "Exporters known (address:port and domain or engine).");
+  x.sample("linesight_collector_exporters", "", double(dec_.exporters()));
+  x.family("linesight_collector_templates", "gauge", "Templates held.");
+  x.sample("linesight_collector_templates", "", double(dec_.templates()));
+  x.family("linesight_flows_active", "gauge", "Flows in the collector's table (both directions joined).");
+  x.sample("linesight_flows_active", "", double(table_.size()));
+  x.family("linesight_flow_records_total", "counter", "Bidirectional flow records emitted.");
+  x.sample("linesight_flow_records_total", "", double(ctr_.get(Ctr::records_emitted)));
+  x.family("linesight_collector_table_full_total", "counter", "Exported records dropped: the flow table was full.");
+  x.sample("linesight_collector_table_full_total", "", double(ctr_.get(Ctr::table_full_drop)));
+  return std::move(x).str();
 }
 
 void Collector::finish() {

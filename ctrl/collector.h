@@ -30,6 +30,8 @@ class Collector final : public RecordSink {
   void end_session(const std::string& from);  // an IPFIX-over-TCP connection closed
   const Counters& table_counters() const { return ctr_; }
   size_t table_bytes() const { return table_.memory_bytes(); }
+  // Prometheus exposition of the decoder's counters, exporters, templates and the table.
+  std::string metrics_text() const;
   uint64_t uniflows = 0;
   void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override;
 

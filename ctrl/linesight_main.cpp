@@ -16,6 +16,7 @@
 #include "ctrl/commands.h"
 #include "ctrl/config.h"
 #include "ctrl/flow_writer.h"
+#include "ctrl/metrics_server.h"
 #include "ctrl/outputs.h"
 #include "dataplane/clock.h"
 #include "dataplane/mem.h"
@@ -56,6 +57,7 @@ collect options:
   --listen HOST:PORT     UDP address to receive NetFlow v5 / v9 / IPFIX on (e.g. 0.0.0.0:2055)
   --listen-tcp HOST:PORT TCP address to receive IPFIX on (RFC 7011 10.4; e.g. 0.0.0.0:4739)
   --exit-idle D          stop once nothing has arrived for D (e.g. 3s)
+  --metrics HOST:PORT    Prometheus metrics at http://HOST:PORT/metrics (off by default)
 )";
 
 [[noreturn]] void die(const std::string& m) {
@@ -179,13 +181,14 @@ int cmd_replay(int argc, char** argv) {
 
 int cmd_collect(int argc, char** argv) {
   Config cfg;
-  std::string listen, listen_tcp;
+  std::string listen, listen_tcp, metrics_at;
   uint64_t exit_idle = 0;
   bool quiet = false;
   try {
     if (!parse_command_line(argc, argv, cfg, kUsage, [&](const std::string& a, const auto& val) {
           if (a == "--listen") listen = val();
           else if (a == "--listen-tcp") listen_tcp = val();
+          else if (a == "--metrics") metrics_at = val();
           else if (a == "--exit-idle") exit_idle = parse_duration_ns(val());
           else if (a == "--quiet") quiet = true;
           else return false;
@@ -202,8 +205,14 @@ int cmd_collect(int argc, char** argv) {
   stop_on_signals();
   Collector col(cfg.core, summary);
   uint64_t t0 = mono_ns();
+  std::unique_ptr<MetricsServer> metrics;
   try {
-    serve(col, listen, listen_tcp, g_stop, exit_idle, [&] { outputs->tick(wall_ns()); });
+    if (!metrics_at.empty())
+      metrics = std::make_unique<MetricsServer>(metrics_at, [&] { return col.metrics_text() + outputs->metrics(); });
+    serve(col, listen, listen_tcp, g_stop, exit_idle, [&] {
+      outputs->tick(wall_ns());
+      if (metrics) metrics->poll();
+    });
   } catch (const std::exception& e) {
     die(e.what());
   }

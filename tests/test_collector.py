@@ -232,6 +232,45 @@ def ipfix_over_tcp():
               f"tcp_sessions {tn['tcp_sessions']}, tcp_bad_stream {tn['tcp_bad_stream']}")
 
 
+def metrics_while_collecting():
+    """collect --metrics: a long-running collector's counters live in Prometheus form."""
+    import urllib.request
+    pcap = need_data("slips/test-cc-capture-1.pcap")
+    grams = softflowd_datagrams(pcap, 5)
+    with tempfile.TemporaryDirectory() as d:
+        mport = free_udp_port(socket.SOCK_STREAM)
+        c = Collect(d, "--exit-idle", "600s", "--metrics", f"127.0.0.1:{mport}")
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for g in grams:
+            s.sendto(g, ("127.0.0.1", c.port))
+        s.sendto(b"\xff" * 30, ("127.0.0.1", c.port))  # one bad_version
+        want = sum(struct.unpack("!H", g[2:4])[0] for g in grams)
+        body, vals = "", {}
+        for _ in range(100):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            except OSError:
+                body = ""
+            vals = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                    if line and not line.startswith("#")}
+            if vals.get("linesight_collector_records_total") == want:
+                break
+            time.sleep(0.05)
+        running = c.p.poll() is None
+        c.p.send_signal(signal.SIGINT)
+        rc, recs, summ, _ = c.wait()
+        v5 = vals.get('linesight_collector_datagrams_total{version="v5"}')
+        bad = vals.get('linesight_collector_errors_total{reason="bad_version"}')
+        check(running and vals.get("linesight_collector_records_total") == want == summ["netflow"]["records"] and
+              v5 == len(grams) and bad == 1 and vals.get("linesight_collector_exporters") == 1,
+              f"collect --metrics while running: {vals.get('linesight_collector_records_total')} records of {want} "
+              f"sent, {v5} of {len(grams)} v5 datagrams, bad_version {bad}, "
+              f"{vals.get('linesight_collector_exporters')} exporter")
+        if shutil.which("promtool"):
+            pt = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True)
+            check(pt.returncode == 0, "collect's metrics pass promtool check metrics " + pt.stdout + pt.stderr)
+
+
 def ipfix_round_trip():
     pcap = need_data("ndpi/mining.pcapng")
     with tempfile.TemporaryDirectory() as d:
@@ -324,6 +363,7 @@ def main():
         skip("softflowd not installed (scripts/setup.sh installs it)")
     softflowd_vs_replay()
     ipfix_over_tcp()
+    metrics_while_collecting()
     ipfix_round_trip()
     hostile_then_valid()
     scheduled_export()
