@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "ctrl/collector.h"
 #include "ctrl/flow_writer.h"
 #include "dataplane/flow_core.h"
 #include "features/feature_stage.h"
@@ -483,6 +484,129 @@ void BM_Signatures(benchmark::State& st) {
   st.counters["hit_share"] = double(hits) / double(st.iterations());
 }
 BENCHMARK(BM_Signatures)->Arg(0)->Arg(1);
+
+// Router flow input (ctrl/collector.h): export datagrams decoded and joined into flow
+// records, in exported records (uniflows) per second. range(0) = 5, 9 or 10 (IPFIX):
+// 32,768 TCP conversations, each exported both ways in consecutive records, 30 records a
+// datagram (v5's maximum; v9 and IPFIX carry the same fields, IPFIX with absolute ms
+// times), starts spread over 60 s. An iteration is one pass over every datagram; the next
+// pass is 60 s later (its times moved untimed), so with the 30 s idle timeout every pass
+// creates, joins and expires every flow.
+struct CountConsumer : RecordConsumer {
+  uint64_t n = 0;
+  void consume(const FlowRecord&) override { n++; }
+};
+
+struct Gram {
+  std::vector<uint8_t> b;
+  void u8(uint8_t v) { b.push_back(v); }
+  void u16(uint16_t v) { u8(uint8_t(v >> 8)), u8(uint8_t(v)); }
+  void u32(uint32_t v) { u16(uint16_t(v >> 16)), u16(uint16_t(v)); }
+  void u64(uint64_t v) { u32(uint32_t(v >> 32)), u32(uint32_t(v)); }
+  void set_u16(size_t at, uint16_t v) { b[at] = uint8_t(v >> 8), b[at + 1] = uint8_t(v); }
+  uint64_t get(size_t at, int n) const {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = v << 8 | b[at + size_t(i)];
+    return v;
+  }
+  void put(size_t at, int n, uint64_t v) {
+    for (int i = n - 1; i >= 0; i--, v >>= 8) b[at + size_t(i)] = uint8_t(v);
+  }
+};
+
+void BM_Collector(benchmark::State& st) {
+  const int ver = int(st.range(0));
+  constexpr uint32_t kConv = 32768, kPerGram = 30, kUptimeMs = 100'000'000;
+  constexpr uint64_t kT0Ms = 1'700'000'000'000ull, kPassMs = 60'000;
+  const uint32_t export_s = uint32_t((kT0Ms + kPassMs) / 1000);  // after the pass's last flow
+  // v9 / IPFIX template 256: src, dst, ports, protocol, flags, packets, octets, first, last.
+  const uint16_t t_first = ver == 10 ? 152 : 22, t_last = ver == 10 ? 153 : 21, t_len = ver == 10 ? 8 : 4;
+  const uint16_t fields[][2] = {{8, 4}, {12, 4}, {7, 2}, {11, 2}, {4, 1}, {6, 1}, {2, 4}, {1, 4}, {t_first, t_len},
+                                {t_last, t_len}};
+  std::vector<Gram> grams;
+  std::vector<size_t> time_at;  // IPFIX: where each record's absolute start / end ms are
+  if (ver != 5) {
+    Gram t;
+    t.u16(uint16_t(ver)), t.u16(ver == 10 ? 0 : 1), t.u32(ver == 10 ? export_s : kUptimeMs);
+    if (ver == 9) t.u32(export_s);
+    t.u32(0), t.u32(1);
+    t.u16(ver == 10 ? 2 : 0), t.u16(uint16_t(4 + 4 + 4 * std::size(fields))), t.u16(256), t.u16(uint16_t(std::size(fields)));
+    for (auto& f : fields) t.u16(f[0]), t.u16(f[1]);
+    if (ver == 10) t.set_u16(2, uint16_t(t.b.size()));
+    grams.push_back(t);
+  }
+  const size_t first_data = grams.size();
+  for (uint32_t i = 0; i < 2 * kConv; i += kPerGram) {
+    Gram g;
+    uint32_t n = std::min(kPerGram, 2 * kConv - i), seq = i / kPerGram;
+    g.u16(uint16_t(ver));
+    if (ver == 5) {
+      g.u16(uint16_t(n)), g.u32(kUptimeMs), g.u32(export_s), g.u32(0), g.u32(i), g.u16(0), g.u16(0);
+    } else if (ver == 9) {
+      g.u16(uint16_t(n)), g.u32(kUptimeMs), g.u32(export_s), g.u32(seq), g.u32(1);
+      g.u16(256), g.u16(uint16_t(4 + n * 30));
+    } else {
+      g.u16(0), g.u32(export_s), g.u32(i), g.u32(1);
+      g.u16(256), g.u16(uint16_t(4 + n * 38));
+    }
+    for (uint32_t k = i; k < i + n; k++) {
+      uint32_t c = k / 2, client = 0x0A000000u | c, server = 0xC6330000u | (c % 4096);
+      uint16_t cport = uint16_t(1024 + c % 60000);
+      bool fwd = k % 2 == 0;
+      uint64_t start = kT0Ms + uint64_t(c) * kPassMs / kConv, end = start + 500;
+      g.u32(fwd ? client : server), g.u32(fwd ? server : client);
+      if (ver == 5) g.u32(0), g.u16(1), g.u16(2);  // next hop, interfaces
+      if (ver == 5) {
+        g.u32(10), g.u32(1500);
+        g.u32(uint32_t(kUptimeMs - (kT0Ms + kPassMs - start))), g.u32(uint32_t(kUptimeMs - (kT0Ms + kPassMs - end)));
+        g.u16(fwd ? cport : 443), g.u16(fwd ? 443 : cport), g.u8(0), g.u8(0x1b), g.u8(6), g.u8(0);
+        g.u16(0), g.u16(0), g.u8(24), g.u8(24), g.u16(0);
+        continue;
+      }
+      g.u16(fwd ? cport : 443), g.u16(fwd ? 443 : cport), g.u8(6), g.u8(0x1b), g.u32(10), g.u32(1500);
+      if (ver == 9) {
+        g.u32(uint32_t(kUptimeMs - (kT0Ms + kPassMs - start))), g.u32(uint32_t(kUptimeMs - (kT0Ms + kPassMs - end)));
+      } else {
+        time_at.push_back(grams.size() << 16 | g.b.size());
+        g.u64(start), g.u64(end);
+      }
+    }
+    if (ver == 10) g.set_u16(2, uint16_t(g.b.size()));
+    grams.push_back(g);
+  }
+  CoreConfig cfg;
+  cfg.table.capacity = 1 << 17;
+  CountConsumer out;
+  Collector col(cfg, out);
+  const std::string from = "192.0.2.1:2055";
+  for (size_t k = 0; k < first_data; k++) col.datagram(grams[k].b.data(), grams[k].b.size(), from);  // templates
+  uint64_t uniflows = 0;
+  bool first_pass = true;
+  for (auto _ : st) {
+    st.PauseTiming();
+    if (!first_pass) {  // the same flows, one pass later
+      if (ver == 10) {
+        for (size_t at : time_at) {
+          Gram& g = grams[at >> 16];
+          size_t o = at & 0xFFFF;
+          g.put(o, 8, g.get(o, 8) + kPassMs);
+          g.put(o + 8, 8, g.get(o + 8, 8) + kPassMs);
+        }
+      } else {
+        for (size_t k = first_data; k < grams.size(); k++) grams[k].put(8, 4, grams[k].get(8, 4) + kPassMs / 1000);
+      }
+    }
+    first_pass = false;
+    st.ResumeTiming();
+    for (size_t k = first_data; k < grams.size(); k++) col.datagram(grams[k].b.data(), grams[k].b.size(), from);
+    uniflows += 2 * kConv;
+  }
+  st.SetItemsProcessed(int64_t(uniflows));
+  st.counters["records_per_flow"] = out.n ? double(col.netflow().get(NfCtr::records)) / double(out.n) : 0;
+  st.counters["bad"] = double(col.netflow().get(NfCtr::data_without_template) + col.netflow().get(NfCtr::bad_length) +
+                              col.netflow().get(NfCtr::bad_set_length));
+}
+BENCHMARK(BM_Collector)->Arg(5)->Arg(9)->Arg(10)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
