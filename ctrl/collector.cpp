@@ -200,7 +200,8 @@ void serve(Collector& c, const std::string& udp, const std::string& tcp, const s
     for (auto& s : sessions) pf.push_back({s.fd, POLLIN, 0});
     int n = poll(pf.data(), pf.size(), 100);
     if (n > 0 && ufd >= 0 && (pf[0].revents & POLLIN)) {
-      for (;;) {  // drain what is queued before looking at the clock again
+      // What is queued, up to 1,024 datagrams: a flood must not starve the TCP sessions.
+      for (int k = 0; k < 1024; k++) {
         sockaddr_storage from{};
         socklen_t fl = sizeof from;
         ssize_t got = recvfrom(ufd, b.data(), b.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &fl);
