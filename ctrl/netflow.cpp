@@ -140,11 +140,11 @@ void NetflowDecoder::decode_v5(const uint8_t* p, size_t n, const std::string& fr
   }
   uint32_t ex = exporter_of(from, uint32_t(p[20]) << 8 | p[21]);
   Exporter& e = exporters_[ex];
-  uint16_t samp = rd16(p + 22);
-  if (samp & 0x3FFF) {  // mode 1: 1 in N deterministic, mode 2: random (0: none)
-    e.sampling = samp & 0x3FFF;
-    e.sampling_random = samp >> 14 == 2;
-  }
+  // Every header states the sampling in force: mode 1 is 1 in N deterministic, mode 2
+  // random, mode 0 (or N = 0) none.
+  uint16_t samp = rd16(p + 22), mode = samp >> 14, interval = samp & 0x3FFF;
+  e.sampling = mode && interval ? interval : 1;
+  e.sampling_random = mode == 2 && interval;
   // The exporter's boot in ms, to the header's ns: v5 times are as exact as its clock.
   int64_t base_ms = int64_t(rd32(p + 8)) * 1000 + rd32(p + 12) / 1'000'000 - int64_t(uptime_ms);
   for (uint32_t i = 0; i < count; i++) {

@@ -209,6 +209,8 @@ TEST_F(Netflow, V5RecordsTimesSamplingAndSequence) {
   EXPECT_FALSE(got.back().sampling_random);
   feed(v5(1, 7000, 1'700'000'002, 0, 106, 0, {tcp}));
   EXPECT_EQ(d.ctr.get(NfCtr::sequence_gaps), 3u);
+  EXPECT_EQ(got.back().sampling_interval, 1u);  // the exporter stopped sampling
+  EXPECT_FALSE(got.back().sampling_random);
   EXPECT_EQ(d.ctr.get(NfCtr::bad_length), 0u);
 }
 
