@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "ctrl/metrics_server.h"
+#include "ctrl/net_listen.h"
 #include "dataplane/clock.h"
 
 namespace ls {
@@ -123,32 +124,6 @@ std::string peer_name(const sockaddr_storage& a) {
   }
   return std::string(host) + ":" + std::to_string(port);
 }
-}  // namespace
-
-namespace {
-// A bound socket for "HOST:PORT" ("[::]:4739", ":2055"); throws naming the flag.
-int bind_listen(const std::string& listen, int type, const char* flag) {
-  auto colon = listen.rfind(':');
-  if (colon == std::string::npos) throw std::runtime_error(std::string(flag) + " " + listen + ": expected HOST:PORT");
-  std::string host = listen.substr(0, colon), port = listen.substr(colon + 1);
-  if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_socktype = type;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
-  if (rc) throw std::runtime_error(std::string(flag) + " " + listen + ": " + gai_strerror(rc));
-  int fd = socket(res->ai_family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  int one = 1;
-  if (fd >= 0 && type == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 || (type == SOCK_STREAM && ::listen(fd, 16) != 0)) {
-    std::string e = std::strerror(errno);
-    freeaddrinfo(res);
-    if (fd >= 0) close(fd);
-    throw std::runtime_error(std::string(flag) + " " + listen + ": " + e);
-  }
-  freeaddrinfo(res);
-  return fd;
-}
 
 // One IPFIX-over-TCP connection.
 struct TcpSession {
@@ -171,8 +146,8 @@ void serve(Collector& c, const std::string& udp, const std::string& tcp, const s
     if (lfd >= 0) close(lfd);
   };
   try {
-    if (!udp.empty()) ufd = bind_listen(udp, SOCK_DGRAM, "--listen");
-    if (!tcp.empty()) lfd = bind_listen(tcp, SOCK_STREAM, "--listen-tcp");
+    if (!udp.empty()) ufd = listen_socket(udp, SOCK_DGRAM, "--listen");
+    if (!tcp.empty()) lfd = listen_socket(tcp, SOCK_STREAM, "--listen-tcp");
   } catch (...) {
     close_all();
     throw;

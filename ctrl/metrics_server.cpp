@@ -11,27 +11,13 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "ctrl/net_listen.h"
+
 namespace ls {
 
 MetricsServer::MetricsServer(const std::string& addr, std::function<std::string()> render)
     : render_(std::move(render)) {
-  size_t colon = addr.rfind(':');
-  if (colon == std::string::npos) throw std::runtime_error("metrics address '" + addr + "': expected HOST:PORT");
-  std::string host = addr.substr(0, colon), port = addr.substr(colon + 1);
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
-  if (rc != 0) throw std::runtime_error("metrics address '" + addr + "': " + gai_strerror(rc));
-  fd_ = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (fd_ < 0 || bind(fd_, res->ai_addr, res->ai_addrlen) != 0 || listen(fd_, 16) != 0) {
-    std::string e = std::strerror(errno);
-    freeaddrinfo(res);
-    throw std::runtime_error("metrics address '" + addr + "': " + e);
-  }
-  freeaddrinfo(res);
+  fd_ = listen_socket(addr, SOCK_STREAM, "metrics address");
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len);
