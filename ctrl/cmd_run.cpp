@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "dataplane/clock.h"
+#include "ctrl/collector.h"
 #include "ctrl/commands.h"
 #include "ctrl/config.h"
 #include "ctrl/ctl_server.h"
@@ -49,7 +50,10 @@ options (override the config file):
   --workers N            worker lcores
   --socket PATH          control socket (linesightctl), "" disables
   --metrics HOST:PORT    Prometheus metrics at http://HOST:PORT/metrics (off by default)
-  --exit-idle D          stop once no packet has arrived for D (tests, pcap vdevs)
+  --exit-idle D          stop once no packet (nor export datagram) has arrived for D
+  --collect HOST:PORT    also take NetFlow v5 / v9 / IPFIX over UDP on HOST:PORT: the
+                         records join the packets' in the same workers (docs/collector.md)
+  --collect-tcp HOST:PORT  ... and IPFIX over TCP
   --memory-replay FILE   load FILE into mbufs and replay it through net_ring queues
   --loop N               memory replay: N passes, addresses rewritten per pass
   --replay-pps N         memory replay: feed at most N packets/s (default: line rate of the lcores)
@@ -120,6 +124,8 @@ int cmd_run(int argc, char** argv) {
           else if (a == "--workers") cfg.dpdk.workers = uint16_t(num(1, 128));
           else if (a == "--socket") cfg.control.socket = val();
           else if (a == "--metrics") cfg.control.metrics = val();
+          else if (a == "--collect") cfg.control.collect = val();
+          else if (a == "--collect-tcp") cfg.control.collect_tcp = val();
           else if (a == "--exit-idle") cfg.control.exit_idle_ns = parse_duration_ns(val());
           else if (a == "--memory-replay") cfg.dpdk.memory_replay = val();
           else if (a == "--loop") cfg.dpdk.memory_loops = num(1, 1u << 30);
@@ -136,6 +142,8 @@ int cmd_run(int argc, char** argv) {
   }
 
   Runtime rt(cfg);
+  bool collecting = !cfg.control.collect.empty() || !cfg.control.collect_tcp.empty();
+  if (collecting) rt.enable_control_feed();
   try {
     rt.init_eal(eal_extra);
     rt.setup();
@@ -152,6 +160,21 @@ int cmd_run(int argc, char** argv) {
     die(e.what());
   }
   SummaryCollector summary(&outputs->fanout);
+  // Router flow input beside the packets: decoded and joined here on the control lcore,
+  // then into the workers' server phase like an RX lcore's records.
+  std::unique_ptr<Collector> collector;
+  std::unique_ptr<CollectorListener> listener;
+  if (collecting) {
+    try {
+      rt.control_feed()->drain_to = &summary;
+      collector = std::make_unique<Collector>(cfg.core, *rt.control_feed());
+      listener = std::make_unique<CollectorListener>(*collector, cfg.control.collect, cfg.control.collect_tcp);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "linesight: %s\n", e.what());
+      rt.cleanup();
+      return 2;
+    }
+  }
   if (outputs->features) rt.on_rules_ = [&](auto rs) { outputs->features->add_rules(rs); };
   summary.track_hosts = !quiet;
 
@@ -249,6 +272,20 @@ int cmd_run(int argc, char** argv) {
                    throw CtlError(e.what());
                  }
                });
+      ctl->add("/collector", "router flow input (--collect): the decoder's counters, exporters, templates, flows held, "
+               "and records dropped on the way to the workers",
+               [&](const CtlRequest&) {
+                 if (!collector) throw CtlError("no collector running (start with --collect HOST:PORT)");
+                 const ControlFeed& f = *rt.control_feed();
+                 return nlohmann::json{{"netflow", collector->netflow_json()},
+                                       {"exported_records", collector->uniflows},
+                                       {"flows_active", collector->flows_active()},
+                                       {"records_out", uint64_t(f.rc.records_out)},
+                                       {"record_ring_full", uint64_t(f.rc.record_ring_full)},
+                                       {"record_pool_empty", uint64_t(f.rc.record_pool_empty)},
+                                       {"waits", f.live_waits},
+                                       {"table_full_drop", collector->table_counters().get(Ctr::table_full_drop)}};
+               });
       ctl->add("/export", "exporter status: records, files, rotations, IPFIX messages and errors",
                [&](const CtlRequest&) {
                  nlohmann::json j{{"records", summary.records}};
@@ -284,7 +321,7 @@ int cmd_run(int argc, char** argv) {
   if (!cfg.control.metrics.empty()) {
     try {
       metrics = std::make_unique<MetricsServer>(cfg.control.metrics, [&] {
-        return rt.metrics_text(outputs->metrics());
+        return rt.metrics_text((collector ? collector->metrics_text(false) : "") + outputs->metrics());
       });
     } catch (const std::exception& e) {
       die(e.what());
@@ -293,12 +330,21 @@ int cmd_run(int argc, char** argv) {
 
   rt.launch();
   uint64_t last_pkts = UINT64_MAX, last_change = wall_ns();
-  uint64_t next_check = 0, last_flush = wall_ns();
+  uint64_t next_check = 0, last_flush = wall_ns(), last_datagram = 0;
   for (;;) {
     unsigned n = rt.drain(summary);
+    if (listener) listener->poll(0);
     if (ctl) ctl->poll(n ? 0 : 1);
     if (metrics) metrics->poll();
     if (g_signal.load()) rt.request_stop("signal");
+    if (rt.stopping() && listener) {
+      // Every flow the collector holds goes to the workers before they may finish;
+      // rings full meanwhile are drained into the outputs, nothing is dropped.
+      listener.reset();
+      rt.control_feed()->flushing = true;
+      collector->finish();
+      rt.close_control_feed();
+    }
     uint64_t now = wall_ns();
     if (now >= next_check) {
       next_check = now + 50'000'000ull;
@@ -312,8 +358,10 @@ int cmd_run(int argc, char** argv) {
         last_flush = now;
       }
       uint64_t pk = rt.rx_packets();
-      if (pk != last_pkts) {
+      uint64_t dg = listener ? listener->last_input_ns() : 0;
+      if (pk != last_pkts || dg != last_datagram) {
         last_pkts = pk;
+        last_datagram = dg;
         last_change = now;
       } else if (cfg.control.exit_idle_ns && now - last_change >= cfg.control.exit_idle_ns &&
                  rt.source_finished()) {
@@ -329,8 +377,12 @@ int cmd_run(int argc, char** argv) {
   nlohmann::json extra = {{"rings", nlohmann::json::parse(rt.ring_json())}, {"stop_reason", rt.stop_reason()}};
   if (rt.feed_ns_) extra["feed_ns"] = rt.feed_ns_;
   if (outputs->features) extra["feature_state"] = rt.feature_state();
-  int rc = finish_outputs(*outputs, res, summary, cfg, uint32_t(res.per_core.size()), quiet,
-                          rt.ring_summary(), extra);
+  std::string text = rt.ring_summary();
+  if (collector) {
+    extra["netflow"] = collector->netflow_json();
+    text += collector->summary_text();
+  }
+  int rc = finish_outputs(*outputs, res, summary, cfg, uint32_t(res.per_core.size()), quiet, text, extra);
   ctl.reset();
   rt.cleanup();
   return rc;

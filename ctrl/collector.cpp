@@ -70,7 +70,7 @@ void Collector::emit(const FlowEntry& e, const uint8_t*, uint16_t, EndReason why
   hold_.commit();
 }
 
-std::string Collector::metrics_text() const {
+std::string Collector::metrics_text(bool alone) const {
   Exposition x;
   auto lbl = [](const char* k, const char* v) { return std::string(k) + "=\"" + v + "\""; };
   x.family("linesight_collector_datagrams_total", "counter", "Export datagrams (or IPFIX-over-TCP messages) received.");
@@ -95,13 +95,30 @@ std::string Collector::metrics_text() const {
   x.sample("linesight_collector_exporters", "", double(dec_.exporters()));
   x.family("linesight_collector_templates", "gauge", "Templates held.");
   x.sample("linesight_collector_templates", "", double(dec_.templates()));
-  x.family("linesight_flows_active", "gauge", "Flows in the collector's table (both directions joined).");
-  x.sample("linesight_flows_active", "", double(table_.size()));
-  x.family("linesight_flow_records_total", "counter", "Bidirectional flow records emitted.");
-  x.sample("linesight_flow_records_total", "", double(ctr_.get(Ctr::records_emitted)));
+  // Inside `run` the dataplane's families of these names exist already (per lcore).
+  const char* active = alone ? "linesight_flows_active" : "linesight_collector_flows_active";
+  const char* emitted = alone ? "linesight_flow_records_total" : "linesight_collector_flow_records_total";
+  x.family(active, "gauge", "Flows in the collector's table (both directions joined).");
+  x.sample(active, "", double(table_.size()));
+  x.family(emitted, "counter", "Bidirectional flow records emitted by the collector.");
+  x.sample(emitted, "", double(ctr_.get(Ctr::records_emitted)));
   x.family("linesight_collector_table_full_total", "counter", "Exported records dropped: the flow table was full.");
   x.sample("linesight_collector_table_full_total", "", double(ctr_.get(Ctr::table_full_drop)));
   return std::move(x).str();
+}
+
+nlohmann::json Collector::netflow_json() const {
+  nlohmann::json nf = nlohmann::json::object();
+  for (size_t i = 0; i < size_t(NfCtr::count); i++) nf[kNfCounterNames[i]] = dec_.ctr.v[i];
+  return nf;
+}
+
+std::string Collector::summary_text() const {
+  std::string t = "collector: " + std::to_string(uniflows) + " exported records joined into " +
+                  std::to_string(ctr_.get(Ctr::records_emitted)) + " flows\n";
+  for (size_t i = 0; i < size_t(NfCtr::count); i++)
+    if (uint64_t v = dec_.ctr.v[i]) t += "  " + std::string(kNfCounterNames[i]) + " " + std::to_string(v) + "\n";
+  return t;
 }
 
 void Collector::finish() {
@@ -125,105 +142,111 @@ std::string peer_name(const sockaddr_storage& a) {
   return std::string(host) + ":" + std::to_string(port);
 }
 
-// One IPFIX-over-TCP connection.
-struct TcpSession {
-  int fd;
-  std::string from;
-  IpfixStream stream;
-};
 constexpr size_t kMaxSessions = 256;
 }  // namespace
 
 void Collector::end_session(const std::string& from) { dec_.end_session(from); }
 
-void serve(Collector& c, const std::string& udp, const std::string& tcp, const std::atomic<bool>& stop,
-           uint64_t exit_idle_ns, const std::function<void()>& tick) {
-  int ufd = -1, lfd = -1;
-  std::vector<TcpSession> sessions;
-  auto close_all = [&] {
-    for (auto& s : sessions) close(s.fd);
-    if (ufd >= 0) close(ufd);
-    if (lfd >= 0) close(lfd);
-  };
+CollectorListener::CollectorListener(Collector& c, const std::string& udp, const std::string& tcp)
+    : c_(c), buf_(65536) {
   try {
-    if (!udp.empty()) ufd = listen_socket(udp, SOCK_DGRAM, "--listen");
-    if (!tcp.empty()) lfd = listen_socket(tcp, SOCK_STREAM, "--listen-tcp");
+    if (!udp.empty()) ufd_ = listen_socket(udp, SOCK_DGRAM, "--listen");
+    if (!tcp.empty()) lfd_ = listen_socket(tcp, SOCK_STREAM, "--listen-tcp");
   } catch (...) {
     close_all();
     throw;
   }
-  if (ufd >= 0) {
+  if (ufd_ >= 0) {
     int buf = 16 << 20;  // bursts of export datagrams must not overflow the socket
-    setsockopt(ufd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+    setsockopt(ufd_, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
   }
   // Tests and scripts wait for these lines before starting exporters.
-  if (ufd >= 0) std::fprintf(stderr, "linesight: collecting NetFlow v5 / v9 / IPFIX on udp %s\n", udp.c_str());
-  if (lfd >= 0) std::fprintf(stderr, "linesight: collecting IPFIX on tcp %s\n", tcp.c_str());
-  std::vector<uint8_t> b(65536);
-  std::vector<pollfd> pf;
-  uint64_t last = 0;
-  NfCounters& ctr = c.netflow_counters();
-  auto drop_session = [&](size_t i) {
-    close(sessions[i].fd);
-    c.end_session(sessions[i].from);
-    sessions.erase(sessions.begin() + long(i));
-  };
-  while (!stop.load(std::memory_order_relaxed)) {
-    pf.clear();
-    if (ufd >= 0) pf.push_back({ufd, POLLIN, 0});
-    if (lfd >= 0) pf.push_back({lfd, POLLIN, 0});
-    for (auto& s : sessions) pf.push_back({s.fd, POLLIN, 0});
-    int n = poll(pf.data(), pf.size(), 100);
-    if (n > 0 && ufd >= 0 && (pf[0].revents & POLLIN)) {
-      // What is queued, up to 1,024 datagrams: a flood must not starve the TCP sessions.
-      for (int k = 0; k < 1024; k++) {
-        sockaddr_storage from{};
-        socklen_t fl = sizeof from;
-        ssize_t got = recvfrom(ufd, b.data(), b.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &fl);
-        if (got < 0) break;
-        c.datagram(b.data(), size_t(got), peer_name(from));
-        last = mono_ns();
-      }
+  if (ufd_ >= 0) std::fprintf(stderr, "linesight: collecting NetFlow v5 / v9 / IPFIX on udp %s\n", udp.c_str());
+  if (lfd_ >= 0) std::fprintf(stderr, "linesight: collecting IPFIX on tcp %s\n", tcp.c_str());
+}
+
+CollectorListener::~CollectorListener() { close_all(); }
+
+void CollectorListener::close_all() {
+  for (auto& s : sessions_) close(s.fd);
+  sessions_.clear();
+  if (ufd_ >= 0) close(ufd_);
+  if (lfd_ >= 0) close(lfd_);
+  ufd_ = lfd_ = -1;
+}
+
+void CollectorListener::drop_session(size_t i) {
+  close(sessions_[i].fd);
+  c_.end_session(sessions_[i].from);
+  sessions_.erase(sessions_.begin() + long(i));
+}
+
+bool CollectorListener::poll(int timeout_ms) {
+  pf_.clear();
+  if (ufd_ >= 0) pf_.push_back({ufd_, POLLIN, 0});
+  if (lfd_ >= 0) pf_.push_back({lfd_, POLLIN, 0});
+  for (auto& s : sessions_) pf_.push_back({s.fd, POLLIN, 0});
+  int n = ::poll(pf_.data(), pf_.size(), timeout_ms);
+  if (n <= 0) return false;
+  NfCounters& ctr = c_.netflow_counters();
+  uint64_t before = last_ns_;
+  if (ufd_ >= 0 && (pf_[0].revents & POLLIN)) {
+    // What is queued, up to 1,024 datagrams: a flood must not starve the TCP sessions.
+    for (int k = 0; k < 1024; k++) {
+      sockaddr_storage from{};
+      socklen_t fl = sizeof from;
+      ssize_t got = recvfrom(ufd_, buf_.data(), buf_.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &fl);
+      if (got < 0) break;
+      c_.datagram(buf_.data(), size_t(got), peer_name(from));
+      last_ns_ = mono_ns();
     }
-    if (n > 0 && lfd >= 0 && (pf[ufd >= 0].revents & POLLIN)) {
-      for (;;) {
-        sockaddr_storage from{};
-        socklen_t fl = sizeof from;
-        int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&from), &fl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) break;
-        if (sessions.size() >= kMaxSessions) {
-          ctr.inc(NfCtr::tcp_refused);
-          close(fd);
-          continue;
-        }
-        ctr.inc(NfCtr::tcp_sessions);
-        sessions.push_back({fd, peer_name(from), IpfixStream{}});
-      }
-    }
-    // Sessions polled this round are the first pf.size() - first of `sessions` (accepts
-    // above only append).
-    size_t first = size_t(ufd >= 0) + size_t(lfd >= 0), polled = n > 0 ? pf.size() - first : 0;
-    for (size_t k = polled; k-- > 0;) {
-      if (!(pf[first + k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      TcpSession& s = sessions[k];
-      bool ended = false, bad = false;
-      // At most 1 MB a session a round: one busy exporter must not starve the others.
-      for (int reads = 0; reads < 16 && !bad; reads++) {
-        ssize_t got = read(s.fd, b.data(), b.size());
-        if (got <= 0) {
-          ended = got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-          break;
-        }
-        last = mono_ns();
-        bad = !s.stream.feed(b.data(), size_t(got), [&](const uint8_t* m, size_t len) { c.datagram(m, len, s.from); });
-      }
-      if (bad) ctr.inc(NfCtr::tcp_bad_stream);
-      if (bad || ended) drop_session(k);  // a message cut by the close is lost with it
-    }
-    if (tick) tick();
-    if (exit_idle_ns && last && mono_ns() - last >= exit_idle_ns) break;
   }
-  close_all();
+  if (lfd_ >= 0 && (pf_[ufd_ >= 0].revents & POLLIN)) {
+    for (;;) {
+      sockaddr_storage from{};
+      socklen_t fl = sizeof from;
+      int fd = accept4(lfd_, reinterpret_cast<sockaddr*>(&from), &fl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) break;
+      if (sessions_.size() >= kMaxSessions) {
+        ctr.inc(NfCtr::tcp_refused);
+        close(fd);
+        continue;
+      }
+      ctr.inc(NfCtr::tcp_sessions);
+      sessions_.push_back({fd, peer_name(from), IpfixStream{}});
+    }
+  }
+  // Sessions polled this round are the first pf_.size() - first of `sessions_` (accepts
+  // above only append).
+  size_t first = size_t(ufd_ >= 0) + size_t(lfd_ >= 0), polled = pf_.size() - first;
+  for (size_t k = polled; k-- > 0;) {
+    if (!(pf_[first + k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    TcpSession& s = sessions_[k];
+    bool ended = false, bad = false;
+    // At most 1 MB a session a round: one busy exporter must not starve the others.
+    for (int reads = 0; reads < 16 && !bad; reads++) {
+      ssize_t got = read(s.fd, buf_.data(), buf_.size());
+      if (got <= 0) {
+        ended = got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+        break;
+      }
+      last_ns_ = mono_ns();
+      bad = !s.stream.feed(buf_.data(), size_t(got), [&](const uint8_t* m, size_t len) { c_.datagram(m, len, s.from); });
+    }
+    if (bad) ctr.inc(NfCtr::tcp_bad_stream);
+    if (bad || ended) drop_session(k);  // a message cut by the close is lost with it
+  }
+  return last_ns_ != before;
+}
+
+void serve(Collector& c, const std::string& udp, const std::string& tcp, const std::atomic<bool>& stop,
+           uint64_t exit_idle_ns, const std::function<void()>& tick) {
+  CollectorListener l(c, udp, tcp);
+  while (!stop.load(std::memory_order_relaxed)) {
+    l.poll(100);
+    if (tick) tick();
+    if (exit_idle_ns && l.last_input_ns() && mono_ns() - l.last_input_ns() >= exit_idle_ns) break;
+  }
 }
 
 }  // namespace ls

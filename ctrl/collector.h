@@ -4,11 +4,15 @@
 // (JSON records, IPFIX re-export, the feature stage). Single-threaded: it runs at the
 // rate of flow records, not packets.
 #pragma once
+#include <poll.h>
+
 #include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "ctrl/netflow.h"
 #include "dataplane/flow_core.h"
@@ -26,12 +30,17 @@ class Collector final : public RecordSink {
   }
   void finish();  // flushes every flow still in the table
   const NfCounters& netflow() const { return dec_.ctr; }
+  // For the exit summary: every decoder counter by name, and a text block of the non-zero ones.
+  nlohmann::json netflow_json() const;
+  std::string summary_text() const;
   NfCounters& netflow_counters() { return dec_.ctr; }
   void end_session(const std::string& from);  // an IPFIX-over-TCP connection closed
   const Counters& table_counters() const { return ctr_; }
   size_t table_bytes() const { return table_.memory_bytes(); }
-  // Prometheus exposition of the decoder's counters, exporters, templates and the table.
-  std::string metrics_text() const;
+  size_t flows_active() const { return table_.size(); }
+  // Prometheus exposition of the decoder's counters, exporters, templates and the table;
+  // `alone` = false inside `run`, whose dataplane has its own flows_active / flow_records.
+  std::string metrics_text(bool alone = true) const;
   uint64_t uniflows = 0;
   void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override;
 
@@ -44,6 +53,35 @@ class Collector final : public RecordSink {
   NetflowDecoder dec_;
   std::vector<uint32_t> rate_;  // per entry: the exporter's 1:N packet sampling (0 = random)
   RecordHold hold_;
+};
+
+// The collector's sockets: NetFlow / IPFIX datagrams on a UDP address ("127.0.0.1:2055",
+// "[::]:4739") and IPFIX over TCP on another (either may be empty). Throws on socket errors.
+class CollectorListener {
+ public:
+  CollectorListener(Collector& c, const std::string& udp, const std::string& tcp);
+  ~CollectorListener();
+  CollectorListener(const CollectorListener&) = delete;
+  CollectorListener& operator=(const CollectorListener&) = delete;
+  // Waits up to timeout_ms for input and decodes what is queued (bounded per round);
+  // true when something arrived.
+  bool poll(int timeout_ms);
+  uint64_t last_input_ns() const { return last_ns_; }  // mono_ns(); 0 = nothing yet
+
+ private:
+  struct TcpSession {  // one IPFIX-over-TCP connection
+    int fd;
+    std::string from;
+    IpfixStream stream;
+  };
+  void close_all();
+  void drop_session(size_t i);
+  Collector& c_;
+  int ufd_ = -1, lfd_ = -1;
+  std::vector<TcpSession> sessions_;
+  std::vector<uint8_t> buf_;
+  std::vector<pollfd> pf_;
+  uint64_t last_ns_ = 0;
 };
 
 // Receives NetFlow / IPFIX datagrams on a UDP address ("127.0.0.1:2055", "[::]:4739") and

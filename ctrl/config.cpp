@@ -183,6 +183,8 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
               }},
              {"exit_idle", [&](auto& v, auto& k) { c.control.exit_idle_ns = dur(file, v, k); }},
              {"metrics", [&](auto& v, auto&) { c.control.metrics = v.Scalar(); }},
+             {"collect", [&](auto& v, auto&) { c.control.collect = v.Scalar(); }},
+             {"collect_tcp", [&](auto& v, auto&) { c.control.collect_tcp = v.Scalar(); }},
          });
        }},
       {"features", [&](const YAML::Node& n, const std::string& nm) {

@@ -40,6 +40,7 @@ struct ControlConfig {
   uint32_t socket_mode = 0600;
   uint64_t exit_idle_ns = 0;  // stop when no packet arrived for this long (0: never)
   std::string metrics;        // Prometheus HOST:PORT, empty = off
+  std::string collect, collect_tcp;  // NetFlow / IPFIX input beside the packets (UDP, TCP)
 };
 
 struct Config {

@@ -223,15 +223,7 @@ int cmd_collect(int argc, char** argv) {
   r.wall_ns = mono_ns() - t0;
   r.table_bytes = col.table_bytes();
   r.interrupted = g_stop.load();
-  std::string extra = "collector: " + std::to_string(col.uniflows) + " exported records joined into " +
-                      std::to_string(r.total.get(Ctr::records_emitted)) + " flows\n";
-  nlohmann::json nf = nlohmann::json::object();
-  for (size_t i = 0; i < size_t(NfCtr::count); i++) {
-    uint64_t v = col.netflow().v[i];
-    nf[kNfCounterNames[i]] = v;
-    if (v) extra += "  " + std::string(kNfCounterNames[i]) + " " + std::to_string(v) + "\n";
-  }
-  return finish_outputs(*outputs, r, summary, cfg, 1, quiet, extra, {{"netflow", nf}});
+  return finish_outputs(*outputs, r, summary, cfg, 1, quiet, col.summary_text(), {{"netflow", col.netflow_json()}});
 }
 
 }  // namespace

@@ -167,6 +167,17 @@ void Runtime::setup() {
           b->from_worker[a->index] = r;
         }
   }
+  if (feed_on_) {
+    feed_ = std::make_unique<ControlFeed>();
+    feed_->rt_ = this;
+    feed_->pool_ = shared_.record_pool;
+    for (auto& w : workers_) {
+      rte_ring* r = ring("ls_ctl_w" + std::to_string(w->index));
+      feed_->to_worker_.push_back(r);
+      w->from_rx.push_back(r);
+      w->feed_done = &feed_->done;
+    }
+  }
   // Tables from DPDK hugepages on each RX lcore's NUMA node when EAL has hugepages;
   // with --no-huge they stay on transparent huge pages (the test setup).
   for (auto& l : rx_) {
@@ -373,6 +384,54 @@ void Runtime::launch() {
   if (!replay_mbufs_.empty()) feeder_ = std::thread([this] { feed(); });
 }
 
+bool ControlFeed::make_room() {
+  if (!flushing) {
+    if (gave_up_) return false;
+    uint64_t now = rte_rdtsc();
+    if (!deadline_tsc_) deadline_tsc_ = now + rte_get_tsc_hz() / 10;  // 100 ms
+    if (now > deadline_tsc_) {
+      gave_up_ = true;
+      return false;
+    }
+    live_waits++;
+  } else {
+    rc.shutdown_waits++;
+  }
+  if (!rt_->drain(*drain_to)) rte_pause();
+  return true;
+}
+
+void ControlFeed::consume(const FlowRecord& rec) {
+  void* obj;
+  while (!pool_get(pool_, &obj))
+    if (!make_room()) {
+      rc.record_pool_empty++;
+      return;
+    }
+  auto* r = static_cast<FlowRecord*>(obj);
+  *r = rec;
+  rte_ring* ring = to_worker_[worker_of(*r, uint16_t(to_worker_.size()))];
+  while (!ring_put(ring, r))
+    if (!make_room()) {
+      rc.record_ring_full++;
+      pool_put(pool_, r);
+      return;
+    }
+  deadline_tsc_ = 0;
+  gave_up_ = false;
+  rc.records_out++;
+}
+
+void ControlFeed::consume_batch(const FlowRecord* const* recs, size_t n) {
+  for (size_t i = 0; i < n; i++) consume(*recs[i]);
+  rt_->drain(*drain_to);
+}
+
+void Runtime::close_control_feed() {
+  if (!feed_) return;
+  feed_->done.store(true, std::memory_order_release);
+}
+
 unsigned Runtime::drain(RecordConsumer& out) {
   if (stall_control_until_ns_) {
     if (wall_ns() < stall_control_until_ns_ && !stopping()) return 0;  // a drill: rings fill
@@ -494,6 +553,12 @@ std::string Runtime::ring_summary() const {
                   (unsigned long)l->rc.record_pool_empty);
     o += line;
   }
+  if (feed_) {
+    std::snprintf(line, sizeof line, "  collector (control lcore): %lu records out, %lu ring full, %lu pool empty\n",
+                  (unsigned long)feed_->rc.records_out, (unsigned long)feed_->rc.record_ring_full,
+                  (unsigned long)feed_->rc.record_pool_empty);
+    o += line;
+  }
   for (auto& w : workers_) {
     std::snprintf(line, sizeof line, "  worker lcore %u: %lu records out, %lu ring full, %lu client ring full\n",
                   w->lcore_id, (unsigned long)w->rc.records_out, (unsigned long)w->rc.record_ring_full,
@@ -576,6 +641,13 @@ std::string Runtime::ring_json() const {
     empty += l->rc.record_pool_empty;
   }
   for (auto& w : workers_) full += w->rc.record_ring_full + w->client_ring_full;
+  if (feed_) {
+    full += feed_->rc.record_ring_full;
+    empty += feed_->rc.record_pool_empty;
+    j["collector_records_out"] = uint64_t(feed_->rc.records_out);
+    j["collector_shutdown_waits"] = uint64_t(feed_->rc.shutdown_waits);
+    j["collector_record_ring_full"] = uint64_t(feed_->rc.record_ring_full);
+  }
   j["record_ring_full"] = full;
   j["record_pool_empty"] = empty;
   return j.dump();
@@ -623,6 +695,11 @@ std::string Runtime::metrics_text(const std::string& exporter_metrics) const {
   for (auto& l : rx_) {
     x.sample("linesight_records_dropped_total", lc(l->lcore_id) + ",reason=\"ring_full\"", double(l->rc.record_ring_full));
     x.sample("linesight_records_dropped_total", lc(l->lcore_id) + ",reason=\"pool_empty\"", double(l->rc.record_pool_empty));
+  }
+  if (feed_) {  // the collector, on the control lcore
+    unsigned id = rte_get_main_lcore();
+    x.sample("linesight_records_dropped_total", lc(id) + ",reason=\"ring_full\"", double(feed_->rc.record_ring_full));
+    x.sample("linesight_records_dropped_total", lc(id) + ",reason=\"pool_empty\"", double(feed_->rc.record_pool_empty));
   }
   for (auto& w : workers_) {
     x.sample("linesight_records_dropped_total", lc(w->lcore_id) + ",reason=\"ring_full\"", double(w->rc.record_ring_full));
@@ -692,6 +769,11 @@ std::string Runtime::stats_json() const {
     ws.push_back({{"lcore", w->lcore_id}, {"records_out", uint64_t(w->rc.records_out)},
                   {"record_ring_full", uint64_t(w->rc.record_ring_full)},
                   {"client_ring_full", uint64_t(w->client_ring_full)}});
+  if (feed_)
+    j["collector_feed"] = {{"records_out", uint64_t(feed_->rc.records_out)},
+                           {"record_ring_full", uint64_t(feed_->rc.record_ring_full)},
+                           {"record_pool_empty", uint64_t(feed_->rc.record_pool_empty)},
+                           {"shutdown_waits", uint64_t(feed_->rc.shutdown_waits)}};
   auto& rings = j["rings"];
   rings = nlohmann::json::array();
   for (rte_ring* r : rings_)

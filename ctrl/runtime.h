@@ -23,6 +23,38 @@ namespace ls {
 
 class CtlServer;
 
+class Runtime;
+
+// Records from a source on the control core (the collector) into the workers' server
+// phase, by the same owner hash as an RX lcore's, through one SP/SC ring per worker.
+// A full ring or an empty record pool is waited for by draining the workers into
+// `drain_to` (control is their only drainer: waiting without draining would deadlock),
+// so a burst of export datagrams waits in the socket buffer instead of being lost. Live,
+// a wait lasts at most 100 ms; then records drop (counted) until there is room again — a
+// stalled worker must not stall the control core. Flushing (shutdown) waits as long as
+// it takes.
+class ControlFeed final : public RecordConsumer {
+ public:
+  void consume(const FlowRecord& r) override;
+  // Then drains the workers once: control pushing a burst must also take their output,
+  // or their rings to control fill and drop while it pushes.
+  void consume_batch(const FlowRecord* const* recs, size_t n) override;
+  RingCounters rc;            // records_out, record_ring_full, record_pool_empty, shutdown_waits
+  uint64_t live_waits = 0;    // drains done while waiting for room, live
+  std::atomic<bool> done{false};
+  RecordConsumer* drain_to = nullptr;  // set before the first record
+  bool flushing = false;
+
+ private:
+  friend class Runtime;
+  bool make_room();
+  Runtime* rt_ = nullptr;
+  rte_mempool* pool_ = nullptr;
+  std::vector<rte_ring*> to_worker_;
+  uint64_t deadline_tsc_ = 0;
+  bool gave_up_ = false;
+};
+
 class Runtime {
  public:
   explicit Runtime(Config& cfg) : cfg_(cfg) {}
@@ -30,6 +62,13 @@ class Runtime {
 
   void init_eal(const std::vector<std::string>& extra);  // throws with EAL's reason
   void setup();                                          // ports, rings, pools, lcores
+  // A record source on the control core (`run --collect`): call before setup(); its
+  // records go to control_feed() and are flushed by close_control_feed(out) at shutdown.
+  void enable_control_feed() { feed_on_ = true; }
+  ControlFeed* control_feed() { return feed_.get(); }
+  // The source has been told to flush (its records waiting for ring space meanwhile):
+  // workers may finish once its rings are empty.
+  void close_control_feed();
   void launch();
   // Moves finished records from the workers to `out`; returns how many.
   unsigned drain(RecordConsumer& out);
@@ -93,6 +132,8 @@ class Runtime {
   uint64_t stall_control_until_ns_ = 0;  // fault drill; control thread only
   uint64_t fault_drills_ = 0;
   std::unique_ptr<LiveSettings> live_;
+  bool feed_on_ = false;
+  std::unique_ptr<ControlFeed> feed_;
   std::vector<uint64_t> rate_last_pk_;
   std::vector<double> rate_pps_;
   uint64_t rate_last_ns_ = 0;

@@ -279,6 +279,7 @@ int worker_lcore_main(void* arg) {
     // Read the "done" flags before draining, so a record enqueued before them is seen.
     bool rx_done = true;
     for (auto& r : *w->rx) rx_done &= r->done.load(std::memory_order_acquire);
+    if (w->feed_done) rx_done &= w->feed_done->load(std::memory_order_acquire);
     bool peers_done = true;
     for (auto& p : *w->peers) peers_done &= p->server_done.load(std::memory_order_acquire);
     unsigned got_rx = 0;

@@ -105,6 +105,9 @@ struct alignas(64) WorkerLcore {
   std::atomic<bool> done{false};
   std::atomic<uint64_t> records{0};
   const std::vector<std::unique_ptr<RxLcore>>* rx = nullptr;  // to know when RX is done
+  // A source on the control core (the collector in `run`), whose ring is the last of
+  // from_rx; it is done like an RX lcore when this is set. Null: no such source.
+  const std::atomic<bool>* feed_done = nullptr;
   const std::vector<std::unique_ptr<WorkerLcore>>* peers = nullptr;  // all workers
   RuntimeShared* shared = nullptr;
 };

@@ -780,6 +780,156 @@ def test_ipfix_collector_returns(d):
           f"(messages {ex['messages']} -> {after['messages']}, send errors {after['send_errors']})")
 
 
+def shutdown(p, sock, summ):
+    """/shutdown, wait for the exit; the run's summary."""
+    ctl(sock, "shutdown")
+    p.communicate(timeout=120)
+    return json.load(open(summ))
+
+
+def send_export(udp_port, tcp_port, grams_udp, grams_tcp):
+    """Export datagrams to a collector: one by one over UDP, then one TCP stream."""
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for g in grams_udp:
+        u.sendto(g, ("127.0.0.1", udp_port))
+        time.sleep(0.002)
+    u.close()
+    t = socket.create_connection(("127.0.0.1", tcp_port), timeout=10)
+    t.sendall(b"".join(grams_tcp))
+    t.close()
+
+
+def test_collect_beside_packets(d):
+    """`run --collect`: router flow export (softflowd's NetFlow v9 over UDP, its IPFIX over
+    TCP) enters the same workers as a net_pcap vdev's packets. The run's records are
+    exactly `replay` of the vdev's capture plus `linesight collect` of the same export;
+    their features raise the beacon detection; /collector and /metrics count them; and a
+    shutdown flushes every flow the collector still holds."""
+    if not shutil.which("softflowd"):
+        print("SKIP collect beside packets: softflowd not installed (scripts/setup.sh installs it)")
+        return
+    from lsdata import free_udp_port
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_collector import softflowd_datagrams
+    rx_pcap = os.path.join(DATA, "ndpi/emotet.pcap")
+    v9 = softflowd_datagrams(os.path.join(DATA, "slips/test-cc-capture-1.pcap"), 9)
+    ipfix = softflowd_datagrams(os.path.join(DATA, "slips/test-cc-capture-2.pcap"), 10)
+
+    # What `collect` makes of the same export, and `replay` of the vdev's capture.
+    up, tp = free_udp_port(), free_udp_port(socket.SOCK_STREAM)
+    ref = os.path.join(d, "collect.jsonl")
+    c = subprocess.Popen([BIN, "collect", "--listen", f"127.0.0.1:{up}", "--listen-tcp", f"127.0.0.1:{tp}",
+                          "--hash-seed", "1", "--quiet", "--exit-idle", "2s", "--flows-out", ref],
+                         stderr=subprocess.PIPE, text=True)
+    while "on tcp" not in c.stderr.readline():
+        pass
+    send_export(up, tp, v9, ipfix)
+    c.wait(timeout=60)
+    rx_ref = os.path.join(d, "emotet.jsonl")
+    replay(rx_pcap, rx_ref)
+    want = sorted(records(ref) + records(rx_ref))
+
+    up, tp = free_udp_port(), free_udp_port(socket.SOCK_STREAM)
+    cfg, sock, mport = os.path.join(d, "collect.yaml"), os.path.join(d, "collect.sock"), free_udp_port(socket.SOCK_STREAM)
+    open(cfg, "w").write(f"control:\n  collect: 127.0.0.1:{up}\n  collect_tcp: 127.0.0.1:{tp}\n")
+    out, det = os.path.join(d, "run-collect.jsonl"), os.path.join(d, "run-collect-det.jsonl")
+    p, summ = run(d, ["--config", cfg, "--workers", "2", "--flows-out", out, "--socket", sock,
+                      "--metrics", f"127.0.0.1:{mport}", "--features-out", os.path.join(d, "run-collect.csv"),
+                      "--rules", RULES, "--detections-out", det],
+                  eal(4, f"net_pcap0,rx_pcap={rx_pcap}"), wait=False)
+    try:
+        check(wait_for(sock), "socket of run --collect")
+        send_export(up, tp, v9, ipfix)
+        end, st = time.time() + 30, {}
+        while time.time() < end:
+            st = raw(sock, b'{"cmd":"/collector"}\n')["result"]
+            if st["netflow"]["datagrams_ipfix"] == len(ipfix) and st["netflow"]["datagrams_v9"] == len(v9):
+                break
+            time.sleep(0.2)
+        nf = st["netflow"]
+        check(nf["datagrams_v9"] == len(v9) and nf["datagrams_ipfix"] == len(ipfix) and nf["tcp_sessions"] == 1
+              and st["exported_records"] > 0 and st["flows_active"] > 0 and st["record_ring_full"] == 0,
+              f"/collector: {nf['datagrams_v9']} v9 datagrams, {nf['datagrams_ipfix']} IPFIX messages over TCP, "
+              f"{st['exported_records']} exported records, {st['flows_active']} flows held, "
+              f"{st['records_out']} records to the workers ({st['waits']} waits for room)")
+        import urllib.request
+        body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+        check('linesight_collector_datagrams_total{version="v9"} %d' % len(v9) in body
+              and "linesight_collector_flows_active" in body and "linesight_packets_total{" in body,
+              "/metrics: the collector's counters beside the dataplane's")
+        if shutil.which("promtool"):
+            pt = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True)
+            check(pt.returncode == 0, "promtool check metrics passes with the collector " + pt.stdout + pt.stderr)
+        s = shutdown(p, sock, summ)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    got = records(out)
+    check(p.returncode == 0 and got == want,
+          f"run --collect: {len(got)} records = replay of the vdev ({len(records(rx_ref))}) + collect of the "
+          f"same export ({len(records(ref))}), field for field ({s['rings']['record_ring_full']} dropped)")
+    beacons = [json.loads(l) for l in open(det)]
+    check(any(b["app"] == "beacon" and b["endpoint"] == "141.193.213.21" for b in beacons),
+          f"the collected beacon flows raise the beacon detection in the workers ({len(beacons)} detections)")
+
+
+def test_collect_workers_stalled(d):
+    """`run --collect` with the workers stalled (a fault drill): the collector waits for
+    room at most 100 ms, then drops and counts what the full rings cannot take, while the
+    control socket keeps answering; after the drill, export flows in again, and at exit
+    every record handed to the workers is written or counted as dropped (rings of 64: on
+    a loaded machine the workers' own rings may drop too; the shutdown flush waits)."""
+    if not shutil.which("softflowd"):
+        print("SKIP collect with stalled workers: softflowd not installed")
+        return
+    from lsdata import free_udp_port
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_collector import softflowd_datagrams
+    v9 = softflowd_datagrams(os.path.join(DATA, "slips/test-cc-capture-1.pcap"), 9)
+    ipfix = softflowd_datagrams(os.path.join(DATA, "slips/test-cc-capture-2.pcap"), 10)
+    up, tp = free_udp_port(), free_udp_port(socket.SOCK_STREAM)
+    cfg, sock = os.path.join(d, "stall.yaml"), os.path.join(d, "stall.sock")
+    open(cfg, "w").write("dpdk:\n  ring_size: 64\n")
+    out = os.path.join(d, "stall.jsonl")
+    rx_pcap = os.path.join(DATA, "ndpi/emotet.pcap")
+    p, summ = run(d, ["--config", cfg, "--flows-out", out, "--socket", sock, "--collect", f"127.0.0.1:{up}",
+                      "--collect-tcp", f"127.0.0.1:{tp}"], eal(3, f"net_pcap0,rx_pcap={rx_pcap}"), wait=False)
+    ask = lambda o: raw(sock, json.dumps(o).encode() + b"\n")
+    try:
+        check(wait_for(sock), "socket of run --collect for the stall drill")
+        r = ask({"cmd": "/fault/stall", "stage": "workers", "ms": 4000})
+        check(r["ok"], f"/fault/stall workers: {r}")
+        send_export(up, tp, v9, [])
+        time.sleep(1)
+        t0 = time.monotonic()
+        during = ask({"cmd": "/collector"})["result"]
+        answered = time.monotonic() - t0
+        check(during["record_ring_full"] > 0 and during["netflow"]["datagrams_v9"] == len(v9) and answered < 2,
+              f"workers stalled: {during['record_ring_full']} collected records dropped and counted, every datagram "
+              f"decoded, /collector answered in {answered * 1000:.0f} ms")
+        time.sleep(4)  # the drill is over
+        send_export(up, tp, [], ipfix)
+        end, after = time.time() + 30, during
+        while time.time() < end and after["netflow"]["datagrams_ipfix"] < len(ipfix):
+            time.sleep(0.2)
+            after = ask({"cmd": "/collector"})["result"]
+        check(after["records_out"] > during["records_out"] and after["record_ring_full"] == during["record_ring_full"],
+              f"after the drill: {after['records_out'] - during['records_out']} more records to the workers, "
+              f"no more dropped")
+        s = shutdown(p, sock, summ)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    rx_ref = os.path.join(d, "stall-emotet.jsonl")
+    replay(rx_pcap, rx_ref)
+    n, rx_n, g = len(records(out)), len(records(rx_ref)), s["rings"]
+    later = g["record_ring_full"] - g["collector_record_ring_full"]  # past the collector: workers' rings
+    check(p.returncode == 0 and n + later == g["collector_records_out"] + rx_n,
+          f"at exit: {n} records written + {later} dropped past the collector = the collector's "
+          f"{g['collector_records_out']} handed to the workers + the capture's {rx_n} (the collector dropped "
+          f"{g['collector_record_ring_full']} during the drill; its flush waited {g['collector_shutdown_waits']} times)")
+
+
 def test_af_packet(d):
     if "TSAN_OPTIONS" in os.environ:
         print("SKIP af_packet under TSan: the kernel ring overflows at TSan's speed; the normal and ASan passes run it")
@@ -842,7 +992,7 @@ def main():
     if "built without DPDK" in r.stderr:
         skip("linesight built without DPDK")
     with tempfile.TemporaryDirectory() as d:
-        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_rules_reload, test_models_reload, test_reload_storm, test_ti_reload_frees_old_table, test_ring_full_recovers, test_detections_reader_stalls, test_ipfix_collector_returns, test_sigterm, test_af_packet):
+        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_rules_reload, test_models_reload, test_reload_storm, test_ti_reload_frees_old_table, test_ring_full_recovers, test_detections_reader_stalls, test_ipfix_collector_returns, test_collect_beside_packets, test_collect_workers_stalled, test_sigterm, test_af_packet):
             if sys.argv[1:] and t.__name__ not in sys.argv[1:]:
                 continue  # tests/test_dpdk.py test_NAME ... runs only those
             print(f"-- {t.__name__}", flush=True)
