@@ -45,6 +45,25 @@ def replay(pcap, *args, check=True):
             return recs, json.load(f)
 
 
+def receive_datagrams(send, rcvbuf=8 << 20, quiet_s=2.0):
+    """The datagrams send(port) makes arrive at a fresh UDP port on 127.0.0.1, until none
+    came for quiet_s (the kernel caps rcvbuf at net.core.rmem_max)."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(quiet_s)
+    send(s.getsockname()[1])
+    grams = []
+    try:
+        while True:
+            grams.append(s.recv(65535))
+    except socket.timeout:
+        pass
+    s.close()
+    return grams
+
+
 def free_udp_port(kind=None):
     """A UDP (or, with kind=socket.SOCK_STREAM, TCP) port on 127.0.0.1 that nothing
     listens on (right now)."""

@@ -18,7 +18,7 @@ import signal
 import tempfile
 import time
 
-from lsdata import BIN, free_udp_port, need_data, skip, check, finish
+from lsdata import BIN, free_udp_port, need_data, receive_datagrams, skip, check, finish
 
 
 SOFTFLOWD_TIMEOUTS = [x for t in ("tcp=30", "udp=30", "icmp=30", "general=30", "maxlife=300", "tcp.rst=2",
@@ -176,20 +176,9 @@ def softflowd_vs_replay():
 
 def softflowd_datagrams(pcap, ver):
     """What softflowd exports for a capture, as the datagrams it sent."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    s.settimeout(2)
-    subprocess.run(["softflowd", "-r", pcap, "-n", f"127.0.0.1:{s.getsockname()[1]}", "-v", str(ver), "-6", "-d",
-                    "-a", *SOFTFLOWD_TIMEOUTS], capture_output=True, check=True)
-    grams = []
-    try:
-        while True:
-            grams.append(s.recv(65535))
-    except socket.timeout:
-        pass
-    s.close()
-    return grams
+    return receive_datagrams(lambda port: subprocess.run(
+        ["softflowd", "-r", pcap, "-n", f"127.0.0.1:{port}", "-v", str(ver), "-6", "-d", "-a", *SOFTFLOWD_TIMEOUTS],
+        capture_output=True, check=True))
 
 
 def ipfix_over_tcp():
