@@ -168,7 +168,8 @@ int cmd_run(int argc, char** argv) {
     try {
       rt.control_feed()->drain_to = &summary;
       collector = std::make_unique<Collector>(cfg.core, *rt.control_feed());
-      listener = std::make_unique<CollectorListener>(*collector, cfg.control.collect, cfg.control.collect_tcp);
+      listener = std::make_unique<CollectorListener>(*collector, cfg.control.collect, cfg.control.collect_tcp,
+                                                     "--collect", "--collect-tcp");
     } catch (const std::exception& e) {
       std::fprintf(stderr, "linesight: %s\n", e.what());
       rt.cleanup();

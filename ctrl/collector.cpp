@@ -147,11 +147,12 @@ constexpr size_t kMaxSessions = 256;
 
 void Collector::end_session(const std::string& from) { dec_.end_session(from); }
 
-CollectorListener::CollectorListener(Collector& c, const std::string& udp, const std::string& tcp)
+CollectorListener::CollectorListener(Collector& c, const std::string& udp, const std::string& tcp,
+                                     const char* udp_opt, const char* tcp_opt)
     : c_(c), buf_(65536) {
   try {
-    if (!udp.empty()) ufd_ = listen_socket(udp, SOCK_DGRAM, "--listen");
-    if (!tcp.empty()) lfd_ = listen_socket(tcp, SOCK_STREAM, "--listen-tcp");
+    if (!udp.empty()) ufd_ = listen_socket(udp, SOCK_DGRAM, udp_opt);
+    if (!tcp.empty()) lfd_ = listen_socket(tcp, SOCK_STREAM, tcp_opt);
   } catch (...) {
     close_all();
     throw;

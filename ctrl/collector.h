@@ -59,7 +59,9 @@ class Collector final : public RecordSink {
 // "[::]:4739") and IPFIX over TCP on another (either may be empty). Throws on socket errors.
 class CollectorListener {
  public:
-  CollectorListener(Collector& c, const std::string& udp, const std::string& tcp);
+  // `udp_opt`, `tcp_opt`: the options the addresses came from, for error messages.
+  CollectorListener(Collector& c, const std::string& udp, const std::string& tcp,
+                    const char* udp_opt = "--listen", const char* tcp_opt = "--listen-tcp");
   ~CollectorListener();
   CollectorListener(const CollectorListener&) = delete;
   CollectorListener& operator=(const CollectorListener&) = delete;

@@ -24,6 +24,7 @@ commands:
                                 change sampling live (off, packet, packet_random,
                                 flow_hash, sample_hold)
   config                        the running configuration
+  collector                     router flow input (run --collect): decoder counters, drops
   shutdown                      flush every flow and stop
   help                          commands the daemon offers
   raw '/path?query' [JSON]      send any command, print the reply
@@ -133,6 +134,7 @@ int main(int argc, char** argv) {
   const std::string& c = args[0];
   if (c == "stats") req = {{"cmd", "/stats"}};
   else if (c == "config") req = {{"cmd", "/config"}};
+  else if (c == "collector") req = {{"cmd", "/collector"}};
   else if (c == "shutdown") req = {{"cmd", "/shutdown"}};
   else if (c == "help") req = {{"cmd", "/help"}};
   else if (c == "sampling") {

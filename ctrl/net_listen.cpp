@@ -16,6 +16,10 @@ int listen_socket(const std::string& addr, int type, const std::string& what) {
   if (colon == std::string::npos) throw fail("expected HOST:PORT");
   std::string host = addr.substr(0, colon), port = addr.substr(colon + 1);
   if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  // getaddrinfo takes "99999" and binds 34463 (the number modulo 65536): check it here.
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) > 65535)
+    throw fail("the port must be a number 0 .. 65535");
   addrinfo hints{}, *res = nullptr;
   hints.ai_socktype = type;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;

@@ -39,6 +39,10 @@ with tempfile.TemporaryDirectory() as d:
     check(r.returncode == 2 and "/nonexistent-dir/f.jsonl" in r.stderr, "unwritable output is named")
     r = run("nonsense")
     check(r.returncode == 2 and "unknown command" in r.stderr, "unknown command")
+    for bad, why in (("127.0.0.1:99999", "0 .. 65535"), ("127.0.0.1", "expected HOST:PORT"),
+                     ("256.1.1.1:2055", "256.1.1.1")):
+        r = run("collect", "--listen", bad, timeout=10)
+        check(r.returncode == 2 and why in r.stderr, f"collect --listen {bad} refused: {r.stderr.strip()}")
 
     r = run("replay", pcap)
     check(r.returncode == 0 and "3000 packets" in r.stdout and "top talkers" in r.stdout

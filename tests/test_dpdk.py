@@ -140,6 +140,9 @@ def test_config_file_and_errors(d):
     r = subprocess.run([BIN, "run", "--socket", "", "--rx-queues", "4", "--", *eal(3, f"net_pcap0,rx_pcap={pcap}")],
                        capture_output=True, text=True, timeout=60)
     check(r.returncode == 2 and "RX queues" in r.stderr, "more queues than the port has explained: " + r.stderr.strip().splitlines()[-1])
+    r = subprocess.run([BIN, "run", "--socket", "", "--collect", "127.0.0.1:99999", "--", *eal(3, f"net_pcap0,rx_pcap={pcap}")],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 2 and "99999" in r.stderr, "a bad --collect address explained: " + r.stderr.strip().splitlines()[-1])
 
 
 def test_disk_full(d):
@@ -852,6 +855,9 @@ def test_collect_beside_packets(d):
               f"/collector: {nf['datagrams_v9']} v9 datagrams, {nf['datagrams_ipfix']} IPFIX messages over TCP, "
               f"{st['exported_records']} exported records, {st['flows_active']} flows held, "
               f"{st['records_out']} records to the workers ({st['waits']} waits for room)")
+        r = ctl(sock, "collector")
+        check(r.returncode == 0 and json.loads(r.stdout)["netflow"]["datagrams_v9"] == len(v9),
+              "linesightctl collector")
         import urllib.request
         body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
         check('linesight_collector_datagrams_total{version="v9"} %d' % len(v9) in body
