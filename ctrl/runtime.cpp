@@ -773,6 +773,7 @@ std::string Runtime::stats_json() const {
     j["collector_feed"] = {{"records_out", uint64_t(feed_->rc.records_out)},
                            {"record_ring_full", uint64_t(feed_->rc.record_ring_full)},
                            {"record_pool_empty", uint64_t(feed_->rc.record_pool_empty)},
+                           {"live_waits", feed_->live_waits},
                            {"shutdown_waits", uint64_t(feed_->rc.shutdown_waits)}};
   auto& rings = j["rings"];
   rings = nlohmann::json::array();

@@ -63,7 +63,8 @@ class Runtime {
   void init_eal(const std::vector<std::string>& extra);  // throws with EAL's reason
   void setup();                                          // ports, rings, pools, lcores
   // A record source on the control core (`run --collect`): call before setup(); its
-  // records go to control_feed() and are flushed by close_control_feed(out) at shutdown.
+  // records go to control_feed() (set its drain_to first; flushing = true while the
+  // source flushes at shutdown, then close_control_feed()).
   void enable_control_feed() { feed_on_ = true; }
   ControlFeed* control_feed() { return feed_.get(); }
   // The source has been told to flush (its records waiting for ring space meanwhile):
