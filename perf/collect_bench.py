@@ -20,7 +20,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "perf", "out")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from lsdata import receive_datagrams  # noqa: E402
+from lsdata import free_udp_port, receive_datagrams  # noqa: E402
 
 
 def export_of(pcap):
@@ -35,14 +35,6 @@ def export_of(pcap):
     data = b"".join(grams)
     open(path, "wb").write(data)
     return data
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def send(port, data):
@@ -68,12 +60,13 @@ def one(binary, mode, data, messages, head):
               "--rules-cache", os.path.join(OUT, "rules-cache"), "--detections-out", "/dev/null", "--app", "defaults",
               "--flows-out", "/dev/null", "--hash-seed", "1", "--quiet", "--capacity", "262144",
               "--summary-json", summ]
-    port = free_port()
+    port = free_udp_port(socket.SOCK_STREAM)
     if mode == "collect":
         p = subprocess.Popen([binary, "collect", "--listen-tcp", f"127.0.0.1:{port}", "--exit-idle", "200ms",
                               *common], stderr=subprocess.PIPE, text=True)
-        while "on tcp" not in p.stderr.readline():
-            pass
+        while "on tcp" not in (line := p.stderr.readline()):
+            if not line:
+                sys.exit(f"collect exited before listening (exit {p.wait()})")
         t = time.monotonic()
         send(port, data)
         p.wait()
