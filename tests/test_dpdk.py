@@ -824,8 +824,12 @@ def test_collect_beside_packets(d):
     c = subprocess.Popen([BIN, "collect", "--listen", f"127.0.0.1:{up}", "--listen-tcp", f"127.0.0.1:{tp}",
                           "--hash-seed", "1", "--quiet", "--exit-idle", "2s", "--flows-out", ref],
                          stderr=subprocess.PIPE, text=True)
-    while "on tcp" not in c.stderr.readline():
-        pass
+    line = c.stderr.readline()
+    while "on tcp" not in line:
+        if not line:  # collect exited before listening: no export to send to it
+            check(False, f"linesight collect listening (exit code {c.wait()})")
+            return
+        line = c.stderr.readline()
     send_export(up, tp, v9, ipfix)
     c.wait(timeout=60)
     rx_ref = os.path.join(d, "emotet.jsonl")
