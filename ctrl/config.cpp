@@ -73,6 +73,14 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
              {"vxlan_port", [&](auto& v, auto& k) { p.vxlan_port = as<uint16_t>(file, v, k); }},
              {"gtpu_port", [&](auto& v, auto& k) { p.gtpu_port = as<uint16_t>(file, v, k); }},
              {"max_tunnel_depth", [&](auto& v, auto& k) { p.max_tunnel_depth = uint8_t(as<unsigned>(file, v, k)); }},
+             {"filter", [&](auto& v, auto& k) {
+                c.filter = as<std::string>(file, v, k);
+                try {  // here for the file and line; finish_config compiles the one that wins
+                  if (!c.filter.empty()) PacketFilter check(c.filter);
+                } catch (const FilterError& e) {
+                  throw ConfigError(where(file, v, k) + e.what());
+                }
+              }},
          });
        }},
       {"flow_key", [&](const YAML::Node& n, const std::string& nm) {
@@ -390,6 +398,8 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --summary-json FILE    final counters as JSON
   --sampling SPEC        off | packet:N | packet_random:N[:SEED] | flow_hash:N[:SEED] |
                          sample_hold:N[:SEED]
+  --filter EXPR          capture filter, tcpdump syntax (e.g. "tcp or udp port 53"): other
+                         packets are counted as filtered_out and not parsed
   --capacity N           flows per core table (1048576; replay: at most what the input can fill)
   --payload-bytes N      payload bytes kept per direction, 0 disables (64)
   --idle-timeout D       e.g. 30s, 500ms (30s)
@@ -431,6 +441,14 @@ void load_config_from_args(int argc, char** argv, Config& c) {
 
 void finish_config(Config& c) {
   validate(c);
+  c.core.parse.filter.reset();
+  if (!c.filter.empty()) {
+    try {
+      c.core.parse.filter = std::make_shared<const PacketFilter>(c.filter);
+    } catch (const FilterError& e) {
+      throw ConfigError(e.what());
+    }
+  }
   if (!c.rules.empty()) {
     try {
       c.loaded_rules = RuleSet::load_file(c.rules, c.rules_cache);
@@ -519,6 +537,7 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--payload-out") cfg.payload_out = true;
   else if (a == "--summary-json") cfg.summary_json = val();
   else if (a == "--sampling") cfg.core.sampling = parse_sampling_spec(val());
+  else if (a == "--filter") cfg.filter = val();
   else if (a == "--capacity") {
     uint64_t c = flag_num<uint64_t>(a, val());
     if (c == 0 || c > (1ull << 31)) throw ConfigError("--capacity must be 1 .. 2^31");

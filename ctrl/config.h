@@ -81,6 +81,7 @@ struct Config {
   uint64_t ipfix_template_refresh_ns = 60'000'000'000ull;
   bool payload_out = false;
   std::string summary_json;
+  std::string filter;  // capture filter expression (parser.filter, --filter); compiled by finish_config()
 };
 
 // Merges the YAML file into `c`. Unknown keys and bad values throw ConfigError with

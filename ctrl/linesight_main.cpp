@@ -199,6 +199,7 @@ int cmd_collect(int argc, char** argv) {
     die(e.what());
   }
   if (listen.empty() && listen_tcp.empty()) die("collect needs --listen HOST:PORT (UDP) or --listen-tcp HOST:PORT");
+  if (!cfg.filter.empty()) die("--filter selects packets (replay, run); collect receives flow records, not packets");
   auto outputs = open_outputs(cfg);
   SummaryCollector summary(&outputs->fanout);
   summary.track_hosts = !quiet;

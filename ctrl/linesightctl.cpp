@@ -23,6 +23,8 @@ commands:
   sampling set [--mode M] [--rate N] [--seed S]
                                 change sampling live (off, packet, packet_random,
                                 flow_hash, sample_hold)
+  filter                        the capture filter
+  filter set EXPR               change it live, tcpdump syntax ('' passes every packet)
   config                        the running configuration
   collector                     router flow input (run --collect): decoder counters, drops
   shutdown                      flush every flow and stop
@@ -157,6 +159,13 @@ int main(int argc, char** argv) {
       if (set.empty()) die("sampling set: give --mode, --rate and/or --seed");
       req["set"] = set;
     }
+  } else if (c == "filter") {
+    req = {{"cmd", "/filter"}};
+    if (args.size() > 1) {
+      if (args[1] != "set") die("filter: expected 'set', got '" + args[1] + "'");
+      if (args.size() != 3) die("filter set: give one expression, quoted (e.g. 'tcp port 443'; '' for none)");
+      req["set"] = args[2];
+    }
   } else if (c == "raw") {
     if (args.size() < 2) die("raw needs a command path");
     req = args.size() > 2 ? json::parse(args[2], nullptr, false) : json::object();
@@ -176,7 +185,11 @@ int main(int argc, char** argv) {
   else if (c == "sampling")
     std::printf("sampling: %s 1:%lu seed %lu\n", res["mode"].get<std::string>().c_str(),
                 (unsigned long)res["rate"].get<uint64_t>(), (unsigned long)res["seed"].get<uint64_t>());
-  else if (c == "help")
+  else if (c == "filter") {
+    std::string f = res["filter"].get<std::string>(), no = res["unusable_link_types"].get<std::string>();
+    std::printf("filter: %s\n", f.empty() ? "none (every packet)" : f.c_str());
+    if (!no.empty()) std::printf("matches no packet of link types: %s\n", no.c_str());
+  } else if (c == "help")
     for (auto& [k, v] : res.items()) std::printf("%-12s %s\n", k.c_str(), v.get<std::string>().c_str());
   else std::puts(res.dump(2).c_str());
   return 0;

@@ -115,6 +115,7 @@ void Runtime::setup() {
     throw std::runtime_error("QSBR init failed");
   live_ = std::make_unique<LiveSettings>();
   live_->sampling = cfg_.core.sampling;
+  live_->filter = cfg_.core.parse.filter;
   live_->version = live_version_ = 0;
   shared_.live.store(live_.get());
 
@@ -528,11 +529,21 @@ void Runtime::cleanup() {
 }
 
 void Runtime::set_sampling(const SamplingConfig& s) {
+  auto next = std::make_unique<LiveSettings>(*live_);
+  next->sampling = s;
+  publish(std::move(next), "sampling");
+}
+
+void Runtime::set_filter(std::shared_ptr<const PacketFilter> f) {
+  auto next = std::make_unique<LiveSettings>(*live_);
+  next->filter = std::move(f);
+  publish(std::move(next), "filter");
+}
+
+void Runtime::publish(std::unique_ptr<LiveSettings> next, const char* what) {
   // While stopping, RX lcores may wait on rings this thread drains: a grace period could
   // deadlock, and freeing the old settings without one could free them under a reader.
-  if (launched_ && stopping()) throw CtlError("shutting down: sampling not changed");
-  auto next = std::make_unique<LiveSettings>();
-  next->sampling = s;
+  if (launched_ && stopping()) throw CtlError(std::string("shutting down: ") + what + " not changed");
   next->version = ++live_version_;
   shared_.live.store(next.get(), std::memory_order_release);
   // Every RX lcore passes a quiescent point after the store before the old one goes.
@@ -846,9 +857,30 @@ void register_runtime_commands(CtlServer& s, Runtime& rt, const Config& cfg) {
           SamplingConfig c = rt.sampling();
           return nlohmann::json{{"mode", sample_mode_name(c.mode)}, {"rate", c.rate}, {"seed", c.seed}};
         });
-  s.add("/config", "the running configuration", [&cfg](const CtlRequest&) {
+  s.add("/filter",
+        "get the capture filter, or set it live (tcpdump syntax; \"\" passes every packet): "
+        "{\"cmd\":\"/filter\",\"set\":\"tcp port 443\"}",
+        [&rt](const CtlRequest& r) {
+          if (r.body.contains("set")) {
+            const auto& v = r.body["set"];
+            if (!v.is_string()) throw CtlError("\"set\" must be a filter expression (a string; \"\" for none)");
+            std::shared_ptr<const PacketFilter> f;
+            try {  // compiled here, on the control core; a bad one leaves the old in place
+              if (!v.get<std::string>().empty()) f = std::make_shared<const PacketFilter>(v.get<std::string>());
+            } catch (const FilterError& e) {
+              throw CtlError(e.what());
+            }
+            rt.set_filter(std::move(f));
+          }
+          auto f = rt.filter();
+          return nlohmann::json{{"filter", f ? f->expression() : ""},
+                                {"unusable_link_types", f ? f->unusable_links() : ""}};
+        });
+  s.add("/config", "the running configuration", [&cfg, &rt](const CtlRequest&) {
     const auto& t = cfg.core.table;
+    auto f = rt.filter();  // as set live (/filter)
     return nlohmann::json{
+        {"parser", {{"filter", f ? f->expression() : ""}}},
         {"table", {{"capacity", t.capacity}, {"payload_bytes", t.payload_bytes},
                    {"idle_timeout_ns", t.idle_timeout_ns}, {"active_timeout_ns", t.active_timeout_ns},
                    {"tcp_end_timeout_ns", t.tcp_end_timeout_ns},

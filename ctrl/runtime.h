@@ -85,9 +85,12 @@ class Runtime {
   ReplayResult finish();  // after all_done(): joins lcores, sums counters
   void cleanup();         // stops ports, EAL cleanup
 
-  // Live sampling change: publish, wait for a QSBR grace period, free the old settings.
+  // Live sampling or capture filter change: publish, wait for a QSBR grace period, free
+  // the old settings. A null filter passes every packet.
   void set_sampling(const SamplingConfig& s);
   SamplingConfig sampling() const;
+  void set_filter(std::shared_ptr<const PacketFilter> f);
+  std::shared_ptr<const PacketFilter> filter() const { return live_->filter; }
   std::string stats_json() const;
   nlohmann::json feature_state() const;  // the workers' pair/server/client tables
   std::string ring_summary() const;
@@ -132,6 +135,7 @@ class Runtime {
   const char* stop_reason_ = "";
   uint64_t stall_control_until_ns_ = 0;  // fault drill; control thread only
   uint64_t fault_drills_ = 0;
+  void publish(std::unique_ptr<LiveSettings> next, const char* what);
   std::unique_ptr<LiveSettings> live_;
   bool feed_on_ = false;
   std::unique_ptr<ControlFeed> feed_;

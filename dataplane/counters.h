@@ -41,6 +41,7 @@ namespace ls {
   X(tunnel_depth_exceeded, DROP)       \
   X(table_full_drop, DROP)             \
   X(sampled_out, DROP)                 \
+  X(filtered_out, DROP)                \
   X(vlan_tagged, INFO)                 \
   X(mpls_labelled, INFO)               \
   X(pppoe, INFO)                       \

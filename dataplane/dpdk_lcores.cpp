@@ -179,6 +179,7 @@ int rx_lcore_main(void* arg) {
       LiveSettings* s = sh.live.load(std::memory_order_acquire);
       if (s && s->version != l->settings_version) {
         l->core->set_sampling(s->sampling);
+        l->core->set_filter(s->filter);
         l->settings_version = s->version;
       }
       if (!sh.packet_clock) {

@@ -29,6 +29,7 @@ struct alignas(64) RingCounters {
 // QSBR grace period.
 struct LiveSettings {
   SamplingConfig sampling;
+  std::shared_ptr<const PacketFilter> filter;
   uint64_t version = 0;
 };
 

@@ -88,6 +88,9 @@ class alignas(64) FlowCore {
   void finish() { table.flush(EndReason::FLUSH); }
   // Live sampling change; called by the owning core at a quiescent point.
   void set_sampling(const SamplingConfig& s) { sampler.configure(s); }
+  void set_filter(const std::shared_ptr<const PacketFilter>& f) {
+    if (cfg_.parse.filter != f) cfg_.parse.filter = f;
+  }
 
   uint16_t id() const { return id_; }
 

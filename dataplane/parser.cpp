@@ -363,6 +363,10 @@ bool parse_packet(const PacketView& p, LinkType lt, const ParseConfig& cfg, Pack
   m.tunnel = Tunnel::NONE;
   m.vlan_depth = 0;
   m.error = Ctr::packets;
+  if (cfg.filter && !cfg.filter->match(p, lt)) {
+    m.error = Ctr::filtered_out;
+    return false;
+  }
   Parser ps{cfg, m, c};
   Cur k{p.data, p.data + p.cap_len};
   switch (lt) {

@@ -2,7 +2,10 @@
 // TCP/UDP/ICMP/ICMPv6/SCTP, decapsulating GRE, VXLAN, GTP-U and IP-in-IP when enabled.
 // Never reads past cap_len; every unusable packet sets meta.error to a named counter.
 #pragma once
+#include <memory>
+
 #include "dataplane/packet.h"
+#include "dataplane/packet_filter.h"
 
 namespace ls {
 
@@ -17,6 +20,8 @@ struct ParseConfig {
   uint8_t max_mpls_labels = 16;
   uint8_t max_ipv6_ext = 8;
   uint8_t max_tunnel_depth = 3;
+  // Capture filter (--filter); packets it rejects end as filtered_out before parsing.
+  std::shared_ptr<const PacketFilter> filter;
 };
 
 // Fills `m`; returns true when the packet can be attributed to a flow. INFO counters

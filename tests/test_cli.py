@@ -44,6 +44,32 @@ with tempfile.TemporaryDirectory() as d:
         r = run("collect", "--listen", bad, timeout=10)
         check(r.returncode == 2 and why in r.stderr, f"collect --listen {bad} refused: {r.stderr.strip()}")
 
+    r = run("replay", pcap, "--filter", "tcp port")
+    check(r.returncode == 2 and "filter 'tcp port': " in r.stderr and "syntax error" in r.stderr,
+          "bad --filter named with libpcap's reason: " + r.stderr.strip())
+    open(cfg, "w").write("parser:\n  filter: host 300.1.1.1\n")
+    r = run("replay", pcap, "--config", cfg)
+    check(r.returncode == 2 and "bad.yaml:2" in r.stderr and "parser.filter" in r.stderr,
+          "bad parser.filter names file, line and key: " + r.stderr.strip())
+    # The filter against tcpdump's: replay of what tcpdump kept, on one core and on two.
+    pre = os.path.join(d, "pre.pcap")
+    expr = "udp or (tcp and src portrange 1024-40000)"
+    subprocess.run(["tcpdump", "-r", pcap, "-w", pre, expr], check=True, capture_output=True)
+    def recs(*args):
+        r = run("replay", *args, "--quiet", "--hash-seed", "3", "--flows-out", "-")
+        return r.returncode, sorted(json.dumps({k: v for k, v in json.loads(l).items() if k != "core"}, sort_keys=True)
+                                    for l in r.stdout.splitlines())
+    want = recs(pre)[1]
+    for cores in ("1", "2"):
+        rc, got = recs(pcap, "--filter", expr, "--cores", cores)
+        check(rc == 0 and got == want and 0 < len(want) < 300,
+              f"replay --filter on {cores} core(s) == replay of tcpdump's filtered capture ({len(got)} records)")
+    sj = os.path.join(d, "filter-summary.json")
+    run("replay", pcap, "--filter", expr, "--quiet", "--summary-json", sj)
+    kept = len(subprocess.run(["tcpdump", "-r", pre], capture_output=True, text=True).stdout.splitlines())
+    c = json.load(open(sj))["counters"]
+    check(c.get("filtered_out") == 3000 - kept, f"filtered_out {c.get('filtered_out')} = 3000 - {kept} tcpdump kept")
+
     r = run("replay", pcap)
     check(r.returncode == 0 and "3000 packets" in r.stdout and "top talkers" in r.stdout
           and "drops:" in r.stdout, "summary printed")

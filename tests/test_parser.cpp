@@ -314,3 +314,52 @@ TEST(Parser, EveryTruncationIsHandled) {
 }
 
 }  // namespace
+
+// Capture filters: libpcap's compiler, our call per packet before the parser.
+TEST(PacketFilter, RejectsBeforeParsingAndCountsNothingElse) {
+  ParseConfig cfg;
+  cfg.filter = std::make_shared<const PacketFilter>("tcp port 80 and host 10.0.0.2");
+  auto pass = parse(lstest::tcp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1234, 80), cfg);
+  EXPECT_TRUE(pass.ok);
+  EXPECT_EQ(pass.c.get(Ctr::ipv4), 1u);
+  for (const Pkt& p : {lstest::tcp4({10, 0, 0, 1}, {10, 0, 0, 3}, 1234, 80),
+                       lstest::udp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1234, 80)}) {
+    auto r = parse(p, cfg);
+    EXPECT_FALSE(r.ok);
+    EXPECT_EQ(r.m.error, Ctr::filtered_out);
+    EXPECT_EQ(r.c.get(Ctr::ipv4), 0u);  // not parsed at all
+  }
+  // A field past the captured bytes does not match (BPF's out-of-bounds load ends it).
+  Pkt cut = lstest::tcp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1234, 80);
+  cut.b.resize(14 + 20 + 4);  // the ports, not the flags
+  cfg.filter = std::make_shared<const PacketFilter>("tcp[tcpflags] & tcp-syn != 0");
+  EXPECT_EQ(parse(cut, cfg).m.error, Ctr::filtered_out);
+}
+
+TEST(PacketFilter, EveryLinkTypeTheReadersDeliver) {
+  Pkt raw;
+  raw.ip4({10, 0, 0, 1}, {10, 0, 0, 2}, 6).tcp(1234, 80, 0x02).finish();
+  ParseConfig cfg;
+  cfg.filter = std::make_shared<const PacketFilter>("tcp dst port 80");
+  EXPECT_TRUE(parse(raw, cfg, LinkType::RAW).ok);
+  EXPECT_TRUE(parse(raw, cfg, LinkType::IPV4).ok);
+  EXPECT_EQ(cfg.filter->unusable_links(), "");
+  // No Ethernet header in raw IP: an Ethernet filter matches none of those packets.
+  cfg.filter = std::make_shared<const PacketFilter>("ether host 02:00:00:00:00:02");
+  EXPECT_NE(cfg.filter->unusable_links().find("RAW"), std::string::npos) << cfg.filter->unusable_links();
+  EXPECT_TRUE(parse(lstest::tcp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1234, 80), cfg).ok);
+  EXPECT_EQ(parse(raw, cfg, LinkType::RAW).m.error, Ctr::filtered_out);
+}
+
+TEST(PacketFilter, BadExpressionNamesItAndLibpcapsReason) {
+  for (const char* bad : {"tcp port", "host 999.1.1.1", "ip broadcast", "portrange 9-"}) {
+    try {
+      PacketFilter f(bad);
+      ADD_FAILURE() << bad << " compiled";
+    } catch (const FilterError& e) {
+      std::string m = e.what();
+      EXPECT_NE(m.find(std::string("filter '") + bad + "': "), std::string::npos) << m;
+      EXPECT_GT(m.size(), std::strlen(bad) + 12) << "no reason: " << m;
+    }
+  }
+}
