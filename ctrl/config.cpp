@@ -75,8 +75,9 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
              {"max_tunnel_depth", [&](auto& v, auto& k) { p.max_tunnel_depth = uint8_t(as<unsigned>(file, v, k)); }},
              {"filter", [&](auto& v, auto& k) {
                 c.filter = as<std::string>(file, v, k);
-                try {  // here for the file and line; finish_config compiles the one that wins
-                  if (!c.filter.empty()) PacketFilter check(c.filter);
+                try {  // compiled here for the file and line; finish_config keeps it unless --filter differs
+                  p.filter.reset();
+                  if (!c.filter.empty()) p.filter = std::make_shared<const PacketFilter>(c.filter);
                 } catch (const FilterError& e) {
                   throw ConfigError(where(file, v, k) + e.what());
                 }
@@ -441,8 +442,9 @@ void load_config_from_args(int argc, char** argv, Config& c) {
 
 void finish_config(Config& c) {
   validate(c);
-  c.core.parse.filter.reset();
-  if (!c.filter.empty()) {
+  auto& f = c.core.parse.filter;
+  if (c.filter.empty()) f.reset();
+  if (!c.filter.empty() && (!f || f->expression() != c.filter)) {
     try {
       c.core.parse.filter = std::make_shared<const PacketFilter>(c.filter);
     } catch (const FilterError& e) {
