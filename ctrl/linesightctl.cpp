@@ -188,6 +188,7 @@ int main(int argc, char** argv) {
   else if (c == "filter") {
     std::string f = res["filter"].get<std::string>(), no = res["unusable_link_types"].get<std::string>();
     std::printf("filter: %s\n", f.empty() ? "none (every packet)" : f.c_str());
+    if (!f.empty()) std::printf("engine: %s\n", res.value("engine", "").c_str());
     if (!no.empty()) std::printf("matches no packet of link types: %s\n", no.c_str());
   } else if (c == "help")
     for (auto& [k, v] : res.items()) std::printf("%-12s %s\n", k.c_str(), v.get<std::string>().c_str());

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <cstdlib>
 #include <cstring>
 #include <algorithm>
 #include <stdexcept>
@@ -21,6 +22,7 @@
 #include "ctrl/flow_writer.h"
 #include "ctrl/outputs.h"
 #include "ctrl/metrics_server.h"
+#include "dataplane/filter_jit.h"
 #include "dataplane/lcore_handoff.h"
 
 namespace ls {
@@ -69,6 +71,8 @@ void Runtime::setup() {
   shared_.tsc0 = rte_rdtsc();
   shared_.wall0_ns = wall_ns();
 
+  // The filter finish_config compiled, again now that the EAL is up: for the JIT.
+  if (auto& f = cfg_.core.parse.filter) f = compile_filter(f->expression());
   unsigned socket = rte_socket_id();
   if (!d.memory_replay.empty()) {
     setup_memory_replay();
@@ -540,6 +544,18 @@ void Runtime::set_filter(std::shared_ptr<const PacketFilter> f) {
   publish(std::move(next), "filter");
 }
 
+std::shared_ptr<const PacketFilter> Runtime::compile_filter(const std::string& expression) {
+  // LINESIGHT_FILTER_JIT=0: libpcap's interpreter, to compare or to rule the JIT out.
+  const char* jit = std::getenv("LINESIGHT_FILTER_JIT");
+  if (jit && std::string(jit) == "0") return std::make_shared<const PacketFilter>(expression);
+  std::string why;
+  auto f = compile_lcore_filter(expression, why);
+  if (!why.empty())
+    std::fprintf(stderr, "linesight: capture filter '%s' runs in libpcap's interpreter: %s\n",
+                 expression.c_str(), why.c_str());
+  return f;
+}
+
 void Runtime::publish(std::unique_ptr<LiveSettings> next, const char* what) {
   // While stopping, RX lcores may wait on rings this thread drains: a grace period could
   // deadlock, and freeing the old settings without one could free them under a reader.
@@ -866,7 +882,7 @@ void register_runtime_commands(CtlServer& s, Runtime& rt, const Config& cfg) {
             if (!v.is_string()) throw CtlError("\"set\" must be a filter expression (a string; \"\" for none)");
             std::shared_ptr<const PacketFilter> f;
             try {  // compiled here, on the control core; a bad one leaves the old in place
-              if (!v.get<std::string>().empty()) f = std::make_shared<const PacketFilter>(v.get<std::string>());
+              if (!v.get<std::string>().empty()) f = rt.compile_filter(v.get<std::string>());
             } catch (const FilterError& e) {
               throw CtlError(e.what());
             }
@@ -874,6 +890,7 @@ void register_runtime_commands(CtlServer& s, Runtime& rt, const Config& cfg) {
           }
           auto f = rt.filter();
           return nlohmann::json{{"filter", f ? f->expression() : ""},
+                                {"engine", f ? f->engine() : ""},
                                 {"unusable_link_types", f ? f->unusable_links() : ""}};
         });
   s.add("/config", "the running configuration", [&cfg, &rt](const CtlRequest&) {

@@ -90,6 +90,9 @@ class Runtime {
   void set_sampling(const SamplingConfig& s);
   SamplingConfig sampling() const;
   void set_filter(std::shared_ptr<const PacketFilter> f);
+  // After init_eal: the expression for the RX lcores, JIT-compiled for Ethernet when
+  // DPDK can (else libpcap's interpreter, and stderr says why). Throws FilterError.
+  std::shared_ptr<const PacketFilter> compile_filter(const std::string& expression);
   std::shared_ptr<const PacketFilter> filter() const { return live_->filter; }
   std::string stats_json() const;
   nlohmann::json feature_state() const;  // the workers' pair/server/client tables

@@ -49,7 +49,28 @@ void PacketFilter::release() {
   }
 }
 
-bool PacketFilter::match(const PacketView& v, LinkType lt) const {
+const bpf_insn* PacketFilter::program(LinkType lt, unsigned& len) const {
+  for (const Prog& p : progs_)
+    if (p.link == lt) {
+      len = p.len;
+      return p.insns;
+    }
+  len = 0;
+  return nullptr;
+}
+
+void PacketFilter::set_ethernet_engine(std::unique_ptr<FilterEngine> e, std::string name) {
+  unsigned n;
+  const bpf_insn* in = program(LinkType::ETHERNET, n);
+  eth_reads_len_ = false;
+  for (unsigned i = 0; i < n; i++)
+    if (BPF_MODE(in[i].code) == BPF_LEN && (BPF_CLASS(in[i].code) == BPF_LD || BPF_CLASS(in[i].code) == BPF_LDX))
+      eth_reads_len_ = true;
+  eth_engine_ = std::move(e);
+  engine_name_ = eth_engine_ ? std::move(name) : "libpcap";
+}
+
+bool PacketFilter::interpret(const PacketView& v, LinkType lt) const {
   for (const Prog& p : progs_)
     if (p.link == lt) return p.insns && bpf_filter(p.insns, v.data, v.wire_len, v.cap_len) != 0;
   return false;
