@@ -23,6 +23,12 @@
 #include <deque>
 #include "dataplane/source.h"
 #include "tests/pktbuild.h"
+#ifdef LS_HAVE_DPDK
+#include <rte_eal.h>
+#include <sched.h>
+
+#include "dataplane/filter_jit.h"
+#endif
 
 using namespace ls;
 using lstest::Pkt;
@@ -61,6 +67,31 @@ void BM_ParseTcp4Filtered(benchmark::State& st) {
   parse_loop(st, lstest::tcp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1234, 443, 0x18, "GET / HTTP/1.1\r\n"), cfg);
 }
 BENCHMARK(BM_ParseTcp4Filtered)->Arg(0)->Arg(1);
+
+#ifdef LS_HAVE_DPDK
+// The same with the filter JIT-compiled by DPDK, as `run`'s RX lcores run it. The EAL
+// starts on first use (no hugepages, no devices, one lcore).
+void BM_ParseTcp4FilteredJit(benchmark::State& st) {
+  static bool eal = [] {
+    std::vector<std::string> a{"bench", "--no-huge", "-m", "64", "--no-pci", "--no-shconf", "--no-telemetry",
+                               "--log-level", "lib.eal:error", "--lcores", "0@" + std::to_string(sched_getcpu()),
+                               "--file-prefix", "lsbench" + std::to_string(getpid())};
+    std::vector<char*> argv;
+    for (auto& x : a) argv.push_back(x.data());
+    return rte_eal_init(int(argv.size()), argv.data()) >= 0;
+  }();
+  if (!eal) return st.SkipWithError("EAL init failed");
+  const char* expr[] = {"tcp port 443",
+                        "(tcp or udp) and not (port 53 or port 123) and net 10.0.0.0/8 and "
+                        "not (tcp[tcpflags] & tcp-rst != 0) and greater 60"};
+  std::string why;
+  ParseConfig cfg;
+  cfg.filter = compile_lcore_filter(expr[st.range(0)], why);
+  if (!why.empty()) return st.SkipWithError(why.c_str());
+  parse_loop(st, lstest::tcp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1234, 443, 0x18, "GET / HTTP/1.1\r\n"), cfg);
+}
+BENCHMARK(BM_ParseTcp4FilteredJit)->Arg(0)->Arg(1);
+#endif
 
 void BM_ParseVxlanVlanIpv6(benchmark::State& st) {
   Pkt p;
