@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target: scripts/fuzz.sh TARGET SECONDS [extra libFuzzer flags]
-#   TARGET: parser pcap netflow ctl ti model rules rules_hs (or "all": each for SECONDS)
+#   TARGET: parser pcap netflow ctl ti model rules rules_hs filter_jit (or "all": each for SECONDS)
 # Builds (once) in build-fuzz with clang, ASan+UBSan and coverage. Seeds come from the
 # test suite's inputs and ../shared/data (when present); the corpus grows in
 # fuzz-corpus/TARGET. A crash leaves crash-* in fuzz-out/ and a non-zero exit.
@@ -25,7 +25,7 @@ seed() {  # target → seed directory
   mkdir -p "$d"
   [ -n "$(ls -A "$d")" ] && { echo "$d"; return; }
   case $t in
-    parser)  # first packets of real captures, one per file (link type byte 0 = Ethernet)
+    parser|filter_jit)  # first packets of real captures, one per file (byte 0 = 0: Ethernet; wire = captured)
       if command -v tshark >/dev/null && [ -d "$DATA" ]; then
         local i=0
         for f in "$DATA"/ndpi/*.pcap "$DATA"/slips/*.pcap "$DATA"/stopddos/*.pcap; do
@@ -123,7 +123,7 @@ PY
 run() {
   local t=$1 bin=$BUILD/tests/fuzz/fuzz_$1
   shift
-  [ -x "$bin" ] || { echo "no fuzz target '$t' (parser pcap netflow ctl ti model rules rules_hs)" >&2; exit 2; }
+  [ -x "$bin" ] || { echo "no fuzz target '$t' (parser pcap netflow ctl ti model rules rules_hs filter_jit)" >&2; exit 2; }
   if compgen -G "tests/fuzz/regressions/$t/*" >/dev/null; then  # past crashes first
     "$bin" tests/fuzz/regressions/"$t"/* >/dev/null 2>&1 || { echo "$t: a past crash is back" >&2; return 1; }
   fi
@@ -139,7 +139,10 @@ run() {
 
 if [ "$TARGET" = all ]; then
   rc=0
-  for t in parser pcap netflow ctl ti model rules rules_hs; do run "$t" "$@" || rc=1; done
+  for t in parser pcap netflow ctl ti model rules rules_hs filter_jit; do
+    [ "$t" = filter_jit ] && [ ! -x "$BUILD/tests/fuzz/fuzz_filter_jit" ] && continue  # built without DPDK
+    run "$t" "$@" || rc=1
+  done
   exit $rc
 fi
 run "$TARGET" "$@"
