@@ -600,10 +600,11 @@ def rss_kb(pid):
 
 
 def test_reload_storm(d):
-    """Models, rules, TI, partner records and sampling changed again and again (good and
-    bad files alternating) while a memory replay runs with every app on: no crash, no lost
-    packet or record, and memory that stops growing (a reload that leaked its old table
-    would add it per cycle; LeakSanitizer checks the exit in the ASan pass)."""
+    """Models, rules, TI, partner records, sampling and the capture filter changed again and
+    again (good and bad inputs alternating) while a memory replay runs with every app on:
+    no crash, no lost packet or record, and memory that stops growing (a reload that
+    leaked its old table would add it per cycle; LeakSanitizer checks the exit in the ASan
+    pass)."""
     pcap = os.path.join(DATA, "slips/test-cc-capture-1.pcap")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     good_model = open(os.path.join(root, "detect", "models", "c2-server.json")).read()
@@ -638,6 +639,9 @@ def test_reload_storm(d):
                       {"cmd": "/ti/reload", "paths": ["/nonexistent"] if bad else feeds},
                       {"cmd": "/partners/reload", "paths": [partner]},
                       {"cmd": "/sampling", "set": {"mode": mode, "rate": rate}},
+                      # a new JIT-compiled filter each time (its code unmapped when replaced)
+                      {"cmd": "/filter", "set": "tcp port (" if bad else
+                       ["", "udp or tcp[tcpflags] & tcp-syn != 0", "not port 53", "ip"][(cycles // 2) % 4]},
                       {"cmd": "/apps/c2-server/threshold", "set": 0.3 + (cycles % 6) / 10}):
                 r = ask(o)
                 answers[(o["cmd"], r["ok"])] += 1
@@ -648,7 +652,8 @@ def test_reload_storm(d):
         want_bad = cycles // 2
         check(answers[("/models/reload", False)] == want_bad and answers[("/rules/reload", False)] == want_bad
               and answers[("/ti/reload", False)] == want_bad and answers[("/models/reload", True)] == cycles - want_bad
-              and answers[("/sampling", True)] == cycles and answers[("/partners/reload", True)] == cycles,
+              and answers[("/sampling", True)] == cycles and answers[("/partners/reload", True)] == cycles
+              and answers[("/filter", False)] == want_bad and answers[("/filter", True)] == cycles - want_bad,
               f"storm answers: bad files refused, good ones taken ({dict(answers)})")
         check(p.poll() is None, "daemon alive after the storm")
         grow = rss[1] - rss[0]
