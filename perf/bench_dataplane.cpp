@@ -24,10 +24,8 @@
 #include "dataplane/source.h"
 #include "tests/pktbuild.h"
 #ifdef LS_HAVE_DPDK
-#include <rte_eal.h>
-#include <sched.h>
-
 #include "dataplane/filter_jit.h"
+#include "tests/scratch_eal.h"
 #endif
 
 using namespace ls;
@@ -72,14 +70,7 @@ BENCHMARK(BM_ParseTcp4Filtered)->Arg(0)->Arg(1);
 // The same with the filter JIT-compiled by DPDK, as `run`'s RX lcores run it. The EAL
 // starts on first use (no hugepages, no devices, one lcore).
 void BM_ParseTcp4FilteredJit(benchmark::State& st) {
-  static bool eal = [] {
-    std::vector<std::string> a{"bench", "--no-huge", "-m", "64", "--no-pci", "--no-shconf", "--no-telemetry",
-                               "--log-level", "lib.eal:error", "--lcores", "0@" + std::to_string(sched_getcpu()),
-                               "--file-prefix", "lsbench" + std::to_string(getpid())};
-    std::vector<char*> argv;
-    for (auto& x : a) argv.push_back(x.data());
-    return rte_eal_init(int(argv.size()), argv.data()) >= 0;
-  }();
+  static bool eal = lstest::start_scratch_eal("lsbench");
   if (!eal) return st.SkipWithError("EAL init failed");
   const char* expr[] = {"tcp port 443",
                         "(tcp or udp) and not (port 53 or port 123) and net 10.0.0.0/8 and "

@@ -2,9 +2,6 @@
 // interpreter's verdict on every packet of the shared captures, for expressions that use
 // every kind of classic BPF instruction tcpdump emits, and on frames cut short.
 #include <gtest/gtest.h>
-#include <rte_eal.h>
-#include <sched.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -15,25 +12,14 @@
 
 #include "dataplane/filter_jit.h"
 #include "dataplane/source.h"
+#include "tests/scratch_eal.h"
 
 namespace ls {
 namespace {
 
 class Eal : public ::testing::Environment {
  public:
-  void SetUp() override {
-    cpu_set_t cs;
-    sched_getaffinity(0, sizeof(cs), &cs);
-    int cpu = 0;
-    while (!CPU_ISSET(cpu, &cs)) cpu++;
-    std::vector<std::string> a{"filter_jit_tests", "--no-huge", "-m", "64", "--no-pci", "--no-shconf",
-                               "--no-telemetry", "--log-level", "lib.eal:error", "--lcores",
-                               "0@" + std::to_string(cpu), "--file-prefix",
-                               "lsjit" + std::to_string(getpid())};
-    std::vector<char*> argv;
-    for (auto& s : a) argv.push_back(s.data());
-    ASSERT_GE(rte_eal_init(int(argv.size()), argv.data()), 0) << "EAL init failed";
-  }
+  void SetUp() override { ASSERT_TRUE(lstest::start_scratch_eal("lsjit")) << "EAL init failed"; }
   void TearDown() override { rte_eal_cleanup(); }
 };
 const auto* const kEal = ::testing::AddGlobalTestEnvironment(new Eal);

@@ -1,9 +1,6 @@
 // The capture filter's two engines on any frame: DPDK's JIT (run's RX lcores) must give
 // libpcap's interpreter's verdict, else abort. Byte 0 adds to the wire length (`len` on a
 // cut frame goes to the interpreter), the rest is the frame.
-#include <rte_eal.h>
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -12,6 +9,7 @@
 #include <vector>
 
 #include "dataplane/filter_jit.h"
+#include "tests/scratch_eal.h"
 
 namespace {
 struct Engines {
@@ -21,12 +19,7 @@ Engines* engines;
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  std::vector<std::string> a{"fuzz_filter_jit", "--no-huge", "-m", "64", "--no-pci", "--no-shconf",
-                             "--no-telemetry", "--log-level", "lib.eal:error", "-l", "0",
-                             "--file-prefix", "lsfuzz" + std::to_string(getpid())};
-  std::vector<char*> argv;
-  for (auto& s : a) argv.push_back(s.data());
-  if (rte_eal_init(int(argv.size()), argv.data()) < 0) {
+  if (!lstest::start_scratch_eal("lsfuzz")) {
     std::fprintf(stderr, "fuzz_filter_jit: EAL init failed\n");
     std::abort();
   }
