@@ -28,7 +28,7 @@ Collector::Collector(const CoreConfig& cfg, RecordConsumer& out)
         t.payload_bytes = 0;  // exports carry no payload
         return t;
       }(), ctr_, *this),
-      dec_([this](const Uniflow& u) { add(u); }),
+      dec_([this](const Uniflow& u) { add(u); }, cfg.parse),
       rate_(table_.capacity(), 1),
       hold_(out) {}
 
@@ -77,19 +77,25 @@ std::string Collector::metrics_text(bool alone) const {
   x.sample("linesight_collector_datagrams_total", lbl("version", "v5"), double(dec_.ctr.get(NfCtr::datagrams_v5)));
   x.sample("linesight_collector_datagrams_total", lbl("version", "v9"), double(dec_.ctr.get(NfCtr::datagrams_v9)));
   x.sample("linesight_collector_datagrams_total", lbl("version", "ipfix"), double(dec_.ctr.get(NfCtr::datagrams_ipfix)));
+  x.sample("linesight_collector_datagrams_total", lbl("version", "sflow"), double(dec_.ctr.get(NfCtr::datagrams_sflow)));
   x.family("linesight_collector_records_total", "counter", "Flow records decoded (one direction each, as exported).");
   x.sample("linesight_collector_records_total", "", double(dec_.ctr.get(NfCtr::records)));
+  x.family("linesight_collector_sflow_samples_total", "counter", "sFlow flow samples decoded: one sampled packet each.");
+  x.sample("linesight_collector_sflow_samples_total", "", double(dec_.ctr.get(NfCtr::sflow_flow_samples)));
   // Everything else the decoder counts: problems by name (docs/collector.md), then events.
   x.family("linesight_collector_errors_total", "counter",
            "Export input that could not be used, by reason: malformed, unknown template, lost sequence numbers.");
   const NfCtr errors[] = {NfCtr::bad_version, NfCtr::truncated_header, NfCtr::bad_length, NfCtr::bad_set_length,
                           NfCtr::bad_template, NfCtr::data_without_template, NfCtr::records_without_flow_key,
                           NfCtr::records_without_time_base, NfCtr::sequence_gaps, NfCtr::tcp_refused,
-                          NfCtr::tcp_bad_stream};
+                          NfCtr::tcp_bad_stream, NfCtr::sflow_bad_length, NfCtr::sflow_bad_agent_address,
+                          NfCtr::sflow_samples_without_packet, NfCtr::sflow_samples_unparsed};
   for (NfCtr c : errors)
     x.sample("linesight_collector_errors_total", lbl("reason", kNfCounterNames[size_t(c)]), double(dec_.ctr.get(c)));
-  x.family("linesight_collector_events_total", "counter", "Options records, templates learnt and withdrawn, TCP sessions.");
-  for (NfCtr c : {NfCtr::options_records, NfCtr::templates, NfCtr::templates_withdrawn, NfCtr::tcp_sessions})
+  x.family("linesight_collector_events_total", "counter",
+           "Options records, templates learnt and withdrawn, TCP sessions, sFlow samples not about packets.");
+  for (NfCtr c : {NfCtr::options_records, NfCtr::templates, NfCtr::templates_withdrawn, NfCtr::tcp_sessions,
+                  NfCtr::sflow_counter_samples, NfCtr::sflow_other_samples})
     x.sample("linesight_collector_events_total", lbl("event", kNfCounterNames[size_t(c)]), double(dec_.ctr.get(c)));
   x.family("linesight_collector_exporters", "gauge", "Exporters known (address:port and domain or engine).");
   x.sample("linesight_collector_exporters", "", double(dec_.exporters()));
@@ -110,6 +116,10 @@ std::string Collector::metrics_text(bool alone) const {
 nlohmann::json Collector::netflow_json() const {
   nlohmann::json nf = nlohmann::json::object();
   for (size_t i = 0; i < size_t(NfCtr::count); i++) nf[kNfCounterNames[i]] = dec_.ctr.v[i];
+  nlohmann::json why = nlohmann::json::object();
+  for (size_t i = 0; i < kNumCounters; i++)
+    if (kCounterKinds[i] == CtrKind::DROP && dec_.sflow_parse.at(i)) why[std::string(kCounterNames[i])] = dec_.sflow_parse.at(i);
+  nf["sflow_unparsed"] = why;
   return nf;
 }
 
@@ -118,6 +128,9 @@ std::string Collector::summary_text() const {
                   std::to_string(ctr_.get(Ctr::records_emitted)) + " flows\n";
   for (size_t i = 0; i < size_t(NfCtr::count); i++)
     if (uint64_t v = dec_.ctr.v[i]) t += "  " + std::string(kNfCounterNames[i]) + " " + std::to_string(v) + "\n";
+  for (size_t i = 0; i < kNumCounters; i++)
+    if (kCounterKinds[i] == CtrKind::DROP && dec_.sflow_parse.at(i))
+      t += "    sflow_unparsed " + std::string(kCounterNames[i]) + " " + std::to_string(dec_.sflow_parse.at(i)) + "\n";
   return t;
 }
 
@@ -162,7 +175,7 @@ CollectorListener::CollectorListener(Collector& c, const std::string& udp, const
     setsockopt(ufd_, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
   }
   // Tests and scripts wait for these lines before starting exporters.
-  if (ufd_ >= 0) std::fprintf(stderr, "linesight: collecting NetFlow v5 / v9 / IPFIX on udp %s\n", udp.c_str());
+  if (ufd_ >= 0) std::fprintf(stderr, "linesight: collecting NetFlow v5 / v9 / IPFIX / sFlow v5 on udp %s\n", udp.c_str());
   if (lfd_ >= 0) std::fprintf(stderr, "linesight: collecting IPFIX on tcp %s\n", tcp.c_str());
 }
 

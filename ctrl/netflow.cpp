@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "dataplane/clock.h"
+
 namespace ls {
 
 namespace {
@@ -14,6 +16,18 @@ uint64_t rdn(const uint8_t* p, size_t n) {
   uint64_t v = 0;
   for (size_t i = 0; i < n && i < 8; i++) v = v << 8 | p[i];
   return v;
+}
+
+// sFlow's samples and records: a format word, a length and that many bytes. Reads the one
+// at `off` and moves past it; false when it runs past n.
+bool next_xdr(const uint8_t* p, size_t n, size_t& off, uint32_t& format, const uint8_t*& body, uint32_t& len) {
+  if (n - off < 8) return false;
+  format = rd32(p + off);
+  len = rd32(p + off + 4);
+  if (len > n - off - 8) return false;
+  body = p + off + 8;
+  off += 8 + size_t(len);
+  return true;
 }
 
 constexpr uint64_t kNtpToUnix = 2'208'988'800ull;  // seconds from 1900 to 1970
@@ -64,12 +78,14 @@ void NetflowDecoder::end_session(const std::string& from) {
   }
 }
 
-void NetflowDecoder::decode(const uint8_t* p, size_t n, const std::string& from) {
+void NetflowDecoder::decode(const uint8_t* p, size_t n, const std::string& from, uint64_t recv_ns) {
   ctr.inc(NfCtr::datagrams);
   if (n < 4) return ctr.inc(NfCtr::truncated_header);
   uint16_t ver = rd16(p);
   bool ipfix = ver == 10;
   if (ver == 5) return decode_v5(p, n, from);
+  // sFlow's version is a 32-bit word: its first two bytes are zero.
+  if (ver == 0 && rd16(p + 2) == 5) return decode_sflow(p, n, from, recv_ns ? recv_ns : wall_ns());
   if (ver != 9 && ver != 10) return ctr.inc(NfCtr::bad_version);
   size_t hdr = ipfix ? 16 : 20;
   if (n < hdr) return ctr.inc(NfCtr::truncated_header);
@@ -177,6 +193,127 @@ void NetflowDecoder::decode_v5(const uint8_t* p, size_t n, const std::string& fr
   }
   e.seq_known = true;
   e.next_seq = seq + rd16(p + 2);
+}
+
+// sFlow v5 (sflow.org, "sFlow Version 5"): XDR, so every field is one or more 32-bit
+// big-endian words. Header: version, agent address type (0 none, 1 IPv4, 2 IPv6) and
+// address, sub-agent id, datagram sequence, agent uptime (ms), sample count. Each sample
+// is a format word (enterprise << 12 | format) and a length; flow samples (0:1, expanded
+// 0:3) describe one sampled packet, counter samples (0:2, 0:4) interface counters.
+void NetflowDecoder::decode_sflow(const uint8_t* p, size_t n, const std::string& from, uint64_t recv_ns) {
+  ctr.inc(NfCtr::datagrams_sflow);
+  if (n < 8) return ctr.inc(NfCtr::truncated_header);
+  uint32_t atype = rd32(p + 4);
+  if (atype > 2) return ctr.inc(NfCtr::sflow_bad_agent_address);
+  size_t off = 8 + (atype == 1 ? 4 : atype == 2 ? 16 : 0);
+  if (n < off + 16) return ctr.inc(NfCtr::truncated_header);
+  uint32_t sub_agent = rd32(p + off), seq = rd32(p + off + 4), uptime_ms = rd32(p + off + 8);
+  uint32_t samples = rd32(p + off + 12);
+  off += 16;
+  uint32_t ex = exporter_of(from, sub_agent);
+  Exporter& e = exporters_[ex];
+  // Samples carry no time of their own; the datagram's uptime dates them (the agent sends
+  // within a second or so). Uptime is mapped to our clock once and kept, so times follow
+  // the agent's clock and not our receive queue, until they stray from arrival by > 10 s
+  // (reboot, uptime wrap after 49.7 days, a stalled collector draining): then mapped again.
+  int64_t up_ns = int64_t(uptime_ms) * 1'000'000;
+  int64_t ts = e.sflow_boot_ns + up_ns;
+  if (!e.sflow_boot_known || ts > int64_t(recv_ns) + 10'000'000'000 || ts < int64_t(recv_ns) - 10'000'000'000) {
+    e.sflow_boot_ns = int64_t(recv_ns) - up_ns;
+    e.sflow_boot_known = true;
+    ts = int64_t(recv_ns);
+  }
+  // Datagrams are numbered per agent and sub-agent; a restart starts again at 1.
+  if (e.seq_known && seq != e.next_seq) {
+    uint32_t gap = seq - e.next_seq;
+    ctr.inc(NfCtr::sequence_gaps, gap < (1u << 31) ? gap : 1);
+  }
+  e.seq_known = true;
+  e.next_seq = seq + 1;
+  for (uint32_t i = 0; i < samples; i++) {
+    uint32_t format, len;
+    const uint8_t* body;
+    if (!next_xdr(p, n, off, format, body, len)) return ctr.inc(NfCtr::sflow_bad_length);
+    if (format == 1 || format == 3) {
+      sflow_flow_sample(body, len, format == 3, ex, uint64_t(std::max<int64_t>(0, ts)));
+    } else if (format == 2 || format == 4) {
+      ctr.inc(NfCtr::sflow_counter_samples);
+    } else {
+      ctr.inc(NfCtr::sflow_other_samples);
+    }
+  }
+}
+
+// A flow sample: sequence, source id (expanded: type and index apart), sampling rate,
+// sample pool, drops, input and output interfaces (expanded: format and value apart),
+// record count; then records, each a format word and a length. The raw packet header
+// (0:1: header protocol, frame length, bytes stripped, header length, header) is parsed
+// as a captured packet; sampled IPv4 / IPv6 (0:3, 0:4) stand in when no header came.
+void NetflowDecoder::sflow_flow_sample(const uint8_t* p, size_t n, bool expanded, uint32_t ex, uint64_t ts_ns) {
+  size_t off = expanded ? 44 : 32;
+  if (n < off) return ctr.inc(NfCtr::sflow_bad_length);
+  uint32_t rate = rd32(p + (expanded ? 12 : 8)), records = rd32(p + off - 4);
+  const uint8_t *header = nullptr, *v4 = nullptr, *v6 = nullptr;
+  uint32_t hproto = 0, hlen = 0;
+  uint64_t frame_bytes = 0;
+  for (uint32_t i = 0; i < records; i++) {
+    uint32_t format, len;
+    const uint8_t* r;
+    if (!next_xdr(p, n, off, format, r, len)) return ctr.inc(NfCtr::sflow_bad_length);
+    if (format == 1) {
+      if (len < 16 || rd32(r + 12) > len - 16) return ctr.inc(NfCtr::sflow_bad_length);
+      uint32_t hp = rd32(r), frame = rd32(r + 4), stripped = rd32(r + 8);
+      if (hp != 1 && hp != 11 && hp != 12) continue;  // not Ethernet, IPv4 or IPv6
+      header = r + 16;
+      hproto = hp;
+      hlen = rd32(r + 12);
+      // Frame bytes as a capture counts them: without what the agent stripped (the FCS).
+      frame_bytes = frame - std::min(stripped, frame);
+    } else if (format == 3 && len >= 32) {
+      v4 = r;
+    } else if (format == 4 && len >= 56) {
+      v6 = r;
+    }
+  }
+  Uniflow u{};
+  u.packets = 1;
+  u.first_ns = u.last_ns = ts_ns;
+  u.sampling_interval = std::max<uint32_t>(rate, 1);
+  u.sampling_random = rate > 1;  // sFlow samples 1 in N at random
+  u.exporter = ex;
+  if (header) {
+    PacketView v{header, hlen, uint32_t(std::max<uint64_t>(frame_bytes, hlen)), ts_ns, 0,
+                 hproto == 1 ? LinkType::ETHERNET : hproto == 11 ? LinkType::IPV4 : LinkType::IPV6, 0};
+    PacketMeta m{};
+    if (!parse_packet(v, v.link, parse_, m, sflow_parse)) {
+      sflow_parse.inc(m.error);
+      return ctr.inc(NfCtr::sflow_samples_unparsed);
+    }
+    std::memcpy(u.src, m.src, 16);
+    std::memcpy(u.dst, m.dst, 16);
+    u.sport = m.sport;
+    u.dport = m.dport;
+    u.proto = m.l4_proto;
+    u.ip_ver = m.ip_ver;
+    u.tcp_flags = m.tcp_flags;
+    u.bytes = v.wire_len;
+  } else if (v4 || v6) {
+    // length, protocol, source, destination, source port, destination port, TCP flags, ToS.
+    const uint8_t* r = v4 ? v4 : v6;
+    size_t a = v4 ? 4 : 16;
+    u.ip_ver = v4 ? 4 : 6;
+    u.bytes = rd32(r);
+    u.proto = uint8_t(rd32(r + 4));
+    std::memcpy(u.src, r + 8, a);
+    std::memcpy(u.dst, r + 8 + a, a);
+    u.sport = uint16_t(rd32(r + 8 + 2 * a));
+    u.dport = uint16_t(rd32(r + 12 + 2 * a));
+    u.tcp_flags = uint8_t(rd32(r + 16 + 2 * a));
+  } else {
+    return ctr.inc(NfCtr::sflow_samples_without_packet);
+  }
+  ctr.inc(NfCtr::sflow_flow_samples);
+  sink_(u);
 }
 
 // v9 numbers datagrams. IPFIX numbers the data records sent before this message

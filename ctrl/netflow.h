@@ -1,8 +1,9 @@
-// NetFlow v5, v9 (RFC 3954) and IPFIX (RFC 7011) decoder: datagrams from router or probe
-// exporters in, unidirectional flow records out. Templates and options (sampling, system
-// init time) are kept per exporter and observation domain / source id (v5: engine type
-// and id). Every malformed or unusable piece is counted under a named counter; decoding
-// never reads past a datagram.
+// NetFlow v5, v9 (RFC 3954), IPFIX (RFC 7011) and sFlow v5 decoder: datagrams from router,
+// switch or probe exporters in, unidirectional flow records out. Templates and options
+// (sampling, system init time) are kept per exporter and observation domain / source id
+// (v5: engine type and id; sFlow: sub-agent id). sFlow's sampled packet headers go
+// through the packet parser and become one-packet records. Every malformed or unusable
+// piece is counted under a named counter; decoding never reads past a datagram.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -11,6 +12,9 @@
 #include <tuple>
 #include <vector>
 
+#include "dataplane/counters.h"
+#include "dataplane/parser.h"
+
 namespace ls {
 
 #define LS_NETFLOW_COUNTERS(X)                                                               \
@@ -18,11 +22,12 @@ namespace ls {
   X(datagrams_v9)                                                                            \
   X(datagrams_ipfix)                                                                         \
   X(datagrams_v5)                                                                            \
+  X(datagrams_sflow)                                                                         \
   X(records)                /* flow records decoded */                                      \
   X(options_records)        /* options data records (sampling, system init time) */         \
   X(templates)              /* template records learnt (incl. refreshes) */                 \
   X(templates_withdrawn)                                                                     \
-  X(bad_version)            /* not 5, 9 or 10 (v1, v7 and sFlow are not supported) */      \
+  X(bad_version)            /* not NetFlow 5, 9, IPFIX or sFlow 5 (NetFlow v1, v7, sFlow v2, v4 are not supported) */ \
   X(truncated_header)                                                                        \
   X(bad_length)             /* IPFIX length, or v5 record count, disagrees with the datagram */ \
   X(bad_set_length)         /* a set shorter than its header or past the datagram */        \
@@ -33,7 +38,14 @@ namespace ls {
   X(sequence_gaps)          /* exporter sequence numbers skipped: datagrams or records lost */ \
   X(tcp_sessions)           /* IPFIX-over-TCP connections accepted */                       \
   X(tcp_refused)            /* connections past the session limit: closed at once */         \
-  X(tcp_bad_stream)         /* sessions closed: a message header not IPFIX or too short */
+  X(tcp_bad_stream)         /* sessions closed: a message header not IPFIX or too short */  \
+  X(sflow_flow_samples)     /* sFlow flow samples: one sampled packet each */               \
+  X(sflow_counter_samples)  /* sFlow interface counter samples: not used */                 \
+  X(sflow_other_samples)    /* sFlow samples of enterprise or unknown formats: skipped */   \
+  X(sflow_bad_length)       /* an sFlow sample or record runs past what holds it */         \
+  X(sflow_bad_agent_address) /* agent address type not 0, 1 (IPv4) or 2 (IPv6) */           \
+  X(sflow_samples_without_packet) /* no Ethernet / IP header nor sampled IPv4 / IPv6 record */ \
+  X(sflow_samples_unparsed) /* sampled header not a flow: reason in `sflow_unparsed` */
 
 enum class NfCtr : uint8_t {
 #define LS_X(n) n,
@@ -69,10 +81,17 @@ struct Uniflow {
 class NetflowDecoder {
  public:
   using Sink = std::function<void(const Uniflow&)>;
-  explicit NetflowDecoder(Sink s) : sink_(std::move(s)) {}
-  // `from` names the exporter (e.g. "192.0.2.1:50000").
-  void decode(const uint8_t* p, size_t n, const std::string& from);
+  // `parse` reads sFlow's sampled packet headers (its filter is not applied).
+  explicit NetflowDecoder(Sink s, const ParseConfig& parse = {}) : sink_(std::move(s)), parse_(parse) {
+    parse_.filter = nullptr;
+  }
+  // `from` names the exporter (e.g. "192.0.2.1:50000"); `recv_ns` is when the datagram
+  // arrived (Unix ns; 0 = now): sFlow carries only the agent's uptime.
+  void decode(const uint8_t* p, size_t n, const std::string& from, uint64_t recv_ns = 0);
   NfCounters ctr;
+  // Why sampled sFlow headers were not flows, by the parser's counter names
+  // (truncated_ipv4, non_ip_ethertype, ...); its INFO counters too.
+  Counters sflow_parse;
   // Exporters (address:port, domain) currently known.
   size_t exporters() const { return exporter_index_.size(); }
   // A transport session from `from` ended (IPFIX over TCP): its templates and sequence
@@ -101,11 +120,15 @@ class NetflowDecoder {
     uint32_t next_seq = 0;
     bool seq_known = false;
     bool seq_after = false;  // IPFIX exporter numbering records up to and including this message
+    int64_t sflow_boot_ns = 0;   // sFlow: the agent's boot on our clock (recv − uptime)
+    bool sflow_boot_known = false;
   };
   using TemplateKey = std::tuple<uint32_t, uint16_t>;  // exporter index, template id
 
   uint32_t exporter_of(const std::string& from, uint32_t domain);
   void decode_v5(const uint8_t* p, size_t n, const std::string& from);
+  void decode_sflow(const uint8_t* p, size_t n, const std::string& from, uint64_t recv_ns);
+  void sflow_flow_sample(const uint8_t* p, size_t n, bool expanded, uint32_t ex, uint64_t ts_ns);
   void templates_set(const uint8_t* p, size_t n, uint32_t ex, bool ipfix, bool options);
   // Returns the number of records decoded; stops at padding.
   uint32_t data_set(const uint8_t* p, size_t n, uint32_t ex, const Template& t, bool ipfix,
@@ -115,6 +138,7 @@ class NetflowDecoder {
               bool ipfix, uint64_t export_ms, uint32_t uptime_ms);
 
   Sink sink_;
+  ParseConfig parse_;
   std::vector<Exporter> exporters_;
   std::vector<uint32_t> free_exporters_;  // indices released by end_session, reused
   std::map<std::pair<std::string, uint32_t>, uint32_t> exporter_index_;

@@ -1,11 +1,13 @@
-// NetFlow v9 / IPFIX decoder on hand-built datagrams: the cases softflowd does not send
-// (variable-length and enterprise fields, uptime wrap, withdrawal, absolute times).
+// NetFlow v9 / IPFIX / sFlow decoder on hand-built datagrams: the cases softflowd and
+// pmacct do not send (variable-length and enterprise fields, uptime wrap, withdrawal,
+// absolute times; sFlow's expanded samples, IPv6 agents, records without headers).
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "ctrl/collector.h"
 #include "ctrl/netflow.h"
+#include "tests/pktbuild.h"
 
 namespace {
 
@@ -19,6 +21,13 @@ struct Buf {
   Buf& u16(uint16_t v) { return u8(uint8_t(v >> 8)).u8(uint8_t(v)); }
   Buf& u32(uint32_t v) { return u16(uint16_t(v >> 16)).u16(uint16_t(v)); }
   Buf& u64(uint64_t v) { return u32(uint32_t(v >> 32)).u32(uint32_t(v)); }
+  Buf& bytes(const std::vector<uint8_t>& v) { b.insert(b.end(), v.begin(), v.end()); return *this; }
+  // XDR opaque / structure: a format word, the length, the body (padded to 4 bytes).
+  Buf& xdr(uint32_t format, const Buf& body) {
+    u32(format).u32(uint32_t((body.b.size() + 3) & ~size_t(3))).bytes(body.b);
+    while (b.size() % 4) u8(0);
+    return *this;
+  }
   Buf& set(uint16_t id, const Buf& body) { u16(id).u16(uint16_t(body.b.size() + 4)); b.insert(b.end(), body.b.begin(), body.b.end()); return *this; }
   void patch_len() { b[2] = uint8_t(b.size() >> 8); b[3] = uint8_t(b.size()); }
 };
@@ -233,6 +242,153 @@ TEST_F(Netflow, V5CountDisagreeingWithLengthKeepsWholeRecords) {
 
 // The collector hands the records a datagram ends to its consumer together (the models
 // score them in one batch), each prefetched first, and every one by the end.
+// sFlow v5 pieces (sflow.org "sFlow Version 5"): a datagram from IPv4 agent 192.0.2.9,
+// flow samples and their records.
+Buf sflow(uint32_t seq, uint32_t uptime_ms, const std::vector<Buf>& samples, uint32_t sub_agent = 0) {
+  Buf m;
+  m.u32(5).u32(1).u32(0xC0000209).u32(sub_agent).u32(seq).u32(uptime_ms).u32(uint32_t(samples.size()));
+  for (const Buf& s : samples) m.bytes(s.b);
+  return m;
+}
+Buf flow_sample(uint32_t rate, const std::vector<Buf>& records, bool expanded = false) {
+  Buf b;
+  if (expanded)  // sequence, source type, index, rate, pool, drops, input fmt/value, output fmt/value
+    b.u32(7).u32(0).u32(3).u32(rate).u32(rate * 10).u32(0).u32(0).u32(1).u32(0).u32(2);
+  else  // sequence, source id, rate, pool, drops, input, output
+    b.u32(7).u32(3).u32(rate).u32(rate * 10).u32(0).u32(1).u32(2);
+  b.u32(uint32_t(records.size()));
+  for (const Buf& r : records) b.bytes(r.b);
+  return Buf().xdr(expanded ? 3 : 1, b);
+}
+Buf raw_header(uint32_t proto, uint32_t frame_len, uint32_t stripped, const std::vector<uint8_t>& h) {
+  Buf body;
+  body.u32(proto).u32(frame_len).u32(stripped).u32(uint32_t(h.size())).bytes(h);
+  return Buf().xdr(1, body);
+}
+// The sFlow switch record every agent adds (1001): must be skipped.
+Buf switch_record() { return Buf().xdr(1001, Buf().u32(10).u32(0).u32(20).u32(0)); }
+
+constexpr uint64_t kRecv = 1'800'000'000'000'000'000ull;
+
+TEST_F(Netflow, SflowSamplesBecomeOnePacketRecords) {
+  lstest::Pkt syn = lstest::tcp4({10, 0, 0, 1}, {198, 51, 100, 7}, 40000, 443, 0x02, "hello");
+  lstest::Pkt v6;
+  v6.ip6(1, 2, 17).udp(5353, 53).payload("0123456789abcdef0123456789abcdef").finish();
+  std::vector<uint8_t> v6cut(v6.b.begin(), v6.b.begin() + 48);  // the agent keeps 48 bytes
+  lstest::Pkt arp;
+  arp.eth(0x0806).zeros(28);
+  Buf ip4rec;  // sampled IPv4: length, protocol, src, dst, sport, dport, TCP flags, ToS
+  ip4rec.u32(1400).u32(6).u32(0xC0000201).u32(0x0A000002).u32(443).u32(51000).u32(0x18).u32(0);
+  Buf other;
+  other.u32(1);
+  Buf m = sflow(1, 60'000,
+                {flow_sample(512, {switch_record(), raw_header(1, uint32_t(syn.b.size()) + 4, 4, syn.b)}),
+                 flow_sample(1, {raw_header(12, 1500, 0, v6cut)}, true),
+                 Buf().xdr(2, Buf().u32(1).u32(3).u32(0)),           // counter sample
+                 Buf().xdr(4300u << 12 | 1, other),                   // enterprise 4300
+                 flow_sample(2048, {Buf().xdr(3, ip4rec)}),
+                 flow_sample(64, {raw_header(2, 100, 0, {1, 2, 3, 4})}),  // token bus: not ours
+                 flow_sample(64, {raw_header(1, 46, 4, arp.b)})});
+  d.decode(m.b.data(), m.b.size(), "192.0.2.9:6343", kRecv);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(d.ctr.get(NfCtr::datagrams_sflow), 1u);
+  EXPECT_EQ(d.ctr.get(NfCtr::sflow_flow_samples), 3u);
+  EXPECT_EQ(d.ctr.get(NfCtr::sflow_counter_samples), 1u);
+  EXPECT_EQ(d.ctr.get(NfCtr::sflow_other_samples), 1u);
+  EXPECT_EQ(d.ctr.get(NfCtr::sflow_samples_without_packet), 1u);
+  EXPECT_EQ(d.ctr.get(NfCtr::sflow_samples_unparsed), 1u);
+  EXPECT_EQ(d.sflow_parse.get(ls::Ctr::non_ip_ethertype), 1u);
+  EXPECT_EQ(d.ctr.get(NfCtr::records), 0u);  // NetFlow / IPFIX records only
+  const Uniflow& a = got[0];
+  EXPECT_EQ(a.ip_ver, 4);
+  EXPECT_EQ(a.src[0], 10);
+  EXPECT_EQ(a.dst[3], 7);
+  EXPECT_EQ(a.sport, 40000);
+  EXPECT_EQ(a.dport, 443);
+  EXPECT_EQ(a.proto, 6);
+  EXPECT_EQ(a.tcp_flags, 0x02);
+  EXPECT_EQ(a.packets, 1u);
+  EXPECT_EQ(a.bytes, syn.b.size());  // the frame without the stripped FCS
+  EXPECT_EQ(a.sampling_interval, 512u);
+  EXPECT_TRUE(a.sampling_random);
+  EXPECT_EQ(a.first_ns, kRecv);
+  EXPECT_EQ(a.last_ns, kRecv);
+  const Uniflow& b = got[1];  // expanded sample, raw IPv6 cut to 48 bytes
+  EXPECT_EQ(b.ip_ver, 6);
+  EXPECT_EQ(b.src[15], 1);
+  EXPECT_EQ(b.dport, 53);
+  EXPECT_EQ(b.proto, 17);
+  EXPECT_EQ(b.bytes, 1500u);
+  EXPECT_EQ(b.sampling_interval, 1u);
+  EXPECT_FALSE(b.sampling_random);
+  const Uniflow& c = got[2];  // sampled IPv4 record, no header
+  EXPECT_EQ(c.src[0], 192);
+  EXPECT_EQ(c.sport, 443);
+  EXPECT_EQ(c.dport, 51000);
+  EXPECT_EQ(c.tcp_flags, 0x18);
+  EXPECT_EQ(c.bytes, 1400u);
+  EXPECT_EQ(c.sampling_interval, 2048u);
+}
+
+// Times follow the agent's uptime, not arrival; a reboot (or any stray > 10 s) maps the
+// uptime to arrival again. Datagram sequence numbers count losses.
+TEST_F(Netflow, SflowTimesFollowUptimeAndSequenceCountsLosses) {
+  lstest::Pkt p = lstest::udp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1000, 53, "q");
+  auto one = [&](uint32_t seq, uint32_t up, uint64_t recv, uint32_t sub = 0) {
+    Buf m = sflow(seq, up, {flow_sample(1, {raw_header(1, uint32_t(p.b.size()), 0, p.b)})}, sub);
+    d.decode(m.b.data(), m.b.size(), "192.0.2.9:6343", recv);
+    return got.back().first_ns;
+  };
+  EXPECT_EQ(one(1, 1'000, kRecv), kRecv);
+  EXPECT_EQ(one(2, 3'500, kRecv + 2'700'000'000), kRecv + 2'500'000'000);  // arrived late
+  EXPECT_EQ(one(5, 4'000, kRecv + 3'000'000'000), kRecv + 3'000'000'000);
+  EXPECT_EQ(d.ctr.get(NfCtr::sequence_gaps), 2u);                            // 3 and 4 lost
+  EXPECT_EQ(one(6, 9'000, kRecv + 8'000'000'000), kRecv + 8'000'000'000);
+  EXPECT_EQ(one(7, 20'000, kRecv + 28'000'000'000), kRecv + 19'000'000'000);  // queued 9 s: agent's time
+  EXPECT_EQ(one(8, 21'000, kRecv + 32'000'000'000), kRecv + 32'000'000'000);  // 12 s: mapped again
+  EXPECT_EQ(one(1, 200, kRecv + 40'000'000'000), kRecv + 40'000'000'000);    // rebooted
+  EXPECT_EQ(d.ctr.get(NfCtr::sequence_gaps), 3u);                              // a restart counts once
+  EXPECT_EQ(one(2, 1'200, kRecv + 41'100'000'000), kRecv + 41'000'000'000);
+  EXPECT_EQ(one(1, 50'000, kRecv + 41'500'000'000, 1), kRecv + 41'500'000'000);  // another sub-agent
+  EXPECT_EQ(one(2, 50'100, kRecv + 41'600'000'000, 1), kRecv + 41'600'000'000);
+  EXPECT_EQ(d.ctr.get(NfCtr::sequence_gaps), 3u);
+  EXPECT_EQ(d.exporters(), 2u);
+}
+
+TEST_F(Netflow, SflowEveryTruncationIsSafe) {
+  lstest::Pkt p = lstest::tcp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1000, 80, 0x18, "GET / HTTP/1.1");
+  Buf ip6rec;  // sampled IPv6: length, protocol, src, dst, ports, flags, priority
+  ip6rec.u32(80).u32(17).u32(0x20010db8).u32(0).u32(0).u32(1).u32(0x20010db8).u32(0).u32(0).u32(2)
+      .u32(5000).u32(53).u32(0).u32(0);
+  Buf m;  // IPv6 agent
+  m.u32(5).u32(2).u32(0x20010db8).u32(0).u32(0).u32(9).u32(0).u32(3).u32(1000).u32(2);
+  m.bytes(flow_sample(10, {switch_record(), raw_header(1, uint32_t(p.b.size()) + 4, 4, p.b)}).b);
+  size_t first_end = m.b.size();
+  m.bytes(flow_sample(10, {Buf().xdr(4, ip6rec)}, true).b);
+  d.decode(m.b.data(), m.b.size(), "x", kRecv);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].dport, 80);
+  EXPECT_EQ(got[1].ip_ver, 6);
+  EXPECT_EQ(got[1].dst[15], 2);
+  EXPECT_EQ(got[1].dport, 53);
+  for (size_t n = 0; n < m.b.size(); n++) {
+    std::vector<uint8_t> cut(m.b.begin(), m.b.begin() + long(n));  // exact size: ASan sees overreads
+    d.decode(cut.data(), cut.size(), "x", kRecv);
+  }
+  // Cuts past the first sample give it again, and nothing else: never a half-read sample.
+  EXPECT_EQ(got.size(), 2 + (m.b.size() - first_end));
+  for (size_t i = 2; i < got.size(); i++) EXPECT_EQ(got[i].dport, 80);
+  EXPECT_EQ(d.ctr.get(NfCtr::sflow_bad_length), m.b.size() - 40);  // every cut past the 40-byte header
+  EXPECT_EQ(d.ctr.get(NfCtr::sflow_flow_samples), got.size());
+  EXPECT_GT(d.ctr.get(NfCtr::truncated_header), 0u);
+  uint8_t bad_agent[] = {0, 0, 0, 5, 0, 0, 0, 7, 0, 0, 0, 0};
+  d.decode(bad_agent, sizeof bad_agent, "x", kRecv);
+  EXPECT_EQ(d.ctr.get(NfCtr::sflow_bad_agent_address), 1u);
+  uint8_t v4[] = {0, 0, 0, 4, 0, 0, 0, 1, 192, 0, 2, 1};  // sFlow v4: not decoded
+  d.decode(v4, sizeof v4, "x", kRecv);
+  EXPECT_EQ(d.ctr.get(NfCtr::bad_version), 1u);
+}
+
 TEST(Collector, RecordsReachTheConsumerInBatches) {
   struct Batches : ls::RecordConsumer {
     size_t records = 0, largest = 0, prefetched = 0;
