@@ -63,15 +63,24 @@ for name, e, magic, minor in (("swapped-nano", ">", 0xa1b23c4d, 4), ("v2.3", "<"
     open(f"{sys.argv[1]}/{name}", "wb").write(b)
 PY
       ;;
-    netflow)  # softflowd's v5, v9 and IPFIX for a capture, length-prefixed as the target reads
-      if command -v softflowd >/dev/null && [ -f "$DATA/slips/test-cc-capture-2.pcap" ]; then
-        for v in 5 9 10; do
-          python3 - "$d/softflowd-v$v" "$v" "$DATA/slips/test-cc-capture-2.pcap" <<'PY'
-import socket, struct, subprocess, sys
+    netflow)  # softflowd's v5, v9 and IPFIX and pmacct's sFlow for a capture, length-prefixed as the target reads
+      if [ -f "$DATA/slips/test-cc-capture-2.pcap" ]; then
+        for v in 5 9 10 sflow; do
+          if [ $v = sflow ]; then command -v pmacctd >/dev/null || continue
+          else command -v softflowd >/dev/null || continue; fi
+          python3 - "$d/export-$v" "$v" "$DATA/slips/test-cc-capture-2.pcap" <<'PY'
+import os, socket, struct, subprocess, sys, tempfile
 out, v, pcap = sys.argv[1], sys.argv[2], sys.argv[3]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); s.settimeout(2)
-subprocess.run(["softflowd", "-r", pcap, "-n", f"127.0.0.1:{s.getsockname()[1]}", "-v", v, "-6", "-d", "-a"],
-               capture_output=True)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); s.settimeout(3)
+port = s.getsockname()[1]
+if v == "sflow":
+    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
+    conf.write(f"daemonize: false\npcap_savefile: {pcap}\nplugins: sfprobe\n"
+               f"sfprobe_receiver: 127.0.0.1:{port}\nsfprobe_agentip: 127.0.0.1\n"); conf.close()
+    subprocess.run(["pmacctd", "-f", conf.name], capture_output=True); os.unlink(conf.name)
+else:
+    subprocess.run(["softflowd", "-r", pcap, "-n", f"127.0.0.1:{port}", "-v", v, "-6", "-d", "-a"],
+                   capture_output=True)
 data = b""
 try:
     while len(data) < 20000:

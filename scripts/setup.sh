@@ -6,7 +6,7 @@ PKGS=(
   g++ pkg-config meson ninja-build python3
   dpdk-dev libhyperscan-dev libxxhash-dev libtbb-dev libpcap-dev libyaml-cpp-dev libssl-dev
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
-  tshark tcpdump tcpreplay softflowd nfdump iproute2 time prometheus curl
+  tshark tcpdump tcpreplay softflowd pmacct nfdump iproute2 time prometheus curl
   python3-xgboost python3-sklearn python3-numpy python3-matplotlib clang libclang-rt-14-dev
 )
 missing=()
