@@ -21,11 +21,11 @@ namespace {
 constexpr uint32_t kRandomBit = 1u << 31;
 }
 
-Collector::Collector(const CoreConfig& cfg, RecordConsumer& out)
+Collector::Collector(const CoreConfig& cfg, RecordConsumer& out, bool payload)
     : cfg_(cfg),
       table_([&] {
         TableConfig t = cfg.table;
-        t.payload_bytes = 0;  // exports carry no payload
+        if (!payload) t.payload_bytes = 0;  // only sFlow's samples carry any
         return t;
       }(), ctr_, *this),
       dec_([this](const Uniflow& u) { add(u); }, cfg.parse),
@@ -55,18 +55,18 @@ void Collector::add(const Uniflow& u) {
     rate_[i] = u.sampling_interval | (u.sampling_random ? kRandomBit : 0);
   }
   table_.merge_uniflow(i, src_lo ? 0 : 1, u.first_ns, u.last_ns, u.packets, u.bytes, u.tcp_flags,
-                        u.initiator);
+                        u.initiator, u.payload, u.payload_len);
   table_.expire();
 }
 
-void Collector::emit(const FlowEntry& e, const uint8_t*, uint16_t, EndReason why) {
+void Collector::emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) {
   uint32_t r = rate_[uint32_t(&e - &table_.entry(0))];
   SamplingConfig s;
   s.rate = r & ~kRandomBit;
   s.mode = s.rate <= 1 ? SampleMode::OFF
                        : (r & kRandomBit) ? SampleMode::PACKET_RANDOM : SampleMode::PACKET_DET;
   if (s.rate == 0) s.rate = 1;
-  hold_.slot().fill(e, nullptr, 0, why, 0, s);
+  hold_.slot().fill(e, pay, cap, why, 0, s);
   hold_.commit();
 }
 

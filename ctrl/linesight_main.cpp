@@ -205,7 +205,7 @@ int cmd_collect(int argc, char** argv) {
   SummaryCollector summary(&outputs->fanout);
   summary.track_hosts = !quiet;
   stop_on_signals();
-  Collector col(cfg.core, summary);
+  Collector col(cfg.core, summary, true);
   uint64_t t0 = mono_ns();
   std::unique_ptr<MetricsServer> metrics;
   try {

@@ -297,6 +297,8 @@ void NetflowDecoder::sflow_flow_sample(const uint8_t* p, size_t n, bool expanded
     u.ip_ver = m.ip_ver;
     u.tcp_flags = m.tcp_flags;
     u.bytes = v.wire_len;
+    u.payload = m.payload;
+    u.payload_len = m.payload_len;
   } else if (v4 || v6) {
     // length, protocol, source, destination, source port, destination port, TCP flags, ToS.
     const uint8_t* r = v4 ? v4 : v6;

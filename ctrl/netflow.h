@@ -76,6 +76,8 @@ struct Uniflow {
   uint32_t sampling_interval;  // 1:N packet sampling announced by the exporter (1 = none)
   bool sampling_random;
   uint32_t exporter;           // index of the exporter (address:port, domain)
+  const uint8_t* payload;      // sFlow: the sampled packet's L4 payload bytes, valid during the sink call
+  uint16_t payload_len;
 };
 
 class NetflowDecoder {

@@ -209,19 +209,23 @@ void FlowTable::update(uint32_t i, int dir, uint64_t ts, uint32_t wire_len, uint
       st |= TCP_CLOSED;
     e.tcp_state = st;
   }
+  append_payload(e, i, dir, payload, payload_len);
+}
+
+inline void FlowTable::append_payload(FlowEntry& e, uint32_t i, int dir, const uint8_t* p, uint16_t len) {
   uint16_t cap = cfg_.payload_bytes;
-  if (cap && payload_len) {
-    uint16_t& have = e.paylen[dir];
-    if (have < cap) {
-      uint16_t take = std::min<uint16_t>(uint16_t(cap - have), payload_len);
-      std::memcpy(payload_ + (size_t(i) * 2 + dir) * cap + have, payload, take);
-      have += take;
-    }
+  if (!cap || !len) return;
+  uint16_t& have = e.paylen[dir];
+  if (have < cap) {
+    uint16_t take = std::min<uint16_t>(uint16_t(cap - have), len);
+    std::memcpy(payload_ + (size_t(i) * 2 + dir) * cap + have, p, take);
+    have += take;
   }
 }
 
 void FlowTable::merge_uniflow(uint32_t i, int dir, uint64_t first_ns, uint64_t last_ns,
-                              uint64_t pkts, uint64_t bytes, uint8_t tcp_flags, int initiator) {
+                              uint64_t pkts, uint64_t bytes, uint8_t tcp_flags, int initiator,
+                              const uint8_t* payload, uint16_t payload_len) {
   FlowEntry& e = entries_[i];
   bool empty = e.pkts[0] + e.pkts[1] == 0;
   // The initiator is the direction that started first; on a tie (millisecond exports)
@@ -256,6 +260,7 @@ void FlowTable::merge_uniflow(uint32_t i, int dir, uint64_t first_ns, uint64_t l
       st |= TCP_CLOSED;
     e.tcp_state = st;
   }
+  append_payload(e, i, dir, payload, payload_len);
 }
 
 bool FlowTable::expired(const FlowEntry& e, uint64_t now, EndReason& why) const {

@@ -3,6 +3,7 @@
 // absolute times; sFlow's expanded samples, IPv6 agents, records without headers).
 #include <gtest/gtest.h>
 
+#include <string>
 #include <vector>
 
 #include "ctrl/collector.h"
@@ -313,6 +314,8 @@ TEST_F(Netflow, SflowSamplesBecomeOnePacketRecords) {
   EXPECT_TRUE(a.sampling_random);
   EXPECT_EQ(a.first_ns, kRecv);
   EXPECT_EQ(a.last_ns, kRecv);
+  ASSERT_EQ(a.payload_len, 5u);  // for the signatures
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(a.payload), 5), "hello");
   const Uniflow& b = got[1];  // expanded sample, raw IPv6 cut to 48 bytes
   EXPECT_EQ(b.ip_ver, 6);
   EXPECT_EQ(b.src[15], 1);
@@ -321,6 +324,7 @@ TEST_F(Netflow, SflowSamplesBecomeOnePacketRecords) {
   EXPECT_EQ(b.bytes, 1500u);
   EXPECT_EQ(b.sampling_interval, 1u);
   EXPECT_FALSE(b.sampling_random);
+  EXPECT_EQ(b.payload_len, 48u - 40 - 8);  // what the cut header holds
   const Uniflow& c = got[2];  // sampled IPv4 record, no header
   EXPECT_EQ(c.src[0], 192);
   EXPECT_EQ(c.sport, 443);
