@@ -347,6 +347,12 @@ def pmacct_sflow(pcap, port, rate, d):
     return subprocess.run(["pmacctd", "-f", conf], capture_output=True, text=True, timeout=120)
 
 
+def pmacct_datagrams(pcap):
+    """What pmacctd's sfprobe exports for a capture, every packet sampled: its datagrams."""
+    with tempfile.TemporaryDirectory() as d:
+        return receive_datagrams(lambda port: pmacct_sflow(pcap, port, 1, d))
+
+
 SFLOW_OK = ("datagrams", "datagrams_sflow", "sflow_flow_samples", "sflow_counter_samples")
 RULES = os.path.join(ROOT, "features", "rules", "default.rules")
 

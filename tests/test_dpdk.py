@@ -1038,6 +1038,63 @@ def test_collect_workers_stalled(d):
           f"{g['collector_record_ring_full']} during the drill; its flush waited {g['collector_shutdown_waits']} times)")
 
 
+def test_collect_sflow(d):
+    """`run --collect` takes sFlow as `collect` does: pmacctd's samples of a capture, decoded
+    on the control lcore, reach the workers: per conversation the run's records hold the
+    same packets and bytes as `collect` of the same datagrams (times differ: sFlow is dated
+    on arrival)."""
+    if not shutil.which("pmacctd"):
+        print("SKIP collect sFlow: pmacctd not installed (scripts/setup.sh installs pmacct)")
+        return
+    from lsdata import free_udp_port
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_collector import pmacct_datagrams, totals
+    grams = pmacct_datagrams(os.path.join(DATA, "slips/test7-malicious-hide-and-seek.pcap"))
+    up = free_udp_port()
+    ref = os.path.join(d, "sflow-collect.jsonl")
+    c = subprocess.Popen([BIN, "collect", "--listen", f"127.0.0.1:{up}", "--hash-seed", "1", "--quiet",
+                          "--exit-idle", "2s", "--flows-out", ref], stderr=subprocess.PIPE, text=True)
+    while "collecting" not in c.stderr.readline():
+        if c.poll() is not None:
+            check(False, f"linesight collect listening (exit code {c.returncode})")
+            return
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def send(port):
+        for g in grams:
+            u.sendto(g, ("127.0.0.1", port))
+            time.sleep(0.002)
+    send(up)
+    c.wait(timeout=60)
+    want = totals([json.loads(l) for l in open(ref)], 0)
+
+    up = free_udp_port()
+    cfg, sock = os.path.join(d, "sflow.yaml"), os.path.join(d, "sflow.sock")
+    open(cfg, "w").write(f"control:\n  collect: 127.0.0.1:{up}\n")
+    out = os.path.join(d, "run-sflow.jsonl")
+    p, summ = run(d, ["--config", cfg, "--workers", "2", "--flows-out", out, "--socket", sock],
+                  eal(4, f"net_pcap0,rx_pcap={os.path.join(DATA, 'ndpi/emotet.pcap')}"), wait=False)
+    try:
+        check(wait_for(sock), "socket of run --collect (sFlow)")
+        send(up)
+        end, nf = time.time() + 30, {}
+        while time.time() < end:
+            nf = raw(sock, b'{"cmd":"/collector"}\n')["result"]["netflow"]
+            if nf["datagrams_sflow"] == len(grams):
+                break
+            time.sleep(0.2)
+        s = shutdown(p, sock, summ)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    got = totals([json.loads(l) for l in open(out)], 0)
+    same = [k for k in want if got.get(k) == want[k]]
+    check(p.returncode == 0 and nf.get("datagrams_sflow") == len(grams) and nf["sflow_flow_samples"] > 0
+          and len(same) == len(want) > 0 and s["rings"]["record_ring_full"] == 0,
+          f"run --collect with sFlow: {nf.get('datagrams_sflow')} datagrams, {nf.get('sflow_flow_samples')} samples; "
+          f"{len(same)}/{len(want)} conversations with the packets and bytes `collect` gives")
+
+
 def test_af_packet(d):
     if "TSAN_OPTIONS" in os.environ:
         print("SKIP af_packet under TSan: the kernel ring overflows at TSan's speed; the normal and ASan passes run it")
@@ -1100,7 +1157,7 @@ def main():
     if "built without DPDK" in r.stderr:
         skip("linesight built without DPDK")
     with tempfile.TemporaryDirectory() as d:
-        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_filter, test_rules_reload, test_models_reload, test_reload_storm, test_ti_reload_frees_old_table, test_ring_full_recovers, test_detections_reader_stalls, test_ipfix_collector_returns, test_collect_beside_packets, test_collect_workers_stalled, test_sigterm, test_af_packet):
+        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_filter, test_rules_reload, test_models_reload, test_reload_storm, test_ti_reload_frees_old_table, test_ring_full_recovers, test_detections_reader_stalls, test_ipfix_collector_returns, test_collect_beside_packets, test_collect_workers_stalled, test_collect_sflow, test_sigterm, test_af_packet):
             if sys.argv[1:] and t.__name__ not in sys.argv[1:]:
                 continue  # tests/test_dpdk.py test_NAME ... runs only those
             print(f"-- {t.__name__}", flush=True)
