@@ -93,9 +93,9 @@ std::string Collector::metrics_text(bool alone) const {
   for (NfCtr c : errors)
     x.sample("linesight_collector_errors_total", lbl("reason", kNfCounterNames[size_t(c)]), double(dec_.ctr.get(c)));
   x.family("linesight_collector_events_total", "counter",
-           "Options records, templates learnt and withdrawn, TCP sessions, sFlow samples not about packets.");
+           "Options records, templates learnt and withdrawn, TCP sessions, sFlow samples not about IP packets.");
   for (NfCtr c : {NfCtr::options_records, NfCtr::templates, NfCtr::templates_withdrawn, NfCtr::tcp_sessions,
-                  NfCtr::sflow_counter_samples, NfCtr::sflow_other_samples})
+                  NfCtr::sflow_counter_samples, NfCtr::sflow_other_samples, NfCtr::sflow_samples_not_ip})
     x.sample("linesight_collector_events_total", lbl("event", kNfCounterNames[size_t(c)]), double(dec_.ctr.get(c)));
   x.family("linesight_collector_exporters", "gauge", "Exporters known (address:port and domain or engine).");
   x.sample("linesight_collector_exporters", "", double(dec_.exporters()));

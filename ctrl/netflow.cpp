@@ -286,6 +286,7 @@ void NetflowDecoder::sflow_flow_sample(const uint8_t* p, size_t n, bool expanded
                  hproto == 1 ? LinkType::ETHERNET : hproto == 11 ? LinkType::IPV4 : LinkType::IPV6, 0};
     PacketMeta m{};
     if (!parse_packet(v, v.link, parse_, m, sflow_parse)) {
+      if (m.error == Ctr::non_ip_ethertype || m.error == Ctr::pppoe_non_ip) return ctr.inc(NfCtr::sflow_samples_not_ip);
       sflow_parse.inc(m.error);
       return ctr.inc(NfCtr::sflow_samples_unparsed);
     }

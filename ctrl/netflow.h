@@ -45,6 +45,7 @@ namespace ls {
   X(sflow_bad_length)       /* an sFlow sample or record runs past what holds it */         \
   X(sflow_bad_agent_address) /* agent address type not 0, 1 (IPv4) or 2 (IPv6) */           \
   X(sflow_samples_without_packet) /* no Ethernet / IP header nor sampled IPv4 / IPv6 record */ \
+  X(sflow_samples_not_ip)   /* sampled frames that are not IP (ARP, LLDP, STP): normal on a switch */ \
   X(sflow_samples_unparsed) /* sampled header not a flow: reason in `sflow_unparsed` */
 
 enum class NfCtr : uint8_t {
@@ -92,7 +93,8 @@ class NetflowDecoder {
   void decode(const uint8_t* p, size_t n, const std::string& from, uint64_t recv_ns = 0);
   NfCounters ctr;
   // Why sampled sFlow headers were not flows, by the parser's counter names
-  // (truncated_ipv4, non_ip_ethertype, ...); its INFO counters too.
+  // (truncated_ipv4, bad_ip_header_len, ...; not IP at all is sflow_samples_not_ip); its
+  // INFO counters too.
   Counters sflow_parse;
   // Exporters (address:port, domain) currently known.
   size_t exporters() const { return exporter_index_.size(); }

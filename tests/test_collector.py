@@ -353,7 +353,7 @@ def pmacct_datagrams(pcap):
         return receive_datagrams(lambda port: pmacct_sflow(pcap, port, 1, d))
 
 
-SFLOW_OK = ("datagrams", "datagrams_sflow", "sflow_flow_samples", "sflow_counter_samples")
+SFLOW_OK = ("datagrams", "datagrams_sflow", "sflow_flow_samples", "sflow_counter_samples", "sflow_samples_not_ip")
 RULES = os.path.join(ROOT, "features", "rules", "default.rules")
 
 

@@ -289,7 +289,8 @@ TEST_F(Netflow, SflowSamplesBecomeOnePacketRecords) {
                  Buf().xdr(4300u << 12 | 1, other),                   // enterprise 4300
                  flow_sample(2048, {Buf().xdr(3, ip4rec)}),
                  flow_sample(64, {raw_header(2, 100, 0, {1, 2, 3, 4})}),  // token bus: not ours
-                 flow_sample(64, {raw_header(1, 46, 4, arp.b)})});
+                 flow_sample(64, {raw_header(1, 46, 4, arp.b)}),
+                 flow_sample(64, {raw_header(1, 64, 4, std::vector<uint8_t>(syn.b.begin(), syn.b.begin() + 24))})});
   d.decode(m.b.data(), m.b.size(), "192.0.2.9:6343", kRecv);
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(d.ctr.get(NfCtr::datagrams_sflow), 1u);
@@ -297,8 +298,10 @@ TEST_F(Netflow, SflowSamplesBecomeOnePacketRecords) {
   EXPECT_EQ(d.ctr.get(NfCtr::sflow_counter_samples), 1u);
   EXPECT_EQ(d.ctr.get(NfCtr::sflow_other_samples), 1u);
   EXPECT_EQ(d.ctr.get(NfCtr::sflow_samples_without_packet), 1u);
+  EXPECT_EQ(d.ctr.get(NfCtr::sflow_samples_not_ip), 1u);  // the ARP frame: normal, not an error
   EXPECT_EQ(d.ctr.get(NfCtr::sflow_samples_unparsed), 1u);
-  EXPECT_EQ(d.sflow_parse.get(ls::Ctr::non_ip_ethertype), 1u);
+  EXPECT_EQ(d.sflow_parse.get(ls::Ctr::truncated_ipv4), 1u);
+  EXPECT_EQ(d.sflow_parse.get(ls::Ctr::non_ip_ethertype), 0u);
   EXPECT_EQ(d.ctr.get(NfCtr::records), 0u);  // NetFlow / IPFIX records only
   const Uniflow& a = got[0];
   EXPECT_EQ(a.ip_ver, 4);
