@@ -364,6 +364,8 @@ def sig_hits(rows):
         k = tuple(sorted([(r["src"], r["sport"]), (r["dst"], r["dport"])])) + (r["proto"],)
         h[k] |= {x for x in r["sig_hits"].split(";") if x}
     return {k: v for k, v in h.items() if v}
+
+
 FILLER = (("192.0.2.1", 9), ("192.0.2.2", 9), 17)
 
 
