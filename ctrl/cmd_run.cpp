@@ -167,7 +167,7 @@ int cmd_run(int argc, char** argv) {
   if (collecting) {
     try {
       rt.control_feed()->drain_to = &summary;
-      collector = std::make_unique<Collector>(cfg.core, *rt.control_feed());
+      collector = std::make_unique<Collector>(cfg.core, *rt.control_feed(), /*payload=*/true);
       listener = std::make_unique<CollectorListener>(*collector, cfg.control.collect, cfg.control.collect_tcp,
                                                      "--collect", "--collect-tcp");
     } catch (const std::exception& e) {

@@ -27,7 +27,7 @@ Collector::Collector(const CoreConfig& cfg, RecordConsumer& out, bool payload)
         TableConfig t = cfg.table;
         if (!payload) t.payload_bytes = 0;  // only sFlow's samples carry any
         return t;
-      }(), ctr_, *this),
+      }(), ctr_, *this, /*payload_prefault=*/0),
       dec_([this](const Uniflow& u) { add(u); }, cfg.parse),
       rate_(table_.capacity(), 1),
       hold_(out) {}

@@ -23,8 +23,8 @@ namespace ls {
 class Collector final : public RecordSink {
  public:
   // `payload`: keep sFlow's sampled payload bytes per direction (cfg.table.payload_bytes)
-  // for the signatures. Its memory is capacity × 2 × payload_bytes, touched only by flows
-  // that sFlow fed.
+  // for the signatures. Its memory is capacity × 2 × payload_bytes, faulted in (even in
+  // `run`) only where flows that sFlow fed land: NetFlow and IPFIX never touch it.
   Collector(const CoreConfig& cfg, RecordConsumer& out, bool payload = false);
   // The records a datagram ends reach the consumer together, when it is decoded.
   void datagram(const uint8_t* p, size_t n, const std::string& from) {

@@ -20,7 +20,7 @@ std::string_view end_reason_name(EndReason r) {
   return "?";
 }
 
-FlowTable::FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink)
+FlowTable::FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink, size_t payload_prefault)
     : cfg_(cfg), ctr_(ctr), sink_(sink) {
   if (cfg_.capacity == 0) throw std::invalid_argument("flow table capacity must be > 0");
   if (cfg_.payload_bytes > kMaxPayload)
@@ -31,7 +31,7 @@ FlowTable::FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink)
   bucket_mem_ = Region(size_t(nb + kMaxProbe) * sizeof(Bucket));
   entry_mem_ = Region(size_t(cfg_.capacity) * sizeof(FlowEntry));
   free_mem_ = Region(size_t(cfg_.capacity) * sizeof(uint32_t));
-  payload_mem_ = Region(size_t(cfg_.capacity) * 2 * cfg_.payload_bytes);
+  payload_mem_ = Region(size_t(cfg_.capacity) * 2 * cfg_.payload_bytes, payload_prefault);
   used_mem_ = Region((size_t(cfg_.capacity) + 63) / 64 * 8);
   buckets_ = bucket_mem_.as<Bucket>();
   entries_ = entry_mem_.as<FlowEntry>();

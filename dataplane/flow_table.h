@@ -79,7 +79,10 @@ class FlowTable {
   static constexpr uint32_t kNone = UINT32_MAX;
   static constexpr uint16_t kMaxPayload = 256;
 
-  FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink);
+  // `payload_prefault`: bytes of the payload pool faulted in at start under
+  // Paging::Prefault (all by default; the collector's pool, used only by sFlow's samples on
+  // the control thread, takes 0 and faults in as used).
+  FlowTable(const TableConfig& cfg, Counters& ctr, RecordSink& sink, size_t payload_prefault = SIZE_MAX);
 
   uint32_t find(const FlowKey& k, uint64_t h) const;
   // Inserts a key known to be absent (applies the full policy).

@@ -1039,40 +1039,48 @@ def test_collect_workers_stalled(d):
 
 
 def test_collect_sflow(d):
-    """`run --collect` takes sFlow as `collect` does: pmacctd's samples of a capture, decoded
-    on the control lcore, reach the workers: per conversation the run's records hold the
-    same packets and bytes as `collect` of the same datagrams (times differ: sFlow is dated
-    on arrival)."""
+    """`run --collect` takes sFlow as `collect` does: pmacctd's samples of two captures (two
+    exporters), decoded on the control lcore, reach the workers: per conversation the run's
+    records hold the same packets and bytes as `collect` of the same datagrams (times
+    differ: sFlow is dated on arrival), and the sampled payload gives the same signature
+    ids (WebattackRCE's HTTP attacks)."""
     if not shutil.which("pmacctd"):
         print("SKIP collect sFlow: pmacctd not installed (scripts/setup.sh installs pmacct)")
         return
     from lsdata import free_udp_port
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from test_collector import pmacct_datagrams, totals
-    grams = pmacct_datagrams(os.path.join(DATA, "slips/test7-malicious-hide-and-seek.pcap"))
+    from test_collector import RULES, features, pmacct_datagrams, sig_hits, totals
+    streams = [pmacct_datagrams(os.path.join(DATA, rel))
+               for rel in ("slips/test7-malicious-hide-and-seek.pcap", "ndpi/WebattackRCE.pcap")]
+    ngrams = sum(len(g) for g in streams)
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in streams]
+
+    def send(port):
+        for u, grams in zip(socks, streams):
+            for g in grams:
+                u.sendto(g, ("127.0.0.1", port))
+                time.sleep(0.002)
+
     up = free_udp_port()
-    ref = os.path.join(d, "sflow-collect.jsonl")
+    ref, ref_feat = os.path.join(d, "sflow-collect.jsonl"), os.path.join(d, "sflow-collect.csv")
     c = subprocess.Popen([BIN, "collect", "--listen", f"127.0.0.1:{up}", "--hash-seed", "1", "--quiet",
-                          "--exit-idle", "2s", "--flows-out", ref], stderr=subprocess.PIPE, text=True)
+                          "--exit-idle", "2s", "--flows-out", ref, "--rules", RULES, "--features-out", ref_feat],
+                         stderr=subprocess.PIPE, text=True)
     while "collecting" not in c.stderr.readline():
         if c.poll() is not None:
             check(False, f"linesight collect listening (exit code {c.returncode})")
             return
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-
-    def send(port):
-        for g in grams:
-            u.sendto(g, ("127.0.0.1", port))
-            time.sleep(0.002)
     send(up)
     c.wait(timeout=60)
     want = totals([json.loads(l) for l in open(ref)], 0)
+    want_sig = sig_hits(features(ref_feat))
 
     up = free_udp_port()
     cfg, sock = os.path.join(d, "sflow.yaml"), os.path.join(d, "sflow.sock")
     open(cfg, "w").write(f"control:\n  collect: 127.0.0.1:{up}\n")
-    out = os.path.join(d, "run-sflow.jsonl")
-    p, summ = run(d, ["--config", cfg, "--workers", "2", "--flows-out", out, "--socket", sock],
+    out, feat = os.path.join(d, "run-sflow.jsonl"), os.path.join(d, "run-sflow.csv")
+    p, summ = run(d, ["--config", cfg, "--workers", "2", "--flows-out", out, "--socket", sock,
+                      "--rules", RULES, "--features-out", feat],
                   eal(4, f"net_pcap0,rx_pcap={os.path.join(DATA, 'ndpi/emotet.pcap')}"), wait=False)
     try:
         check(wait_for(sock), "socket of run --collect (sFlow)")
@@ -1080,7 +1088,7 @@ def test_collect_sflow(d):
         end, nf = time.time() + 30, {}
         while time.time() < end:
             nf = raw(sock, b'{"cmd":"/collector"}\n')["result"]["netflow"]
-            if nf["datagrams_sflow"] == len(grams):
+            if nf["datagrams_sflow"] == ngrams:
                 break
             time.sleep(0.2)
         s = shutdown(p, sock, summ)
@@ -1089,10 +1097,16 @@ def test_collect_sflow(d):
             p.kill()
     got = totals([json.loads(l) for l in open(out)], 0)
     same = [k for k in want if got.get(k) == want[k]]
-    check(p.returncode == 0 and nf.get("datagrams_sflow") == len(grams) and nf["sflow_flow_samples"] > 0
+    got_sig = sig_hits(features(feat))
+    same_sig = [k for k in want_sig if got_sig.get(k) == want_sig[k]]
+    check(p.returncode == 0 and nf.get("datagrams_sflow") == ngrams and nf["sflow_flow_samples"] > 0
           and len(same) == len(want) > 0 and s["rings"]["record_ring_full"] == 0,
-          f"run --collect with sFlow: {nf.get('datagrams_sflow')} datagrams, {nf.get('sflow_flow_samples')} samples; "
+          f"run --collect with sFlow: {nf.get('datagrams_sflow')}/{ngrams} datagrams, "
+          f"{nf.get('sflow_flow_samples')} samples; "
           f"{len(same)}/{len(want)} conversations with the packets and bytes `collect` gives")
+    check(len(same_sig) == len(want_sig) > 0,
+          f"run --collect with sFlow: signature ids equal collect's in {len(same_sig)}/{len(want_sig)} "
+          f"conversations with hits")
 
 
 def test_af_packet(d):

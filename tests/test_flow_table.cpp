@@ -1,6 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
 #include <vector>
 
 #include "dataplane/flow_core.h"
@@ -373,4 +378,46 @@ TEST(FlowTable, SweepAndFlushFindFlowsBetweenHoles) {
     EXPECT_EQ(got, want);
     EXPECT_EQ(t.size(), 0u);
   }
+}
+
+namespace {
+size_t resident_bytes() {
+  long pages = 0, rss = 0;
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f || std::fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = -1;
+  if (f) std::fclose(f);
+  return rss < 0 ? 0 : size_t(rss) * size_t(sysconf(_SC_PAGESIZE));
+}
+}  // namespace
+
+// The collector's payload pool (payload_prefault = 0) is not faulted in at start even
+// under Prefault, as in `run`: NetFlow-only collection must not pay 2 × payload_bytes per
+// flow of capacity. A flow that writes payload faults in its own part, and reads it back.
+TEST(FlowTable, PayloadPoolPrefaultedOnlyWhenAsked) {
+  Paging saved = region_paging();
+  region_paging() = Paging::Prefault;
+  TableConfig cfg;
+  cfg.capacity = 1 << 18;
+  cfg.payload_bytes = 128;  // pool: 64 MB
+  const size_t pool = size_t(cfg.capacity) * 2 * cfg.payload_bytes;
+  Counters ctr;
+  Collect sink;
+  size_t before = resident_bytes();
+  auto full = std::make_unique<FlowTable>(cfg, ctr, sink);
+  size_t with_pool = resident_bytes() - before;
+  full.reset();
+  before = resident_bytes();
+  FlowTable lazy(cfg, ctr, sink, 0);
+  size_t without_pool = resident_bytes() - before;
+  region_paging() = saved;
+  ASSERT_GT(before, 0u) << "/proc/self/statm unreadable";
+  EXPECT_GE(with_pool, pool) << "the default prefaults the whole pool";
+  EXPECT_LT(without_pool + pool / 2, with_pool) << "payload_prefault = 0 leaves the pool unfaulted";
+  auto idx = fill_table(lazy, 1, S);
+  const uint8_t hello[] = {'h', 'e', 'l', 'l', 'o'};
+  lazy.update(idx[0], 1, S + 1, 60, 0, hello, sizeof hello);
+  lazy.flush(EndReason::FLUSH);
+  ASSERT_EQ(sink.recs.size(), 1u);
+  EXPECT_EQ(sink.recs[0].e.paylen[1], sizeof hello);
+  EXPECT_EQ(std::memcmp(sink.recs[0].payload[1], hello, sizeof hello), 0);
 }
