@@ -84,12 +84,13 @@ std::string Collector::metrics_text(bool alone) const {
   x.sample("linesight_collector_sflow_samples_total", "", double(dec_.ctr.get(NfCtr::sflow_flow_samples)));
   // Everything else the decoder counts: problems by name (docs/collector.md), then events.
   x.family("linesight_collector_errors_total", "counter",
-           "Export input that could not be used, by reason: malformed, unknown template, lost sequence numbers.");
+           "Export input that could not be used, by reason: malformed, unknown template, lost sequence numbers, packets an sFlow agent could not sample.");
   const NfCtr errors[] = {NfCtr::bad_version, NfCtr::truncated_header, NfCtr::bad_length, NfCtr::bad_set_length,
                           NfCtr::bad_template, NfCtr::data_without_template, NfCtr::records_without_flow_key,
                           NfCtr::records_without_time_base, NfCtr::sequence_gaps, NfCtr::tcp_refused,
                           NfCtr::tcp_bad_stream, NfCtr::sflow_bad_length, NfCtr::sflow_bad_agent_address,
-                          NfCtr::sflow_samples_without_packet, NfCtr::sflow_samples_unparsed};
+                          NfCtr::sflow_samples_without_packet, NfCtr::sflow_samples_unparsed,
+                          NfCtr::sflow_agent_drops};
   for (NfCtr c : errors)
     x.sample("linesight_collector_errors_total", lbl("reason", kNfCounterNames[size_t(c)]), double(dec_.ctr.get(c)));
   x.family("linesight_collector_events_total", "counter",

@@ -244,6 +244,21 @@ void NetflowDecoder::decode_sflow(const uint8_t* p, size_t n, const std::string&
   }
 }
 
+// An agent's `drops` counts, per data source since the agent started, packets chosen for
+// sampling that it had no resources to sample: the samples, and every estimate made from
+// them, fall short by that much. Counted from the second sample of a source on; a counter
+// that went back (an agent restart) counts from zero again.
+void NetflowDecoder::count_sflow_drops(Exporter& e, uint64_t source, uint32_t drops) {
+  auto it = std::lower_bound(e.sflow_drops.begin(), e.sflow_drops.end(), source,
+                             [](const auto& a, uint64_t s) { return a.first < s; });
+  if (it == e.sflow_drops.end() || it->first != source) {
+    e.sflow_drops.insert(it, {source, drops});
+    return;
+  }
+  ctr.inc(NfCtr::sflow_agent_drops, drops >= it->second ? drops - it->second : drops);
+  it->second = drops;
+}
+
 // A flow sample: sequence, source id (expanded: type and index apart), sampling rate,
 // sample pool, drops, input and output interfaces (expanded: format and value apart),
 // record count; then records, each a format word and a length. The raw packet header
@@ -253,6 +268,10 @@ void NetflowDecoder::sflow_flow_sample(const uint8_t* p, size_t n, bool expanded
   size_t off = expanded ? 44 : 32;
   if (n < off) return ctr.inc(NfCtr::sflow_bad_length);
   uint32_t rate = rd32(p + (expanded ? 12 : 8)), records = rd32(p + off - 4);
+  // Data source: type and index (the standard form packs the type in the id's top byte).
+  uint32_t id = rd32(p + 4);
+  uint64_t source = expanded ? uint64_t(id) << 32 | rd32(p + 8) : uint64_t(id >> 24) << 32 | (id & 0xffffff);
+  count_sflow_drops(exporters_[ex], source, rd32(p + (expanded ? 20 : 16)));
   const uint8_t *header = nullptr, *v4 = nullptr, *v6 = nullptr;
   uint32_t hproto = 0, hlen = 0;
   uint64_t frame_bytes = 0;

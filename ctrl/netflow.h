@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "dataplane/counters.h"
@@ -46,7 +47,8 @@ namespace ls {
   X(sflow_bad_agent_address) /* agent address type not 0, 1 (IPv4) or 2 (IPv6) */           \
   X(sflow_samples_without_packet) /* no Ethernet / IP header nor sampled IPv4 / IPv6 record */ \
   X(sflow_samples_not_ip)   /* sampled frames that are not IP (ARP, LLDP, STP): normal on a switch */ \
-  X(sflow_samples_unparsed) /* sampled header not a flow: reason in `sflow_unparsed` */
+  X(sflow_samples_unparsed) /* sampled header not a flow: reason in `sflow_unparsed` */ \
+  X(sflow_agent_drops)      /* packets an sFlow agent chose but could not sample (its drops counter rose) */
 
 enum class NfCtr : uint8_t {
 #define LS_X(n) n,
@@ -126,6 +128,8 @@ class NetflowDecoder {
     bool seq_after = false;  // IPFIX exporter numbering records up to and including this message
     int64_t sflow_boot_ns = 0;   // sFlow: the agent's boot on our clock (recv − uptime)
     bool sflow_boot_known = false;
+    // sFlow: (data source type << 32 | index, last drops counter), sorted by source.
+    std::vector<std::pair<uint64_t, uint32_t>> sflow_drops;
   };
   using TemplateKey = std::tuple<uint32_t, uint16_t>;  // exporter index, template id
 
@@ -133,6 +137,7 @@ class NetflowDecoder {
   void decode_v5(const uint8_t* p, size_t n, const std::string& from);
   void decode_sflow(const uint8_t* p, size_t n, const std::string& from, uint64_t recv_ns);
   void sflow_flow_sample(const uint8_t* p, size_t n, bool expanded, uint32_t ex, uint64_t ts_ns);
+  void count_sflow_drops(Exporter& e, uint64_t source, uint32_t drops);
   void templates_set(const uint8_t* p, size_t n, uint32_t ex, bool ipfix, bool options);
   // Returns the number of records decoded; stops at padding.
   uint32_t data_set(const uint8_t* p, size_t n, uint32_t ex, const Template& t, bool ipfix,

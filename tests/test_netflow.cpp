@@ -251,12 +251,13 @@ Buf sflow(uint32_t seq, uint32_t uptime_ms, const std::vector<Buf>& samples, uin
   for (const Buf& s : samples) m.bytes(s.b);
   return m;
 }
-Buf flow_sample(uint32_t rate, const std::vector<Buf>& records, bool expanded = false) {
+Buf flow_sample(uint32_t rate, const std::vector<Buf>& records, bool expanded = false, uint32_t drops = 0,
+                uint32_t type = 0, uint32_t index = 3) {
   Buf b;
   if (expanded)  // sequence, source type, index, rate, pool, drops, input fmt/value, output fmt/value
-    b.u32(7).u32(0).u32(3).u32(rate).u32(rate * 10).u32(0).u32(0).u32(1).u32(0).u32(2);
-  else  // sequence, source id, rate, pool, drops, input, output
-    b.u32(7).u32(3).u32(rate).u32(rate * 10).u32(0).u32(1).u32(2);
+    b.u32(7).u32(type).u32(index).u32(rate).u32(rate * 10).u32(drops).u32(0).u32(1).u32(0).u32(2);
+  else  // sequence, source id (type << 24 | index), rate, pool, drops, input, output
+    b.u32(7).u32(type << 24 | index).u32(rate).u32(rate * 10).u32(drops).u32(1).u32(2);
   b.u32(uint32_t(records.size()));
   for (const Buf& r : records) b.bytes(r.b);
   return Buf().xdr(expanded ? 3 : 1, b);
@@ -360,6 +361,32 @@ TEST_F(Netflow, SflowTimesFollowUptimeAndSequenceCountsLosses) {
   EXPECT_EQ(one(2, 50'100, kRecv + 41'600'000'000, 1), kRecv + 41'600'000'000);
   EXPECT_EQ(d.ctr.get(NfCtr::sequence_gaps), 3u);
   EXPECT_EQ(d.exporters(), 2u);
+}
+
+// An agent's drops counter (per data source, cumulative) rises when it could not sample
+// packets it chose: the increases are counted, not the value first seen (history before
+// we listened), and a counter that went back (agent restart) counts from zero.
+TEST_F(Netflow, SflowAgentDropsCounted) {
+  lstest::Pkt p = lstest::udp4({10, 0, 0, 1}, {10, 0, 0, 2}, 1000, 53, "q");
+  uint32_t seq = 0;
+  auto one = [&](uint32_t drops, bool expanded, uint32_t type, uint32_t index, uint32_t sub = 0) {
+    seq++;
+    Buf m = sflow(seq, 1'000 + seq,
+                  {flow_sample(256, {raw_header(1, uint32_t(p.b.size()), 0, p.b)}, expanded, drops, type, index)},
+                  sub);
+    d.decode(m.b.data(), m.b.size(), "192.0.2.9:6343", kRecv + seq * 1'000'000ull);
+    return d.ctr.get(NfCtr::sflow_agent_drops);
+  };
+  EXPECT_EQ(one(5, false, 0, 3), 0u);      // first seen: the agent's history
+  EXPECT_EQ(one(12, false, 0, 3), 7u);
+  EXPECT_EQ(one(12, false, 0, 3), 7u);
+  EXPECT_EQ(one(100, true, 0, 4), 7u);     // another port: first seen
+  EXPECT_EQ(one(110, true, 0, 4), 17u);
+  EXPECT_EQ(one(50, true, 1, 3), 17u);     // type 1 index 3 is not type 0 index 3
+  EXPECT_EQ(one(14, true, 0, 3), 19u);     // the expanded form of type 0 index 3: the same source
+  EXPECT_EQ(one(2, false, 0, 3), 21u);     // went back: restarted, 2 since
+  EXPECT_EQ(one(9, false, 0, 3, 1), 21u);  // another sub-agent: its own sources
+  EXPECT_EQ(d.ctr.get(NfCtr::sflow_flow_samples), 9u);  // every sample still becomes a record
 }
 
 TEST_F(Netflow, SflowEveryTruncationIsSafe) {
