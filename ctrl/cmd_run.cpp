@@ -375,6 +375,7 @@ int cmd_run(int argc, char** argv) {
     if (!n && !ctl) usleep(metrics ? 100 : 200);
   }
   ReplayResult res = rt.finish();
+  outputs->sketch_source = [&rt](const auto& each) { rt.server_sketches(each); };  // workers stopped
   nlohmann::json extra = {{"rings", nlohmann::json::parse(rt.ring_json())}, {"stop_reason", rt.stop_reason()}};
   if (rt.feed_ns_) extra["feed_ns"] = rt.feed_ns_;
   if (outputs->features) extra["feature_state"] = rt.feature_state();

@@ -264,6 +264,7 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
              {"detections", [&](auto& v, auto&) { c.detections_out = v.Scalar(); }},
              {"ipfix", [&](auto& v, auto&) { c.ipfix = v.Scalar(); }},
              {"features", [&](auto& v, auto&) { c.features_out = v.Scalar(); }},
+             {"sketches", [&](auto& v, auto&) { c.sketches_out = v.Scalar(); }},
              {"rotate_bytes", [&](auto& v, auto& k) { c.rotate_bytes = as<uint64_t>(file, v, k); }},
              {"rotate_interval", [&](auto& v, auto& k) { c.rotate_interval_ns = dur(file, v, k); }},
              {"ipfix_template_refresh", [&](auto& v, auto& k) { c.ipfix_template_refresh_ns = dur(file, v, k); }},
@@ -377,6 +378,8 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --rules-cache DIR      keep compiled rule databases in DIR; the same rules load without
                          compiling next time (docs/rules.md)
   --detections-out FILE  detections as JSON lines (docs/detect.md)
+  --sketches-out FILE    at exit, every server's distinct-client sketches as JSON lines, to
+                         merge across sensors (linesight sketches merge; docs/features.md)
   --ti-export DIR        indicators of flagged servers at exit: CSV, JSON, STIX 2.1, MISP feed
                          (docs/ti.md; no client address is ever written)
   --privacy-k N          client counts leave only from N distinct clients (5)
@@ -522,6 +525,7 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--ipfix") cfg.ipfix = val();
   else if (a == "--features-out") cfg.features_out = val();
   else if (a == "--detections-out") cfg.detections_out = val();
+  else if (a == "--sketches-out") cfg.sketches_out = val();
   else if (a == "--app") cfg.apps.push_back(val());
   else if (a == "--ti-export") cfg.ti_export = val();
   else if (a == "--privacy-k") cfg.privacy_k = flag_num<uint32_t>(a, val());

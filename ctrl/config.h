@@ -56,6 +56,9 @@ struct Config {
   std::string ipfix;  // collector HOST:PORT (UDP), empty = off
   std::string features_out;  // feature rows as CSV (docs/features.md), empty = off
   std::string detections_out;  // detections as JSON lines (docs/detect.md), empty = off
+  std::string sketches_out;    // server sketches at exit (features/server_sketch.h), empty = off
+  // Any output that needs the feature stage.
+  bool features_on() const { return !features_out.empty() || !detections_out.empty() || !sketches_out.empty(); }
   std::vector<std::string> apps;  // detection app specs (detect/apps.h parse_app)
   std::string ti_export;          // directory for indicators (CSV, JSON, STIX, MISP), empty = off
   uint32_t privacy_k = 5;         // distinct clients before client counts are exported

@@ -1,5 +1,6 @@
 // The exporters a run writes to, built from the config: JSON lines, IPFIX.
 #pragma once
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -61,6 +62,10 @@ struct Outputs {
  public:
 
   bool state_on_workers = false;  // run: pair/server/client state lives in the workers' stages
+  // Where --sketches-out's server sketches come from: the writer's stage, or (run) the
+  // workers' stages once they stopped.
+  SketchSource sketch_source;
+  size_t sketches_written = 0;
 
   // Throws std::runtime_error naming the file or collector that failed. With
   // `workers_attach_features` (linesight run) the workers fill the stateful features, so
@@ -76,13 +81,22 @@ struct Outputs {
       ic.template_refresh_ns = c.ipfix_template_refresh_ns;
       ipfix = std::make_unique<IpfixExporter>(ic);
     }
-    if (!c.features_out.empty() || !c.detections_out.empty()) {
+    if (!c.sketches_out.empty()) {  // refused now, not after hours of traffic
+      std::string tmp = c.sketches_out + ".tmp";
+      FILE* f = std::fopen(tmp.c_str(), "w");
+      if (!f) throw std::runtime_error(c.sketches_out + ": " + std::strerror(errno));
+      std::fclose(f);
+      std::remove(tmp.c_str());
+    }
+    if (c.features_on()) {
       FeatureConfig fc = feature_config(c);
       fc.ti = c.loaded_ti;
       fc.partners = c.loaded_partners;
       if (workers_attach_features)
         fc.pair_capacity = fc.first_contact_capacity = fc.server_capacity = fc.client_capacity = 64;
       features = std::make_unique<FeatureWriter>(c.features_out, fc);
+      if (!workers_attach_features)
+        sketch_source = [f = features.get()](const auto& each) { f->stage().server_sketches(each); };
     }
     if (!c.detections_out.empty()) {
       std::vector<std::string> specs;  // "--app defaults" stands for the default apps
@@ -265,6 +279,15 @@ inline int finish_outputs(Outputs& out, const ReplayResult& r, const SummaryColl
   }
   if (more.contains("feature_state")) extra_text += feature_state_text(more["feature_state"]);
   std::string err = out.close();
+  if (!c.sketches_out.empty() && out.sketch_source) {  // every record has reached the stages
+    try {
+      out.sketches_written = write_sketches(c.sketches_out, out.sketch_source);
+      extra_text += "sketches: " + std::to_string(out.sketches_written) + " servers -> " + c.sketches_out + "\n";
+      more["sketches"] = out.sketches_written;
+    } catch (const SketchError& e) {
+      err += (err.empty() ? "" : "; ") + std::string(e.what());
+    }
+  }
   if (!err.empty()) {
     std::fprintf(stderr, "linesight: %s\n", err.c_str());
     rc = 1;

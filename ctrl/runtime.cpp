@@ -152,7 +152,7 @@ void Runtime::setup() {
     wl->rx = &rx_;
     wl->peers = &workers_;
     wl->to_control = ring("ls_w" + std::to_string(w) + "_ctl");
-    if (!cfg_.features_out.empty() || !cfg_.detections_out.empty()) {
+    if (cfg_.features_on()) {
       // Pair state lives on the worker that owns the server endpoint: no sharing.
       stages_.push_back(std::make_unique<FeatureStage>(feature_config(cfg_)));
       wl->stage = stages_.back().get();
@@ -767,6 +767,10 @@ nlohmann::json Runtime::feature_state() const {
   auto j = feature_state_json(cs, bytes);
   j.erase("rows");  // rows are written by the control core's writer, not counted here
   return j;
+}
+
+void Runtime::server_sketches(const std::function<void(const ServerSketch&)>& f) const {
+  for (auto& s : stages_) static_cast<const FeatureStage*>(s.get())->server_sketches(f);
 }
 
 std::string Runtime::stats_json() const {

@@ -14,6 +14,7 @@
 
 #include "ctrl/config.h"
 #include "dataplane/dpdk_lcores.h"
+#include "features/server_sketch.h"
 #include "dataplane/replay.h"
 #include "features/feature_stage.h"
 
@@ -96,6 +97,8 @@ class Runtime {
   std::shared_ptr<const PacketFilter> filter() const { return live_->filter; }
   std::string stats_json() const;
   nlohmann::json feature_state() const;  // the workers' pair/server/client tables
+  // Every worker's server sketches; only once the workers have stopped (finish()).
+  void server_sketches(const std::function<void(const ServerSketch&)>& f) const;
   std::string ring_summary() const;
   std::string ring_json() const;
   std::string metrics_text(const std::string& exporter_metrics) const;  // Prometheus

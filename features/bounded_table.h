@@ -137,6 +137,12 @@ class BoundedTable {
       }
     return false;
   }
+  // Every live entry, in slot order (exports at exit: not for the hot path).
+  template <class F>
+  void for_each(F&& f) const {
+    for (uint32_t i = 0; i <= mask_; i++)
+      if (meta_[i].sig && slots_[i].v.used()) f(slots_[i].key, slots_[i].v);
+  }
   // Bytes of the slots in use (under OnDemand the rest of the region is not touched).
   size_t memory_bytes() const { return size_t(mask_ + 1) * (sizeof(Meta) + sizeof(Slot)); }
   uint32_t slots() const { return mask_ + 1; }

@@ -24,6 +24,8 @@ using SketchPool = BlockPool<DenseSketches>;
 
 struct EndpointSketches {
   static constexpr uint32_t kSparse = 6;
+  template <int S>
+  using Prec = std::conditional_t<S == 2, Hll<6>, Hll<8>>;
   uint32_t dense = 0;             // pool block + 1; 0 while sparse
   uint8_t n[3] = {};              // sparse registers in use per counter
   uint16_t reg[3][kSparse] = {};  // index << 8 | rank
@@ -61,14 +63,25 @@ struct EndpointSketches {
     for (uint32_t i = 0; i < n[S]; i++) sum += H::term(uint8_t(reg[S][i] & 0xff));
     return H::estimate(sum, H::kM - n[S]);
   }
+  // Counter S as a dense sketch (exports, merges): the same registers either way.
+  template <int S>
+  void to_dense(const SketchPool& pool, Prec<S>& out) const {
+    if (dense) {
+      const DenseSketches& d = pool.at(dense - 1);
+      if constexpr (S == 0) out = d.a;
+      else if constexpr (S == 1) out = d.b;
+      else out = d.c;
+      return;
+    }
+    out = Prec<S>{};
+    for (uint32_t i = 0; i < n[S]; i++) out.raise(reg[S][i] >> 8, uint8_t(reg[S][i] & 0xff));
+  }
   void release(SketchPool& pool) {
     if (dense) pool.release(dense - 1);
     dense = 0;
   }
 
  private:
-  template <int S>
-  using Prec = std::conditional_t<S == 2, Hll<6>, Hll<8>>;
   template <int S>
   static void raise(DenseSketches& d, uint32_t idx, uint8_t rho) {
     if constexpr (S == 0) d.a.raise(idx, rho);

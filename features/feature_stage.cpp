@@ -132,6 +132,26 @@ void FeatureStage::roll_window(V& v, uint64_t ts, SketchPool& pool) {
   if (!v.used()) v.window = w;
 }
 
+void FeatureStage::server_sketches(const std::function<void(const ServerSketch&)>& f) const {
+  ServerSketch s;
+  s.seed = cfg_.sketch_seed;
+  s.window_ns = cfg_.window_ns;
+  servers_.for_each([&](const EndpointKey& k, const Server& v) {
+    char a[64];
+    s.server.assign(a, put_ip(a, k.addr, k.ver));
+    s.window = v.window;
+    s.first_ns = v.first_ns;
+    s.last_ns = v.last_ns;
+    s.flows = v.flows;
+    s.bytes = v.bytes;
+    s.failed = v.failed;
+    v.sk.to_dense<0>(server_sketches_, s.clients);
+    v.sk.to_dense<1>(server_sketches_, s.nets);
+    v.sk.to_dense<2>(server_sketches_, s.ports);
+    f(s);
+  });
+}
+
 void FeatureStage::prefetch_client(const FlowRecord& r, bool slot) {
   if (!slot || r.hashed_by[1] != this) {
     r.table_hash[2] = clients_.hash(endpoint_key(client_addr(r.e), r.e.key.ip_ver));

@@ -13,6 +13,7 @@
 #include "dataplane/record.h"
 #include "features/bounded_table.h"
 #include "features/endpoint_sketch.h"
+#include "features/server_sketch.h"
 #include "features/partners.h"
 #include "features/periodicity.h"
 #include "features/signatures.h"
@@ -136,6 +137,10 @@ class FeatureStage final : public RecordStage {
     return pairs_.memory_bytes() + first_.memory_bytes() + servers_.memory_bytes() + clients_.memory_bytes() +
            histories_.memory_bytes() + server_sketches_.memory_bytes() + client_sketches_.memory_bytes();
   }
+
+  // Every server endpoint held, as a sketch to export (features/server_sketch.h). Call on
+  // the stage's thread, or once it has stopped.
+  void server_sketches(const std::function<void(const ServerSketch&)>& f) const;
 
   static const char* csv_header();
   static void csv_row(const FeatureRow& f, const RuleSet* rules, std::string& out);

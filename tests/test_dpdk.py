@@ -125,6 +125,27 @@ def test_netpcap(d):
         check(r.returncode == 0 and ra == rb and ra, f"net_pcap run == replay on {rel} ({len(ra)} records)" + r.stderr[-300:])
 
 
+def test_sketches(d):
+    """--sketches-out in run: every worker's servers, written once the workers stopped, are
+    those replay computes on one thread (a server lives on the worker that owns it)."""
+    pcap = os.path.join(DATA, "slips/test7-malicious-hide-and-seek.pcap")
+    a, b = os.path.join(d, "run-sk.jsonl"), os.path.join(d, "rep-sk.jsonl")
+    r, _ = run(d, ["--workers", "2", "--flows-out", "/dev/null", "--sketches-out", a, "--exit-idle", "1s",
+                   "--socket", ""], eal(4, f"net_pcap0,rx_pcap={pcap}"))
+    replay(pcap, os.path.join(d, "rep.jsonl"), "--sketches-out", b)
+
+    def servers(path):
+        out = {}
+        for j in map(json.loads, open(path)):
+            j.pop("sensors")
+            out[j["server"]] = j
+        return out
+    ra, rb = servers(a), servers(b)
+    check(r.returncode == 0 and ra == rb and len(ra) > 100,
+          f"run with 2 workers writes the sketches replay does: {len(ra)} and {len(rb)} servers, "
+          f"{sum(ra.get(k) == v for k, v in rb.items())} equal")
+
+
 def test_config_file_and_errors(d):
     pcap = os.path.join(DATA, "slips/test-cc-capture-1.pcap")
     cfg, out = os.path.join(d, "run.yaml"), os.path.join(d, "cfg.jsonl")
@@ -1171,7 +1192,7 @@ def main():
     if "built without DPDK" in r.stderr:
         skip("linesight built without DPDK")
     with tempfile.TemporaryDirectory() as d:
-        for t in (test_netpcap, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_filter, test_rules_reload, test_models_reload, test_reload_storm, test_ti_reload_frees_old_table, test_ring_full_recovers, test_detections_reader_stalls, test_ipfix_collector_returns, test_collect_beside_packets, test_collect_workers_stalled, test_collect_sflow, test_sigterm, test_af_packet):
+        for t in (test_netpcap, test_sketches, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_filter, test_rules_reload, test_models_reload, test_reload_storm, test_ti_reload_frees_old_table, test_ring_full_recovers, test_detections_reader_stalls, test_ipfix_collector_returns, test_collect_beside_packets, test_collect_workers_stalled, test_collect_sflow, test_sigterm, test_af_packet):
             if sys.argv[1:] and t.__name__ not in sys.argv[1:]:
                 continue  # tests/test_dpdk.py test_NAME ... runs only those
             print(f"-- {t.__name__}", flush=True)

@@ -402,6 +402,16 @@ TEST(EndpointSketches, SparseEstimatesAreTheDenseOnes) {
       ASSERT_EQ(sk.estimate<0>(pool), want.a.estimate()) << "round " << round << " step " << i;
       ASSERT_EQ(sk.estimate<1>(pool), want.b.estimate()) << "round " << round << " step " << i;
       ASSERT_EQ(sk.estimate<2>(pool), want.c.estimate()) << "round " << round << " step " << i;
+      // The exported form (--sketches-out) holds the dense sketches' registers, sums included.
+      Hll<8> a, b;
+      Hll<6> c;
+      sk.to_dense<0>(pool, a);
+      sk.to_dense<1>(pool, b);
+      sk.to_dense<2>(pool, c);
+      ASSERT_TRUE(std::equal(a.reg, a.reg + a.kM, want.a.reg) && a.sum == want.a.sum && a.zeros == want.a.zeros)
+          << "round " << round << " step " << i;
+      ASSERT_TRUE(std::equal(b.reg, b.reg + b.kM, want.b.reg) && b.sum == want.b.sum);
+      ASSERT_TRUE(std::equal(c.reg, c.reg + c.kM, want.c.reg) && c.sum == want.c.sum && c.zeros == want.c.zeros);
     }
     if (distinct > 20) {
       EXPECT_NE(sk.dense, 0u) << "a busy endpoint goes dense";
@@ -748,3 +758,41 @@ TEST(FeatureStage, TumblingWindowRestartsEndpointCounts) {
 }
 
 }  // namespace
+
+// A sketch line reads back as it was written; merging is the union of the registers and
+// the sum of the counts, and refuses sketches that cannot be compared.
+TEST(ServerSketch, LineRoundTripAndMerge) {
+  ServerSketch a, b;
+  a.server = b.server = "2001:db8::7";
+  a.first_ns = 5, a.last_ns = 9, a.flows = 3, a.bytes = 300, a.failed = 1;
+  b.first_ns = 2, b.last_ns = 7, b.flows = 4, b.bytes = 100, b.failed = 0;
+  Hll<8> all;
+  for (uint64_t v = 0; v < 500; v++) {
+    uint64_t h = XXH3_64bits_withSeed(&v, sizeof v, 1);
+    (v % 2 ? a : b).clients.add(h);
+    all.add(h);
+    a.ports.add(h & 0xff00);
+  }
+  ServerSketch back = parse_sketch_line(sketch_line(a));
+  EXPECT_EQ(back.server, a.server);
+  EXPECT_TRUE(std::equal(back.clients.reg, back.clients.reg + 256, a.clients.reg));
+  EXPECT_EQ(back.clients.sum, a.clients.sum);
+  EXPECT_TRUE(std::equal(back.ports.reg, back.ports.reg + 64, a.ports.reg));
+  EXPECT_EQ(back.flows, 3u);
+  merge_sketch(back, b);
+  EXPECT_TRUE(std::equal(back.clients.reg, back.clients.reg + 256, all.reg));
+  EXPECT_EQ(back.clients.estimate(), all.estimate());
+  EXPECT_EQ(back.first_ns, 2u);
+  EXPECT_EQ(back.last_ns, 9u);
+  EXPECT_EQ(back.flows, 7u);
+  EXPECT_EQ(back.bytes, 400u);
+  EXPECT_EQ(back.sensors, 2u);
+  ServerSketch other = b;
+  other.seed = 2;
+  EXPECT_THROW(merge_sketch(back, other), SketchError);
+  other = b;
+  other.server = "192.0.2.1";
+  EXPECT_THROW(merge_sketch(back, other), SketchError);
+  for (const char* bad : {"", "[]", "{\"linesight_sketch\":1}", "{\"server\":\"x\"}"})
+    EXPECT_THROW(parse_sketch_line(bad), SketchError) << bad;
+}
