@@ -179,6 +179,10 @@ int cmd_run(int argc, char** argv) {
   if (outputs->features) rt.on_rules_ = [&](auto rs) { outputs->features->add_rules(rs); };
   summary.track_hosts = !quiet;
 
+  // --sketches-every: asked of the workers on schedule, written once all have answered.
+  uint64_t sketch_exports = 0, sketch_errors = 0, next_sketches = cfg.sketches_every_ns ? wall_ns() + cfg.sketches_every_ns : 0;
+  size_t sketch_lines = 0;
+  std::string sketch_text;
   std::unique_ptr<CtlServer> ctl;
   if (!cfg.control.socket.empty()) {
     try {
@@ -273,6 +277,14 @@ int cmd_run(int argc, char** argv) {
                    throw CtlError(e.what());
                  }
                });
+      ctl->add("/sketches/export",
+               "rewrite --sketches-out now: the workers format their server sketches a slice at a time "
+               "between records, and the file is replaced once all have (see /export for when)",
+               [&](const CtlRequest&) {
+                 if (cfg.sketches_out.empty()) throw CtlError("no sketch file configured (start with --sketches-out FILE)");
+                 if (!rt.ask_sketches()) throw CtlError("an export is still being gathered from the workers");
+                 return nlohmann::json{{"asked", true}, {"path", cfg.sketches_out}};
+               });
       ctl->add("/collector", "router flow input (--collect): the decoder's counters, exporters, templates, flows held, "
                "and records dropped on the way to the workers",
                [&](const CtlRequest&) {
@@ -306,6 +318,10 @@ int cmd_run(int argc, char** argv) {
                                       {"write_errors", d.stats().write_errors},
                                       {"dropped", d.stats().dropped_lines}};
                  }
+                 if (!cfg.sketches_out.empty())
+                   j["sketches"] = {{"path", cfg.sketches_out}, {"every_s", cfg.sketches_every_ns / 1'000'000'000ull},
+                                    {"exports", sketch_exports}, {"servers", sketch_lines},
+                                    {"errors", sketch_errors}};
                  if (outputs->ti_export)
                    j["ti_export"] = {{"dir", cfg.ti_export}, {"indicators", outputs->ti_export->indicators()},
                                      {"every_s", cfg.ti_export_every_ns / 1'000'000'000ull},
@@ -357,6 +373,17 @@ int cmd_run(int argc, char** argv) {
         if (outputs->writer) outputs->writer->tick();
         outputs->tick(now);
         last_flush = now;
+      }
+      if (next_sketches && now >= next_sketches && !rt.stopping() && rt.ask_sketches())
+        next_sketches = now + cfg.sketches_every_ns;
+      if (rt.sketches_gathered(sketch_text, sketch_lines)) {
+        try {
+          write_sketch_text(cfg.sketches_out, sketch_text);
+          sketch_exports++;
+        } catch (const SketchError& e) {
+          sketch_errors++;
+          std::fprintf(stderr, "linesight: sketch export failed: %s\n", e.what());
+        }
       }
       uint64_t pk = rt.rx_packets();
       uint64_t dg = listener ? listener->last_input_ns() : 0;

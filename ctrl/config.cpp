@@ -265,6 +265,7 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
              {"ipfix", [&](auto& v, auto&) { c.ipfix = v.Scalar(); }},
              {"features", [&](auto& v, auto&) { c.features_out = v.Scalar(); }},
              {"sketches", [&](auto& v, auto&) { c.sketches_out = v.Scalar(); }},
+             {"sketches_every", [&](auto& v, auto& k) { c.sketches_every_ns = dur(file, v, k); }},
              {"rotate_bytes", [&](auto& v, auto& k) { c.rotate_bytes = as<uint64_t>(file, v, k); }},
              {"rotate_interval", [&](auto& v, auto& k) { c.rotate_interval_ns = dur(file, v, k); }},
              {"ipfix_template_refresh", [&](auto& v, auto& k) { c.ipfix_template_refresh_ns = dur(file, v, k); }},
@@ -366,6 +367,8 @@ void validate(const Config& c) {
   const auto& t = c.core.table;
   if (t.idle_timeout_ns == 0) throw ConfigError("table.idle_timeout must be > 0");
   if (t.sweep_period_ns == 0) throw ConfigError("table.sweep_period must be > 0");
+  if (c.sketches_every_ns && c.sketches_out.empty())
+    throw ConfigError("--sketches-every (output.sketches_every) needs --sketches-out (output.sketches)");
 }
 
 const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/config.md)
@@ -380,6 +383,7 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --detections-out FILE  detections as JSON lines (docs/detect.md)
   --sketches-out FILE    at exit, every server's distinct-client sketches as JSON lines, to
                          merge across sensors (linesight sketches merge; docs/features.md)
+  --sketches-every D     also rewrite it every D while running (run, collect; e.g. 10m)
   --ti-export DIR        indicators of flagged servers at exit: CSV, JSON, STIX 2.1, MISP feed
                          (docs/ti.md; no client address is ever written)
   --privacy-k N          client counts leave only from N distinct clients (5)
@@ -526,6 +530,7 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--features-out") cfg.features_out = val();
   else if (a == "--detections-out") cfg.detections_out = val();
   else if (a == "--sketches-out") cfg.sketches_out = val();
+  else if (a == "--sketches-every") cfg.sketches_every_ns = parse_duration_ns(val());
   else if (a == "--app") cfg.apps.push_back(val());
   else if (a == "--ti-export") cfg.ti_export = val();
   else if (a == "--privacy-k") cfg.privacy_k = flag_num<uint32_t>(a, val());

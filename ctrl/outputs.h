@@ -57,7 +57,8 @@ struct Outputs {
   Fanout fanout;
 
  private:
-  uint64_t next_export_ns_ = 0, export_every_ns_ = 0;
+  uint64_t next_export_ns_ = 0, export_every_ns_ = 0, next_sketches_ns_ = 0, sketches_every_ns_ = 0;
+  std::string sketches_out_;
 
  public:
 
@@ -81,6 +82,9 @@ struct Outputs {
       ic.template_refresh_ns = c.ipfix_template_refresh_ns;
       ipfix = std::make_unique<IpfixExporter>(ic);
     }
+    sketches_out_ = c.sketches_out;
+    sketches_every_ns_ = c.sketches_every_ns;
+    next_sketches_ns_ = c.sketches_every_ns ? wall_ns() + c.sketches_every_ns : 0;
     if (!c.sketches_out.empty()) {  // refused now, not after hours of traffic
       std::string tmp = c.sketches_out + ".tmp";
       FILE* f = std::fopen(tmp.c_str(), "w");
@@ -134,6 +138,17 @@ struct Outputs {
   // failed write is reported and counted, and tried again at the next period.
   void tick(uint64_t now_wall_ns) {
     if (detect) detect->tick();  // retries detections spooled while their file refused them
+    // collect: the stage is on this thread, so the file is written here; run asks its workers.
+    if (sketch_source && !state_on_workers && next_sketches_ns_ && now_wall_ns >= next_sketches_ns_) {
+      next_sketches_ns_ = now_wall_ns + sketches_every_ns_;
+      try {
+        sketches_written = write_sketches(sketches_out_, sketch_source);
+        scheduled_sketches++;
+      } catch (const SketchError& e) {
+        sketch_errors++;
+        std::fprintf(stderr, "linesight: sketch export failed: %s\n", e.what());
+      }
+    }
     if (!ti_export || !next_export_ns_ || now_wall_ns < next_export_ns_) return;
     next_export_ns_ = now_wall_ns + export_every_ns_;
     try {
@@ -144,7 +159,7 @@ struct Outputs {
       std::fprintf(stderr, "linesight: scheduled TI export failed: %s\n", e.what());
     }
   }
-  uint64_t scheduled_exports = 0, export_errors = 0;
+  uint64_t scheduled_exports = 0, export_errors = 0, scheduled_sketches = 0, sketch_errors = 0;
 
   // Flushes everything; returns an error message (empty when all went out).
   std::string close() {

@@ -773,6 +773,28 @@ void Runtime::server_sketches(const std::function<void(const ServerSketch&)>& f)
   for (auto& s : stages_) static_cast<const FeatureStage*>(s.get())->server_sketches(f);
 }
 
+bool Runtime::ask_sketches() {
+  if (sketch_asking_ || stages_.empty()) return false;
+  sketch_gen_++;
+  for (auto& w : workers_) w->sketches.asked.store(sketch_gen_, std::memory_order_release);
+  sketch_asking_ = true;
+  return true;
+}
+
+bool Runtime::sketches_gathered(std::string& text, size_t& lines) {
+  if (!sketch_asking_) return false;
+  for (auto& w : workers_)
+    if (w->sketches.done.load(std::memory_order_acquire) != sketch_gen_) return false;
+  text.clear();
+  lines = 0;
+  for (auto& w : workers_) {  // each worker leaves its text alone until asked again
+    text += w->sketches.text;
+    lines += w->sketches.lines;
+  }
+  sketch_asking_ = false;
+  return true;
+}
+
 std::string Runtime::stats_json() const {
   nlohmann::json j;
   Counters total;

@@ -99,6 +99,11 @@ class Runtime {
   nlohmann::json feature_state() const;  // the workers' pair/server/client tables
   // Every worker's server sketches; only once the workers have stopped (finish()).
   void server_sketches(const std::function<void(const ServerSketch&)>& f) const;
+  // While they run: asks every worker for its sketch lines (false when there is no feature
+  // stage or the last ask is still being answered); sketches_gathered() then gives all
+  // the lines once every worker has answered.
+  bool ask_sketches();
+  bool sketches_gathered(std::string& text, size_t& lines);
   std::string ring_summary() const;
   std::string ring_json() const;
   std::string metrics_text(const std::string& exporter_metrics) const;  // Prometheus
@@ -145,6 +150,8 @@ class Runtime {
   std::unique_ptr<LiveSettings> live_;
   bool feed_on_ = false;
   std::unique_ptr<ControlFeed> feed_;
+  uint32_t sketch_gen_ = 0;
+  bool sketch_asking_ = false;
   std::vector<uint64_t> rate_last_pk_;
   std::vector<double> rate_pps_;
   uint64_t rate_last_ns_ = 0;

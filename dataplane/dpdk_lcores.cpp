@@ -277,6 +277,18 @@ int worker_lcore_main(void* arg) {
       }
       sh.stall_workers_until_tsc.compare_exchange_strong(until, 0, std::memory_order_relaxed);  // over
     }
+    if (uint32_t a = w->sketches.asked.load(std::memory_order_acquire);
+        a != w->sketches.done.load(std::memory_order_relaxed) && w->stage) {
+      SketchRequest& s = w->sketches;
+      if (s.serving != a) {
+        s.serving = a;
+        s.pos = 0;
+        s.lines = 0;
+        s.text.clear();
+      }
+      if (w->stage->sketch_lines(s.text, s.pos, SketchRequest::kSlice, s.lines))
+        s.done.store(a, std::memory_order_release);
+    }
     // Read the "done" flags before draining, so a record enqueued before them is seen.
     bool rx_done = true;
     for (auto& r : *w->rx) rx_done &= r->done.load(std::memory_order_acquire);

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "dataplane/flow_core.h"
@@ -72,6 +73,19 @@ struct TopRequest {
   bool scanning = false;
 };
 
+// --sketches-every in run: control asks, the worker appends its server sketches to `text`
+// a slice of its server table per pass and publishes; control reads `text` (and `lines`)
+// only once done == asked, and asks again only after that.
+struct SketchRequest {
+  static constexpr uint32_t kSlice = 64;  // server slots per pass
+  std::atomic<uint32_t> asked{0};
+  std::atomic<uint32_t> done{0};
+  std::string text;  // grows on the worker (malloc, once per export period)
+  size_t lines = 0;
+  // lcore-private
+  uint32_t serving = 0, pos = 0;
+};
+
 // One RX lcore: its queues, its flow table, its output rings (one per worker).
 struct alignas(64) RxLcore {
   unsigned lcore_id = 0;
@@ -110,6 +124,7 @@ struct alignas(64) WorkerLcore {
   // from_rx; it is done like an RX lcore when this is set. Null: no such source.
   const std::atomic<bool>* feed_done = nullptr;
   const std::vector<std::unique_ptr<WorkerLcore>>* peers = nullptr;  // all workers
+  SketchRequest sketches;
   RuntimeShared* shared = nullptr;
 };
 

@@ -137,10 +137,10 @@ class BoundedTable {
       }
     return false;
   }
-  // Every live entry, in slot order (exports at exit: not for the hot path).
+  // Every live entry in slots [from, to), in slot order (exports: not for the hot path).
   template <class F>
-  void for_each(F&& f) const {
-    for (uint32_t i = 0; i <= mask_; i++)
+  void for_each(F&& f, uint32_t from = 0, uint32_t to = UINT32_MAX) const {
+    for (uint32_t i = from; i <= mask_ && i < to; i++)
       if (meta_[i].sig && slots_[i].v.used()) f(slots_[i].key, slots_[i].v);
   }
   // Bytes of the slots in use (under OnDemand the rest of the region is not touched).

@@ -132,7 +132,18 @@ void FeatureStage::roll_window(V& v, uint64_t ts, SketchPool& pool) {
   if (!v.used()) v.window = w;
 }
 
-void FeatureStage::server_sketches(const std::function<void(const ServerSketch&)>& f) const {
+bool FeatureStage::sketch_lines(std::string& out, uint32_t& pos, uint32_t slots, size_t& lines) {
+  uint32_t to = pos + std::min(slots, servers_.slots() - std::min(pos, servers_.slots()));
+  server_sketches([&](const ServerSketch& s) {
+    out += sketch_line(s);
+    lines++;
+  }, pos, to);
+  pos = to;
+  return pos >= servers_.slots();
+}
+
+void FeatureStage::server_sketches(const std::function<void(const ServerSketch&)>& f, uint32_t from,
+                                   uint32_t to) const {
   ServerSketch s;
   s.seed = cfg_.sketch_seed;
   s.window_ns = cfg_.window_ns;
@@ -149,7 +160,7 @@ void FeatureStage::server_sketches(const std::function<void(const ServerSketch&)
     v.sk.to_dense<1>(server_sketches_, s.nets);
     v.sk.to_dense<2>(server_sketches_, s.ports);
     f(s);
-  });
+  }, from, to);
 }
 
 void FeatureStage::prefetch_client(const FlowRecord& r, bool slot) {

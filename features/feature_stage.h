@@ -140,7 +140,10 @@ class FeatureStage final : public RecordStage {
 
   // Every server endpoint held, as a sketch to export (features/server_sketch.h). Call on
   // the stage's thread, or once it has stopped.
-  void server_sketches(const std::function<void(const ServerSketch&)>& f) const;
+  void server_sketches(const std::function<void(const ServerSketch&)>& f) const {
+    server_sketches(f, 0, UINT32_MAX);
+  }
+  bool sketch_lines(std::string& out, uint32_t& pos, uint32_t slots, size_t& lines) override;
 
   static const char* csv_header();
   static void csv_row(const FeatureRow& f, const RuleSet* rules, std::string& out);
@@ -223,6 +226,7 @@ class FeatureStage final : public RecordStage {
   // sketches go back to `pool`).
   template <class V>
   void roll_window(V& v, uint64_t ts, SketchPool& pool);
+  void server_sketches(const std::function<void(const ServerSketch&)>& f, uint32_t from, uint32_t to) const;
 
   FeatureConfig cfg_;
   std::unique_ptr<SignatureMatcher> matcher_;  // own Hyperscan scratch

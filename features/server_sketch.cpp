@@ -115,17 +115,13 @@ void merge_sketch(ServerSketch& a, const ServerSketch& b) {
   a.ports.merge(b.ports);
 }
 
-size_t write_sketches(const std::string& path, const SketchSource& source) {
+namespace {
+// Writes through `path`.tmp renamed into place: a reader sees the old file or the new one.
+void write_atomic(const std::string& path, const std::function<bool(FILE*)>& body) {
   std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "w");
   if (!f) throw SketchError(path + ": " + std::strerror(errno));
-  size_t n = 0;
-  bool ok = true;
-  source([&](const ServerSketch& s) {
-    std::string l = sketch_line(s);
-    ok = ok && std::fwrite(l.data(), 1, l.size(), f) == l.size();
-    n++;
-  });
+  bool ok = body(f);
   int err = ok ? 0 : errno;
   if (std::fclose(f) != 0 && ok) {
     ok = false;
@@ -139,7 +135,25 @@ size_t write_sketches(const std::string& path, const SketchSource& source) {
     std::remove(tmp.c_str());
     throw SketchError(path + ": " + std::strerror(err ? err : EIO));
   }
+}
+}  // namespace
+
+size_t write_sketches(const std::string& path, const SketchSource& source) {
+  size_t n = 0;
+  write_atomic(path, [&](FILE* f) {
+    bool ok = true;
+    source([&](const ServerSketch& s) {
+      std::string l = sketch_line(s);
+      ok = ok && std::fwrite(l.data(), 1, l.size(), f) == l.size();
+      n++;
+    });
+    return ok;
+  });
   return n;
+}
+
+void write_sketch_text(const std::string& path, const std::string& text) {
+  write_atomic(path, [&](FILE* f) { return std::fwrite(text.data(), 1, text.size(), f) == text.size(); });
 }
 
 }  // namespace ls

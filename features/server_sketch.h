@@ -42,5 +42,7 @@ using SketchSource = std::function<void(const std::function<void(const ServerSke
 // Writes every sketch of `source` to `path` (through a temporary file renamed into place,
 // so a merge never reads half a file). Returns the number of lines; throws SketchError.
 size_t write_sketches(const std::string& path, const SketchSource& source);
+// The same for lines already formatted (run's workers format their own).
+void write_sketch_text(const std::string& path, const std::string& text);
 
 }  // namespace ls

@@ -127,11 +127,32 @@ def test_netpcap(d):
 
 def test_sketches(d):
     """--sketches-out in run: every worker's servers, written once the workers stopped, are
-    those replay computes on one thread (a server lives on the worker that owns it)."""
+    those replay computes on one thread (a server lives on the worker that owns it). While
+    running, --sketches-every and /sketches/export have the workers format theirs between
+    records: the file is replaced whole, and merges."""
     pcap = os.path.join(DATA, "slips/test7-malicious-hide-and-seek.pcap")
     a, b = os.path.join(d, "run-sk.jsonl"), os.path.join(d, "rep-sk.jsonl")
-    r, _ = run(d, ["--workers", "2", "--flows-out", "/dev/null", "--sketches-out", a, "--exit-idle", "1s",
-                   "--socket", ""], eal(4, f"net_pcap0,rx_pcap={pcap}"))
+    sock = os.path.join(d, "sk.sock")
+    p, summ = run(d, ["--workers", "2", "--flows-out", "/dev/null", "--sketches-out", a, "--sketches-every", "1s",
+                      "--socket", sock], eal(4, f"net_pcap0,rx_pcap={pcap}"), wait=False)
+    try:
+        check(wait_for(sock), "socket of run --sketches-every")
+        exports, ok = 0, False
+        end = time.time() + 30
+        while time.time() < end and exports < 2:
+            exports = raw(sock, b'{"cmd":"/export"}\n')["result"]["sketches"]["exports"]
+            time.sleep(0.2)
+        asked = raw(sock, b'{"cmd":"/sketches/export"}\n')
+        m = subprocess.run([BIN, "sketches", "merge", a, "--json", "--top", "0"], capture_output=True, text=True)
+        live = len(m.stdout.splitlines())
+        check(exports >= 2 and m.returncode == 0 and live > 100 and
+              (asked.get("result", {}).get("asked") or "still being gathered" in asked.get("error", "")),
+              f"run --sketches-every 1s: {exports} exports while running, {live} servers in the file; "
+              f"/sketches/export: {asked}")
+        shutdown(p, sock, summ)
+    finally:
+        if p.poll() is None:
+            p.kill()
     replay(pcap, os.path.join(d, "rep.jsonl"), "--sketches-out", b)
 
     def servers(path):
@@ -141,7 +162,7 @@ def test_sketches(d):
             out[j["server"]] = j
         return out
     ra, rb = servers(a), servers(b)
-    check(r.returncode == 0 and ra == rb and len(ra) > 100,
+    check(p.returncode == 0 and ra == rb and len(ra) > 100,
           f"run with 2 workers writes the sketches replay does: {len(ra)} and {len(rb)} servers, "
           f"{sum(ra.get(k) == v for k, v in rb.items())} equal")
 
