@@ -1,6 +1,7 @@
 // `linesight sketches merge`: several sensors' (or runs') server sketches combined per
 // server and window (features/server_sketch.h).
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -65,6 +66,7 @@ int merge(int argc, char** argv) {
   }
   if (files.empty()) return usage();
   std::map<std::pair<std::string, uint64_t>, ServerSketch> merged;
+  ServerSketch first;  // every sketch must share its seed and window length
   size_t lines = 0;
   for (const auto& f : files) {
     std::ifstream in(f);
@@ -77,16 +79,15 @@ int merge(int argc, char** argv) {
       if (line.empty()) continue;
       try {
         ServerSketch s = parse_sketch_line(line);
-        auto [it, fresh] = merged.try_emplace({s.server, s.window}, s);
-        if (!fresh) merge_sketch(it->second, s);
-        // Every sketch must agree with the first one read, even for servers seen once.
-        if (merged.begin()->second.seed != s.seed || merged.begin()->second.window_ns != s.window_ns) {
-          ServerSketch probe = merged.begin()->second;
+        if (!lines++) first = s;
+        if (first.seed != s.seed || first.window_ns != s.window_ns) {  // even for a server seen once
+          ServerSketch probe = first;
           probe.server = s.server;
           probe.window = s.window;
           merge_sketch(probe, s);  // throws, naming the difference
         }
-        lines++;
+        auto [it, fresh] = merged.try_emplace({s.server, s.window}, s);
+        if (!fresh) merge_sketch(it->second, s);
       } catch (const SketchError& e) {
         std::fprintf(stderr, "linesight: %s:%zu: %s\n", f.c_str(), no, e.what());
         return 2;

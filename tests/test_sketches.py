@@ -91,6 +91,7 @@ with tempfile.TemporaryDirectory() as d:
     j = json.loads(good)
     cases = {
         "seed": (json.dumps({**j, "seed": 7}), "sketch seeds differ"),
+        "seed on another server": (json.dumps({**j, "seed": 7, "server": "0.0.0.1"}), "sketch seeds differ (1 and 7)"),
         "window": (json.dumps({**j, "window_ns": 60_000_000_000}), "windows differ"),
         "cut": (good[:40], "not a JSON object"),
         "rank": (json.dumps({**j, "clients": [[3, 99]]}), "\"clients\": rank 99 outside 1..57"),
