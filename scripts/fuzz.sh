@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target: scripts/fuzz.sh TARGET SECONDS [extra libFuzzer flags]
-#   TARGET: parser pcap netflow ctl ti model rules rules_hs filter_jit (or "all": each for SECONDS)
+#   TARGET: parser pcap netflow ctl ti sketch model rules rules_hs filter_jit (or "all": each for SECONDS)
 # Builds (once) in build-fuzz with clang, ASan+UBSan and coverage. Seeds come from the
 # test suite's inputs and ../shared/data (when present); the corpus grows in
 # fuzz-corpus/TARGET. A crash leaves crash-* in fuzz-out/ and a non-zero exit.
@@ -91,6 +91,15 @@ open(out, "wb").write(data)
 PY
         done
       fi ;;
+    sketch)  # a replay's --sketches-out of a capture with many servers, in files of a few lines
+      if [ -x build/ctrl/linesight ] && [ -f "$DATA/slips/test7-malicious-hide-and-seek.pcap" ]; then
+        build/ctrl/linesight replay "$DATA/slips/test7-malicious-hide-and-seek.pcap" --quiet --flows-out /dev/null \
+          --sketches-out "$d/all.jsonl" && split -l 3 "$d/all.jsonl" "$d/lines-" && rm "$d/all.jsonl"
+      fi
+      if [ -x build/ctrl/linesight ] && [ -f "$DATA/stopddos/amp.UDP.isakmp.pcap" ]; then
+        build/ctrl/linesight replay "$DATA/stopddos/amp.UDP.isakmp.pcap" --quiet --flows-out /dev/null \
+          --sketches-out "$d/dense"  # one server with thousands of clients: dense registers
+      fi ;;
     ctl)
       printf '%s' '{"cmd":"/echo?a=1&b=2"}' > "$d/echo"; printf '%s' '{"cmd":"/help"}' > "$d/help"
       printf '%s' '{"cmd":"/nope"}' > "$d/unknown"; printf '%s' '{"cmd":' > "$d/cut" ;;
@@ -148,7 +157,7 @@ run() {
 
 if [ "$TARGET" = all ]; then
   rc=0
-  for t in parser pcap netflow ctl ti model rules rules_hs filter_jit; do
+  for t in parser pcap netflow ctl ti sketch model rules rules_hs filter_jit; do
     [ "$t" = filter_jit ] && [ ! -x "$BUILD/tests/fuzz/fuzz_filter_jit" ] && continue  # built without DPDK
     run "$t" "$@" || rc=1
   done

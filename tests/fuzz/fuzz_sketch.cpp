@@ -1,0 +1,48 @@
+// Server sketch lines (--sketches-out files from other sensors, read by `linesight
+// sketches merge`): each line parsed; what parses must write back to a line that parses
+// to the same sketch, and merge with the previous one of its server without fault.
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "features/server_sketch.h"
+
+namespace {
+bool same(const ls::ServerSketch& a, const ls::ServerSketch& b) {
+  return a.server == b.server && a.seed == b.seed && a.window_ns == b.window_ns && a.window == b.window &&
+         a.first_ns == b.first_ns && a.last_ns == b.last_ns && a.flows == b.flows && a.bytes == b.bytes &&
+         a.failed == b.failed && a.sensors == b.sensors && !std::memcmp(a.clients.reg, b.clients.reg, 256) &&
+         !std::memcmp(a.nets.reg, b.nets.reg, 256) && !std::memcmp(a.ports.reg, b.ports.reg, 64) &&
+         a.clients.sum == b.clients.sum && a.ports.zeros == b.ports.zeros;
+}
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
+  std::string text(reinterpret_cast<const char*>(d), n);
+  ls::ServerSketch acc;
+  bool have = false;
+  size_t at = 0;
+  while (at <= text.size()) {
+    size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(at, end - at);
+    at = end + 1;
+    try {
+      ls::ServerSketch s = ls::parse_sketch_line(line);
+      if (!same(ls::parse_sketch_line(ls::sketch_line(s)), s)) std::abort();  // round trip
+      s.clients.estimate();
+      if (!have) {
+        acc = s;
+        have = true;
+      } else {
+        try {
+          ls::merge_sketch(acc, s);
+        } catch (const ls::SketchError&) {
+        }
+      }
+    } catch (const ls::SketchError&) {
+    }
+  }
+  return 0;
+}
