@@ -357,8 +357,12 @@ int cmd_run(int argc, char** argv) {
     if (rt.stopping() && listener) {
       // Every flow the collector holds goes to the workers before they may finish;
       // rings full meanwhile are drained into the outputs, nothing is dropped.
-      listener.reset();
       rt.control_feed()->flushing = true;
+      // Datagrams queued on the sockets were sent before the stop: read them first
+      // (bounded: a flood must not hold the shutdown).
+      for (int round = 0; round < 64 && listener->poll(0); round++) {
+      }
+      listener.reset();
       collector->finish();
       rt.close_control_feed();
     }

@@ -258,9 +258,11 @@ void serve(Collector& c, const std::string& udp, const std::string& tcp, const s
            uint64_t exit_idle_ns, const std::function<void()>& tick) {
   CollectorListener l(c, udp, tcp);
   while (!stop.load(std::memory_order_relaxed)) {
-    l.poll(100);
+    bool got = l.poll(100);
     if (tick) tick();
-    if (exit_idle_ns && l.last_input_ns() && mono_ns() - l.last_input_ns() >= exit_idle_ns) break;
+    // Only after a round that found the sockets empty: a slow tick or a descheduled
+    // process must not leave queued datagrams unread.
+    if (!got && exit_idle_ns && l.last_input_ns() && mono_ns() - l.last_input_ns() >= exit_idle_ns) break;
   }
 }
 

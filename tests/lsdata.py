@@ -45,22 +45,39 @@ def replay(pcap, *args, check=True):
             return recs, json.load(f)
 
 
-def receive_datagrams(send, rcvbuf=8 << 20, quiet_s=2.0):
-    """The datagrams send(port) makes arrive at a fresh UDP port on 127.0.0.1, until none
-    came for quiet_s (the kernel caps rcvbuf at net.core.rmem_max)."""
+def receive_datagrams(send, rcvbuf=8 << 20, quiet_s=0.5):
+    """The datagrams send(port) makes arrive at a fresh UDP port on 127.0.0.1: read while
+    send runs in a thread (the kernel caps rcvbuf at net.core.rmem_max, 208 KB on a fresh
+    Debian: a synchronous exporter would overflow it), until send has returned and none
+    came for quiet_s."""
     import socket
+    import threading
+    import time
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.bind(("127.0.0.1", 0))
-    s.settimeout(quiet_s)
-    send(s.getsockname()[1])
-    grams = []
-    try:
-        while True:
+    s.settimeout(0.1)
+    failed = []
+
+    def run():
+        try:
+            send(s.getsockname()[1])
+        except Exception as e:  # re-raised below, in the caller's thread
+            failed.append(e)
+    t = threading.Thread(target=run)
+    t.start()
+    grams, last = [], time.monotonic()
+    while True:
+        try:
             grams.append(s.recv(65535))
-    except socket.timeout:
-        pass
+            last = time.monotonic()
+        except socket.timeout:
+            if not t.is_alive() and time.monotonic() - last >= quiet_s:
+                break
+    t.join()
     s.close()
+    if failed:
+        raise failed[0]
     return grams
 
 

@@ -3,7 +3,15 @@
 // absolute times; sFlow's expanded samples, IPv6 agents, records without headers).
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ctrl/collector.h"
@@ -457,6 +465,47 @@ TEST(Collector, RecordsReachTheConsumerInBatches) {
   EXPECT_EQ(out.records, 80u);
   EXPECT_EQ(out.prefetched, 80u);
   EXPECT_GE(out.largest, 16u);
+}
+
+// --exit-idle must not leave queued datagrams unread: a tick slower than the idle time
+// (or a process descheduled as long) used to end serve() with the second datagram queued.
+TEST(Collector, ExitIdleReadsWhatIsQueuedFirst) {
+  struct : ls::RecordConsumer {
+    void consume(const ls::FlowRecord&) override {}
+  } out;
+  ls::CoreConfig cfg;
+  cfg.table.capacity = 1 << 10;
+  ls::Collector col(cfg, out);
+  int probe = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof a;
+  ASSERT_EQ(bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(getsockname(probe, reinterpret_cast<sockaddr*>(&a), &al), 0);
+  close(probe);  // the port serve() binds next
+  const uint8_t junk[30] = {0xff};
+  auto send_one = [&] {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    sendto(s, junk, sizeof junk, 0, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    close(s);
+  };
+  std::atomic<bool> stop{false};
+  int ticks = 0;
+  auto& ctr = col.netflow_counters();
+  ls::serve(col, "127.0.0.1:" + std::to_string(ntohs(a.sin_port)), "", stop, 50'000'000, [&] {
+    if (++ticks == 1) send_one();
+    if (ctr.get(NfCtr::datagrams) == 1 && ticks < 100) {
+      send_one();
+      ticks = 100;
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));  // > the idle time
+    }
+    if (ticks > 1000) stop = true;  // bound: the test fails below rather than hangs
+    ticks += ticks >= 100;
+  });
+  EXPECT_EQ(ctr.get(NfCtr::datagrams), 2u);
+  EXPECT_EQ(ctr.get(NfCtr::bad_version), 2u);
+  EXPECT_FALSE(stop.load());
 }
 
 }  // namespace
