@@ -14,6 +14,7 @@
 #include "ctrl/ipfix.h"
 #include "ctrl/ti_export.h"
 #include "dataplane/clock.h"
+#include "dataplane/output_file.h"
 #include "detect/apps.h"
 #include "features/feature_stage.h"
 
@@ -85,13 +86,7 @@ struct Outputs {
     sketches_out_ = c.sketches_out;
     sketches_every_ns_ = c.sketches_every_ns;
     next_sketches_ns_ = c.sketches_every_ns ? wall_ns() + c.sketches_every_ns : 0;
-    if (!c.sketches_out.empty()) {  // refused now, not after hours of traffic
-      std::string tmp = c.sketches_out + ".tmp";
-      FILE* f = std::fopen(tmp.c_str(), "w");
-      if (!f) throw std::runtime_error(c.sketches_out + ": " + std::strerror(errno));
-      std::fclose(f);
-      std::remove(tmp.c_str());
-    }
+    if (!c.sketches_out.empty()) check_replaceable(c.sketches_out);
     if (c.features_on()) {
       FeatureConfig fc = feature_config(c);
       fc.ti = c.loaded_ti;

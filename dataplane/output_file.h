@@ -20,6 +20,42 @@ inline void close_output(FILE*& f, bool bad, const std::string& path) {
   if (bad) throw std::runtime_error(path + ": write failed: " + std::strerror(errno));
 }
 
+// Writes `path` whole or not at all: body(FILE*) writes PATH.tmp, renamed over PATH only
+// when body returned true and the close succeeded, so a reader (a reload, a merge) never
+// sees half a file. Otherwise PATH is untouched, PATH.tmp removed, and Error thrown
+// naming the path and errno's reason.
+template <class Error = std::runtime_error, class Body>
+void write_replacing(const std::string& path, Body&& body) {
+  std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw Error(path + ": " + std::strerror(errno));
+  bool ok = body(f);
+  int err = ok ? 0 : errno;
+  if (std::fclose(f) != 0 && ok) {
+    ok = false;
+    err = errno;
+  }
+  if (ok && std::rename(tmp.c_str(), path.c_str()) != 0) {
+    ok = false;
+    err = errno;
+  }
+  if (!ok) {
+    std::remove(tmp.c_str());
+    throw Error(path + ": " + std::strerror(err ? err : EIO));
+  }
+}
+
+// Throws Error when write_replacing(path) could not even start (no directory, no
+// permission): refused when a run starts, not after hours of traffic.
+template <class Error = std::runtime_error>
+void check_replaceable(const std::string& path) {
+  std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw Error(path + ": " + std::strerror(errno));
+  std::fclose(f);
+  std::remove(tmp.c_str());
+}
+
 }  // namespace ls
 
 namespace ls {

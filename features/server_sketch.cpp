@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dataplane/output_file.h"
+
 namespace ls {
 
 namespace {
@@ -115,32 +117,9 @@ void merge_sketch(ServerSketch& a, const ServerSketch& b) {
   a.ports.merge(b.ports);
 }
 
-namespace {
-// Writes through `path`.tmp renamed into place: a reader sees the old file or the new one.
-void write_atomic(const std::string& path, const std::function<bool(FILE*)>& body) {
-  std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (!f) throw SketchError(path + ": " + std::strerror(errno));
-  bool ok = body(f);
-  int err = ok ? 0 : errno;
-  if (std::fclose(f) != 0 && ok) {
-    ok = false;
-    err = errno;
-  }
-  if (ok && std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ok = false;
-    err = errno;
-  }
-  if (!ok) {
-    std::remove(tmp.c_str());
-    throw SketchError(path + ": " + std::strerror(err ? err : EIO));
-  }
-}
-}  // namespace
-
 size_t write_sketches(const std::string& path, const SketchSource& source) {
   size_t n = 0;
-  write_atomic(path, [&](FILE* f) {
+  write_replacing<SketchError>(path, [&](FILE* f) {
     bool ok = true;
     source([&](const ServerSketch& s) {
       std::string l = sketch_line(s);
@@ -153,7 +132,7 @@ size_t write_sketches(const std::string& path, const SketchSource& source) {
 }
 
 void write_sketch_text(const std::string& path, const std::string& text) {
-  write_atomic(path, [&](FILE* f) { return std::fwrite(text.data(), 1, text.size(), f) == text.size(); });
+  write_replacing<SketchError>(path, [&](FILE* f) { return std::fwrite(text.data(), 1, text.size(), f) == text.size(); });
 }
 
 }  // namespace ls

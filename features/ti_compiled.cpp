@@ -16,6 +16,7 @@
 #include <memory>
 #include <fstream>
 
+#include "dataplane/output_file.h"
 #include "features/ti_table.h"
 
 namespace ls {
@@ -152,17 +153,7 @@ void TiTable::save(const std::string& path) const {
     w.put(p.port);
     w.put(p.feed);
   }
-  // Written beside and renamed: a reader (a reload) never sees half a table.
-  std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw TiError(tmp + ": " + std::strerror(errno));
-  bool ok = std::fwrite(w.b.data(), 1, w.b.size(), f) == w.b.size();
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string err = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw TiError(path + ": " + err);
-  }
+  write_replacing<TiError>(path, [&](FILE* f) { return std::fwrite(w.b.data(), 1, w.b.size(), f) == w.b.size(); });
 }
 
 std::shared_ptr<const TiTable> TiTable::load_compiled(const std::string& path,
