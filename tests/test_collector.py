@@ -455,14 +455,14 @@ def scheduled_export():
                 return [x["indicator"] for x in json.load(open(ind))]
             except (OSError, ValueError):
                 return None
-        for _ in range(100):
+        for _ in range(400):  # 20 s: room for a loaded CI machine; ends at the first file
             if exported() is not None:
                 break
             time.sleep(0.05)
         first = exported()
         subprocess.run([BIN, "replay", pcap, "--quiet", "--ipfix", f"127.0.0.1:{c.port}"], check=True)
         later = None
-        for _ in range(100):  # the next scheduled export names the beacon server
+        for _ in range(400):  # the next scheduled export names the beacon server
             later = exported()
             if later and "141.193.213.21" in later:
                 break
