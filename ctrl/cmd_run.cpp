@@ -350,7 +350,10 @@ int cmd_run(int argc, char** argv) {
   uint64_t next_check = 0, last_flush = wall_ns(), last_datagram = 0;
   for (;;) {
     unsigned n = rt.drain(summary);
-    if (listener) listener->poll(0);
+    if (listener) {
+      collector->set_filter(rt.filter());  // the records pass the filter the ports' packets do
+      listener->poll(0);
+    }
     if (ctl) ctl->poll(n ? 0 : 1);
     if (metrics) metrics->poll();
     if (g_signal.load()) rt.request_stop("signal");

@@ -32,10 +32,67 @@ Collector::Collector(const CoreConfig& cfg, RecordConsumer& out, bool payload)
       rate_(table_.capacity(), 1),
       hold_(out) {}
 
+bool record_passes(const PacketFilter& f, const Uniflow& u) {
+  uint8_t b[40 + 20] = {};
+  auto put16 = [](uint8_t* p, unsigned v) {
+    p[0] = uint8_t(v >> 8);
+    p[1] = uint8_t(v);
+  };
+  const bool v6 = u.ip_ver == 6;
+  uint8_t* l4 = b + (v6 ? 40 : 20);
+  unsigned l4n = 0;
+  switch (u.proto) {
+    case 6:
+      put16(l4, u.sport);
+      put16(l4 + 2, u.dport);
+      l4[12] = 5 << 4;  // data offset: 20 bytes
+      l4[13] = u.tcp_flags;
+      l4n = 20;
+      break;
+    case 17:
+    case 132:
+      put16(l4, u.sport);
+      put16(l4 + 2, u.dport);
+      l4n = u.proto == 17 ? 8 : 12;
+      if (u.proto == 17) put16(l4 + 4, 8);
+      break;
+    case 1:
+    case 58:
+      put16(l4, u.dport);  // type << 8 | code, as the exports carry it
+      l4n = 8;
+      break;
+    default:
+      break;
+  }
+  unsigned total = unsigned(l4 - b) + l4n;
+  if (v6) {
+    b[0] = 0x60;
+    put16(b + 4, l4n);
+    b[6] = u.proto;
+    b[7] = 64;
+    std::memcpy(b + 8, u.src, 16);
+    std::memcpy(b + 24, u.dst, 16);
+  } else {
+    b[0] = 0x45;
+    put16(b + 2, total);
+    b[8] = 64;
+    b[9] = u.proto;
+    std::memcpy(b + 12, u.src, 4);
+    std::memcpy(b + 16, u.dst, 4);
+  }
+  PacketView v{b, total, total, 0, 0, LinkType::RAW, 0};
+  return f.match(v, LinkType::RAW);
+}
+
 void Collector::add(const Uniflow& u) {
   uniflows++;
   ctr_.inc(Ctr::packets, u.packets);  // packets the exported flows stand for
   ctr_.inc(Ctr::bytes, u.bytes);
+  if (filter_ && !record_passes(*filter_, u)) {
+    dec_.ctr.inc(NfCtr::records_filtered);
+    ctr_.inc(Ctr::filtered_out, u.packets);
+    return;
+  }
   PacketMeta m{};
   std::memcpy(m.src, u.src, 16);
   std::memcpy(m.dst, u.dst, 16);
@@ -94,8 +151,8 @@ std::string Collector::metrics_text(bool alone) const {
   for (NfCtr c : errors)
     x.sample("linesight_collector_errors_total", lbl("reason", kNfCounterNames[size_t(c)]), double(dec_.ctr.get(c)));
   x.family("linesight_collector_events_total", "counter",
-           "Options records, templates learnt and withdrawn, TCP sessions, sFlow samples not about IP packets.");
-  for (NfCtr c : {NfCtr::options_records, NfCtr::templates, NfCtr::templates_withdrawn, NfCtr::tcp_sessions,
+           "Options records, records the filter rejected, templates learnt and withdrawn, TCP sessions, sFlow samples not about IP packets.");
+  for (NfCtr c : {NfCtr::options_records, NfCtr::records_filtered, NfCtr::templates, NfCtr::templates_withdrawn, NfCtr::tcp_sessions,
                   NfCtr::sflow_counter_samples, NfCtr::sflow_other_samples, NfCtr::sflow_samples_not_ip})
     x.sample("linesight_collector_events_total", lbl("event", kNfCounterNames[size_t(c)]), double(dec_.ctr.get(c)));
   x.family("linesight_collector_exporters", "gauge", "Exporters known (address:port and domain or engine).");

@@ -16,6 +16,7 @@
 
 #include "ctrl/netflow.h"
 #include "dataplane/flow_core.h"
+#include "dataplane/packet_filter.h"
 #include "dataplane/record.h"
 
 namespace ls {
@@ -44,6 +45,11 @@ class Collector final : public RecordSink {
   // Prometheus exposition of the decoder's counters, exporters, templates and the table;
   // `alone` = false inside `run`, whose dataplane has its own flows_active / flow_records.
   std::string metrics_text(bool alone = true) const;
+  // Records (sFlow samples too) the filter rejects are counted (records_filtered, and
+  // their packets as filtered_out) and go no further; null passes every record.
+  // Control thread only, as datagram().
+  void set_filter(std::shared_ptr<const PacketFilter> f) { filter_ = std::move(f); }
+  const PacketFilter* filter() const { return filter_.get(); }
   uint64_t uniflows = 0;
   void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override;
 
@@ -56,7 +62,14 @@ class Collector final : public RecordSink {
   NetflowDecoder dec_;
   std::vector<uint32_t> rate_;  // per entry: the exporter's 1:N packet sampling (0 = random)
   RecordHold hold_;
+  std::shared_ptr<const PacketFilter> filter_;
 };
+
+// Whether `f` passes an exported record, seen as one packet of it: an IPv4 or IPv6 header
+// with its addresses and protocol (TTL 64, no options, lengths of the headers alone), then
+// a TCP header with its ports and cumulative flags, a UDP or SCTP header with its ports,
+// or an ICMP header with its type and code. A record carries nothing else of a packet.
+bool record_passes(const PacketFilter& f, const Uniflow& u);
 
 // The collector's sockets: NetFlow / IPFIX datagrams on a UDP address ("127.0.0.1:2055",
 // "[::]:4739") and IPFIX over TCP on another (either may be empty). Throws on socket errors.

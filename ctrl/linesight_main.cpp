@@ -62,6 +62,9 @@ collect options:
   --listen-tcp HOST:PORT TCP address to receive IPFIX on (RFC 7011 10.4; e.g. 0.0.0.0:4739)
   --exit-idle D          stop once nothing has arrived for D (e.g. 3s)
   --metrics HOST:PORT    Prometheus metrics at http://HOST:PORT/metrics (off by default)
+  --filter EXPR          keeps the exported records (sFlow samples too) it passes, each seen
+                         as one packet of its addresses, ports, protocol and TCP flags
+                         (docs/collector.md); the others count as records_filtered
 )";
 
 [[noreturn]] void die(const std::string& m) {
@@ -203,12 +206,12 @@ int cmd_collect(int argc, char** argv) {
     die(e.what());
   }
   if (listen.empty() && listen_tcp.empty()) die("collect needs --listen HOST:PORT (UDP) or --listen-tcp HOST:PORT");
-  if (!cfg.filter.empty()) die("--filter selects captured packets (replay, run); collect receives flow export (sFlow samples are not filtered)");
   auto outputs = open_outputs(cfg);
   SummaryCollector summary(&outputs->fanout);
   summary.track_hosts = !quiet;
   stop_on_signals();
   Collector col(cfg.core, summary, true);
+  col.set_filter(cfg.core.parse.filter);  // on each record, as a packet of its 5-tuple
   uint64_t t0 = mono_ns();
   std::unique_ptr<MetricsServer> metrics;
   try {

@@ -36,6 +36,7 @@ namespace ls {
   X(data_without_template)  /* data set whose template is not (yet) known: skipped */       \
   X(records_without_flow_key) /* decoded, but no addresses/protocol: not a flow */          \
   X(records_without_time_base) /* sysUpTime-relative times and no system init time */       \
+  X(records_filtered)       /* rejected by the filter (--filter), not an error */          \
   X(sequence_gaps)          /* exporter sequence numbers skipped: datagrams or records lost */ \
   X(tcp_sessions)           /* IPFIX-over-TCP connections accepted */                       \
   X(tcp_refused)            /* connections past the session limit: closed at once */         \

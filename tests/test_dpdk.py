@@ -1151,6 +1151,60 @@ def test_collect_sflow(d):
           f"conversations with hits")
 
 
+def test_collect_filter(d):
+    """run --collect: the capture filter, set live with /filter, applies to the collected
+    records too, each seen as one packet of its 5-tuple: tor's IPFIX from softflowd gives
+    the conversations and the records_filtered `collect --filter` gives."""
+    if not shutil.which("softflowd"):
+        print("SKIP collect filter: softflowd not installed (scripts/setup.sh installs it)")
+        return
+    from lsdata import free_udp_port
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_collector import send_paced, softflowd_datagrams, totals
+    expr = "tcp port 443 or ip6"
+    grams = softflowd_datagrams(os.path.join(DATA, "ndpi/tor.pcap"), 10)
+    up, ref = free_udp_port(), os.path.join(d, "filter-collect.jsonl")
+    c = subprocess.Popen([BIN, "collect", "--listen", f"127.0.0.1:{up}", "--hash-seed", "1", "--quiet",
+                          "--exit-idle", "2s", "--flows-out", ref, "--filter", expr, "--summary-json", ref + ".json"],
+                         stderr=subprocess.PIPE, text=True)
+    while "collecting" not in c.stderr.readline():
+        if c.poll() is not None:
+            check(False, f"linesight collect listening (exit code {c.returncode})")
+            return
+    send_paced(grams, up)
+    c.wait(timeout=60)
+    want = totals([json.loads(l) for l in open(ref)], 0)
+    want_filtered = json.load(open(ref + ".json"))["netflow"]["records_filtered"]
+
+    up = free_udp_port()
+    cfg, sock = os.path.join(d, "filter-collect.yaml"), os.path.join(d, "filter-collect.sock")
+    open(cfg, "w").write(f"control:\n  collect: 127.0.0.1:{up}\n")
+    out = os.path.join(d, "run-filter-collect.jsonl")
+    # emotet on the port: IPv4 from 10.x, none of tor's addresses.
+    p, summ = run(d, ["--config", cfg, "--workers", "2", "--flows-out", out, "--socket", sock],
+                  eal(4, f"net_pcap0,rx_pcap={os.path.join(DATA, 'ndpi/emotet.pcap')}"), wait=False)
+    try:
+        check(wait_for(sock), "socket of run --collect (filter)")
+        r = raw(sock, json.dumps({"cmd": "/filter", "set": expr}).encode() + b"\n")
+        send_paced(grams, up)
+        end, nf = time.time() + 30, {}
+        while time.time() < end:
+            nf = raw(sock, b'{"cmd":"/collector"}\n')["result"]["netflow"]
+            if nf["datagrams"] == len(grams):
+                break
+            time.sleep(0.2)
+        shutdown(p, sock, summ)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    tor = lambda k: any(a.startswith("192.168.") or ":" in a for a, _ in k[:2])
+    got = {k: v for k, v in totals([json.loads(l) for l in open(out)], 0).items() if tor(k)}
+    check(r.get("ok") and p.returncode == 0 and got == want and len(want) > 0
+          and nf.get("records_filtered") == want_filtered > 0,
+          f"run --collect, /filter '{expr}' set live: {len(got)} collected conversations as `collect --filter` "
+          f"gives ({len(want)}), records_filtered {nf.get('records_filtered')} ({want_filtered})")
+
+
 def test_af_packet(d):
     if "TSAN_OPTIONS" in os.environ:
         print("SKIP af_packet under TSan: the kernel ring overflows at TSan's speed; the normal and ASan passes run it")
@@ -1213,7 +1267,7 @@ def main():
     if "built without DPDK" in r.stderr:
         skip("linesight built without DPDK")
     with tempfile.TemporaryDirectory() as d:
-        for t in (test_netpcap, test_sketches, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_filter, test_rules_reload, test_models_reload, test_reload_storm, test_ti_reload_frees_old_table, test_ring_full_recovers, test_detections_reader_stalls, test_ipfix_collector_returns, test_collect_beside_packets, test_collect_workers_stalled, test_collect_sflow, test_sigterm, test_af_packet):
+        for t in (test_netpcap, test_sketches, test_config_file_and_errors, test_disk_full, test_memory_multi_lcore, test_control_socket, test_filter, test_rules_reload, test_models_reload, test_reload_storm, test_ti_reload_frees_old_table, test_ring_full_recovers, test_detections_reader_stalls, test_ipfix_collector_returns, test_collect_beside_packets, test_collect_workers_stalled, test_collect_sflow, test_collect_filter, test_sigterm, test_af_packet):
             if sys.argv[1:] and t.__name__ not in sys.argv[1:]:
                 continue  # tests/test_dpdk.py test_NAME ... runs only those
             print(f"-- {t.__name__}", flush=True)

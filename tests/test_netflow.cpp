@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
+#include <memory>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -506,6 +508,66 @@ TEST(Collector, ExitIdleReadsWhatIsQueuedFirst) {
   EXPECT_EQ(ctr.get(NfCtr::datagrams), 2u);
   EXPECT_EQ(ctr.get(NfCtr::bad_version), 2u);
   EXPECT_FALSE(stop.load());
+}
+
+// --filter in collect: a record is judged as one packet of its 5-tuple and flags.
+TEST(Collector, FilterSeesARecordAsOnePacket) {
+  auto rec = [](const char* src, const char* dst, uint8_t proto, uint16_t sport, uint16_t dport, uint8_t flags) {
+    Uniflow u{};
+    u.ip_ver = std::strchr(src, ':') ? 6 : 4;
+    int af = u.ip_ver == 6 ? AF_INET6 : AF_INET;
+    EXPECT_EQ(inet_pton(af, src, u.src), 1);
+    EXPECT_EQ(inet_pton(af, dst, u.dst), 1);
+    u.proto = proto;
+    u.sport = sport;
+    u.dport = dport;
+    u.tcp_flags = flags;
+    return u;
+  };
+  auto pass = [](const char* expr, const Uniflow& u) { return ls::record_passes(ls::PacketFilter(expr), u); };
+  Uniflow tcp = rec("10.0.0.1", "192.0.2.9", 6, 51000, 443, 0x12);
+  EXPECT_TRUE(pass("tcp port 443", tcp));
+  EXPECT_TRUE(pass("src net 10.0.0.0/8 and dst host 192.0.2.9", tcp));
+  EXPECT_TRUE(pass("tcp[tcpflags] & tcp-syn != 0", tcp));
+  EXPECT_TRUE(pass("ip and not ip6", tcp));
+  EXPECT_FALSE(pass("udp", tcp));
+  EXPECT_FALSE(pass("dst host 10.0.0.1", tcp));
+  EXPECT_FALSE(pass("tcp[tcpflags] & tcp-rst != 0", tcp));
+  EXPECT_FALSE(pass("port 80", tcp));
+  Uniflow udp6 = rec("2001:db8::1", "2001:db8::2", 17, 53, 5353, 0);
+  EXPECT_TRUE(pass("ip6 and udp src port 53", udp6));
+  EXPECT_TRUE(pass("src host 2001:db8::1 and dst port 5353", udp6));
+  EXPECT_FALSE(pass("tcp or ip", udp6));
+  Uniflow echo = rec("192.0.2.1", "192.0.2.2", 1, 0, 8 << 8, 0);
+  EXPECT_TRUE(pass("icmp[icmptype] == icmp-echo", echo));
+  EXPECT_FALSE(pass("icmp[icmptype] == icmp-echoreply", echo));
+  EXPECT_TRUE(pass("icmp6", rec("2001:db8::1", "2001:db8::2", 58, 0, 128 << 8, 0)));
+  EXPECT_TRUE(pass("sctp port 2905", rec("192.0.2.1", "192.0.2.2", 132, 2905, 40000, 0)));
+  Uniflow gre = rec("192.0.2.1", "192.0.2.2", 47, 0, 0, 0);
+  EXPECT_TRUE(pass("ip proto gre", gre));
+  EXPECT_FALSE(pass("port 0", gre));
+
+  // In the collector: rejected records are counted, their packets as filtered_out.
+  struct Count : ls::RecordConsumer {
+    size_t records = 0;
+    void consume(const ls::FlowRecord&) override { records++; }
+  } out;
+  ls::CoreConfig cfg;
+  cfg.table.capacity = 1 << 10;
+  ls::Collector col(cfg, out);
+  col.set_filter(std::make_shared<const ls::PacketFilter>("src net 10.0.0.0/30"));
+  Buf t, recs, m;
+  t.u16(300).u16(5).u16(8).u16(4).u16(12).u16(4).u16(152).u16(8).u16(153).u16(8).u16(2).u16(8);
+  for (uint32_t i = 0; i < 40; i++)
+    recs.u32(0x0A000000 + i).u32(0xC6336401).u64(1'700'000'000'000ull).u64(1'700'000'000'500ull).u64(3);
+  m.u16(10).u16(0).u32(1'700'000'001).u32(0).u32(1).set(2, t).set(300, recs);
+  m.patch_len();
+  col.datagram(m.b.data(), m.b.size(), "192.0.2.1:9999");
+  col.finish();
+  EXPECT_EQ(out.records, 4u);  // 10.0.0.0 to 10.0.0.3
+  EXPECT_EQ(col.netflow().get(NfCtr::records_filtered), 36u);
+  EXPECT_EQ(col.table_counters().get(ls::Ctr::filtered_out), 36u * 3);
+  EXPECT_EQ(col.table_counters().get(ls::Ctr::packets), 40u * 3);
 }
 
 }  // namespace
