@@ -511,6 +511,10 @@ def filtered_collect():
     r = subprocess.run([BIN, "collect", "--listen", f"127.0.0.1:{free_udp_port()}", "--filter", "tcp port"],
                        capture_output=True, text=True, timeout=30)
     check(r.returncode == 2 and "syntax error" in r.stderr, f"collect --filter with a bad expression refused: {r.stderr.strip()}")
+    r = subprocess.run([BIN, "collect", "--listen", f"127.0.0.1:{free_udp_port()}", "--filter", "vlan and tcp"],
+                       capture_output=True, text=True, timeout=30)
+    check(r.returncode == 2 and "link layer" in r.stderr,
+          f"collect --filter that needs a link layer refused: {r.stderr.strip()}")
 
 
 def main():
