@@ -206,15 +206,15 @@ int cmd_collect(int argc, char** argv) {
     die(e.what());
   }
   if (listen.empty() && listen_tcp.empty()) die("collect needs --listen HOST:PORT (UDP) or --listen-tcp HOST:PORT");
-  auto outputs = open_outputs(cfg);
-  SummaryCollector summary(&outputs->fanout);
-  summary.track_hosts = !quiet;
-  stop_on_signals();
   if (auto& f = cfg.core.parse.filter) {
     unsigned len;
     if (!f->program(LinkType::RAW, len))  // e.g. "ether host …", "vlan": it would pass nothing
       die("filter '" + f->expression() + "' needs a link layer, which exported flow records do not carry");
   }
+  auto outputs = open_outputs(cfg);
+  SummaryCollector summary(&outputs->fanout);
+  summary.track_hosts = !quiet;
+  stop_on_signals();
   Collector col(cfg.core, summary, true);
   col.set_filter(cfg.core.parse.filter);  // on each record, as a packet of its 5-tuple
   uint64_t t0 = mono_ns();
