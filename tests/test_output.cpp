@@ -5,6 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
@@ -87,4 +90,43 @@ TEST(SpoolFile, UnopenableFileIsNamed) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent-dir/det.jsonl"), std::string::npos);
   }
+}
+
+// write_replacing: the file is replaced whole or left as it was, never half written, and
+// no PATH.tmp stays behind.
+TEST(WriteReplacing, WholeOrNothing) {
+  auto dir = std::filesystem::temp_directory_path() / ("ls-wr-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  std::string path = (dir / "out.jsonl").string();
+  auto read_all = [&] {
+    std::string s;
+    if (FILE* f = std::fopen(path.c_str(), "rb")) {
+      char b[256];
+      for (size_t n; (n = std::fread(b, 1, sizeof b, f)) > 0;) s.append(b, n);
+      std::fclose(f);
+    }
+    return s;
+  };
+  ls::write_replacing(path, [](FILE* f) { return std::fputs("old\n", f) >= 0; });
+  EXPECT_EQ(read_all(), "old\n");
+  // A body that fails half-way: the old file stays, the error names the target.
+  try {
+    ls::write_replacing(path, [](FILE* f) {
+      std::fputs("half", f);
+      errno = ENOSPC;
+      return false;
+    });
+    FAIL() << "a failed body must throw";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::strerror(ENOSPC)), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_all(), "old\n");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  ls::write_replacing(path, [](FILE* f) { return std::fputs("new\n", f) >= 0; });
+  EXPECT_EQ(read_all(), "new\n");
+  EXPECT_NO_THROW(ls::check_replaceable(path));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_THROW(ls::check_replaceable((dir / "no-such-dir" / "x").string()), std::runtime_error);
+  std::filesystem::remove_all(dir);
 }
