@@ -348,10 +348,14 @@ int cmd_run(int argc, char** argv) {
   rt.launch();
   uint64_t last_pkts = UINT64_MAX, last_change = wall_ns();
   uint64_t next_check = 0, last_flush = wall_ns(), last_datagram = 0;
+  uint64_t collector_live = UINT64_MAX;
   for (;;) {
     unsigned n = rt.drain(summary);
     if (listener) {
-      collector->set_filter(rt.filter());  // the records pass the filter the ports' packets do
+      if (rt.live_version() != collector_live) {  // the records pass the filter the ports' packets do
+        collector_live = rt.live_version();
+        collector->set_filter(rt.filter());
+      }
       listener->poll(0);
     }
     if (ctl) ctl->poll(n ? 0 : 1);

@@ -49,7 +49,6 @@ class Collector final : public RecordSink {
   // their packets as filtered_out) and go no further; null passes every record.
   // Control thread only, as datagram().
   void set_filter(std::shared_ptr<const PacketFilter> f) { filter_ = std::move(f); }
-  const PacketFilter* filter() const { return filter_.get(); }
   uint64_t uniflows = 0;
   void emit(const FlowEntry& e, const uint8_t* pay, uint16_t cap, EndReason why) override;
 

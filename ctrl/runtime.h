@@ -95,6 +95,8 @@ class Runtime {
   // DPDK can (else libpcap's interpreter, and stderr says why). Throws FilterError.
   std::shared_ptr<const PacketFilter> compile_filter(const std::string& expression);
   std::shared_ptr<const PacketFilter> filter() const { return live_->filter; }
+  // Rises with every live change (sampling, filter): readers copy settings only when it moved.
+  uint64_t live_version() const { return live_version_; }
   std::string stats_json() const;
   nlohmann::json feature_state() const;  // the workers' pair/server/client tables
   // Every worker's server sketches; only once the workers have stopped (finish()).

@@ -29,18 +29,22 @@ SOFTFLOWD_TIMEOUTS = [x for t in ("tcp=30", "udp=30", "icmp=30", "general=30", "
 
 
 class Collect:
-    """linesight collect in the background; outputs in a temporary directory."""
+    """linesight collect in the background; outputs in a temporary directory. `tcp`: listen
+    on TCP instead of UDP; `also_tcp`: on both (the TCP port in tcp_port)."""
 
-    def __init__(self, d, *extra, tcp=False):
+    def __init__(self, d, *extra, tcp=False, also_tcp=False, idle="1s"):
         self.port = free_udp_port(socket.SOCK_STREAM if tcp else None)
+        listen = ["--listen-tcp" if tcp else "--listen", f"127.0.0.1:{self.port}"]
+        if also_tcp:
+            self.tcp_port = free_udp_port(socket.SOCK_STREAM)
+            listen += ["--listen-tcp", f"127.0.0.1:{self.tcp_port}"]
         self.flows, self.feat, self.summ = (os.path.join(d, n) for n in ("c.jsonl", "c.csv", "c.json"))
         self.err = open(os.path.join(d, "c.err"), "w+")
-        self.p = subprocess.Popen([BIN, "collect", "--listen-tcp" if tcp else "--listen", f"127.0.0.1:{self.port}",
-                                   "--exit-idle", "1s",
+        self.p = subprocess.Popen([BIN, "collect", *listen, "--exit-idle", idle,
                                    "--quiet", "--hash-seed", "1", "--flows-out", self.flows, "--features-out",
                                    self.feat, "--summary-json", self.summ, *extra],
                                   stdout=subprocess.DEVNULL, stderr=self.err, text=True)
-        for _ in range(300):  # the socket is bound once this line is out
+        for _ in range(300):  # every socket is bound once this line is out
             self.err.seek(0)
             if "collecting" in self.err.read():
                 break

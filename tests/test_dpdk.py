@@ -953,28 +953,20 @@ def test_collect_beside_packets(d):
         return
     from lsdata import free_udp_port
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from test_collector import softflowd_datagrams
+    from test_collector import Collect, softflowd_datagrams
     rx_pcap = os.path.join(DATA, "ndpi/emotet.pcap")
     v9 = softflowd_datagrams(os.path.join(DATA, "slips/test-cc-capture-1.pcap"), 9)
     ipfix = softflowd_datagrams(os.path.join(DATA, "slips/test-cc-capture-2.pcap"), 10)
 
     # What `collect` makes of the same export, and `replay` of the vdev's capture.
-    up, tp = free_udp_port(), free_udp_port(socket.SOCK_STREAM)
-    ref = os.path.join(d, "collect.jsonl")
-    c = subprocess.Popen([BIN, "collect", "--listen", f"127.0.0.1:{up}", "--listen-tcp", f"127.0.0.1:{tp}",
-                          "--hash-seed", "1", "--quiet", "--exit-idle", "2s", "--flows-out", ref],
-                         stderr=subprocess.PIPE, text=True)
-    line = c.stderr.readline()
-    while "on tcp" not in line:
-        if not line:  # collect exited before listening: no export to send to it
-            check(False, f"linesight collect listening (exit code {c.wait()})")
-            return
-        line = c.stderr.readline()
-    send_export(up, tp, v9, ipfix)
-    c.wait(timeout=60)
+    c = Collect(d, also_tcp=True, idle="2s")
+    send_export(c.port, c.tcp_port, v9, ipfix)
+    rc, _, _, err = c.wait()
+    check(rc == 0, f"linesight collect of the export (exit code {rc})" + (f": {err.strip()}" if rc else ""))
     rx_ref = os.path.join(d, "emotet.jsonl")
     replay(rx_pcap, rx_ref)
-    want = sorted(records(ref) + records(rx_ref))
+    collected = records(c.flows)
+    want = sorted(collected + records(rx_ref))
 
     up, tp = free_udp_port(), free_udp_port(socket.SOCK_STREAM)
     cfg, sock, mport = os.path.join(d, "collect.yaml"), os.path.join(d, "collect.sock"), free_udp_port(socket.SOCK_STREAM)
@@ -1017,7 +1009,7 @@ def test_collect_beside_packets(d):
     got = records(out)
     check(p.returncode == 0 and got == want,
           f"run --collect: {len(got)} records = replay of the vdev ({len(records(rx_ref))}) + collect of the "
-          f"same export ({len(records(ref))}), field for field ({s['rings']['record_ring_full']} dropped)")
+          f"same export ({len(collected)}), field for field ({s['rings']['record_ring_full']} dropped)")
     beacons = [json.loads(l) for l in open(det)]
     check(any(b["app"] == "beacon" and b["endpoint"] == "141.193.213.21" for b in beacons),
           f"the collected beacon flows raise the beacon detection in the workers ({len(beacons)} detections)")
@@ -1091,7 +1083,7 @@ def test_collect_sflow(d):
         return
     from lsdata import free_udp_port
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from test_collector import RULES, features, pmacct_datagrams, sig_hits, totals
+    from test_collector import RULES, Collect, features, pmacct_datagrams, sig_hits, totals
     streams = [pmacct_datagrams(os.path.join(DATA, rel))
                for rel in ("slips/test7-malicious-hide-and-seek.pcap", "ndpi/WebattackRCE.pcap")]
     ngrams = sum(len(g) for g in streams)
@@ -1103,19 +1095,12 @@ def test_collect_sflow(d):
                 u.sendto(g, ("127.0.0.1", port))
                 time.sleep(0.002)
 
-    up = free_udp_port()
-    ref, ref_feat = os.path.join(d, "sflow-collect.jsonl"), os.path.join(d, "sflow-collect.csv")
-    c = subprocess.Popen([BIN, "collect", "--listen", f"127.0.0.1:{up}", "--hash-seed", "1", "--quiet",
-                          "--exit-idle", "2s", "--flows-out", ref, "--rules", RULES, "--features-out", ref_feat],
-                         stderr=subprocess.PIPE, text=True)
-    while "collecting" not in c.stderr.readline():
-        if c.poll() is not None:
-            check(False, f"linesight collect listening (exit code {c.returncode})")
-            return
-    send(up)
-    c.wait(timeout=60)
-    want = totals([json.loads(l) for l in open(ref)], 0)
-    want_sig = sig_hits(features(ref_feat))
+    c = Collect(d, "--rules", RULES, idle="2s")
+    send(c.port)
+    rc, recs, _, err = c.wait()
+    check(rc == 0, f"linesight collect of the sFlow (exit code {rc})" + (f": {err.strip()}" if rc else ""))
+    want = totals(recs, 0)
+    want_sig = sig_hits(features(c.feat))
 
     up = free_udp_port()
     cfg, sock = os.path.join(d, "sflow.yaml"), os.path.join(d, "sflow.sock")
@@ -1160,21 +1145,15 @@ def test_collect_filter(d):
         return
     from lsdata import free_udp_port
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from test_collector import send_paced, softflowd_datagrams, totals
+    from test_collector import Collect, send_paced, softflowd_datagrams, totals
     expr = "tcp port 443 or ip6"
     grams = softflowd_datagrams(os.path.join(DATA, "ndpi/tor.pcap"), 10)
-    up, ref = free_udp_port(), os.path.join(d, "filter-collect.jsonl")
-    c = subprocess.Popen([BIN, "collect", "--listen", f"127.0.0.1:{up}", "--hash-seed", "1", "--quiet",
-                          "--exit-idle", "2s", "--flows-out", ref, "--filter", expr, "--summary-json", ref + ".json"],
-                         stderr=subprocess.PIPE, text=True)
-    while "collecting" not in c.stderr.readline():
-        if c.poll() is not None:
-            check(False, f"linesight collect listening (exit code {c.returncode})")
-            return
-    send_paced(grams, up)
-    c.wait(timeout=60)
-    want = totals([json.loads(l) for l in open(ref)], 0)
-    want_filtered = json.load(open(ref + ".json"))["netflow"]["records_filtered"]
+    c = Collect(d, "--filter", expr, idle="2s")
+    send_paced(grams, c.port)
+    rc, recs, summary, err = c.wait()
+    check(rc == 0, f"linesight collect --filter (exit code {rc})" + (f": {err.strip()}" if rc else ""))
+    want = totals(recs, 0)
+    want_filtered = summary["netflow"]["records_filtered"]
 
     up = free_udp_port()
     cfg, sock = os.path.join(d, "filter-collect.yaml"), os.path.join(d, "filter-collect.sock")
