@@ -278,7 +278,7 @@ int cmd_run(int argc, char** argv) {
                  }
                });
       ctl->add("/sketches/export",
-               "rewrite --sketches-out now: the workers format their server sketches a slice at a time "
+               "rewrite --sketches-out now: the workers format their server and client sketches a slice at a time "
                "between records, and the file is replaced once all have (see /export for when)",
                [&](const CtlRequest&) {
                  if (cfg.sketches_out.empty()) throw CtlError("no sketch file configured (start with --sketches-out FILE)");
@@ -320,7 +320,7 @@ int cmd_run(int argc, char** argv) {
                  }
                  if (!cfg.sketches_out.empty())
                    j["sketches"] = {{"path", cfg.sketches_out}, {"every_s", cfg.sketches_every_ns / 1'000'000'000ull},
-                                    {"exports", sketch_exports}, {"servers", sketch_lines},
+                                    {"exports", sketch_exports}, {"endpoints", sketch_lines},
                                     {"errors", sketch_errors}};
                  if (outputs->ti_export)
                    j["ti_export"] = {{"dir", cfg.ti_export}, {"indicators", outputs->ti_export->indicators()},
@@ -413,7 +413,7 @@ int cmd_run(int argc, char** argv) {
     if (!n && !ctl) usleep(metrics ? 100 : 200);
   }
   ReplayResult res = rt.finish();
-  outputs->sketch_source = [&rt](const auto& each) { rt.server_sketches(each); };  // workers stopped
+  outputs->sketch_source = [&rt](const auto& each) { rt.sketches(each); };  // workers stopped
   nlohmann::json extra = {{"rings", nlohmann::json::parse(rt.ring_json())}, {"stop_reason", rt.stop_reason()}};
   if (rt.feed_ns_) extra["feed_ns"] = rt.feed_ns_;
   if (outputs->features) extra["feature_state"] = rt.feature_state();

@@ -1,5 +1,5 @@
-// `linesight sketches merge`: several sensors' (or runs') server sketches combined per
-// server and window (features/server_sketch.h).
+// `linesight sketches merge`: several sensors' (or runs') endpoint sketches combined per
+// kind, endpoint and window (features/sketch_export.h).
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -7,28 +7,36 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "ctrl/commands.h"
-#include "features/server_sketch.h"
+#include "features/sketch_export.h"
 
 namespace ls {
 
 namespace {
 
-const char* kSketchUsage = R"(usage: linesight sketches merge FILE... [-o FILE] [--top N] [--json]
+const char* kSketchUsage = R"(usage: linesight sketches merge FILE... [-o FILE] [--top N] [--kind server|client] [--json]
 
-Reads the server sketches that replay, collect and run write with --sketches-out, from
-several sensors or runs, and combines them per server (and per window, with
-features.window): distinct clients, client /24s (/48s) and ports as the union of their
-HyperLogLog registers; flows, bytes and failed contacts summed; first and last seen.
-Every input must come from the same features.sketch_seed and features.window.
+Reads the endpoint sketches that replay, collect and run write with --sketches-out, from
+several sensors or runs, and combines them per endpoint (and per window, with
+features.window), as the union of their HyperLogLog registers:
+  servers: distinct clients, client /24s (/48s) and ports offered; flows, bytes and
+           failed contacts summed; first and last seen;
+  clients: distinct servers, server ports and periodically contacted servers (fan-out
+           and scans); flows and failed contacts summed; first and last seen.
+Every input must come from the same features.sketch_seed and features.window. Version 1
+files (servers only) are read too.
 
-  -o FILE    also write the merged sketches (they merge again, with other files)
-  --top N    print the N servers with the most distinct clients (20; 0: all)
-  --json     print one JSON object per server instead of a table
+  -o FILE        also write the merged sketches (they merge again, with other files)
+  --top N        print the N servers with the most distinct clients and the N clients
+                 with the most distinct servers (20; 0: all)
+  --kind KIND    print only servers or only clients (-o still writes both)
+  --json         print one JSON object per endpoint instead of tables
 )";
 
 int usage() {
@@ -36,16 +44,61 @@ int usage() {
   return 2;
 }
 
-double clients_of(const ServerSketch& s) { return s.clients.estimate(); }
+using Key = std::tuple<SketchKind, std::string, uint64_t>;
+
+void print_table(SketchKind kind, const std::vector<const EndpointSketch*>& order) {
+  if (kind == SketchKind::server)
+    std::printf("%-40s %8s %7s %10s %11s %6s %10s %14s %7s\n", "server", "window", "sensors", "clients",
+                "client_nets", "ports", "flows", "bytes", "failed");
+  else
+    std::printf("%-40s %8s %7s %10s %6s %8s %10s %7s\n", "client", "window", "sensors", "servers", "ports",
+                "periodic", "flows", "failed");
+  for (const EndpointSketch* s : order) {
+    double failed = s->flows ? double(s->failed) / double(s->flows) : 0;
+    if (kind == SketchKind::server)
+      std::printf("%-40s %8llu %7u %10.0f %11.0f %6.0f %10llu %14llu %6.1f%%\n", s->addr.c_str(),
+                  (unsigned long long)s->window, s->sensors, s->a.estimate(), s->b.estimate(), s->c.estimate(),
+                  (unsigned long long)s->flows, (unsigned long long)s->bytes, 100 * failed);
+    else
+      std::printf("%-40s %8llu %7u %10.0f %6.0f %8.0f %10llu %6.1f%%\n", s->addr.c_str(), (unsigned long long)s->window,
+                  s->sensors, s->a.estimate(), s->b.estimate(), s->c.estimate(), (unsigned long long)s->flows,
+                  100 * failed);
+  }
+}
+
+void print_json(const EndpointSketch& s) {
+  double failed = s.flows ? double(s.failed) / double(s.flows) : 0;
+  nlohmann::ordered_json j;
+  j["kind"] = kind_name(s.kind);
+  j[kind_name(s.kind)] = s.addr;
+  j["window"] = s.window;
+  j["sensors"] = s.sensors;
+  if (s.kind == SketchKind::server) {
+    j["clients"] = s.a.estimate();
+    j["client_nets"] = s.b.estimate();
+    j["ports"] = s.c.estimate();
+  } else {
+    j["servers"] = s.a.estimate();
+    j["ports"] = s.b.estimate();
+    j["periodic_servers"] = s.c.estimate();
+  }
+  j["flows"] = s.flows;
+  if (s.kind == SketchKind::server) j["bytes"] = s.bytes;
+  j["failed_share"] = failed;
+  j["first_ns"] = s.first_ns;
+  j["last_ns"] = s.last_ns;
+  std::printf("%s\n", j.dump().c_str());
+}
 
 int merge(int argc, char** argv) {
   std::vector<std::string> files;
   std::string out;
   size_t top = 20;
+  std::optional<SketchKind> only;  // --kind
   bool json = false;
   for (int i = 0; i < argc; i++) {
     std::string a = argv[i];
-    if ((a == "-o" || a == "--top") && i + 1 >= argc) return usage();
+    if ((a == "-o" || a == "--top" || a == "--kind") && i + 1 >= argc) return usage();
     if (a == "-o") {
       out = argv[++i];
     } else if (a == "--top") {
@@ -55,6 +108,13 @@ int merge(int argc, char** argv) {
         std::fprintf(stderr, "linesight: --top needs a number, not '%s'\n", argv[i]);
         return 2;
       }
+    } else if (a == "--kind") {
+      std::string k = argv[++i];
+      if (k != "server" && k != "client") {
+        std::fprintf(stderr, "linesight: --kind is server or client, not '%s'\n", k.c_str());
+        return 2;
+      }
+      only = k == "server" ? SketchKind::server : SketchKind::client;
     } else if (a == "--json") {
       json = true;
     } else if (!a.empty() && a[0] == '-') {
@@ -65,8 +125,8 @@ int merge(int argc, char** argv) {
     }
   }
   if (files.empty()) return usage();
-  std::map<std::pair<std::string, uint64_t>, ServerSketch> merged;
-  ServerSketch first;  // every sketch must share its seed and window length
+  std::map<Key, EndpointSketch> merged;
+  EndpointSketch first;  // every sketch must share its seed and window length
   size_t lines = 0;
   for (const auto& f : files) {
     std::ifstream in(f);
@@ -78,15 +138,16 @@ int merge(int argc, char** argv) {
     for (size_t no = 1; std::getline(in, line); no++) {
       if (line.empty()) continue;
       try {
-        ServerSketch s = parse_sketch_line(line);
+        EndpointSketch s = parse_sketch_line(line);
         if (!lines++) first = s;
-        if (first.seed != s.seed || first.window_ns != s.window_ns) {  // even for a server seen once
-          ServerSketch probe = first;
-          probe.server = s.server;
+        if (first.seed != s.seed || first.window_ns != s.window_ns) {  // even for an endpoint seen once
+          EndpointSketch probe = first;
+          probe.kind = s.kind;
+          probe.addr = s.addr;
           probe.window = s.window;
           merge_sketch(probe, s);  // throws, naming the difference
         }
-        auto [it, fresh] = merged.try_emplace({s.server, s.window}, s);
+        auto [it, fresh] = merged.try_emplace(Key{s.kind, s.addr, s.window}, s);
         if (!fresh) merge_sketch(it->second, s);
       } catch (const SketchError& e) {
         std::fprintf(stderr, "linesight: %s:%zu: %s\n", f.c_str(), no, e.what());
@@ -104,29 +165,24 @@ int merge(int argc, char** argv) {
       return 1;
     }
   }
-  std::vector<const ServerSketch*> order;
-  for (auto& [k, s] : merged) order.push_back(&s);
-  std::stable_sort(order.begin(), order.end(),
-                   [](const ServerSketch* a, const ServerSketch* b) { return clients_of(*a) > clients_of(*b); });
-  if (top && order.size() > top) order.resize(top);
+  size_t kinds[2] = {};
+  for (auto& [k, s] : merged) kinds[static_cast<int>(s.kind)]++;
   if (!json)
-    std::printf("%zu sketches from %zu files: %zu servers\n%-40s %8s %7s %10s %11s %6s %10s %14s %7s\n", lines,
-                files.size(), merged.size(), "server", "window", "sensors", "clients", "client_nets", "ports", "flows",
-                "bytes", "failed");
-  for (const ServerSketch* s : order) {
-    double failed = s->flows ? double(s->failed) / double(s->flows) : 0;
+    std::printf("%zu sketches from %zu files: %zu servers, %zu clients\n", lines, files.size(), kinds[0], kinds[1]);
+  for (SketchKind kind : {SketchKind::server, SketchKind::client}) {
+    if ((only && *only != kind) || !kinds[static_cast<int>(kind)]) continue;
+    // Servers by distinct clients, clients by distinct servers: the first counter.
+    std::vector<const EndpointSketch*> order;
+    for (auto& [k, s] : merged)
+      if (s.kind == kind) order.push_back(&s);
+    std::stable_sort(order.begin(), order.end(),
+                     [](const EndpointSketch* a, const EndpointSketch* b) { return a->a.estimate() > b->a.estimate(); });
+    if (top && order.size() > top) order.resize(top);
     if (json) {
-      nlohmann::ordered_json j = {{"server", s->server},        {"window", s->window},
-                                  {"sensors", s->sensors},      {"clients", s->clients.estimate()},
-                                  {"client_nets", s->nets.estimate()}, {"ports", s->ports.estimate()},
-                                  {"flows", s->flows},          {"bytes", s->bytes},
-                                  {"failed_share", failed},     {"first_ns", s->first_ns},
-                                  {"last_ns", s->last_ns}};
-      std::printf("%s\n", j.dump().c_str());
+      for (const EndpointSketch* s : order) print_json(*s);
     } else {
-      std::printf("%-40s %8llu %7u %10.0f %11.0f %6.0f %10llu %14llu %6.1f%%\n", s->server.c_str(),
-                  (unsigned long long)s->window, s->sensors, s->clients.estimate(), s->nets.estimate(),
-                  s->ports.estimate(), (unsigned long long)s->flows, (unsigned long long)s->bytes, 100 * failed);
+      std::printf("\n");
+      print_table(kind, order);
     }
   }
   return 0;

@@ -381,7 +381,7 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --rules-cache DIR      keep compiled rule databases in DIR; the same rules load without
                          compiling next time (docs/rules.md)
   --detections-out FILE  detections as JSON lines (docs/detect.md)
-  --sketches-out FILE    at exit, every server's distinct-client sketches as JSON lines, to
+  --sketches-out FILE    at exit, every server's and client's distinct-peer sketches, JSON lines, to
                          merge across sensors (linesight sketches merge; docs/features.md)
   --sketches-every D     also rewrite it every D while running (run, collect; e.g. 10m)
   --ti-export DIR        indicators of flagged servers at exit: CSV, JSON, STIX 2.1, MISP feed

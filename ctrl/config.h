@@ -56,7 +56,7 @@ struct Config {
   std::string ipfix;  // collector HOST:PORT (UDP), empty = off
   std::string features_out;  // feature rows as CSV (docs/features.md), empty = off
   std::string detections_out;  // detections as JSON lines (docs/detect.md), empty = off
-  std::string sketches_out;    // server sketches at exit (features/server_sketch.h), empty = off
+  std::string sketches_out;    // endpoint sketches at exit (features/sketch_export.h), empty = off
   uint64_t sketches_every_ns = 0;  // and every so often in run / collect (0: at exit only)
   // Any output that needs the feature stage.
   bool features_on() const { return !features_out.empty() || !detections_out.empty() || !sketches_out.empty(); }

@@ -35,7 +35,7 @@ const char* kUsage = R"(usage: linesight replay FILE... [options]
        linesight model check|predict MODEL.json [FEATURES.csv]
        linesight report --detections PATH --feeds PATH [--partner PATH] [options]
        linesight ti compile PATH... -o FILE | ti lookup --ti PATH ADDRESS...
-       linesight sketches merge FILE... [-o FILE] [--top N] [--json]
+       linesight sketches merge FILE... [-o FILE] [--top N] [--kind server|client] [--json]
        linesight --version
 
 replay:  pcap/pcapng files through the flow pipeline, one JSON line per flow.
@@ -45,8 +45,8 @@ collect: NetFlow v5 / v9 / IPFIX / sFlow v5 from routers, switches or probes ove
 report:  what our detections add to threat-intel feeds (linesight report --help).
 ti:      compile feeds into one table that loads in milliseconds; look addresses up
          (linesight ti, docs/ti.md).
-sketches: several sensors' --sketches-out combined: distinct clients per server across
-         links (linesight sketches --help, docs/features.md).
+sketches: several sensors' --sketches-out combined: distinct clients per server and
+         servers / ports per client across links (linesight sketches --help, docs/features.md).
 
 replay options (override the config file):
   --cores K              per-core flow tables, packets dispatched by address hash (1)

@@ -64,7 +64,7 @@ struct Outputs {
  public:
 
   bool state_on_workers = false;  // run: pair/server/client state lives in the workers' stages
-  // Where --sketches-out's server sketches come from: the writer's stage, or (run) the
+  // Where --sketches-out's endpoint sketches come from: the writer's stage, or (run) the
   // workers' stages once they stopped.
   SketchSource sketch_source;
   size_t sketches_written = 0;
@@ -95,7 +95,7 @@ struct Outputs {
         fc.pair_capacity = fc.first_contact_capacity = fc.server_capacity = fc.client_capacity = 64;
       features = std::make_unique<FeatureWriter>(c.features_out, fc);
       if (!workers_attach_features)
-        sketch_source = [f = features.get()](const auto& each) { f->stage().server_sketches(each); };
+        sketch_source = [f = features.get()](const auto& each) { f->stage().sketches(each); };
     }
     if (!c.detections_out.empty()) {
       std::vector<std::string> specs;  // "--app defaults" stands for the default apps
@@ -292,7 +292,7 @@ inline int finish_outputs(Outputs& out, const ReplayResult& r, const SummaryColl
   if (!c.sketches_out.empty() && out.sketch_source) {  // every record has reached the stages
     try {
       out.sketches_written = write_sketches(c.sketches_out, out.sketch_source);
-      extra_text += "sketches: " + std::to_string(out.sketches_written) + " servers -> " + c.sketches_out + "\n";
+      extra_text += "sketches: " + std::to_string(out.sketches_written) + " endpoints -> " + c.sketches_out + "\n";
       more["sketches"] = out.sketches_written;
     } catch (const SketchError& e) {
       err += (err.empty() ? "" : "; ") + std::string(e.what());

@@ -769,8 +769,8 @@ nlohmann::json Runtime::feature_state() const {
   return j;
 }
 
-void Runtime::server_sketches(const std::function<void(const ServerSketch&)>& f) const {
-  for (auto& s : stages_) static_cast<const FeatureStage*>(s.get())->server_sketches(f);
+void Runtime::sketches(const std::function<void(const EndpointSketch&)>& f) const {
+  for (auto& s : stages_) static_cast<const FeatureStage*>(s.get())->sketches(f);
 }
 
 bool Runtime::ask_sketches() {

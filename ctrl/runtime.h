@@ -14,7 +14,7 @@
 
 #include "ctrl/config.h"
 #include "dataplane/dpdk_lcores.h"
-#include "features/server_sketch.h"
+#include "features/sketch_export.h"
 #include "dataplane/replay.h"
 #include "features/feature_stage.h"
 
@@ -99,8 +99,8 @@ class Runtime {
   uint64_t live_version() const { return live_version_; }
   std::string stats_json() const;
   nlohmann::json feature_state() const;  // the workers' pair/server/client tables
-  // Every worker's server sketches; only once the workers have stopped (finish()).
-  void server_sketches(const std::function<void(const ServerSketch&)>& f) const;
+  // Every worker's endpoint sketches; only once the workers have stopped (finish()).
+  void sketches(const std::function<void(const EndpointSketch&)>& f) const;
   // While they run: asks every worker for its sketch lines (false when there is no feature
   // stage or the last ask is still being answered); sketches_gathered() then gives all
   // the lines once every worker has answered.

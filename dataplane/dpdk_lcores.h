@@ -73,11 +73,11 @@ struct TopRequest {
   bool scanning = false;
 };
 
-// --sketches-every in run: control asks, the worker appends its server sketches to `text`
-// a slice of its server table per pass and publishes; control reads `text` (and `lines`)
+// --sketches-every in run: control asks, the worker appends its server and client sketches
+// to `text`, a slice of a table per pass, and publishes; control reads `text` (and `lines`)
 // only once done == asked, and asks again only after that.
 struct SketchRequest {
-  static constexpr uint32_t kSlice = 64;  // server slots per pass
+  static constexpr uint32_t kSlice = 64;  // endpoint table slots per pass
   std::atomic<uint32_t> asked{0};
   std::atomic<uint32_t> done{0};
   std::string text;  // grows on the worker (malloc, once per export period)

@@ -82,8 +82,8 @@ struct RecordStage {
   // Two steps: slot = false first, slot = true some time later.
   virtual void prefetch(const FlowRecord&, bool /*slot*/) {}
   virtual void prefetch_client(const FlowRecord&, bool /*slot*/) {}
-  // Appends the sketch lines (features/server_sketch.h) of the server endpoints in the
-  // next `slots` slots from `pos` to `out`, advancing pos; true once past the last slot.
+  // Appends the sketch lines (features/sketch_export.h) of the endpoints (servers, then
+  // clients) in the next `slots` slots from `pos` (0 to begin) to `out`, advancing pos; true once past the last slot.
   // A slice at a time, so a worker exporting keeps taking records between slices.
   virtual bool sketch_lines(std::string& /*out*/, uint32_t& /*pos*/, uint32_t /*slots*/, size_t& /*lines*/) {
     return true;

@@ -133,34 +133,56 @@ void FeatureStage::roll_window(V& v, uint64_t ts, SketchPool& pool) {
 }
 
 bool FeatureStage::sketch_lines(std::string& out, uint32_t& pos, uint32_t slots, size_t& lines) {
-  uint32_t to = pos + std::min(slots, servers_.slots() - std::min(pos, servers_.slots()));
-  server_sketches([&](const ServerSketch& s) {
+  // pos: a slot of the servers' table, then kClientSlices + a slot of the clients' (a
+  // table grown between slices does not move the other's positions).
+  constexpr uint32_t kClientSlices = 1u << 31;
+  const bool clients = pos >= kClientSlices;
+  const uint32_t at = pos - (clients ? kClientSlices : 0), end = clients ? clients_.slots() : servers_.slots();
+  const uint32_t to = at + std::min(slots, end - std::min(at, end));
+  sketches(clients ? SketchKind::client : SketchKind::server, [&](const EndpointSketch& s) {
     out += sketch_line(s);
     lines++;
-  }, pos, to);
-  pos = to;
-  return pos >= servers_.slots();
+  }, at, to);
+  if (to < end) {
+    pos = (clients ? kClientSlices : 0) + to;
+    return false;
+  }
+  pos = kClientSlices;
+  return clients;
 }
 
-void FeatureStage::server_sketches(const std::function<void(const ServerSketch&)>& f, uint32_t from,
-                                   uint32_t to) const {
-  ServerSketch s;
+void FeatureStage::sketches(SketchKind kind, const std::function<void(const EndpointSketch&)>& f, uint32_t from,
+                            uint32_t to) const {
+  EndpointSketch s;
+  s.kind = kind;
   s.seed = cfg_.sketch_seed;
   s.window_ns = cfg_.window_ns;
-  servers_.for_each([&](const EndpointKey& k, const Server& v) {
+  auto common = [&](const EndpointKey& k, const auto& v) {
     char a[64];
-    s.server.assign(a, put_ip(a, k.addr, k.ver));
+    s.addr.assign(a, put_ip(a, k.addr, k.ver));
     s.window = v.window;
     s.first_ns = v.first_ns;
     s.last_ns = v.last_ns;
     s.flows = v.flows;
-    s.bytes = v.bytes;
     s.failed = v.failed;
-    v.sk.to_dense<0>(server_sketches_, s.clients);
-    v.sk.to_dense<1>(server_sketches_, s.nets);
-    v.sk.to_dense<2>(server_sketches_, s.ports);
-    f(s);
-  }, from, to);
+  };
+  if (kind == SketchKind::server)
+    servers_.for_each([&](const EndpointKey& k, const Server& v) {
+      common(k, v);
+      s.bytes = v.bytes;
+      v.sk.to_dense<0>(server_sketches_, s.a);
+      v.sk.to_dense<1>(server_sketches_, s.b);
+      v.sk.to_dense<2>(server_sketches_, s.c);
+      f(s);
+    }, from, to);
+  else
+    clients_.for_each([&](const EndpointKey& k, const Client& v) {
+      common(k, v);
+      v.sk.to_dense<0>(client_sketches_, s.a);
+      v.sk.to_dense<1>(client_sketches_, s.b);
+      v.sk.to_dense<2>(client_sketches_, s.c);
+      f(s);
+    }, from, to);
 }
 
 void FeatureStage::prefetch_client(const FlowRecord& r, bool slot) {

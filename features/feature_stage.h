@@ -13,7 +13,7 @@
 #include "dataplane/record.h"
 #include "features/bounded_table.h"
 #include "features/endpoint_sketch.h"
-#include "features/server_sketch.h"
+#include "features/sketch_export.h"
 #include "features/partners.h"
 #include "features/periodicity.h"
 #include "features/signatures.h"
@@ -138,10 +138,11 @@ class FeatureStage final : public RecordStage {
            histories_.memory_bytes() + server_sketches_.memory_bytes() + client_sketches_.memory_bytes();
   }
 
-  // Every server endpoint held, as a sketch to export (features/server_sketch.h). Call on
+  // Every endpoint held (servers, then clients), as a sketch to export (features/sketch_export.h). Call on
   // the stage's thread, or once it has stopped.
-  void server_sketches(const std::function<void(const ServerSketch&)>& f) const {
-    server_sketches(f, 0, UINT32_MAX);
+  void sketches(const std::function<void(const EndpointSketch&)>& f) const {
+    sketches(SketchKind::server, f, 0, UINT32_MAX);
+    sketches(SketchKind::client, f, 0, UINT32_MAX);
   }
   bool sketch_lines(std::string& out, uint32_t& pos, uint32_t slots, size_t& lines) override;
 
@@ -226,7 +227,9 @@ class FeatureStage final : public RecordStage {
   // sketches go back to `pool`).
   template <class V>
   void roll_window(V& v, uint64_t ts, SketchPool& pool);
-  void server_sketches(const std::function<void(const ServerSketch&)>& f, uint32_t from, uint32_t to) const;
+  // The endpoints of one kind in slots [from, to) of its table.
+  void sketches(SketchKind kind, const std::function<void(const EndpointSketch&)>& f, uint32_t from,
+                uint32_t to) const;
 
   FeatureConfig cfg_;
   std::unique_ptr<SignatureMatcher> matcher_;  // own Hyperscan scratch

@@ -126,10 +126,10 @@ def test_netpcap(d):
 
 
 def test_sketches(d):
-    """--sketches-out in run: every worker's servers, written once the workers stopped, are
-    those replay computes on one thread (a server lives on the worker that owns it). While
-    running, --sketches-every and /sketches/export have the workers format theirs between
-    records: the file is replaced whole, and merges."""
+    """--sketches-out in run: every worker's servers and clients, written once the workers
+    stopped, are those replay computes on one thread (an endpoint lives on the worker that
+    owns it). While running, --sketches-every and /sketches/export have the workers format
+    theirs between records, a slice at a time: the file is replaced whole, and merges."""
     pcap = os.path.join(DATA, "slips/test7-malicious-hide-and-seek.pcap")
     a, b = os.path.join(d, "run-sk.jsonl"), os.path.join(d, "rep-sk.jsonl")
     sock = os.path.join(d, "sk.sock")
@@ -144,26 +144,28 @@ def test_sketches(d):
             time.sleep(0.2)
         asked = raw(sock, b'{"cmd":"/sketches/export"}\n')
         m = subprocess.run([BIN, "sketches", "merge", a, "--json", "--top", "0"], capture_output=True, text=True)
-        live = len(m.stdout.splitlines())
-        check(exports >= 2 and m.returncode == 0 and live > 100 and
+        live = collections.Counter(json.loads(l)["kind"] for l in m.stdout.splitlines())
+        check(exports >= 2 and m.returncode == 0 and live["server"] > 100 and live["client"] > 10 and
               (asked.get("result", {}).get("asked") or "still being gathered" in asked.get("error", "")),
-              f"run --sketches-every 1s: {exports} exports while running, {live} servers in the file; "
-              f"/sketches/export: {asked}")
+              f"run --sketches-every 1s: {exports} exports while running, {live['server']} servers and "
+              f"{live['client']} clients in the file; /sketches/export: {asked}")
         shutdown(p, sock, summ)
     finally:
         if p.poll() is None:
             p.kill()
     replay(pcap, os.path.join(d, "rep.jsonl"), "--sketches-out", b)
 
-    def servers(path):
+    def endpoints(path):
         out = {}
         for j in map(json.loads, open(path)):
             j.pop("sensors")
-            out[j["server"]] = j
+            out[(j["kind"], j[j["kind"]])] = j
         return out
-    ra, rb = servers(a), servers(b)
-    check(p.returncode == 0 and ra == rb and len(ra) > 100,
-          f"run with 2 workers writes the sketches replay does: {len(ra)} and {len(rb)} servers, "
+    ra, rb = endpoints(a), endpoints(b)
+    kinds = collections.Counter(k for k, _ in ra)
+    check(p.returncode == 0 and ra == rb and kinds["server"] > 100 and kinds["client"] > 10,
+          f"run with 2 workers writes the sketches replay does: {len(ra)} and {len(rb)} endpoints "
+          f"({kinds['server']} servers, {kinds['client']} clients in run's), "
           f"{sum(ra.get(k) == v for k, v in rb.items())} equal")
 
 

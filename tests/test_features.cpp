@@ -13,6 +13,8 @@
 #include <sstream>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "features/feature_stage.h"
 #include "features/periodicity.h"
 
@@ -685,6 +687,44 @@ TEST(FeatureStage, ClientSeesFanOutScansAndPeriodicServers) {
     }
   EXPECT_NEAR(row.client.periodic_servers, 3, 0.5);
   EXPECT_LT(row.client.failed_share, 1.0);
+  // Its exported sketch (--sketches-out) carries the registers the row was computed from.
+  std::vector<EndpointSketch> clients;
+  st.sketches([&](const EndpointSketch& s) {
+    if (s.kind == SketchKind::client) clients.push_back(parse_sketch_line(sketch_line(s)));
+  });
+  ASSERT_EQ(clients.size(), 1u);
+  EXPECT_EQ(clients[0].addr, "10.0.0.0");
+  EXPECT_EQ(clients[0].flows, row.client.flows);
+  EXPECT_EQ(clients[0].a.estimate(), row.client.servers);
+  EXPECT_EQ(clients[0].b.estimate(), row.client.ports);
+  EXPECT_EQ(clients[0].c.estimate(), row.client.periodic_servers);
+}
+
+// run's workers export a slice of slots at a time between records: the slices together
+// are every server's and every client's line, once.
+TEST(FeatureStage, SketchSlicesCoverEveryEndpointOnce) {
+  FeatureStage st({});
+  FlowRecord r = ipv4_record(6);
+  FeatureRow row;
+  for (uint32_t i = 0; i < 3000; i++) {
+    r.e.key.lo[0] = 10, r.e.key.lo[2] = uint8_t(i % 700 >> 8), r.e.key.lo[3] = uint8_t(i % 700);
+    r.e.key.hi[0] = 200, r.e.key.hi[3] = uint8_t(i % 90);
+    r.e.key.hi_port = 443;
+    r.e.first_ns = r.e.last_ns = 1'000'000'000ull * (1000 + i);
+    st.compute(r, row);
+  }
+  std::vector<std::string> whole, sliced;
+  st.sketches([&](const EndpointSketch& s) { whole.push_back(sketch_line(s)); });
+  std::string text;
+  uint32_t pos = 0;
+  size_t lines = 0, passes = 1;
+  while (!st.sketch_lines(text, pos, 7, lines)) passes++;
+  for (size_t at = 0, end; (end = text.find('\n', at)) != std::string::npos; at = end + 1)
+    sliced.push_back(text.substr(at, end - at + 1));
+  EXPECT_EQ(whole.size(), 790u);  // 90 servers, 700 clients
+  EXPECT_EQ(lines, whole.size());
+  EXPECT_EQ(sliced, whole);
+  EXPECT_GT(passes, 790u / 7);
 }
 
 // A pair's starts move from the entry to a pool block at the 8th. The scores must be those
@@ -761,38 +801,84 @@ TEST(FeatureStage, TumblingWindowRestartsEndpointCounts) {
 
 // A sketch line reads back as it was written; merging is the union of the registers and
 // the sum of the counts, and refuses sketches that cannot be compared.
-TEST(ServerSketch, LineRoundTripAndMerge) {
-  ServerSketch a, b;
-  a.server = b.server = "2001:db8::7";
+TEST(EndpointSketch, LineRoundTripAndMerge) {
+  EndpointSketch a, b;
+  a.addr = b.addr = "2001:db8::7";
   a.first_ns = 5, a.last_ns = 9, a.flows = 3, a.bytes = 300, a.failed = 1;
   b.first_ns = 2, b.last_ns = 7, b.flows = 4, b.bytes = 100, b.failed = 0;
   Hll<8> all;
   for (uint64_t v = 0; v < 500; v++) {
     uint64_t h = XXH3_64bits_withSeed(&v, sizeof v, 1);
-    (v % 2 ? a : b).clients.add(h);
+    (v % 2 ? a : b).a.add(h);
     all.add(h);
-    a.ports.add(h & 0xff00);
+    a.c.add(h & 0xff00);
   }
-  ServerSketch back = parse_sketch_line(sketch_line(a));
-  EXPECT_EQ(back.server, a.server);
-  EXPECT_TRUE(std::equal(back.clients.reg, back.clients.reg + 256, a.clients.reg));
-  EXPECT_EQ(back.clients.sum, a.clients.sum);
-  EXPECT_TRUE(std::equal(back.ports.reg, back.ports.reg + 64, a.ports.reg));
+  EndpointSketch back = parse_sketch_line(sketch_line(a));
+  EXPECT_EQ(back.addr, a.addr);
+  EXPECT_EQ(back.kind, SketchKind::server);
+  EXPECT_TRUE(std::equal(back.a.reg, back.a.reg + 256, a.a.reg));
+  EXPECT_EQ(back.a.sum, a.a.sum);
+  EXPECT_TRUE(std::equal(back.c.reg, back.c.reg + 64, a.c.reg));
   EXPECT_EQ(back.flows, 3u);
   merge_sketch(back, b);
-  EXPECT_TRUE(std::equal(back.clients.reg, back.clients.reg + 256, all.reg));
-  EXPECT_EQ(back.clients.estimate(), all.estimate());
+  EXPECT_TRUE(std::equal(back.a.reg, back.a.reg + 256, all.reg));
+  EXPECT_EQ(back.a.estimate(), all.estimate());
   EXPECT_EQ(back.first_ns, 2u);
   EXPECT_EQ(back.last_ns, 9u);
   EXPECT_EQ(back.flows, 7u);
   EXPECT_EQ(back.bytes, 400u);
   EXPECT_EQ(back.sensors, 2u);
-  ServerSketch other = b;
+  EndpointSketch other = b;
   other.seed = 2;
   EXPECT_THROW(merge_sketch(back, other), SketchError);
   other = b;
-  other.server = "192.0.2.1";
+  other.addr = "192.0.2.1";
   EXPECT_THROW(merge_sketch(back, other), SketchError);
-  for (const char* bad : {"", "[]", "{\"linesight_sketch\":1}", "{\"server\":\"x\"}"})
+  other = b;
+  other.kind = SketchKind::client;  // a host that is both: two endpoints, never one
+  EXPECT_THROW(merge_sketch(back, other), SketchError);
+  for (const char* bad : {"", "[]", "{\"linesight_sketch\":1}", "{\"server\":\"x\"}", "{\"linesight_sketch\":3}"})
     EXPECT_THROW(parse_sketch_line(bad), SketchError) << bad;
+}
+
+// A client line names its counters as a client's and has no bytes; a line of version 1
+// (before client sketches) still reads, as a server's.
+TEST(EndpointSketch, ClientLinesAndVersionOne) {
+  EndpointSketch c;
+  c.kind = SketchKind::client;
+  c.addr = "192.0.2.9";
+  c.flows = 5, c.failed = 4;
+  for (uint64_t v = 0; v < 40; v++) c.b.add(XXH3_64bits_withSeed(&v, sizeof v, 1));
+  c.c.add(7);
+  std::string line = sketch_line(c);
+  auto j = nlohmann::json::parse(line);
+  EXPECT_EQ(j["linesight_sketch"], 2);
+  EXPECT_EQ(j["kind"], "client");
+  EXPECT_EQ(j["client"], "192.0.2.9");
+  EXPECT_FALSE(j.contains("bytes"));
+  EXPECT_FALSE(j.contains("server"));
+  EXPECT_TRUE(j["servers"].empty());
+  EXPECT_EQ(j["ports"].size(), size_t(std::count_if(c.b.reg, c.b.reg + 256, [](uint8_t r) { return r != 0; })));
+  EXPECT_EQ(j["periodic_servers"].size(), 1u);
+  EndpointSketch back = parse_sketch_line(line);
+  EXPECT_EQ(back.kind, SketchKind::client);
+  EXPECT_EQ(back.addr, c.addr);
+  EXPECT_TRUE(std::equal(back.b.reg, back.b.reg + 256, c.b.reg));
+  EXPECT_TRUE(std::equal(back.c.reg, back.c.reg + 64, c.c.reg));
+  EXPECT_EQ(back.failed, 4u);
+  j["kind"] = "router";
+  EXPECT_THROW(parse_sketch_line(j.dump()), SketchError);
+  j.erase("kind");
+  EXPECT_THROW(parse_sketch_line(j.dump()), SketchError);
+
+  EndpointSketch s;
+  s.addr = "198.51.100.1";
+  s.bytes = 99;
+  auto v1 = nlohmann::json::parse(sketch_line(s));
+  v1["linesight_sketch"] = 1;
+  v1.erase("kind");
+  EndpointSketch old = parse_sketch_line(v1.dump());
+  EXPECT_EQ(old.kind, SketchKind::server);
+  EXPECT_EQ(old.addr, "198.51.100.1");
+  EXPECT_EQ(old.bytes, 99u);
 }

@@ -1,26 +1,26 @@
-// Server sketch lines (--sketches-out files from other sensors, read by `linesight
+// Endpoint sketch lines (--sketches-out files from other sensors, read by `linesight
 // sketches merge`): each line parsed; what parses must write back to a line that parses
-// to the same sketch, and merge with the previous one of its server without fault.
+// to the same sketch, and merge with the previous one of its endpoint without fault.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
-#include "features/server_sketch.h"
+#include "features/sketch_export.h"
 
 namespace {
-bool same(const ls::ServerSketch& a, const ls::ServerSketch& b) {
-  return a.server == b.server && a.seed == b.seed && a.window_ns == b.window_ns && a.window == b.window &&
+bool same(const ls::EndpointSketch& a, const ls::EndpointSketch& b) {
+  return a.kind == b.kind && a.addr == b.addr && a.seed == b.seed && a.window_ns == b.window_ns && a.window == b.window &&
          a.first_ns == b.first_ns && a.last_ns == b.last_ns && a.flows == b.flows && a.bytes == b.bytes &&
-         a.failed == b.failed && a.sensors == b.sensors && !std::memcmp(a.clients.reg, b.clients.reg, 256) &&
-         !std::memcmp(a.nets.reg, b.nets.reg, 256) && !std::memcmp(a.ports.reg, b.ports.reg, 64) &&
-         a.clients.sum == b.clients.sum && a.ports.zeros == b.ports.zeros;
+         a.failed == b.failed && a.sensors == b.sensors && !std::memcmp(a.a.reg, b.a.reg, 256) &&
+         !std::memcmp(a.b.reg, b.b.reg, 256) && !std::memcmp(a.c.reg, b.c.reg, 64) && a.a.sum == b.a.sum &&
+         a.c.zeros == b.c.zeros;
 }
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
   std::string text(reinterpret_cast<const char*>(d), n);
-  ls::ServerSketch acc;
+  ls::EndpointSketch acc;
   bool have = false;
   size_t at = 0;
   while (at <= text.size()) {
@@ -29,9 +29,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
     std::string line = text.substr(at, end - at);
     at = end + 1;
     try {
-      ls::ServerSketch s = ls::parse_sketch_line(line);
+      ls::EndpointSketch s = ls::parse_sketch_line(line);
       if (!same(ls::parse_sketch_line(ls::sketch_line(s)), s)) std::abort();  // round trip
-      s.clients.estimate();
+      s.a.estimate();
       if (!have) {
         acc = s;
         have = true;

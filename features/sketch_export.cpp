@@ -1,4 +1,4 @@
-#include "features/server_sketch.h"
+#include "features/sketch_export.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -48,58 +48,79 @@ uint64_t u64(const nlohmann::json& j, const char* name) {
   return it->get<uint64_t>();
 }
 
+// Per kind: the address's key and the three counters' names.
+struct KindNames {
+  const char *addr, *a, *b, *c;
+};
+constexpr KindNames kNames[] = {{"server", "clients", "client_nets", "ports"},
+                                {"client", "servers", "ports", "periodic_servers"}};
+
+const KindNames& names(SketchKind k) { return kNames[static_cast<int>(k)]; }
+
 }  // namespace
 
-std::string sketch_line(const ServerSketch& s) {
-  nlohmann::ordered_json j = {{"linesight_sketch", ServerSketch::kVersion},
-                      {"server", s.server},
-                      {"seed", s.seed},
-                      {"window_ns", s.window_ns},
-                      {"window", s.window},
-                      {"first_ns", s.first_ns},
-                      {"last_ns", s.last_ns},
-                      {"flows", s.flows},
-                      {"bytes", s.bytes},
-                      {"failed", s.failed},
-                      {"sensors", s.sensors},
-                      {"clients", registers(s.clients)},
-                      {"client_nets", registers(s.nets)},
-                      {"ports", registers(s.ports)}};
+const char* kind_name(SketchKind k) { return names(k).addr; }
+
+std::string sketch_line(const EndpointSketch& s) {
+  const KindNames& n = names(s.kind);
+  nlohmann::ordered_json j = {{"linesight_sketch", EndpointSketch::kVersion},
+                              {"kind", n.addr},
+                              {n.addr, s.addr},
+                              {"seed", s.seed},
+                              {"window_ns", s.window_ns},
+                              {"window", s.window},
+                              {"first_ns", s.first_ns},
+                              {"last_ns", s.last_ns},
+                              {"flows", s.flows}};
+  if (s.kind == SketchKind::server) j["bytes"] = s.bytes;
+  j["failed"] = s.failed;
+  j["sensors"] = s.sensors;
+  j[n.a] = registers(s.a);
+  j[n.b] = registers(s.b);
+  j[n.c] = registers(s.c);
   return j.dump() + "\n";
 }
 
-ServerSketch parse_sketch_line(const std::string& line) {
+EndpointSketch parse_sketch_line(const std::string& line) {
   nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object()) throw SketchError("not a JSON object");
   const auto v = j.find("linesight_sketch");
   if (v == j.end() || !v->is_number_unsigned()) throw SketchError("not a linesight sketch (no \"linesight_sketch\")");
-  if (*v != ServerSketch::kVersion)
-    throw SketchError("sketch version " + v->dump() + ", this linesight reads " +
-                      std::to_string(ServerSketch::kVersion));
-  ServerSketch s;
-  const auto srv = j.find("server");
-  if (srv == j.end() || !srv->is_string() || srv->get<std::string>().empty())
-    throw SketchError("\"server\" missing or not an address");
-  s.server = *srv;
+  if (*v != 1 && *v != EndpointSketch::kVersion)
+    throw SketchError("sketch version " + v->dump() + ", this linesight reads 1 and " +
+                      std::to_string(EndpointSketch::kVersion));
+  EndpointSketch s;
+  if (*v != 1) {  // version 1: servers only, no kind
+    const auto k = j.find("kind");
+    if (k == j.end() || !k->is_string() || (*k != "server" && *k != "client"))
+      throw SketchError("\"kind\" missing or not \"server\" or \"client\"");
+    s.kind = *k == "server" ? SketchKind::server : SketchKind::client;
+  }
+  const KindNames& n = names(s.kind);
+  const auto addr = j.find(n.addr);
+  if (addr == j.end() || !addr->is_string() || addr->get<std::string>().empty())
+    throw SketchError(std::string("\"") + n.addr + "\" missing or not an address");
+  s.addr = *addr;
   s.seed = u64(j, "seed");
   s.window_ns = u64(j, "window_ns");
   s.window = u64(j, "window");
   s.first_ns = u64(j, "first_ns");
   s.last_ns = u64(j, "last_ns");
   s.flows = u64(j, "flows");
-  s.bytes = u64(j, "bytes");
+  if (s.kind == SketchKind::server) s.bytes = u64(j, "bytes");
   s.failed = u64(j, "failed");
   s.sensors = uint32_t(u64(j, "sensors"));
   if (s.failed > s.flows) throw SketchError("\"failed\" is more than \"flows\"");
-  s.clients = registers_of<8>(j, "clients");
-  s.nets = registers_of<8>(j, "client_nets");
-  s.ports = registers_of<6>(j, "ports");
+  s.a = registers_of<8>(j, n.a);
+  s.b = registers_of<8>(j, n.b);
+  s.c = registers_of<6>(j, n.c);
   return s;
 }
 
-void merge_sketch(ServerSketch& a, const ServerSketch& b) {
-  if (a.server != b.server || a.window != b.window)
-    throw SketchError("sketches of different servers or windows: " + a.server + " and " + b.server);
+void merge_sketch(EndpointSketch& a, const EndpointSketch& b) {
+  if (a.kind != b.kind || a.addr != b.addr || a.window != b.window)
+    throw SketchError(std::string("sketches of different endpoints or windows: ") + kind_name(a.kind) + " " + a.addr +
+                      " and " + kind_name(b.kind) + " " + b.addr);
   if (a.seed != b.seed)
     throw SketchError("sketch seeds differ (" + std::to_string(a.seed) + " and " + std::to_string(b.seed) +
                       "): registers compare only under the same features.sketch_seed");
@@ -112,16 +133,16 @@ void merge_sketch(ServerSketch& a, const ServerSketch& b) {
   a.bytes += b.bytes;
   a.failed += b.failed;
   a.sensors += b.sensors;
-  a.clients.merge(b.clients);
-  a.nets.merge(b.nets);
-  a.ports.merge(b.ports);
+  a.a.merge(b.a);
+  a.b.merge(b.b);
+  a.c.merge(b.c);
 }
 
 size_t write_sketches(const std::string& path, const SketchSource& source) {
   size_t n = 0;
   write_replacing<SketchError>(path, [&](FILE* f) {
     bool ok = true;
-    source([&](const ServerSketch& s) {
+    source([&](const EndpointSketch& s) {
       std::string l = sketch_line(s);
       ok = ok && std::fwrite(l.data(), 1, l.size(), f) == l.size();
       n++;

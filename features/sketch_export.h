@@ -1,0 +1,58 @@
+// Endpoint sketches out of a sensor and merged across sensors (docs/features.md, "Merging
+// sensors"). One JSON line per endpoint held by the feature stage, of two kinds:
+//  - server: its distinct clients, client /24s (/48s) and ports offered, flows, bytes and
+//    failed contacts;
+//  - client: its distinct servers, server ports and periodically contacted servers (the
+//    fan-out and scan signals), flows and failed contacts;
+// each with first and last seen. Sensors on different links each see part of an
+// endpoint's peers; the union of their sketches is the register-wise maximum, so merged
+// counts are those one sensor seeing every link would have computed, without any peer
+// address leaving a sensor.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+
+#include "features/hll.h"
+
+namespace ls {
+
+struct SketchError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+enum class SketchKind : uint8_t { server, client };
+const char* kind_name(SketchKind k);
+
+struct EndpointSketch {
+  // 2 added the kind and client lines; version 1 files (servers only) are still read.
+  static constexpr int kVersion = 2;
+  SketchKind kind = SketchKind::server;
+  std::string addr;     // the endpoint's address text
+  uint64_t seed = 1;    // features.sketch_seed: registers compare only under the same seed
+  uint64_t window_ns = 0, window = 0;  // features.window and the tumbling window's index
+  uint64_t first_ns = 0, last_ns = 0, flows = 0, bytes = 0, failed = 0;  // bytes: servers only
+  uint32_t sensors = 1;  // sketches merged into this one
+  // server: distinct clients, client /24s (/48s), (port, protocol) offered;
+  // client: distinct servers, (server port, protocol), servers contacted periodically.
+  Hll<8> a, b;
+  Hll<6> c;
+};
+
+// One line of JSON, '\n'-terminated.
+std::string sketch_line(const EndpointSketch& s);
+// Throws SketchError naming what is wrong with the line.
+EndpointSketch parse_sketch_line(const std::string& line);
+// b into a: both must be of the same kind, endpoint, seed and window (SketchError otherwise).
+void merge_sketch(EndpointSketch& a, const EndpointSketch& b);
+
+// Calls its argument once per endpoint sketch.
+using SketchSource = std::function<void(const std::function<void(const EndpointSketch&)>&)>;
+// Writes every sketch of `source` to `path` (through a temporary file renamed into place,
+// so a merge never reads half a file). Returns the number of lines; throws SketchError.
+size_t write_sketches(const std::string& path, const SketchSource& source);
+// The same for lines already formatted (run's workers format their own).
+void write_sketch_text(const std::string& path, const std::string& text);
+
+}  // namespace ls
