@@ -140,7 +140,7 @@ bool FeatureStage::sketch_lines(std::string& out, uint32_t& pos, uint32_t slots,
   const uint32_t at = pos - (clients ? kClientSlices : 0), end = clients ? clients_.slots() : servers_.slots();
   const uint32_t to = at + std::min(slots, end - std::min(at, end));
   sketches(clients ? SketchKind::client : SketchKind::server, [&](const EndpointSketch& s) {
-    out += sketch_line(s);
+    append_sketch_line(out, s);
     lines++;
   }, at, to);
   if (to < end) {

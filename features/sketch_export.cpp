@@ -1,26 +1,20 @@
 #include "features/sketch_export.h"
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
 #include "dataplane/output_file.h"
+#include "dataplane/text.h"
 
 namespace ls {
 
 namespace {
-
-// Non-zero registers as [index, rank] pairs: most servers meet few clients.
-template <unsigned P>
-nlohmann::json registers(const Hll<P>& h) {
-  nlohmann::json a = nlohmann::json::array();
-  for (uint32_t i = 0; i < Hll<P>::kM; i++)
-    if (h.reg[i]) a.push_back({i, h.reg[i]});
-  return a;
-}
 
 template <unsigned P>
 Hll<P> registers_of(const nlohmann::json& j, const char* name) {
@@ -50,7 +44,7 @@ uint64_t u64(const nlohmann::json& j, const char* name) {
 
 // Per kind: the address's key and the three counters' names.
 struct KindNames {
-  const char *addr, *a, *b, *c;
+  std::string_view addr, a, b, c;
 };
 constexpr KindNames kNames[] = {{"server", "clients", "client_nets", "ports"},
                                 {"client", "servers", "ports", "periodic_servers"}};
@@ -59,26 +53,121 @@ const KindNames& names(SketchKind k) { return kNames[static_cast<int>(k)]; }
 
 }  // namespace
 
-const char* kind_name(SketchKind k) { return names(k).addr; }
+const char* kind_name(SketchKind k) { return names(k).addr.data(); }  // each is a literal
+
+namespace {
+
+// As nlohmann's dump writes a string: the addresses are IP text, but a merge writes back
+// whatever a file held, so quotes, backslashes and control bytes are escaped.
+void append_json_string(std::string& o, const std::string& s) {
+  o += '"';
+  for (unsigned char ch : s) {
+    if (ch >= 0x20 && ch != '"' && ch != '\\') {
+      o += char(ch);
+      continue;
+    }
+    o += '\\';
+    switch (ch) {
+      case '"': o += '"'; break;
+      case '\\': o += '\\'; break;
+      case '\b': o += 'b'; break;
+      case '\f': o += 'f'; break;
+      case '\n': o += 'n'; break;
+      case '\r': o += 'r'; break;
+      case '\t': o += 't'; break;
+      default:
+        o += "u00";
+        o += "0123456789abcdef"[ch >> 4];
+        o += "0123456789abcdef"[ch & 15];
+    }
+  }
+  o += '"';
+}
+
+char* put_text(char* p, std::string_view t) {
+  std::memcpy(p, t.data(), t.size());
+  return p + t.size();
+}
+
+// ,"name":v
+char* put_field(char* p, std::string_view name, uint64_t v) {
+  *p++ = ',';
+  *p++ = '"';
+  p = put_text(p, name);
+  *p++ = '"';
+  *p++ = ':';
+  return put_uint(p, v);
+}
+
+// ,"name":[[index,rank],...] for the non-zero registers: most endpoints meet few peers, so
+// the registers are scanned 8 at a time and the empty words skipped.
+template <unsigned P>
+char* put_registers(char* p, std::string_view name, const Hll<P>& h) {
+  static_assert(Hll<P>::kM % 8 == 0 && std::endian::native == std::endian::little);
+  *p++ = ',';
+  *p++ = '"';
+  p = put_text(p, name);
+  *p++ = '"';
+  *p++ = ':';
+  *p++ = '[';
+  char* first = p;
+  for (uint32_t w = 0; w < Hll<P>::kM; w += 8) {
+    uint64_t word;
+    std::memcpy(&word, h.reg + w, 8);
+    while (word) {
+      uint32_t byte = uint32_t(std::countr_zero(word)) / 8;
+      word &= ~(0xffull << (8 * byte));
+      if (p != first) *p++ = ',';
+      *p++ = '[';
+      p = put_uint(p, w + byte);
+      *p++ = ',';
+      p = put_uint(p, h.reg[w + byte]);
+      *p++ = ']';
+    }
+  }
+  *p++ = ']';
+  return p;
+}
+
+}  // namespace
+
+// By hand, not through nlohmann::json: run's workers format these between bursts of
+// records, and a JSON object per line cost ≈ 4.6 µs (perf BM_SketchLines). The text is
+// byte for byte what nlohmann's dump gave (unit test EndpointSketch.LineIsNlohmannsDump).
+void append_sketch_line(std::string& o, const EndpointSketch& s) {
+  const KindNames& n = names(s.kind);
+  // Everything but the address has a bound: 11 fields, at most 576 registers of
+  // ",[255,255]" (ranks stop at 59; a byte stops at 255), and the names.
+  char buf[640 + (2 * 256 + 64) * 10];
+  char* p = put_text(buf, "{\"linesight_sketch\":");
+  p = put_uint(p, EndpointSketch::kVersion);
+  p = put_text(p, ",\"kind\":\"");
+  p = put_text(p, n.addr);
+  p = put_text(p, "\",\"");
+  p = put_text(p, n.addr);
+  p = put_text(p, "\":");
+  o.append(buf, p);
+  append_json_string(o, s.addr);
+  p = put_field(buf, "seed", s.seed);
+  p = put_field(p, "window_ns", s.window_ns);
+  p = put_field(p, "window", s.window);
+  p = put_field(p, "first_ns", s.first_ns);
+  p = put_field(p, "last_ns", s.last_ns);
+  p = put_field(p, "flows", s.flows);
+  if (s.kind == SketchKind::server) p = put_field(p, "bytes", s.bytes);
+  p = put_field(p, "failed", s.failed);
+  p = put_field(p, "sensors", s.sensors);
+  p = put_registers(p, n.a, s.a);
+  p = put_registers(p, n.b, s.b);
+  p = put_registers(p, n.c, s.c);
+  p = put_text(p, "}\n");
+  o.append(buf, p);
+}
 
 std::string sketch_line(const EndpointSketch& s) {
-  const KindNames& n = names(s.kind);
-  nlohmann::ordered_json j = {{"linesight_sketch", EndpointSketch::kVersion},
-                              {"kind", n.addr},
-                              {n.addr, s.addr},
-                              {"seed", s.seed},
-                              {"window_ns", s.window_ns},
-                              {"window", s.window},
-                              {"first_ns", s.first_ns},
-                              {"last_ns", s.last_ns},
-                              {"flows", s.flows}};
-  if (s.kind == SketchKind::server) j["bytes"] = s.bytes;
-  j["failed"] = s.failed;
-  j["sensors"] = s.sensors;
-  j[n.a] = registers(s.a);
-  j[n.b] = registers(s.b);
-  j[n.c] = registers(s.c);
-  return j.dump() + "\n";
+  std::string o;
+  append_sketch_line(o, s);
+  return o;
 }
 
 EndpointSketch parse_sketch_line(const std::string& line) {
@@ -97,9 +186,9 @@ EndpointSketch parse_sketch_line(const std::string& line) {
     s.kind = *k == "server" ? SketchKind::server : SketchKind::client;
   }
   const KindNames& n = names(s.kind);
-  const auto addr = j.find(n.addr);
+  const auto addr = j.find(n.addr.data());
   if (addr == j.end() || !addr->is_string() || addr->get<std::string>().empty())
-    throw SketchError(std::string("\"") + n.addr + "\" missing or not an address");
+    throw SketchError(std::string("\"") + n.addr.data() + "\" missing or not an address");
   s.addr = *addr;
   s.seed = u64(j, "seed");
   s.window_ns = u64(j, "window_ns");
@@ -111,9 +200,9 @@ EndpointSketch parse_sketch_line(const std::string& line) {
   s.failed = u64(j, "failed");
   s.sensors = uint32_t(u64(j, "sensors"));
   if (s.failed > s.flows) throw SketchError("\"failed\" is more than \"flows\"");
-  s.a = registers_of<8>(j, n.a);
-  s.b = registers_of<8>(j, n.b);
-  s.c = registers_of<6>(j, n.c);
+  s.a = registers_of<8>(j, n.a.data());
+  s.b = registers_of<8>(j, n.b.data());
+  s.c = registers_of<6>(j, n.c.data());
   return s;
 }
 

@@ -42,6 +42,7 @@ struct EndpointSketch {
 
 // One line of JSON, '\n'-terminated.
 std::string sketch_line(const EndpointSketch& s);
+void append_sketch_line(std::string& out, const EndpointSketch& s);
 // Throws SketchError naming what is wrong with the line.
 EndpointSketch parse_sketch_line(const std::string& line);
 // b into a: both must be of the same kind, endpoint, seed and window (SketchError otherwise).

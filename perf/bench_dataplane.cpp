@@ -261,6 +261,18 @@ void BM_ExpirySweep(benchmark::State& st) {
 }
 BENCHMARK(BM_ExpirySweep)->Arg(100)->Arg(1);
 
+// An IPv4 TCP record to port 443, opened by the low address, `pkts` and `bytes` each way.
+FlowRecord https_record(uint32_t pkts, uint64_t bytes) {
+  FlowRecord r{};
+  r.e.key.ip_ver = 4;
+  r.e.key.proto = 6;
+  r.e.key.hi_port = 443;
+  r.e.init_lo = 1;
+  r.e.pkts[0] = r.e.pkts[1] = pkts;
+  r.e.bytes[0] = r.e.bytes[1] = bytes;
+  return r;
+}
+
 // Feature stage per flow record: timing features + pair lookup + periodicity over a full
 // 32-contact history, range(0) pairs in the table.
 void BM_FeatureStage(benchmark::State& st) {
@@ -268,13 +280,7 @@ void BM_FeatureStage(benchmark::State& st) {
   FeatureConfig fc;
   fc.pair_capacity = fc.first_contact_capacity = pairs * 2;
   FeatureStage fs(fc);
-  FlowRecord r{};
-  r.e.key.ip_ver = 4;
-  r.e.key.proto = 6;
-  r.e.key.hi_port = 443;
-  r.e.init_lo = 1;
-  r.e.pkts[0] = r.e.pkts[1] = 6;
-  r.e.bytes[0] = r.e.bytes[1] = 3000;
+  FlowRecord r = https_record(6, 3000);
   r.e.flags[0] = 0x1B;
   FeatureRow row;
   uint64_t t = 1'000'000'000'000ull;
@@ -339,6 +345,45 @@ void BM_FeatureTablesPrefetched(benchmark::State& st) {
   st.SetItemsProcessed(st.iterations() * kHold);
 }
 BENCHMARK(BM_FeatureTablesPrefetched)->Arg(1 << 10)->Arg(1 << 20);
+
+// --sketches-every in run: a worker formats its endpoints' sketch lines 64 table slots
+// between two bursts of records. range(0) clients, each contacting 3 of range(0) / 8
+// servers (sparse counters), every 64th of them 40 (dense); the servers meet ≈ 29
+// clients each (dense). One item = one line: ns per item × 64 is what a slice holds a
+// worker up for.
+void BM_SketchLines(benchmark::State& st) {
+  const uint32_t n = uint32_t(st.range(0));
+  FeatureConfig fc;
+  fc.hash_seed = 5;
+  fc.client_capacity = fc.server_capacity = 2 * n;
+  FeatureStage fs(fc);
+  FlowRecord r = https_record(4, 800);
+  FeatureRow row;
+  uint64_t t = 1'700'000'000'000'000'000ull;
+  std::mt19937 g(3);
+  for (uint32_t c = 0; c < n; c++) {
+    uint32_t cli = 0x0a000000u + c;
+    std::memcpy(r.e.key.lo, &cli, 4);
+    for (uint32_t k = 0; k < (c % 64 ? 3u : 40u); k++) {
+      uint32_t srv = 0xc0000000u + g() % (n / 8 + 1);
+      std::memcpy(r.e.key.hi, &srv, 4);
+      r.e.first_ns = r.e.last_ns = t += 1000;
+      fs.compute(r, row);
+    }
+  }
+  std::string text;
+  size_t lines = 0;
+  for (auto _ : st) {
+    text.clear();
+    uint32_t pos = 0;
+    while (!fs.sketch_lines(text, pos, 64, lines)) {
+    }
+    benchmark::DoNotOptimize(text.data());
+  }
+  st.SetItemsProcessed(int64_t(lines));
+  st.counters["bytes_per_line"] = double(text.size()) / double(lines / st.iterations());
+}
+BENCHMARK(BM_SketchLines)->Arg(1 << 14)->Unit(benchmark::kMillisecond);
 
 // 4,096 records with varied addresses, ports, sizes and timing (periodic pairs among
 // them), and their feature rows, so numbers in the text benchmarks have realistic widths.

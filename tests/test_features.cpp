@@ -841,6 +841,49 @@ TEST(EndpointSketch, LineRoundTripAndMerge) {
     EXPECT_THROW(parse_sketch_line(bad), SketchError) << bad;
 }
 
+// The hand-written line is what nlohmann's dump of the same object gives, byte for byte:
+// numbers at their extremes, empty and full registers, and addresses with every kind of
+// character a merged file may carry back (quotes, backslashes, control bytes, UTF-8).
+TEST(EndpointSketch, LineIsNlohmannsDump) {
+  auto regs = [](const auto& h) {
+    nlohmann::json a = nlohmann::json::array();
+    for (uint32_t i = 0; i < std::size(h.reg); i++)
+      if (h.reg[i]) a.push_back({i, h.reg[i]});
+    return a;
+  };
+  auto reference = [&](const EndpointSketch& s) {
+    bool srv = s.kind == SketchKind::server;
+    nlohmann::ordered_json j = {{"linesight_sketch", 2}, {"kind", srv ? "server" : "client"},
+                                {srv ? "server" : "client", s.addr}, {"seed", s.seed},
+                                {"window_ns", s.window_ns}, {"window", s.window}, {"first_ns", s.first_ns},
+                                {"last_ns", s.last_ns}, {"flows", s.flows}};
+    if (srv) j["bytes"] = s.bytes;
+    j["failed"] = s.failed;
+    j["sensors"] = s.sensors;
+    j[srv ? "clients" : "servers"] = regs(s.a);
+    j[srv ? "client_nets" : "ports"] = regs(s.b);
+    j[srv ? "ports" : "periodic_servers"] = regs(s.c);
+    return j.dump() + "\n";
+  };
+  std::mt19937_64 g(11);
+  const std::string addrs[] = {"10.0.0.1", "2001:db8::1", "a\"b\\c", std::string("\x01\x1f\x7f\b\f\n\r\t", 8),
+                               "h\xc3\xa9te", ""};
+  for (int round = 0; round < 200; round++) {
+    EndpointSketch s;
+    s.kind = round % 2 ? SketchKind::client : SketchKind::server;
+    s.addr = addrs[round % std::size(addrs)];
+    uint64_t* f[] = {&s.seed, &s.window_ns, &s.window, &s.first_ns, &s.last_ns, &s.flows, &s.bytes, &s.failed};
+    for (uint64_t* x : f) *x = round % 7 == 0 ? UINT64_MAX : round % 7 == 1 ? 0 : g() >> (g() % 64);
+    s.sensors = uint32_t(round % 5 == 0 ? UINT32_MAX : g());
+    for (int v = 0; v < round * 5; v++) {
+      s.a.add(g());
+      s.b.add(g());
+      s.c.add(g());
+    }
+    ASSERT_EQ(sketch_line(s), reference(s)) << "round " << round;
+  }
+}
+
 // A client line names its counters as a client's and has no bytes; a line of version 1
 // (before client sketches) still reads, as a server's.
 TEST(EndpointSketch, ClientLinesAndVersionOne) {
