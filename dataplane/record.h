@@ -83,8 +83,9 @@ struct RecordStage {
   virtual void prefetch(const FlowRecord&, bool /*slot*/) {}
   virtual void prefetch_client(const FlowRecord&, bool /*slot*/) {}
   // Appends the sketch lines (features/sketch_export.h) of the endpoints (servers, then
-  // clients) in the next `slots` slots from `pos` (0 to begin) to `out`, advancing pos; true once past the last slot.
-  // A slice at a time, so a worker exporting keeps taking records between slices.
+  // clients) in the next `slots` slots from `pos` (0 to begin) to `out`, advancing pos;
+  // true once past the last slot. A slice at a time, so a worker exporting keeps taking
+  // records between slices.
   virtual bool sketch_lines(std::string& /*out*/, uint32_t& /*pos*/, uint32_t /*slots*/, size_t& /*lines*/) {
     return true;
   }

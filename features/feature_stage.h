@@ -138,8 +138,8 @@ class FeatureStage final : public RecordStage {
            histories_.memory_bytes() + server_sketches_.memory_bytes() + client_sketches_.memory_bytes();
   }
 
-  // Every endpoint held (servers, then clients), as a sketch to export (features/sketch_export.h). Call on
-  // the stage's thread, or once it has stopped.
+  // Every endpoint held (servers, then clients), as a sketch to export
+  // (features/sketch_export.h). Call on the stage's thread, or once it has stopped.
   void sketches(const std::function<void(const EndpointSketch&)>& f) const {
     sketches(SketchKind::server, f, 0, UINT32_MAX);
     sketches(SketchKind::client, f, 0, UINT32_MAX);

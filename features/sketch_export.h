@@ -7,7 +7,8 @@
 // each with first and last seen. Sensors on different links each see part of an
 // endpoint's peers; the union of their sketches is the register-wise maximum, so merged
 // counts are those one sensor seeing every link would have computed, without any peer
-// address leaving a sensor.
+// address leaving a sensor. A client line names its client, though: these files stay
+// among an operator's own sensors (partners get the TI export).
 #pragma once
 #include <cstdint>
 #include <functional>
