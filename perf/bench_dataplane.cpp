@@ -382,6 +382,8 @@ void BM_SketchLines(benchmark::State& st) {
   }
   st.SetItemsProcessed(int64_t(lines));
   st.counters["bytes_per_line"] = double(text.size()) / double(lines / st.iterations());
+  FeatureCounters c = fs.counters();  // endpoints holding a dense block
+  st.counters["dense_share"] = double(c.servers.overflowed + c.clients.overflowed) / double(lines / st.iterations());
 }
 BENCHMARK(BM_SketchLines)->Arg(1 << 14)->Unit(benchmark::kMillisecond);
 
