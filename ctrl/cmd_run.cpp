@@ -321,7 +321,7 @@ int cmd_run(int argc, char** argv) {
                  if (!cfg.sketches_out.empty())
                    j["sketches"] = {{"path", cfg.sketches_out}, {"every_s", cfg.sketches_every_ns / 1'000'000'000ull},
                                     {"exports", sketch_exports}, {"endpoints", sketch_lines},
-                                    {"errors", sketch_errors}};
+                                    {"errors", sketch_errors}, {"clients", sketch_clients_name(cfg.sketch_clients)}};
                  if (outputs->ti_export)
                    j["ti_export"] = {{"dir", cfg.ti_export}, {"indicators", outputs->ti_export->indicators()},
                                      {"every_s", cfg.ti_export_every_ns / 1'000'000'000ull},

@@ -29,8 +29,9 @@ features.window), as the union of their HyperLogLog registers:
            failed contacts summed; first and last seen;
   clients: distinct servers, server ports and periodically contacted servers (fan-out
            and scans); flows and failed contacts summed; first and last seen.
-Every input must come from the same features.sketch_seed and features.window. Version 1
-files (servers only) are read too.
+Every input must come from the same features.sketch_seed and features.window, and name
+clients alike (--sketch-clients: by address, or by pseudonym under the same secret and
+rotation). Version 1 files (servers only) are read too.
 
   -o FILE        also write the merged sketches (they merge again, with other files)
   --top N        print the N servers with the most distinct clients and the N clients
@@ -50,9 +51,10 @@ void print_table(SketchKind kind, const std::vector<const EndpointSketch*>& orde
   if (kind == SketchKind::server)
     std::printf("%-40s %8s %7s %10s %11s %6s %10s %14s %7s\n", "server", "window", "sensors", "clients",
                 "client_nets", "ports", "flows", "bytes", "failed");
-  else
-    std::printf("%-40s %8s %7s %10s %6s %8s %10s %7s\n", "client", "window", "sensors", "servers", "ports",
-                "periodic", "flows", "failed");
+  else  // the merge refuses to mix clients by address and by pseudonym
+    std::printf("%-40s %8s %7s %10s %6s %8s %10s %7s\n",
+                order.empty() || order[0]->pseudonym_key.empty() ? "client" : "client (pseudonym)", "window",
+                "sensors", "servers", "ports", "periodic", "flows", "failed");
   for (const EndpointSketch* s : order) {
     double failed = s->flows ? double(s->failed) / double(s->flows) : 0;
     if (kind == SketchKind::server)
@@ -70,7 +72,12 @@ void print_json(const EndpointSketch& s) {
   double failed = s.flows ? double(s.failed) / double(s.flows) : 0;
   nlohmann::ordered_json j;
   j["kind"] = kind_name(s.kind);
-  j[kind_name(s.kind)] = s.addr;
+  if (s.pseudonym_key.empty()) {
+    j[kind_name(s.kind)] = s.addr;
+  } else {
+    j["client_pseudonym"] = s.addr;
+    j["pseudonym_key"] = s.pseudonym_key;
+  }
   j["window"] = s.window;
   j["sensors"] = s.sensors;
   if (s.kind == SketchKind::server) {
@@ -126,7 +133,10 @@ int merge(int argc, char** argv) {
   }
   if (files.empty()) return usage();
   std::map<Key, EndpointSketch> merged;
-  EndpointSketch first;  // every sketch must share its seed and window length
+  // Every sketch must share the first's seed and window length; every client line the
+  // first client line's pseudonym key ("": by address).
+  EndpointSketch first;
+  std::optional<std::string> first_client;
   size_t lines = 0;
   for (const auto& f : files) {
     std::ifstream in(f);
@@ -140,11 +150,14 @@ int merge(int argc, char** argv) {
       try {
         EndpointSketch s = parse_sketch_line(line);
         if (!lines++) first = s;
-        if (first.seed != s.seed || first.window_ns != s.window_ns) {  // even for an endpoint seen once
-          EndpointSketch probe = first;
+        if (s.kind == SketchKind::client && !first_client) first_client = s.pseudonym_key;
+        const std::string& key = s.kind == SketchKind::client ? *first_client : s.pseudonym_key;
+        if (first.seed != s.seed || first.window_ns != s.window_ns || key != s.pseudonym_key) {
+          EndpointSketch probe = first;  // even for an endpoint seen once
           probe.kind = s.kind;
           probe.addr = s.addr;
           probe.window = s.window;
+          probe.pseudonym_key = key;
           merge_sketch(probe, s);  // throws, naming the difference
         }
         auto [it, fresh] = merged.try_emplace(Key{s.kind, s.addr, s.window}, s);

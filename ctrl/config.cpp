@@ -1,5 +1,5 @@
 #include "ctrl/config.h"
-#include "ctrl/ti_export.h"
+#include "features/pseudonym.h"
 
 #include <cstdio>
 #include <yaml-cpp/yaml.h>
@@ -38,6 +38,14 @@ uint64_t dur(const std::string& file, const YAML::Node& n, const std::string& ke
   } catch (const ConfigError& e) {
     throw ConfigError(where(file, n, key) + e.what());
   }
+}
+
+SketchClients sketch_clients(const std::string& file, const YAML::Node& n, const std::string& key) {
+  SketchClients c;
+  if (!n.IsScalar() || !parse_sketch_clients(n.Scalar(), c))
+    throw ConfigError(where(file, n, key) + "expected address, pseudonym or none, got '" +
+                      (n.IsScalar() ? n.Scalar() : std::string("<non-scalar>")) + "'");
+  return c;
 }
 
 using Handler = std::function<void(const YAML::Node&, const std::string&)>;
@@ -266,6 +274,7 @@ void apply(const YAML::Node& root, Config& c, const std::string& file) {
              {"features", [&](auto& v, auto&) { c.features_out = v.Scalar(); }},
              {"sketches", [&](auto& v, auto&) { c.sketches_out = v.Scalar(); }},
              {"sketches_every", [&](auto& v, auto& k) { c.sketches_every_ns = dur(file, v, k); }},
+             {"sketch_clients", [&](auto& v, auto& k) { c.sketch_clients = sketch_clients(file, v, k); }},
              {"rotate_bytes", [&](auto& v, auto& k) { c.rotate_bytes = as<uint64_t>(file, v, k); }},
              {"rotate_interval", [&](auto& v, auto& k) { c.rotate_interval_ns = dur(file, v, k); }},
              {"ipfix_template_refresh", [&](auto& v, auto& k) { c.ipfix_template_refresh_ns = dur(file, v, k); }},
@@ -369,6 +378,13 @@ void validate(const Config& c) {
   if (t.sweep_period_ns == 0) throw ConfigError("table.sweep_period must be > 0");
   if (c.sketches_every_ns && c.sketches_out.empty())
     throw ConfigError("--sketches-every (output.sketches_every) needs --sketches-out (output.sketches)");
+  if (c.sketch_clients == SketchClients::pseudonym) {
+    if (c.pseudonym_secret_file.empty())
+      throw ConfigError("--sketch-clients pseudonym needs --pseudonym-secret (ti_export.pseudonym_secret)");
+    if (!c.feature_window_ns)
+      throw ConfigError("--sketch-clients pseudonym needs features.window: a pseudonym's period is taken from "
+                        "its window's start, so that every sensor names a client alike");
+  }
 }
 
 const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/config.md)
@@ -384,6 +400,9 @@ const char* kCommonFlagsHelp = R"(  --config FILE          YAML config (docs/con
   --sketches-out FILE    at exit, every server's and client's distinct-peer sketches, JSON lines, to
                          merge across sensors (linesight sketches merge; docs/features.md)
   --sketches-every D     also rewrite it every D while running (run, collect; e.g. 10m)
+  --sketch-clients HOW   client lines name the client by address (the default, for one's own
+                         sensors), by keyed pseudonym (pseudonym: needs --pseudonym-secret and
+                         features.window), or are left out (none)
   --ti-export DIR        indicators of flagged servers at exit: CSV, JSON, STIX 2.1, MISP feed
                          (docs/ti.md; no client address is ever written)
   --privacy-k N          client counts leave only from N distinct clients (5)
@@ -476,7 +495,9 @@ void finish_config(Config& c) {
     }
   }
   if (!c.pseudonym_secret_file.empty()) {
-    if (c.ti_export.empty()) throw ConfigError("--pseudonym-secret needs --ti-export (pseudonyms only go into exports)");
+    if (c.ti_export.empty() && c.sketch_clients != SketchClients::pseudonym)
+      throw ConfigError("--pseudonym-secret needs --ti-export or --sketch-clients pseudonym (pseudonyms only go "
+                        "into exports)");
     if (!c.pseudonym_rotate_ns) throw ConfigError("--pseudonym-rotate must be > 0");
     try {
       c.pseudonym_secret = Pseudonymizer::read_secret(c.pseudonym_secret_file);
@@ -531,6 +552,11 @@ bool apply_common_flag(Config& cfg, int argc, char** argv, int& i) {
   else if (a == "--detections-out") cfg.detections_out = val();
   else if (a == "--sketches-out") cfg.sketches_out = val();
   else if (a == "--sketches-every") cfg.sketches_every_ns = parse_duration_ns(val());
+  else if (a == "--sketch-clients") {
+    std::string v = val();
+    if (!parse_sketch_clients(v, cfg.sketch_clients))
+      throw ConfigError("--sketch-clients is address, pseudonym or none, not '" + v + "'");
+  }
   else if (a == "--app") cfg.apps.push_back(val());
   else if (a == "--ti-export") cfg.ti_export = val();
   else if (a == "--privacy-k") cfg.privacy_k = flag_num<uint32_t>(a, val());

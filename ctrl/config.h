@@ -11,6 +11,7 @@
 #include "features/signatures.h"
 #include "features/ti_table.h"
 #include "features/partners.h"
+#include "features/sketch_export.h"
 
 namespace ls {
 
@@ -58,6 +59,7 @@ struct Config {
   std::string detections_out;  // detections as JSON lines (docs/detect.md), empty = off
   std::string sketches_out;    // endpoint sketches at exit (features/sketch_export.h), empty = off
   uint64_t sketches_every_ns = 0;  // and every so often in run / collect (0: at exit only)
+  SketchClients sketch_clients = SketchClients::address;  // how client lines leave
   // Any output that needs the feature stage.
   bool features_on() const { return !features_out.empty() || !detections_out.empty() || !sketches_out.empty(); }
   std::vector<std::string> apps;  // detection app specs (detect/apps.h parse_app)

@@ -33,6 +33,9 @@ inline FeatureConfig feature_config(const Config& c) {
   fc.window_ns = c.feature_window_ns;
   fc.hash_seed = c.core.table.hash_seed;
   fc.sketch_seed = c.sketch_seed;
+  fc.sketch_clients = c.sketch_clients;
+  fc.pseudonym_secret = c.pseudonym_secret;
+  fc.pseudonym_rotate_ns = c.pseudonym_rotate_ns;
   fc.rules = c.loaded_rules;
   return fc;
 }

@@ -10,9 +10,6 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <sys/stat.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -88,46 +85,6 @@ bool is_public(const uint8_t* a, uint8_t ver) {
   if (a[0] == 0xFE && (a[1] & 0xC0) == 0x80) return false;    // link-local
   if (std::memcmp(a, zero, 10) == 0 && a[10] == 0xFF && a[11] == 0xFF) return is_public(a + 12, 4);  // v4-mapped
   return true;
-}
-
-Pseudonymizer::Pseudonymizer(std::string secret, uint64_t rotate_ns) : secret_(std::move(secret)), rotate_ns_(rotate_ns) {
-  if (secret_.size() < 16) throw std::invalid_argument("pseudonym secret must be at least 16 bytes");
-  if (!rotate_ns_) throw std::invalid_argument("pseudonym rotation period must be > 0");
-}
-
-std::string Pseudonymizer::read_secret(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error(path + ": cannot read the pseudonym secret");
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  if (s.size() < 16) throw std::runtime_error(path + ": pseudonym secret shorter than 16 bytes");
-  struct stat st {};
-  if (stat(path.c_str(), &st) == 0 && (st.st_mode & 077))
-    std::fprintf(stderr, "linesight: warning: %s is readable by group or others (chmod 600)\n", path.c_str());
-  return s;
-}
-
-std::string Pseudonymizer::of(const uint8_t* addr, uint8_t ver, uint64_t t_ns) {
-  uint64_t p = period(t_ns);
-  unsigned int len = 32;
-  if (p != key_period_) {  // derive this period's key once
-    std::string label = "linesight-pseudonym-v1|" + std::to_string(rotate_ns_) + "|" + std::to_string(p);
-    HMAC(EVP_sha256(), secret_.data(), int(secret_.size()), reinterpret_cast<const unsigned char*>(label.data()),
-         label.size(), key_, &len);
-    key_period_ = p;
-  }
-  unsigned char msg[17], out[32];
-  msg[0] = ver;
-  std::memcpy(msg + 1, addr, 16);
-  if (ver == 4) std::memset(msg + 5, 0, 12);
-  HMAC(EVP_sha256(), key_, 32, msg, sizeof msg, out, &len);
-  static const char hex[] = "0123456789abcdef";
-  std::string o(24, '0');
-  for (int i = 0; i < 12; i++) {
-    o[size_t(2 * i)] = hex[out[i] >> 4];
-    o[size_t(2 * i + 1)] = hex[out[i] & 15];
-  }
-  return o;
 }
 
 TiExporter::TiExporter(TiExportConfig c) : cfg_(std::move(c)) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "detect/apps.h"
+#include "features/pseudonym.h"
 
 namespace ls {
 
@@ -21,28 +22,6 @@ const char* proto_name(uint8_t proto);  // tcp, udp, icmp, ipv6-icmp, ip
 // Globally routable: private, loopback, link-local, CGN, multicast and reserved addresses
 // are someone's inside, never an indicator.
 bool is_public(const uint8_t* addr, uint8_t ip_ver);
-
-// Keyed client pseudonyms for operators who agree to correlate clients (off by default):
-// pseudonym = HMAC-SHA256(period key, client address), period key = HMAC-SHA256(secret,
-// period number). Partners holding the same secret get the same pseudonym for the same
-// client within a period; without the secret it cannot be reversed or tested against a
-// guessed address, and rotation stops linking a client across periods.
-class Pseudonymizer {
- public:
-  // `secret` ≥ 16 bytes (throws std::invalid_argument); `rotate_ns` > 0.
-  Pseudonymizer(std::string secret, uint64_t rotate_ns);
-  // Reads the secret from a file (trailing newline dropped); throws naming the file.
-  static std::string read_secret(const std::string& path);
-  uint64_t period(uint64_t t_ns) const { return t_ns / rotate_ns_; }
-  uint64_t rotate_ns() const { return rotate_ns_; }
-  std::string of(const uint8_t* addr, uint8_t ip_ver, uint64_t t_ns);  // 24 hex digits
-
- private:
-  std::string secret_;
-  uint64_t rotate_ns_;
-  uint64_t key_period_ = UINT64_MAX;
-  unsigned char key_[32];
-};
 
 struct TiExportConfig {
   std::string dir;

@@ -22,6 +22,12 @@ FeatureStage::FeatureStage(const FeatureConfig& c)
       servers_(c.server_capacity, c.pair_max_age_ns, c.hash_seed ^ 0x5e4e7, {&server_sketches_}),
       clients_(c.client_capacity, c.pair_max_age_ns, c.hash_seed ^ 0xc11e47, {&client_sketches_}) {
   if (c.rules) matcher_ = std::make_unique<SignatureMatcher>(c.rules);
+  if (c.sketch_clients == SketchClients::pseudonym) {
+    // A pseudonym's period is its window's: sensors agree on it without a common clock.
+    if (!c.window_ns) throw std::invalid_argument("client sketches by pseudonym need a feature window");
+    pseudonyms_ = std::make_unique<Pseudonymizer>(c.pseudonym_secret, c.pseudonym_rotate_ns);
+    pseudonym_key_ = pseudonyms_->key_id();
+  }
 }
 
 bool FeatureStage::offer_rules(std::unique_ptr<SignatureMatcher> m) {
@@ -136,6 +142,10 @@ bool FeatureStage::sketch_lines(std::string& out, uint32_t& pos, uint32_t slots,
   // pos: a slot of the servers' table, then kClientSlices + a slot of the clients' (a
   // table grown between slices does not move the other's positions).
   constexpr uint32_t kClientSlices = 1u << 31;
+  if (pos >= kClientSlices && cfg_.sketch_clients == SketchClients::none) {
+    pos = kClientSlices;
+    return true;
+  }
   const bool clients = pos >= kClientSlices;
   const uint32_t at = pos - (clients ? kClientSlices : 0), end = clients ? clients_.slots() : servers_.slots();
   const uint32_t to = at + std::min(slots, end - std::min(at, end));
@@ -157,9 +167,14 @@ void FeatureStage::sketches(SketchKind kind, const std::function<void(const Endp
   s.kind = kind;
   s.seed = cfg_.sketch_seed;
   s.window_ns = cfg_.window_ns;
+  if (kind == SketchKind::client && cfg_.sketch_clients == SketchClients::none) return;
+  s.pseudonym_key = kind == SketchKind::client ? pseudonym_key_ : std::string();
   auto common = [&](const EndpointKey& k, const auto& v) {
     char a[64];
-    s.addr.assign(a, put_ip(a, k.addr, k.ver));
+    if (!s.pseudonym_key.empty())
+      s.addr = pseudonyms_->of(k.addr, k.ver, v.window * cfg_.window_ns);
+    else
+      s.addr.assign(a, put_ip(a, k.addr, k.ver));
     s.window = v.window;
     s.first_ns = v.first_ns;
     s.last_ns = v.last_ns;

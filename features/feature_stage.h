@@ -13,6 +13,7 @@
 #include "dataplane/record.h"
 #include "features/bounded_table.h"
 #include "features/endpoint_sketch.h"
+#include "features/pseudonym.h"
 #include "features/sketch_export.h"
 #include "features/partners.h"
 #include "features/periodicity.h"
@@ -36,6 +37,11 @@ struct FeatureConfig {
   // same traffic gives the same counts on every run, and sketches merge only between
   // sensors hashing alike.
   uint64_t sketch_seed = 1;  // 1: what --hash-seed 1 gave before (the shipped models' training)
+  // Exported client sketches (--sketch-clients): by address, by keyed pseudonym (under
+  // pseudonym_secret, rotated every pseudonym_rotate_ns; needs window_ns) or none.
+  SketchClients sketch_clients = SketchClients::address;
+  std::string pseudonym_secret;
+  uint64_t pseudonym_rotate_ns = 86'400'000'000'000ull;
   std::shared_ptr<const RuleSet> rules;  // payload signatures; null = none
   std::shared_ptr<const TiTable> ti;     // threat-intel feeds; null = none
   std::shared_ptr<const PartnerTable> partners;  // partner enriched features; null = none
@@ -138,8 +144,8 @@ class FeatureStage final : public RecordStage {
            histories_.memory_bytes() + server_sketches_.memory_bytes() + client_sketches_.memory_bytes();
   }
 
-  // Every endpoint held (servers, then clients), as a sketch to export
-  // (features/sketch_export.h). Call on the stage's thread, or once it has stopped.
+  // Every endpoint held (servers, then clients as cfg.sketch_clients says), as a sketch to
+  // export (features/sketch_export.h). Call on the stage's thread, or once it has stopped.
   void sketches(const std::function<void(const EndpointSketch&)>& f) const {
     sketches(SketchKind::server, f, 0, UINT32_MAX);
     sketches(SketchKind::client, f, 0, UINT32_MAX);
@@ -232,6 +238,10 @@ class FeatureStage final : public RecordStage {
                 uint32_t to) const;
 
   FeatureConfig cfg_;
+  // sketch_clients == pseudonym: the stage's own (it caches the period key). Mutable: the
+  // const export derives keys.
+  mutable std::unique_ptr<Pseudonymizer> pseudonyms_;
+  std::string pseudonym_key_;
   std::unique_ptr<SignatureMatcher> matcher_;  // own Hyperscan scratch
   std::atomic<SignatureMatcher*> pending_{nullptr};  // control → stage
   std::atomic<SignatureMatcher*> retired_{nullptr};  // stage → control

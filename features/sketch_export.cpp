@@ -35,6 +35,11 @@ Hll<P> registers_of(const nlohmann::json& j, const char* name) {
   return h;
 }
 
+bool is_hex(const std::string& s, size_t len) {  // lower case, as Pseudonymizer writes
+  auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
+  return s.size() == len && std::all_of(s.begin(), s.end(), hex);
+}
+
 uint64_t u64(const nlohmann::json& j, const char* name) {
   const auto it = j.find(name);
   if (it == j.end() || !it->is_number_unsigned())
@@ -54,6 +59,21 @@ const KindNames& names(SketchKind k) { return kNames[static_cast<int>(k)]; }
 }  // namespace
 
 const char* kind_name(SketchKind k) { return names(k).addr.data(); }  // each is a literal
+
+namespace {
+constexpr const char* kClientsNames[] = {"address", "pseudonym", "none"};
+}
+
+bool parse_sketch_clients(const std::string& s, SketchClients& out) {
+  for (int i = 0; i < 3; i++)
+    if (s == kClientsNames[i]) {
+      out = SketchClients(i);
+      return true;
+    }
+  return false;
+}
+
+const char* sketch_clients_name(SketchClients c) { return kClientsNames[static_cast<int>(c)]; }
 
 namespace {
 
@@ -117,8 +137,15 @@ void append_sketch_line(std::string& o, const EndpointSketch& s) {
   w.text(n.addr);
   w.run<1>().lit("\",\"");
   w.text(n.addr);
-  w.run<1>().lit("\":");
-  put_json_string(w, s.addr);
+  if (s.pseudonym_key.empty()) {
+    w.run<1>().lit("\":");
+    put_json_string(w, s.addr);
+  } else {
+    w.run<1>().lit("_pseudonym\":");
+    put_json_string(w, s.addr);
+    w.run<1>().lit(",\"pseudonym_key\":");
+    put_json_string(w, s.pseudonym_key);
+  }
   w.run<12>()
       .lit(",\"seed\":").num(s.seed)
       .lit(",\"window_ns\":").num(s.window_ns)
@@ -156,10 +183,21 @@ EndpointSketch parse_sketch_line(const std::string& line) {
     s.kind = *k == "server" ? SketchKind::server : SketchKind::client;
   }
   const KindNames& n = names(s.kind);
-  const auto addr = j.find(n.addr.data());
-  if (addr == j.end() || !addr->is_string() || addr->get<std::string>().empty())
-    throw SketchError(std::string("\"") + n.addr.data() + "\" missing or not an address");
-  s.addr = *addr;
+  if (const auto p = j.find("client_pseudonym"); s.kind == SketchKind::client && p != j.end()) {
+    const auto key = j.find("pseudonym_key");
+    if (j.contains("client")) throw SketchError("both \"client\" and \"client_pseudonym\"");
+    if (!p->is_string() || !is_hex(p->get<std::string>(), 24))
+      throw SketchError("\"client_pseudonym\" is not 24 hex digits");
+    if (key == j.end() || !key->is_string() || !is_hex(key->get<std::string>(), 8))
+      throw SketchError("\"pseudonym_key\" missing or not 8 hex digits");
+    s.addr = *p;
+    s.pseudonym_key = *key;
+  } else {
+    const auto addr = j.find(n.addr.data());
+    if (addr == j.end() || !addr->is_string() || addr->get<std::string>().empty())
+      throw SketchError(std::string("\"") + n.addr.data() + "\" missing or not an address");
+    s.addr = *addr;
+  }
   s.seed = u64(j, "seed");
   s.window_ns = u64(j, "window_ns");
   s.window = u64(j, "window");
@@ -183,6 +221,13 @@ void merge_sketch(EndpointSketch& a, const EndpointSketch& b) {
   if (a.seed != b.seed)
     throw SketchError("sketch seeds differ (" + std::to_string(a.seed) + " and " + std::to_string(b.seed) +
                       "): registers compare only under the same features.sketch_seed");
+  if (a.pseudonym_key != b.pseudonym_key) {
+    if (a.pseudonym_key.empty() || b.pseudonym_key.empty())
+      throw SketchError("client lines by address and by pseudonym do not merge: set the same --sketch-clients on "
+                        "every sensor");
+    throw SketchError("client pseudonym keys differ (" + a.pseudonym_key + " and " + b.pseudonym_key +
+                      "): set the same --pseudonym-secret and --pseudonym-rotate on every sensor");
+  }
   if (a.window_ns != b.window_ns)
     throw SketchError("windows differ (" + std::to_string(a.window_ns) + " and " + std::to_string(b.window_ns) +
                       " ns): set the same features.window on every sensor");

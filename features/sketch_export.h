@@ -7,8 +7,9 @@
 // each with first and last seen. Sensors on different links each see part of an
 // endpoint's peers; the union of their sketches is the register-wise maximum, so merged
 // counts are those one sensor seeing every link would have computed, without any peer
-// address leaving a sensor. A client line names its client, though: these files stay
-// among an operator's own sensors (partners get the TI export).
+// address leaving a sensor. A client line names its client by address, by keyed pseudonym
+// (features/pseudonym.h, --sketch-clients pseudonym) or is left out (none): by address,
+// these files stay among an operator's own sensors (partners get the TI export).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -26,11 +27,20 @@ struct SketchError : std::runtime_error {
 enum class SketchKind : uint8_t { server, client };
 const char* kind_name(SketchKind k);
 
+// How client lines leave a sensor (--sketch-clients).
+enum class SketchClients : uint8_t { address, pseudonym, none };
+// "address", "pseudonym", "none"; false for anything else.
+bool parse_sketch_clients(const std::string& s, SketchClients& out);
+const char* sketch_clients_name(SketchClients c);
+
 struct EndpointSketch {
   // 2 added the kind and client lines; version 1 files (servers only) are still read.
   static constexpr int kVersion = 2;
   SketchKind kind = SketchKind::server;
-  std::string addr;     // the endpoint's address text
+  std::string addr;     // the endpoint's address text, or its pseudonym (below)
+  // Clients only: empty when `addr` is the address; else `addr` is the client's keyed
+  // pseudonym (24 hex digits) and this the key's id (Pseudonymizer::key_id).
+  std::string pseudonym_key;
   uint64_t seed = 1;    // features.sketch_seed: registers compare only under the same seed
   uint64_t window_ns = 0, window = 0;  // features.window and the tumbling window's index
   uint64_t first_ns = 0, last_ns = 0, flows = 0, bytes = 0, failed = 0;  // bytes: servers only
@@ -46,7 +56,8 @@ std::string sketch_line(const EndpointSketch& s);
 void append_sketch_line(std::string& out, const EndpointSketch& s);
 // Throws SketchError naming what is wrong with the line.
 EndpointSketch parse_sketch_line(const std::string& line);
-// b into a: both must be of the same kind, endpoint, seed and window (SketchError otherwise).
+// b into a: both must be of the same kind, endpoint, seed, window and pseudonym key
+// (SketchError otherwise, naming the difference).
 void merge_sketch(EndpointSketch& a, const EndpointSketch& b);
 
 // Calls its argument once per endpoint sketch.

@@ -350,12 +350,16 @@ BENCHMARK(BM_FeatureTablesPrefetched)->Arg(1 << 10)->Arg(1 << 20);
 // between two bursts of records. range(0) clients, each contacting 3 of range(0) / 8
 // servers (sparse counters), every 64th of them 40 (dense); the servers meet ≈ 29
 // clients each (dense). One item = one line: ns per item × 64 is what a slice holds a
-// worker up for.
+// worker up for. range(1): clients by address (0), by keyed pseudonym (1: one
+// HMAC-SHA256 a client line), or none (2).
 void BM_SketchLines(benchmark::State& st) {
   const uint32_t n = uint32_t(st.range(0));
   FeatureConfig fc;
   fc.hash_seed = 5;
   fc.client_capacity = fc.server_capacity = 2 * n;
+  fc.window_ns = 3'600'000'000'000ull;  // pseudonyms need one; every variant has it
+  fc.sketch_clients = SketchClients(st.range(1));
+  fc.pseudonym_secret = "bench-secret-0123456789";
   FeatureStage fs(fc);
   FlowRecord r = https_record(4, 800);
   FeatureRow row;
@@ -385,7 +389,7 @@ void BM_SketchLines(benchmark::State& st) {
   FeatureCounters c = fs.counters();  // endpoints holding a dense block
   st.counters["dense_share"] = double(c.servers.overflowed + c.clients.overflowed) / double(lines / st.iterations());
 }
-BENCHMARK(BM_SketchLines)->Arg(1 << 14)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SketchLines)->Args({1 << 14, 0})->Args({1 << 14, 1})->Args({1 << 14, 2})->Unit(benchmark::kMillisecond);
 
 // 4,096 records with varied addresses, ports, sizes and timing (periodic pairs among
 // them), and their feature rows, so numbers in the text benchmarks have realistic widths.

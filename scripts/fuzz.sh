@@ -99,6 +99,14 @@ PY
       if [ -x build/ctrl/linesight ] && [ -f "$DATA/stopddos/amp.UDP.isakmp.pcap" ]; then
         build/ctrl/linesight replay "$DATA/stopddos/amp.UDP.isakmp.pcap" --quiet --flows-out /dev/null \
           --sketches-out "$d/isakmp" && head -n 1 "$d/isakmp" > "$d/dense" && rm "$d/isakmp"  # its server: dense registers
+      fi
+      if [ -x build/ctrl/linesight ] && [ -f "$DATA/slips/test7-malicious-hide-and-seek.pcap" ]; then  # clients by pseudonym
+        printf 'features:\n  window: 10m\n' > "$d/window.yaml"; printf 'fuzz-seed-secret-0123456789' > "$d/secret"
+        chmod 600 "$d/secret"
+        build/ctrl/linesight replay "$DATA/slips/test7-malicious-hide-and-seek.pcap" --quiet --flows-out /dev/null \
+          --config "$d/window.yaml" --sketch-clients pseudonym --pseudonym-secret "$d/secret" \
+          --sketches-out "$d/all.jsonl" && grep client_pseudonym "$d/all.jsonl" | split -l 2 - "$d/pseudonyms-"
+        rm -f "$d/all.jsonl" "$d/window.yaml" "$d/secret"
       fi ;;
     ctl)
       printf '%s' '{"cmd":"/echo?a=1&b=2"}' > "$d/echo"; printf '%s' '{"cmd":"/help"}' > "$d/help"

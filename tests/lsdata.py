@@ -1,5 +1,8 @@
 """Shared helpers for the Python integration tests: where the data and binary are, and
 how to skip (exit 77 = skipped for meson) with a clear message."""
+import hashlib
+import hmac
+import ipaddress
 import json
 import os
 import subprocess
@@ -93,6 +96,16 @@ def free_udp_port(kind=None):
 
 
 failures = 0
+
+
+def pseudonym(secret, rotate_ns, t_ns, client):
+    """(period, pseudonym) by the construction documented in docs/ti.md (TI export, client
+    sketches), written independently of the C++."""
+    a = ipaddress.ip_address(client)
+    period = t_ns // rotate_ns
+    key = hmac.new(secret, f"linesight-pseudonym-v1|{rotate_ns}|{period}".encode(), hashlib.sha256).digest()
+    msg = bytes([a.version]) + a.packed + bytes(16 - len(a.packed))
+    return period, hmac.new(key, msg, hashlib.sha256).hexdigest()[:24]
 
 
 def check(cond, what):

@@ -114,6 +114,35 @@ ti_export:
   EXPECT_NE(error_of("ti_export: {secret: x}").find("secret"), std::string::npos);  // unknown key named
 }
 
+// output.sketch_clients: named values only; pseudonyms need a secret and a feature window
+// (validate() says which is missing).
+TEST(Config, SketchClients) {
+  Config c;
+  load_config_string("output: {sketches: s.jsonl, sketch_clients: none}", c, "t.yaml");
+  EXPECT_EQ(c.sketch_clients, SketchClients::none);
+  validate(c);
+  EXPECT_NE(error_of("output: {sketch_clients: hashed}").find("t.yaml:1: .output.sketch_clients: expected address, "
+                                                             "pseudonym or none, got 'hashed'"),
+            std::string::npos);
+  auto invalid = [](const std::string& yaml) {
+    Config p;
+    load_config_string(yaml, p, "t.yaml");
+    try {
+      validate(p);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(invalid("output: {sketch_clients: pseudonym}").find("needs --pseudonym-secret"), std::string::npos);
+  EXPECT_NE(invalid("output: {sketch_clients: pseudonym}\nti_export: {pseudonym_secret: k}")
+                .find("needs features.window"),
+            std::string::npos);
+  EXPECT_EQ(invalid("output: {sketch_clients: pseudonym}\nti_export: {pseudonym_secret: k}\n"
+                    "features: {window: 5m}"),
+            "");
+}
+
 TEST(Config, SamplingSpec) {
   auto s = parse_sampling_spec("flow_hash:100:42");
   EXPECT_EQ(s.mode, SampleMode::FLOW_HASH);

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <vector>
 
+#include <arpa/inet.h>
 #include <nlohmann/json.hpp>
 
 #include "features/feature_stage.h"
@@ -727,6 +728,81 @@ TEST(FeatureStage, SketchSlicesCoverEveryEndpointOnce) {
   EXPECT_GT(passes, 790u / 7);
 }
 
+// --sketch-clients: a client line carries the documented pseudonym of its address (the
+// period of its window's start) and the key's id, or there are no client lines at all (in
+// slices too); servers are named by address either way.
+TEST(FeatureStage, SketchClientsByPseudonymOrNone) {
+  FeatureConfig c;
+  // 10 min windows, pseudonyms rotated every 25 min: some windows straddle two periods,
+  // and the window's start decides (a sensor's own first or last sighting would not agree).
+  c.window_ns = 600'000'000'000ull;
+  c.pseudonym_rotate_ns = 1'500'000'000'000ull;
+  c.pseudonym_secret = "sixteen-bytes-or-more";
+  EXPECT_THROW(FeatureStage({.sketch_clients = SketchClients::pseudonym}), std::invalid_argument);  // no window
+  auto fill = [](FeatureStage& st) {
+    FlowRecord r = ipv4_record(6);
+    FeatureRow row;
+    // One window, [T, T + 10 min), with a period boundary at T + 5 min; clients 0..14 are
+    // seen before it, 15..29 after.
+    const uint64_t t = 1'700'002'200'000'000'000ull;
+    for (uint32_t i = 0; i < 300; i++) {
+      r.e.key.lo[0] = 10, r.e.key.lo[3] = uint8_t(i / 10);
+      r.e.key.hi[0] = 200, r.e.key.hi[3] = uint8_t(i % 9);
+      r.e.first_ns = r.e.last_ns = t + 2'000'000'000ull * i;
+      st.compute(r, row);
+    }
+  };
+  auto lines = [](FeatureStage& st, uint32_t slots) {
+    std::string text;
+    uint32_t pos = 0;
+    size_t n = 0;
+    while (!st.sketch_lines(text, pos, slots, n)) {
+    }
+    return text;
+  };
+  std::vector<EndpointSketch> by_addr, by_pseudonym, servers_only;
+  FeatureStage a(c);
+  fill(a);
+  a.sketches([&](const EndpointSketch& s) { by_addr.push_back(s); });
+  c.sketch_clients = SketchClients::pseudonym;
+  FeatureStage p(c);
+  fill(p);
+  p.sketches([&](const EndpointSketch& s) { by_pseudonym.push_back(s); });
+  c.sketch_clients = SketchClients::none;
+  FeatureStage n(c);
+  fill(n);
+  n.sketches([&](const EndpointSketch& s) { servers_only.push_back(s); });
+
+  ASSERT_EQ(by_addr.size(), by_pseudonym.size());
+  Pseudonymizer ps(c.pseudonym_secret, c.pseudonym_rotate_ns);
+  size_t clients = 0;
+  for (size_t i = 0; i < by_addr.size(); i++) {
+    const EndpointSketch &x = by_addr[i], &y = by_pseudonym[i];
+    EXPECT_TRUE(x.pseudonym_key.empty());
+    EXPECT_EQ(x.window, y.window);
+    EXPECT_EQ(x.flows, y.flows);
+    if (x.kind == SketchKind::server) {
+      EXPECT_EQ(y.addr, x.addr);
+      EXPECT_TRUE(y.pseudonym_key.empty());
+      continue;
+    }
+    clients++;
+    uint8_t ip[16] = {};
+    ASSERT_EQ(inet_pton(AF_INET, x.addr.c_str(), ip), 1);
+    EXPECT_EQ(y.addr, ps.of(ip, 4, x.window * c.window_ns)) << x.addr;
+    EXPECT_EQ(y.pseudonym_key, ps.key_id());
+    EXPECT_EQ(parse_sketch_line(sketch_line(y)).addr, y.addr);
+  }
+  EXPECT_EQ(clients, 30u);
+  EXPECT_EQ(servers_only.size(), by_addr.size() - clients);
+  for (const auto& s : servers_only) EXPECT_EQ(s.kind, SketchKind::server);
+  std::string sliced = lines(n, 4), whole;
+  for (const auto& s : servers_only) whole += sketch_line(s);
+  EXPECT_EQ(sliced, whole);
+  EXPECT_EQ(lines(p, 4).find("\"client\":"), std::string::npos);
+  EXPECT_NE(lines(a, 4).find("\"client\":"), std::string::npos);
+}
+
 // A pair's starts move from the entry to a pool block at the 8th. The scores must be those
 // of the 32 latest starts whatever the form and arrival order, and evicted pairs give
 // their blocks back (the pool holds one per table slot and aborts if it runs out).
@@ -853,10 +929,16 @@ TEST(EndpointSketch, LineIsNlohmannsDump) {
   };
   auto reference = [&](const EndpointSketch& s) {
     bool srv = s.kind == SketchKind::server;
-    nlohmann::ordered_json j = {{"linesight_sketch", 2}, {"kind", srv ? "server" : "client"},
-                                {srv ? "server" : "client", s.addr}, {"seed", s.seed},
-                                {"window_ns", s.window_ns}, {"window", s.window}, {"first_ns", s.first_ns},
-                                {"last_ns", s.last_ns}, {"flows", s.flows}};
+    nlohmann::ordered_json j = {{"linesight_sketch", 2}, {"kind", srv ? "server" : "client"}};
+    if (s.pseudonym_key.empty()) {
+      j[srv ? "server" : "client"] = s.addr;
+    } else {
+      j["client_pseudonym"] = s.addr;
+      j["pseudonym_key"] = s.pseudonym_key;
+    }
+    for (auto [k, v] : {std::pair{"seed", s.seed}, {"window_ns", s.window_ns}, {"window", s.window},
+                        {"first_ns", s.first_ns}, {"last_ns", s.last_ns}, {"flows", s.flows}})
+      j[k] = v;
     if (srv) j["bytes"] = s.bytes;
     j["failed"] = s.failed;
     j["sensors"] = s.sensors;
@@ -872,6 +954,10 @@ TEST(EndpointSketch, LineIsNlohmannsDump) {
     EndpointSketch s;
     s.kind = round % 2 ? SketchKind::client : SketchKind::server;
     s.addr = addrs[round % std::size(addrs)];
+    if (round % 4 == 3) {  // a client by pseudonym
+      s.addr = "0123456789abcdef01234567";
+      s.pseudonym_key = "89abcdef";
+    }
     uint64_t* f[] = {&s.seed, &s.window_ns, &s.window, &s.first_ns, &s.last_ns, &s.flows, &s.bytes, &s.failed};
     for (uint64_t* x : f) *x = round % 7 == 0 ? UINT64_MAX : round % 7 == 1 ? 0 : g() >> (g() % 64);
     s.sensors = uint32_t(round % 5 == 0 ? UINT32_MAX : g());
@@ -924,4 +1010,55 @@ TEST(EndpointSketch, ClientLinesAndVersionOne) {
   EXPECT_EQ(old.kind, SketchKind::server);
   EXPECT_EQ(old.addr, "198.51.100.1");
   EXPECT_EQ(old.bytes, 99u);
+}
+
+// A client by pseudonym: read back with its key; a malformed pseudonym or key, or both a
+// pseudonym and an address, is refused; lines by address and by pseudonym, or under two
+// keys, do not merge, and the error says which.
+TEST(EndpointSketch, PseudonymLines) {
+  EndpointSketch c;
+  c.kind = SketchKind::client;
+  c.addr = "00112233445566778899aabb";
+  c.pseudonym_key = "0a1b2c3d";
+  c.flows = 2;
+  std::string line = sketch_line(c);
+  EXPECT_EQ(line.find("\"client\":"), std::string::npos);
+  EndpointSketch back = parse_sketch_line(line);
+  EXPECT_EQ(back.addr, c.addr);
+  EXPECT_EQ(back.pseudonym_key, c.pseudonym_key);
+  auto refused = [&](auto edit, const std::string& why) {
+    auto j = nlohmann::ordered_json::parse(line);
+    edit(j);
+    try {
+      parse_sketch_line(j.dump());
+      ADD_FAILURE() << "accepted " << j.dump();
+    } catch (const SketchError& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
+  refused([](auto& j) { j["client_pseudonym"] = "00112233445566778899AABB"; }, "24 hex digits");
+  refused([](auto& j) { j["client_pseudonym"] = "0011"; }, "24 hex digits");
+  refused([](auto& j) { j.erase("pseudonym_key"); }, "\"pseudonym_key\" missing");
+  refused([](auto& j) { j["pseudonym_key"] = 7; }, "\"pseudonym_key\" missing or not 8 hex");
+  refused([](auto& j) { j["client"] = "192.0.2.1"; }, "both");
+
+  EndpointSketch other = c;
+  other.pseudonym_key = "ffffffff";
+  EndpointSketch m = c;
+  try {
+    merge_sketch(m, other);
+    ADD_FAILURE() << "merged under two keys";
+  } catch (const SketchError& e) {
+    EXPECT_NE(std::string(e.what()).find("keys differ (0a1b2c3d and ffffffff)"), std::string::npos) << e.what();
+  }
+  other.pseudonym_key.clear();
+  try {
+    merge_sketch(m, other);
+    ADD_FAILURE() << "merged by address and by pseudonym";
+  } catch (const SketchError& e) {
+    EXPECT_NE(std::string(e.what()).find("by address and by pseudonym"), std::string::npos) << e.what();
+  }
+  merge_sketch(m, c);
+  EXPECT_EQ(m.flows, 4u);
+  EXPECT_EQ(m.sensors, 2u);
 }

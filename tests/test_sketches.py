@@ -12,7 +12,7 @@ import struct
 import subprocess
 import tempfile
 
-from lsdata import BIN, check, finish, need_data
+from lsdata import BIN, check, finish, need_data, pseudonym
 
 SYN = need_data("stopddos/pkt.TCP.synflood.spoofed.pcap")  # 37,623 spoofed sources (MANIFEST)
 ISAKMP = need_data("stopddos/amp.UDP.isakmp.pcap")
@@ -47,7 +47,8 @@ def run(*args):
 
 
 def sketches(path):
-    return {(j["kind"], j[j["kind"]], j["window"]): j for j in map(json.loads, open(path))}
+    """(kind, address or client pseudonym, window) → line"""
+    return {(j["kind"], j.get(j["kind"], j.get("client_pseudonym")), j["window"]): j for j in map(json.loads, open(path))}
 
 
 def same_state(a, b):
@@ -108,6 +109,66 @@ with tempfile.TemporaryDirectory() as d:
             check(abs(top["clients"] - 37623) < 0.15 * 37623 and top["flows"] == sum(v["flows"] for k, v in whole.items() if k[0] == "server"),
                   f"synflood: {top['clients']:.0f} distinct clients estimated for 37,623 spoofed sources "
                   f"(HyperLogLog of 256 registers: ±6.5 % standard error)")
+
+    # --sketch-clients pseudonym, on Hide-and-Seek's two halves (a.pcap, b.pcap from the last
+    # capture above), against the same replays by address: client lines hold no address,
+    # each pseudonym is the documented HMAC of its address (what a partner with the secret
+    # computes: lsdata.pseudonym), and the merge is the merge by address, client for client.
+    # Another secret or a sensor by address is refused; none writes the servers only.
+    win = p("window.yaml")
+    open(win, "w").write("features:\n  client_capacity: 262144\n  window: 10m\ntable:\n  hash_seed: 1\n")
+    secrets = [p("s1.key"), p("s2.key")]
+    for i, f in enumerate(secrets):
+        open(f, "wb").write(os.urandom(24).hex().encode())
+        os.chmod(f, 0o600)
+    for part in ("a", "b"):
+        for how, out in (("address", "w"), ("pseudonym", "p"), ("none", "n")):
+            extra = ["--pseudonym-secret", secrets[0]] if how == "pseudonym" else []
+            r = run("replay", p(part + ".pcap"), "--config", win, "--quiet", "--flows-out", "/dev/null",
+                    "--sketches-out", p(out + part + ".jsonl"), "--sketch-clients", how, *extra)
+            check(r.returncode == 0, f"hide-and-seek sensor {part}: --sketch-clients {how}: {r.stderr.strip() or 'written'}")
+    run("replay", p("b.pcap"), "--config", win, "--quiet", "--flows-out", "/dev/null", "--sketches-out", p("p2b.jsonl"),
+        "--sketch-clients", "pseudonym", "--pseudonym-secret", secrets[1])
+    day = 86_400_000_000_000
+    secret = open(secrets[0], "rb").read()
+    by_pseudonym = lambda k, v: (k[0], pseudonym(secret, day, k[2] * v["window_ns"], k[1])[1], k[2])
+    for part in ("a", "b"):
+        w, keyed = sketches(p("w" + part + ".jsonl")), sketches(p("p" + part + ".jsonl"))
+        ps = keyed.values()
+        clients = {k[1] for k in w if k[0] == "client"}
+        text = "".join(json.dumps(j) for j in ps if j["kind"] == "client")
+        leaked = [c for c in clients if f'"{c}"' in text]
+        expect = {by_pseudonym(k, v) if k[0] == "client" else k: v for k, v in w.items()}
+        same = [k for k in expect if k in keyed and same_state(expect[k], keyed[k])]
+        check(not leaked and len(clients) > 5 and len(same) == len(expect) == len(keyed)
+              and not any("client" in j for j in ps),
+              f"hide-and-seek sensor {part}: {len(clients)} clients by pseudonym, none by address, each the "
+              f"documented HMAC of its address, registers as by address ({len(same)}/{len(expect)} endpoints)")
+        n = [json.loads(x) for x in open(p("n" + part + ".jsonl"))]
+        check([j for j in n] == [v for k, v in w.items() if k[0] == "server"],
+              f"hide-and-seek sensor {part}: --sketch-clients none writes the {len(n)} servers only")
+    rw = run("sketches", "merge", p("wa.jsonl"), p("wb.jsonl"), "-o", p("mw.jsonl"))
+    rp = run("sketches", "merge", p("pa.jsonl"), p("pb.jsonl"), "-o", p("mp.jsonl"))
+    mw, mp = sketches(p("mw.jsonl")), sketches(p("mp.jsonl"))
+    expect = {by_pseudonym(k, v) if k[0] == "client" else k: v for k, v in mw.items()}
+    both = sum(1 for k, v in mp.items() if k[0] == "client" and v["sensors"] == 2)
+    check(rw.returncode == rp.returncode == 0 and len(expect) == len(mp) and both > 0
+          and all(same_state(expect[k], mp[k]) and expect[k]["sensors"] == mp[k]["sensors"] for k in expect),
+          f"hide-and-seek: the merge by pseudonym equals the merge by address ({len(mp)} endpoints, {both} clients "
+          f"seen by both sensors)")
+    top = json.loads(run("sketches", "merge", p("mp.jsonl"), "--json", "--top", "1", "--kind", "client").stdout)
+    bot = pseudonym(secret, day, top["window"] * 600_000_000_000, "192.168.2.16")[1]
+    check(top["client_pseudonym"] == bot and top["servers"] > 200 and "client (pseudonym)" in rp.stdout,
+          f"hide-and-seek: the busiest client by pseudonym is the scanning bot's ({top['servers']:.0f} servers)")
+    r = run("sketches", "merge", p("pa.jsonl"), p("p2b.jsonl"))
+    check(r.returncode == 2 and "p2b.jsonl:" in r.stderr and "client pseudonym keys differ" in r.stderr,
+          f"a sensor with another pseudonym secret is refused: {r.stderr.strip()}")
+    r = run("sketches", "merge", p("pa.jsonl"), p("wb.jsonl"))
+    check(r.returncode == 2 and "wb.jsonl:" in r.stderr and "client lines by address and by pseudonym" in r.stderr,
+          f"a sensor naming clients by address is refused beside pseudonyms: {r.stderr.strip()}")
+    r = run("replay", p("a.pcap"), "--quiet", "--flows-out", "/dev/null", "--sketches-out", p("x.jsonl"),
+            "--sketch-clients", "pseudonym", "--pseudonym-secret", secrets[0])
+    check(r.returncode == 2 and "needs features.window" in r.stderr, f"pseudonyms without a window refused: {r.stderr.strip()}")
 
     # Refused with the file, line and reason.
     good = open(p("a.jsonl")).readline()

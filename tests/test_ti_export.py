@@ -5,8 +5,6 @@ server) is searched in every export file as text, packed bytes and hex — none 
 appear. The STIX 2.1 bundle is checked against the specification's required properties
 and references, the MISP feed directory against what a MISP subscription reads, and
 client counts leave only from k distinct clients, bucketed."""
-import hashlib
-import hmac
 import ipaddress
 import json
 import os
@@ -15,7 +13,7 @@ import subprocess
 import tempfile
 import time
 
-from lsdata import BIN, ROOT, check, finish, need_data
+from lsdata import BIN, ROOT, check, finish, need_data, pseudonym
 
 RULES = os.path.join(ROOT, "features", "rules", "default.rules")
 APPS = ["c2-server:server:" + os.path.join(ROOT, "detect", "models", "c2-server.json") + ":0.5",
@@ -88,15 +86,6 @@ def find_leaks(files, clients):
         for f, b in blobs.items():
             leaks += [(c, os.path.basename(f)) for form in forms if re.search(rb"(?<![0-9a-f.:])" + re.escape(form) + rb"(?![0-9a-f:]|\.\d)", b)]
     return leaks
-
-
-def pseudonym(secret, rotate_ns, t_ns, client):
-    """The construction documented in docs/ti.md, written independently of the C++."""
-    a = ipaddress.ip_address(client)
-    period = t_ns // rotate_ns
-    key = hmac.new(secret, f"linesight-pseudonym-v1|{rotate_ns}|{period}".encode(), hashlib.sha256).digest()
-    msg = bytes([a.version]) + a.packed + bytes(16 - len(a.packed))
-    return period, hmac.new(key, msg, hashlib.sha256).hexdigest()[:24]
 
 
 def ids_by_server(out):
