@@ -1,12 +1,16 @@
 // `linesight ti compile` and `linesight ti lookup`: build a compiled threat-intel table
 // once (a replay with --ti DIR re-parses every feed each time: 1.4 s for the shared
-// feeds), and ask a table what it says about addresses.
+// feeds), and ask a table what it says about addresses. `linesight ti pseudonym`: one's
+// own addresses' keyed pseudonyms, to match against exports and merged sketches.
 #include <arpa/inet.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <iostream>
 #include <map>
+#include <memory>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -15,6 +19,9 @@
 #include "ctrl/commands.h"
 #include "ctrl/config.h"
 #include "dataplane/text.h"
+#include "ctrl/ti_export.h"
+#include "features/partners.h"
+#include "features/pseudonym.h"
 #include "features/ti_table.h"
 
 namespace ls {
@@ -23,6 +30,7 @@ namespace {
 
 const char* kTiUsage = R"(usage: linesight ti compile PATH... -o FILE [--ti-weight FEED=W ...]
        linesight ti lookup --ti PATH [--ti PATH ...] ADDRESS...
+       linesight ti pseudonym --secret FILE [--rotate D] --at TIME [--periods N] ADDRESS... | -
 
 compile: reads feed files and directories (every format --ti reads, docs/ti.md) and
          writes one compiled table; `--ti FILE` then loads it in milliseconds. Weights
@@ -31,6 +39,11 @@ compile: reads feed files and directories (every format --ti reads, docs/ti.md) 
          feed changed since.
 lookup:  what the table says about each address: feeds, weight, categories, dates
          (one JSON line per address).
+pseudonym: the keyed pseudonyms of your own addresses (- : one per line on stdin), as
+         --pseudonym-secret FILE gives them in TI exports and client sketches: one JSON
+         line per address and rotation period (--rotate, 1d), N periods (1) from the one
+         holding TIME (ISO 8601 UTC, a date, or ns since the epoch: for a sketch line,
+         window × window_ns). Match them against a partner's export or a merge.
 )";
 
 int usage() {
@@ -47,6 +60,13 @@ bool weight_arg(const std::string& v, std::map<std::string, double>& weights) {
     std::fprintf(stderr, "linesight: %s\n", e.what());
     return false;
   }
+}
+
+// An address argument; false (message printed) when it is none.
+bool address_arg(const std::string& s, uint8_t (&a)[16], uint8_t& ver) {
+  ver = inet_pton(AF_INET, s.c_str(), a) == 1 ? 4 : inet_pton(AF_INET6, s.c_str(), a) == 1 ? 6 : 0;
+  if (!ver) std::fprintf(stderr, "linesight: %s: not an IPv4 or IPv6 address\n", s.c_str());
+  return ver != 0;
 }
 
 int compile(int argc, char** argv) {
@@ -96,10 +116,8 @@ int lookup(int argc, char** argv) {
   for (auto& w : t->warnings()) std::fprintf(stderr, "linesight: %s\n", w.c_str());
   int rc = 0;
   for (auto& s : addrs) {
-    uint8_t a[16] = {};
-    uint8_t ver = inet_pton(AF_INET, s.c_str(), a) == 1 ? 4 : inet_pton(AF_INET6, s.c_str(), a) == 1 ? 6 : 0;
-    if (!ver) {
-      std::fprintf(stderr, "linesight: %s: not an IPv4 or IPv6 address\n", s.c_str());
+    uint8_t a[16] = {}, ver = 0;
+    if (!address_arg(s, a, ver)) {
       rc = 2;
       continue;
     }
@@ -121,6 +139,78 @@ int lookup(int argc, char** argv) {
   return rc;
 }
 
+// ISO 8601 UTC ("2018-03-09T21:00:00Z"), a date ("2018-03-09") or ns since the epoch.
+bool parse_time_ns(const std::string& v, uint64_t& ns) {
+  if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos) {
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), ns);
+    return ec == std::errc();
+  }
+  ns = parse_iso8601_ns(v.find('T') == std::string::npos ? v + "T00:00:00" : v);
+  return ns != 0;
+}
+
+int pseudonym(int argc, char** argv) {
+  std::string secret_file;
+  std::vector<std::string> addrs;
+  uint64_t rotate_ns = 86'400'000'000'000ull, at_ns = 0, periods = 1;
+  bool at = false;
+  for (int i = 0; i < argc; i++) {
+    std::string a = argv[i];
+    if ((a == "--secret" || a == "--rotate" || a == "--at" || a == "--periods") && i + 1 >= argc) return usage();
+    if (a == "--secret") {
+      secret_file = argv[++i];
+    } else if (a == "--rotate") {
+      try {
+        rotate_ns = parse_duration_ns(argv[++i]);
+      } catch (const ConfigError& e) {
+        std::fprintf(stderr, "linesight: --rotate: %s\n", e.what());
+        return 2;
+      }
+    } else if (a == "--at") {
+      if (!(at = parse_time_ns(argv[++i], at_ns))) {
+        std::fprintf(stderr, "linesight: --at: '%s' is not an ISO 8601 time, a date or ns since the epoch\n", argv[i]);
+        return 2;
+      }
+    } else if (a == "--periods") {
+      std::string v = argv[++i];
+      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), periods);
+      if (ec != std::errc() || p != v.data() + v.size() || !periods || periods > 100'000) {
+        std::fprintf(stderr, "linesight: --periods: '%s' is not a number from 1 to 100000\n", v.c_str());
+        return 2;
+      }
+    } else if (a == "-") {
+      for (std::string line; std::getline(std::cin, line);)
+        if (!line.empty()) addrs.push_back(line);
+    } else {
+      addrs.push_back(a);
+    }
+  }
+  if (secret_file.empty() || !at || !rotate_ns) return usage();
+  std::unique_ptr<Pseudonymizer> ps;
+  try {
+    ps = std::make_unique<Pseudonymizer>(Pseudonymizer::read_secret(secret_file), rotate_ns);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "linesight: %s\n", e.what());
+    return 2;
+  }
+  const std::string key = ps->key_id();
+  int rc = 0;
+  for (auto& s : addrs) {
+    uint8_t a[16] = {}, ver = 0;
+    if (!address_arg(s, a, ver)) {
+      rc = 2;
+      continue;
+    }
+    for (uint64_t p = ps->period(at_ns); p < ps->period(at_ns) + periods; p++) {
+      nlohmann::ordered_json o = {{"address", format_ip(a, ver)}, {"period_start", iso(p * rotate_ns)},
+                                  {"period_s", rotate_ns / 1'000'000'000ull}, {"pseudonym", ps->of(a, ver, p * rotate_ns)},
+                                  {"pseudonym_key", key}};
+      std::puts(o.dump().c_str());
+    }
+  }
+  return rc;
+}
+
 }  // namespace
 
 int cmd_ti(int argc, char** argv) {
@@ -132,6 +222,7 @@ int cmd_ti(int argc, char** argv) {
   try {
     if (!std::strcmp(argv[0], "compile")) return compile(argc - 1, argv + 1);
     if (!std::strcmp(argv[0], "lookup")) return lookup(argc - 1, argv + 1);
+    if (!std::strcmp(argv[0], "pseudonym")) return pseudonym(argc - 1, argv + 1);
   } catch (const TiError& e) {
     std::fprintf(stderr, "linesight: %s\n", e.what());
     return 2;

@@ -35,6 +35,7 @@ const char* kUsage = R"(usage: linesight replay FILE... [options]
        linesight model check|predict MODEL.json [FEATURES.csv]
        linesight report --detections PATH --feeds PATH [--partner PATH] [options]
        linesight ti compile PATH... -o FILE | ti lookup --ti PATH ADDRESS...
+       linesight ti pseudonym --secret FILE --at TIME ADDRESS...
        linesight sketches merge FILE... [-o FILE] [--top N] [--kind server|client] [--json]
        linesight --version
 
@@ -43,8 +44,8 @@ run:     the DPDK runtime on NIC ports or virtual devices (linesight run --help)
 collect: NetFlow v5 / v9 / IPFIX / sFlow v5 from routers, switches or probes over UDP, joined
          into the same flow records and features (docs/collector.md).
 report:  what our detections add to threat-intel feeds (linesight report --help).
-ti:      compile feeds into one table that loads in milliseconds; look addresses up
-         (linesight ti, docs/ti.md).
+ti:      compile feeds into one table that loads in milliseconds; look addresses up;
+         compute your addresses' keyed pseudonyms (linesight ti --help, docs/ti.md).
 sketches: several sensors' --sketches-out combined: distinct clients per server and
          servers / ports per client across links (linesight sketches --help, docs/features.md).
 

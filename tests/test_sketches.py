@@ -160,6 +160,22 @@ with tempfile.TemporaryDirectory() as d:
     bot = pseudonym(secret, day, top["window"] * 600_000_000_000, "192.168.2.16")[1]
     check(top["client_pseudonym"] == bot and top["servers"] > 200 and "client (pseudonym)" in rp.stdout,
           f"hide-and-seek: the busiest client by pseudonym is the scanning bot's ({top['servers']:.0f} servers)")
+    # The operator's own side: `linesight ti pseudonym` names its hosts as the sensors did.
+    at = top["window"] * 600_000_000_000
+    r = run("ti", "pseudonym", "--secret", secrets[0], "--at", str(at), "--periods", "2", "192.168.2.16", "2001:db8::7")
+    got = [json.loads(x) for x in r.stdout.splitlines()]
+    want = [pseudonym(secret, day, at + i * day, h)[1] for h in ("192.168.2.16", "2001:db8::7") for i in (0, 1)]
+    check(r.returncode == 0 and [g["pseudonym"] for g in got] == want and got[0]["pseudonym"] == bot
+          and {g["pseudonym_key"] for g in got} == {top["pseudonym_key"]},
+          f"ti pseudonym: the bot's pseudonym {got[0]['pseudonym'] if got else r.stderr} and key, as in the merge; "
+          "an IPv6 address and the next period as documented")
+    for bad, why in ((["--at", "soon", "192.0.2.1"], "--at: 'soon' is not"), (["--at", "2018-03-09", "host"], "host: not an IPv4"),
+                     (["--at", "2018-03-09", "--periods", "0", "192.0.2.1"], "--periods: '0'")):
+        r = run("ti", "pseudonym", "--secret", secrets[0], *bad)
+        check(r.returncode == 2 and why in r.stderr, f"ti pseudonym {' '.join(bad)}: {r.stderr.strip()}")
+    open(p("short.key"), "w").write("too short")
+    r = run("ti", "pseudonym", "--secret", p("short.key"), "--at", "2018-03-09", "192.0.2.1")
+    check(r.returncode == 2 and "shorter than 16 bytes" in r.stderr, f"ti pseudonym, short secret: {r.stderr.strip()}")
     r = run("sketches", "merge", p("pa.jsonl"), p("p2b.jsonl"))
     check(r.returncode == 2 and "p2b.jsonl:" in r.stderr and "client pseudonym keys differ" in r.stderr,
           f"a sensor with another pseudonym secret is refused: {r.stderr.strip()}")
