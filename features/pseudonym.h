@@ -9,12 +9,17 @@
 #include <cstdint>
 #include <string>
 
+#include <openssl/types.h>
+
 namespace ls {
 
 class Pseudonymizer {
  public:
   // `secret` ≥ 16 bytes (throws std::invalid_argument); `rotate_ns` > 0.
   Pseudonymizer(std::string secret, uint64_t rotate_ns);
+  ~Pseudonymizer();
+  Pseudonymizer(const Pseudonymizer&) = delete;
+  Pseudonymizer& operator=(const Pseudonymizer&) = delete;
   // Reads the secret from a file (trailing newline dropped); throws naming the file.
   static std::string read_secret(const std::string& path);
   uint64_t period(uint64_t t_ns) const { return t_ns / rotate_ns_; }
@@ -29,7 +34,11 @@ class Pseudonymizer {
   std::string secret_;
   uint64_t rotate_ns_;
   uint64_t key_period_ = UINT64_MAX;
-  unsigned char key_[32];
+  // HMAC under the period's key, keyed once a period: re-initialised per address without
+  // the key, so each pseudonym costs its hashing only (HMAC() looked the algorithm up and
+  // set the key every call).
+  EVP_MAC* mac_ = nullptr;
+  EVP_MAC_CTX* ctx_ = nullptr;
 };
 
 }  // namespace ls
