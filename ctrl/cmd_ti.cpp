@@ -18,8 +18,8 @@
 
 #include "ctrl/commands.h"
 #include "ctrl/config.h"
-#include "dataplane/text.h"
 #include "ctrl/ti_export.h"
+#include "dataplane/text.h"
 #include "features/partners.h"
 #include "features/pseudonym.h"
 #include "features/ti_table.h"
@@ -140,12 +140,16 @@ int lookup(int argc, char** argv) {
 }
 
 // ISO 8601 UTC ("2018-03-09T21:00:00Z"), a date ("2018-03-09") or ns since the epoch.
+// A time with an offset is refused: periods are UTC, and a silently dropped offset
+// would give the pseudonyms of the wrong period.
 bool parse_time_ns(const std::string& v, uint64_t& ns) {
   if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos) {
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), ns);
     return ec == std::errc();
   }
-  ns = parse_iso8601_ns(v.find('T') == std::string::npos ? v + "T00:00:00" : v);
+  const size_t t = v.find('T');
+  if (t != std::string::npos && v.find_first_not_of("0123456789:.Z", t + 1) != std::string::npos) return false;
+  ns = parse_iso8601_ns(t == std::string::npos ? v + "T00:00:00" : v);
   return ns != 0;
 }
 
@@ -168,7 +172,8 @@ int pseudonym(int argc, char** argv) {
       }
     } else if (a == "--at") {
       if (!(at = parse_time_ns(argv[++i], at_ns))) {
-        std::fprintf(stderr, "linesight: --at: '%s' is not an ISO 8601 time, a date or ns since the epoch\n", argv[i]);
+        std::fprintf(stderr, "linesight: --at: '%s' is not an ISO 8601 UTC time, a date or ns since the epoch\n",
+                     argv[i]);
         return 2;
       }
     } else if (a == "--periods") {
@@ -178,9 +183,12 @@ int pseudonym(int argc, char** argv) {
         std::fprintf(stderr, "linesight: --periods: '%s' is not a number from 1 to 100000\n", v.c_str());
         return 2;
       }
-    } else if (a == "-") {
-      for (std::string line; std::getline(std::cin, line);)
-        if (!line.empty()) addrs.push_back(line);
+    } else if (a == "-") {  // a host list: blanks around an address, empty and # lines ignored
+      for (std::string line; std::getline(std::cin, line);) {
+        line = line.substr(0, line.find('#'));
+        const size_t b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
+        if (b != std::string::npos) addrs.push_back(line.substr(b, e - b + 1));
+      }
     } else {
       addrs.push_back(a);
     }

@@ -378,6 +378,8 @@ void validate(const Config& c) {
   if (t.sweep_period_ns == 0) throw ConfigError("table.sweep_period must be > 0");
   if (c.sketches_every_ns && c.sketches_out.empty())
     throw ConfigError("--sketches-every (output.sketches_every) needs --sketches-out (output.sketches)");
+  if (c.sketch_clients != SketchClients::address && c.sketches_out.empty())
+    throw ConfigError("--sketch-clients (output.sketch_clients) needs --sketches-out (output.sketches)");
   if (c.sketch_clients == SketchClients::pseudonym) {
     if (c.pseudonym_secret_file.empty())
       throw ConfigError("--sketch-clients pseudonym needs --pseudonym-secret (ti_export.pseudonym_secret)");

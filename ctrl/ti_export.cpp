@@ -10,7 +10,6 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 

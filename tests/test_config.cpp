@@ -134,11 +134,13 @@ TEST(Config, SketchClients) {
     }
     return std::string();
   };
-  EXPECT_NE(invalid("output: {sketch_clients: pseudonym}").find("needs --pseudonym-secret"), std::string::npos);
-  EXPECT_NE(invalid("output: {sketch_clients: pseudonym}\nti_export: {pseudonym_secret: k}")
+  EXPECT_NE(invalid("output: {sketch_clients: none}").find("needs --sketches-out"), std::string::npos);
+  EXPECT_NE(invalid("output: {sketches: s, sketch_clients: pseudonym}").find("needs --pseudonym-secret"),
+            std::string::npos);
+  EXPECT_NE(invalid("output: {sketches: s, sketch_clients: pseudonym}\nti_export: {pseudonym_secret: k}")
                 .find("needs features.window"),
             std::string::npos);
-  EXPECT_EQ(invalid("output: {sketch_clients: pseudonym}\nti_export: {pseudonym_secret: k}\n"
+  EXPECT_EQ(invalid("output: {sketches: s, sketch_clients: pseudonym}\nti_export: {pseudonym_secret: k}\n"
                     "features: {window: 5m}"),
             "");
 }

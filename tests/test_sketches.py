@@ -169,7 +169,12 @@ with tempfile.TemporaryDirectory() as d:
           and {g["pseudonym_key"] for g in got} == {top["pseudonym_key"]},
           f"ti pseudonym: the bot's pseudonym {got[0]['pseudonym'] if got else r.stderr} and key, as in the merge; "
           "an IPv6 address and the next period as documented")
+    r = subprocess.run([BIN, "ti", "pseudonym", "--secret", secrets[0], "--at", str(at), "-"], capture_output=True,
+                       text=True, input="# my hosts\n  192.168.2.16 \r\n\n2001:db8::7  # lab\n")
+    check(r.returncode == 0 and [json.loads(x)["pseudonym"] for x in r.stdout.splitlines()] == want[::2],
+          "ti pseudonym -: a host list on stdin, with blanks, CRs and # comments")
     for bad, why in ((["--at", "soon", "192.0.2.1"], "--at: 'soon' is not"), (["--at", "2018-03-09", "host"], "host: not an IPv4"),
+                     (["--at", "2018-03-09T10:00:00+02:00", "192.0.2.1"], "not an ISO 8601 UTC time"),
                      (["--at", "2018-03-09", "--periods", "0", "192.0.2.1"], "--periods: '0'")):
         r = run("ti", "pseudonym", "--secret", secrets[0], *bad)
         check(r.returncode == 2 and why in r.stderr, f"ti pseudonym {' '.join(bad)}: {r.stderr.strip()}")
