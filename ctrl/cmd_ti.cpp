@@ -62,11 +62,22 @@ bool weight_arg(const std::string& v, std::map<std::string, double>& weights) {
   }
 }
 
-// An address argument; false (message printed) when it is none.
-bool address_arg(const std::string& s, uint8_t (&a)[16], uint8_t& ver) {
-  ver = inet_pton(AF_INET, s.c_str(), a) == 1 ? 4 : inet_pton(AF_INET6, s.c_str(), a) == 1 ? 6 : 0;
-  if (!ver) std::fprintf(stderr, "linesight: %s: not an IPv4 or IPv6 address\n", s.c_str());
-  return ver != 0;
+// Calls f(addr, ver) for each address argument; one that is none is named on stderr and
+// makes the result 2 (the others still run).
+template <class F>
+int each_address(const std::vector<std::string>& addrs, F f) {
+  int rc = 0;
+  for (auto& s : addrs) {
+    uint8_t a[16] = {};
+    uint8_t ver = inet_pton(AF_INET, s.c_str(), a) == 1 ? 4 : inet_pton(AF_INET6, s.c_str(), a) == 1 ? 6 : 0;
+    if (ver) {
+      f(a, ver);
+    } else {
+      std::fprintf(stderr, "linesight: %s: not an IPv4 or IPv6 address\n", s.c_str());
+      rc = 2;
+    }
+  }
+  return rc;
 }
 
 int compile(int argc, char** argv) {
@@ -114,13 +125,7 @@ int lookup(int argc, char** argv) {
   if (paths.empty() || addrs.empty()) return usage();
   auto t = TiTable::load(paths, weights);
   for (auto& w : t->warnings()) std::fprintf(stderr, "linesight: %s\n", w.c_str());
-  int rc = 0;
-  for (auto& s : addrs) {
-    uint8_t a[16] = {}, ver = 0;
-    if (!address_arg(s, a, ver)) {
-      rc = 2;
-      continue;
-    }
+  return each_address(addrs, [&](const uint8_t* a, uint8_t ver) {
     TiHit h;
     nlohmann::ordered_json o = {{"address", format_ip(a, ver)}, {"listed", t->lookup(a, ver, h)}};
     if (o["listed"]) {
@@ -135,8 +140,7 @@ int lookup(int argc, char** argv) {
     }
     // Feed names come from files: bytes that are not UTF-8 are replaced, not fatal.
     std::puts(o.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
-  }
-  return rc;
+  });
 }
 
 // ISO 8601 UTC ("2018-03-09T21:00:00Z"), a date ("2018-03-09") or ns since the epoch.
@@ -202,21 +206,14 @@ int pseudonym(int argc, char** argv) {
     return 2;
   }
   const std::string key = ps->key_id();
-  int rc = 0;
-  for (auto& s : addrs) {
-    uint8_t a[16] = {}, ver = 0;
-    if (!address_arg(s, a, ver)) {
-      rc = 2;
-      continue;
-    }
+  return each_address(addrs, [&](const uint8_t* a, uint8_t ver) {
     for (uint64_t p = ps->period(at_ns); p < ps->period(at_ns) + periods; p++) {
       nlohmann::ordered_json o = {{"address", format_ip(a, ver)}, {"period_start", iso(p * rotate_ns)},
                                   {"period_s", rotate_ns / 1'000'000'000ull}, {"pseudonym", ps->of(a, ver, p * rotate_ns)},
                                   {"pseudonym_key", key}};
       std::puts(o.dump().c_str());
     }
-  }
-  return rc;
+  });
 }
 
 }  // namespace
