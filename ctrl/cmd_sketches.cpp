@@ -5,16 +5,14 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-#include <tuple>
-#include <utility>
 #include <vector>
 
 #include "ctrl/commands.h"
 #include "features/sketch_export.h"
+#include "features/sketch_set.h"
 
 namespace ls {
 
@@ -45,25 +43,24 @@ int usage() {
   return 2;
 }
 
-using Key = std::tuple<SketchKind, std::string, uint64_t>;
-
-void print_table(SketchKind kind, const std::vector<const EndpointSketch*>& order) {
+void print_table(const SketchSet& set, SketchKind kind, const std::vector<uint32_t>& order) {
   if (kind == SketchKind::server)
     std::printf("%-40s %8s %7s %10s %11s %6s %10s %14s %7s\n", "server", "window", "sensors", "clients",
                 "client_nets", "ports", "flows", "bytes", "failed");
   else  // the merge refuses to mix clients by address and by pseudonym
     std::printf("%-40s %8s %7s %10s %6s %8s %10s %7s\n",
-                order.empty() || order[0]->pseudonym_key.empty() ? "client" : "client (pseudonym)", "window",
+                order.empty() || set.at(order[0]).pseudonym_key.empty() ? "client" : "client (pseudonym)", "window",
                 "sensors", "servers", "ports", "periodic", "flows", "failed");
-  for (const EndpointSketch* s : order) {
-    double failed = s->flows ? double(s->failed) / double(s->flows) : 0;
+  for (uint32_t i : order) {
+    const EndpointSketch s = set.at(i);
+    double failed = s.flows ? double(s.failed) / double(s.flows) : 0;
     if (kind == SketchKind::server)
-      std::printf("%-40s %8llu %7u %10.0f %11.0f %6.0f %10llu %14llu %6.1f%%\n", s->addr.c_str(),
-                  (unsigned long long)s->window, s->sensors, s->a.estimate(), s->b.estimate(), s->c.estimate(),
-                  (unsigned long long)s->flows, (unsigned long long)s->bytes, 100 * failed);
+      std::printf("%-40s %8llu %7u %10.0f %11.0f %6.0f %10llu %14llu %6.1f%%\n", s.addr.c_str(),
+                  (unsigned long long)s.window, s.sensors, s.a.estimate(), s.b.estimate(), s.c.estimate(),
+                  (unsigned long long)s.flows, (unsigned long long)s.bytes, 100 * failed);
     else
-      std::printf("%-40s %8llu %7u %10.0f %6.0f %8.0f %10llu %6.1f%%\n", s->addr.c_str(), (unsigned long long)s->window,
-                  s->sensors, s->a.estimate(), s->b.estimate(), s->c.estimate(), (unsigned long long)s->flows,
+      std::printf("%-40s %8llu %7u %10.0f %6.0f %8.0f %10llu %6.1f%%\n", s.addr.c_str(), (unsigned long long)s.window,
+                  s.sensors, s.a.estimate(), s.b.estimate(), s.c.estimate(), (unsigned long long)s.flows,
                   100 * failed);
   }
 }
@@ -132,11 +129,7 @@ int merge(int argc, char** argv) {
     }
   }
   if (files.empty()) return usage();
-  std::map<Key, EndpointSketch> merged;
-  // Every sketch must share the first's seed and window length; every client line the
-  // first client line's pseudonym key ("": by address).
-  EndpointSketch first;
-  std::optional<std::string> first_client;
+  SketchSet merged;
   size_t lines = 0;
   for (const auto& f : files) {
     std::ifstream in(f);
@@ -148,20 +141,8 @@ int merge(int argc, char** argv) {
     for (size_t no = 1; std::getline(in, line); no++) {
       if (line.empty()) continue;
       try {
-        EndpointSketch s = parse_sketch_line(line);
-        if (!lines++) first = s;
-        if (s.kind == SketchKind::client && !first_client) first_client = s.pseudonym_key;
-        const std::string& key = s.kind == SketchKind::client ? *first_client : s.pseudonym_key;
-        if (first.seed != s.seed || first.window_ns != s.window_ns || key != s.pseudonym_key) {
-          EndpointSketch probe = first;  // even for an endpoint seen once
-          probe.kind = s.kind;
-          probe.addr = s.addr;
-          probe.window = s.window;
-          probe.pseudonym_key = key;
-          merge_sketch(probe, s);  // throws, naming the difference
-        }
-        auto [it, fresh] = merged.try_emplace(Key{s.kind, s.addr, s.window}, s);
-        if (!fresh) merge_sketch(it->second, s);
+        merged.add(parse_sketch_line(line));
+        lines++;
       } catch (const SketchError& e) {
         std::fprintf(stderr, "linesight: %s:%zu: %s\n", f.c_str(), no, e.what());
         return 2;
@@ -171,31 +152,24 @@ int merge(int argc, char** argv) {
   if (!out.empty()) {
     try {
       write_sketches(out, [&](const auto& each) {
-        for (auto& [k, s] : merged) each(s);
+        for (uint32_t i : merged.in_order()) each(merged.at(i));
       });
     } catch (const SketchError& e) {
       std::fprintf(stderr, "linesight: %s\n", e.what());
       return 1;
     }
   }
-  size_t kinds[2] = {};
-  for (auto& [k, s] : merged) kinds[static_cast<int>(s.kind)]++;
   if (!json)
-    std::printf("%zu sketches from %zu files: %zu servers, %zu clients\n", lines, files.size(), kinds[0], kinds[1]);
+    std::printf("%zu sketches from %zu files: %zu servers, %zu clients\n", lines, files.size(),
+                merged.count(SketchKind::server), merged.count(SketchKind::client));
   for (SketchKind kind : {SketchKind::server, SketchKind::client}) {
-    if ((only && *only != kind) || !kinds[static_cast<int>(kind)]) continue;
-    // Servers by distinct clients, clients by distinct servers: the first counter.
-    std::vector<const EndpointSketch*> order;
-    for (auto& [k, s] : merged)
-      if (s.kind == kind) order.push_back(&s);
-    std::stable_sort(order.begin(), order.end(),
-                     [](const EndpointSketch* a, const EndpointSketch* b) { return a->a.estimate() > b->a.estimate(); });
-    if (top && order.size() > top) order.resize(top);
+    if ((only && *only != kind) || !merged.count(kind)) continue;
+    std::vector<uint32_t> order = merged.top(kind, top);
     if (json) {
-      for (const EndpointSketch* s : order) print_json(*s);
+      for (uint32_t i : order) print_json(merged.at(i));
     } else {
       std::printf("\n");
-      print_table(kind, order);
+      print_table(merged, kind, order);
     }
   }
   return 0;

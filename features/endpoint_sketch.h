@@ -5,10 +5,13 @@
 // inline as (index, rank) pairs, kSparse per counter, and moves all three counters to a
 // dense block from its table's pool when one outgrows that. An estimate is computed
 // from the same registers either way: bit-identical to a dense sketch fed the same values
-// (unit-tested), so rows, detections and merges do not depend on the form.
+// (unit-tested), so rows, detections and merges do not depend on the form. `sketches
+// merge` keeps its endpoints in the same form (features/sketch_set.h), its blocks in a
+// pool that grows: the functions take either pool.
 #pragma once
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "features/block_pool.h"
 #include "features/hll.h"
@@ -22,6 +25,22 @@ struct DenseSketches {
 
 using SketchPool = BlockPool<DenseSketches>;
 
+// Dense blocks for a merge off the hot path (SketchSet): grows as endpoints go dense and
+// never releases; its indices stay valid as it grows.
+class GrowingSketchPool {
+ public:
+  uint32_t acquire() {
+    blocks_.emplace_back();
+    return uint32_t(blocks_.size() - 1);
+  }
+  DenseSketches& at(uint32_t i) { return blocks_[i]; }
+  const DenseSketches& at(uint32_t i) const { return blocks_[i]; }
+  size_t memory_bytes() const { return blocks_.capacity() * sizeof(DenseSketches); }
+
+ private:
+  std::vector<DenseSketches> blocks_;
+};
+
 struct EndpointSketches {
   static constexpr uint32_t kSparse = 6;
   template <int S>
@@ -30,10 +49,14 @@ struct EndpointSketches {
   uint8_t n[3] = {};              // sparse registers in use per counter
   uint16_t reg[3][kSparse] = {};  // index << 8 | rank
 
-  template <int S>
-  void add(uint64_t h, SketchPool& pool) {
-    if (dense) return raise<S>(pool.at(dense - 1), Prec<S>::index_of(h), Prec<S>::rank_of(h));
-    uint16_t idx = uint16_t(Prec<S>::index_of(h)), rho = Prec<S>::rank_of(h);
+  template <int S, class Pool>
+  void add(uint64_t h, Pool& pool) {
+    put<S>(Prec<S>::index_of(h), Prec<S>::rank_of(h), pool);
+  }
+  // Register idx of counter S raised to at least rho (an add's effect, or a merge's).
+  template <int S, class Pool>
+  void put(uint32_t idx, uint8_t rho, Pool& pool) {
+    if (dense) return raise<S>(pool.at(dense - 1), idx, rho);
     for (uint32_t i = 0; i < n[S]; i++)
       if (reg[S][i] >> 8 == idx) {
         if ((reg[S][i] & 0xff) < rho) reg[S][i] = uint16_t(idx << 8 | rho);
@@ -49,10 +72,10 @@ struct EndpointSketches {
     spill<1>(d);
     spill<2>(d);
     dense = b + 1;
-    raise<S>(d, idx, uint8_t(rho));
+    raise<S>(d, idx, rho);
   }
-  template <int S>
-  double estimate(const SketchPool& pool) const {
+  template <int S, class Pool>
+  double estimate(const Pool& pool) const {
     using H = Prec<S>;
     if (dense) {
       const DenseSketches& d = pool.at(dense - 1);
@@ -64,8 +87,8 @@ struct EndpointSketches {
     return H::estimate(sum, H::kM - n[S]);
   }
   // Counter S as a dense sketch (exports, merges): the same registers either way.
-  template <int S>
-  void to_dense(const SketchPool& pool, Prec<S>& out) const {
+  template <int S, class Pool>
+  void to_dense(const Pool& pool, Prec<S>& out) const {
     if (dense) {
       const DenseSketches& d = pool.at(dense - 1);
       if constexpr (S == 0) out = d.a;
@@ -76,7 +99,8 @@ struct EndpointSketches {
     out = Prec<S>{};
     for (uint32_t i = 0; i < n[S]; i++) out.raise(reg[S][i] >> 8, uint8_t(reg[S][i] & 0xff));
   }
-  void release(SketchPool& pool) {
+  template <class Pool>
+  void release(Pool& pool) {
     if (dense) pool.release(dense - 1);
     dense = 0;
   }

@@ -231,12 +231,7 @@ void merge_sketch(EndpointSketch& a, const EndpointSketch& b) {
   if (a.window_ns != b.window_ns)
     throw SketchError("windows differ (" + std::to_string(a.window_ns) + " and " + std::to_string(b.window_ns) +
                       " ns): set the same features.window on every sensor");
-  a.first_ns = std::min(a.first_ns, b.first_ns);
-  a.last_ns = std::max(a.last_ns, b.last_ns);
-  a.flows += b.flows;
-  a.bytes += b.bytes;
-  a.failed += b.failed;
-  a.sensors += b.sensors;
+  merge_counts(a, b);
   a.a.merge(b.a);
   a.b.merge(b.b);
   a.c.merge(b.c);

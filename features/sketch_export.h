@@ -56,6 +56,17 @@ std::string sketch_line(const EndpointSketch& s);
 void append_sketch_line(std::string& out, const EndpointSketch& s);
 // Throws SketchError naming what is wrong with the line.
 EndpointSketch parse_sketch_line(const std::string& line);
+// b's counts into a's (sketches or merged entries): first and last seen by min and max,
+// flows, bytes, failed contacts and sensors summed.
+template <class A, class B>
+void merge_counts(A& a, const B& b) {
+  a.first_ns = a.first_ns < b.first_ns ? a.first_ns : b.first_ns;
+  a.last_ns = a.last_ns > b.last_ns ? a.last_ns : b.last_ns;
+  a.flows += b.flows;
+  a.bytes += b.bytes;
+  a.failed += b.failed;
+  a.sensors += b.sensors;
+}
 // b into a: both must be of the same kind, endpoint, seed, window and pseudonym key
 // (SketchError otherwise, naming the difference).
 void merge_sketch(EndpointSketch& a, const EndpointSketch& b);

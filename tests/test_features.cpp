@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <vector>
 
 #include <arpa/inet.h>
@@ -18,6 +19,7 @@
 
 #include "features/feature_stage.h"
 #include "features/periodicity.h"
+#include "features/sketch_set.h"
 
 using namespace ls;
 
@@ -1062,3 +1064,97 @@ TEST(EndpointSketch, PseudonymLines) {
   EXPECT_EQ(m.flows, 4u);
   EXPECT_EQ(m.sensors, 2u);
 }
+
+// The merge host's sparse set gives, endpoint for endpoint, the lines of merging dense
+// sketches with merge_sketch, in the same order, whether an endpoint stays sparse, goes
+// dense on its own or by a merge; and a small endpoint costs a fraction of its dense form.
+TEST(SketchSet, MergesAsDenseSketchesDo) {
+  std::mt19937_64 r(11);
+  SketchSet set;
+  std::map<std::tuple<SketchKind, std::string, uint64_t>, EndpointSketch> want;
+  for (int i = 0; i < 4000; i++) {
+    EndpointSketch s;
+    uint64_t e = r() % 500;  // an endpoint; several lines each, from several "sensors"
+    s.kind = e % 2 ? SketchKind::client : SketchKind::server;
+    s.addr = e % 3 ? "10.0." + std::to_string(e / 256) + "." + std::to_string(e % 256)
+                   : "2001:db8::" + std::to_string(e);  // beyond the short-string buffer
+    s.window = r() % 2;
+    s.window_ns = 600'000'000'000ull;
+    s.first_ns = r() % 1000, s.last_ns = s.first_ns + r() % 1000;
+    s.flows = 1 + r() % 10, s.failed = r() % s.flows, s.bytes = s.kind == SketchKind::server ? r() % 5000 : 0;
+    // Mostly a few peers; now and then many (dense at once), so merges meet both forms.
+    uint64_t peers = r() % 10 ? r() % 5 : 5 + r() % 400;
+    for (uint64_t v = 0; v < peers; v++) {
+      uint64_t x = e * 1000 + r() % (peers * 2);
+      s.a.add(XXH3_64bits_withSeed(&x, sizeof x, 1));
+      s.b.add(XXH3_64bits_withSeed(&x, sizeof x, 2) | 0xff);
+      s.c.add(XXH3_64bits_withSeed(&x, sizeof x, 3));
+    }
+    set.add(s);
+    auto [it, fresh] = want.try_emplace({s.kind, s.addr, s.window}, s);
+    if (!fresh) merge_sketch(it->second, s);
+  }
+  ASSERT_EQ(set.size(), want.size());
+  std::vector<uint32_t> order = set.in_order();
+  ASSERT_EQ(order.size(), want.size());
+  size_t n = 0, dense = 0;
+  for (auto& [k, w] : want) {
+    EndpointSketch got = set.at(order[n++]);
+    ASSERT_EQ(sketch_line(got), sketch_line(w)) << w.addr;
+    ASSERT_EQ(got.a.estimate(), w.a.estimate());
+    dense += w.a.zeros < 256 - EndpointSketches::kSparse || w.b.zeros < 256 - EndpointSketches::kSparse;
+  }
+  EXPECT_GT(dense, 50u) << "the test must take endpoints past the sparse form";
+  EXPECT_EQ(set.count(SketchKind::server) + set.count(SketchKind::client), want.size());
+  // top(): servers by distinct clients, ties in file order — the dense merge's stable sort.
+  std::vector<const EndpointSketch*> servers;
+  for (auto& [k, w] : want)
+    if (w.kind == SketchKind::server) servers.push_back(&w);
+  std::stable_sort(servers.begin(), servers.end(),
+                   [](auto* a, auto* b) { return a->a.estimate() > b->a.estimate(); });
+  std::vector<uint32_t> top = set.top(SketchKind::server, 30);
+  ASSERT_EQ(top.size(), 30u);
+  for (size_t i = 0; i < top.size(); i++) EXPECT_EQ(set.at(top[i]).addr, servers[i]->addr) << i;
+  EXPECT_EQ(set.top(SketchKind::client, 0).size(), set.count(SketchKind::client));
+
+  // Refusals name the difference, as merge_sketch does.
+  EndpointSketch other;
+  other.addr = "192.0.2.9";
+  other.window_ns = 600'000'000'000ull;
+  other.seed = 2;
+  EXPECT_THROW(set.add(other), SketchError);
+  other.seed = 1;
+  other.window_ns = 0;
+  EXPECT_THROW(set.add(other), SketchError);
+  other.window_ns = 600'000'000'000ull;
+  other.kind = SketchKind::client;
+  other.pseudonym_key = "0badc0de";
+  other.addr = std::string(24, 'a');
+  EXPECT_THROW(set.add(other), SketchError) << "clients by address, then by pseudonym";
+  EXPECT_EQ(set.size(), want.size()) << "a refused line adds nothing";
+  SketchSet fresh;  // nor does it set what later lines must match
+  EndpointSketch server;
+  server.addr = "192.0.2.1";
+  fresh.add(server);
+  other.seed = 2;
+  EXPECT_THROW(fresh.add(other), SketchError);
+  other.seed = 1;
+  other.window_ns = 0;
+  other.pseudonym_key.clear();
+  other.addr = "192.0.2.2";
+  EXPECT_NO_THROW(fresh.add(other)) << "the first client line taken is by address";
+  EXPECT_EQ(fresh.size(), 2u);
+
+  // Memory: endpoints meeting one or two peers stay sparse.
+  SketchSet small;
+  for (uint32_t i = 0; i < 20000; i++) {
+    EndpointSketch s;
+    s.addr = "10." + std::to_string(i >> 16) + "." + std::to_string((i >> 8) & 255) + "." + std::to_string(i & 255);
+    s.a.add(XXH3_64bits(&i, sizeof i));
+    s.b.add(XXH3_64bits(&i, sizeof i) >> 3);
+    s.c.add(7);
+    small.add(s);
+  }
+  EXPECT_LT(small.memory_bytes() / small.size(), 200u) << "dense registers alone would be " << sizeof(DenseSketches);
+}
+

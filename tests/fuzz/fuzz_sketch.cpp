@@ -1,12 +1,16 @@
 // Endpoint sketch lines (--sketches-out files from other sensors, read by `linesight
 // sketches merge`): each line parsed; what parses must write back to a line that parses
-// to the same sketch, and merge with the previous one of its endpoint without fault.
+// to the same sketch, and merge with the previous one of its endpoint without fault; and
+// merge's sparse set must hold, endpoint for endpoint, the dense merge of what it took.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
+#include <tuple>
 
 #include "features/sketch_export.h"
+#include "features/sketch_set.h"
 
 namespace {
 bool same(const ls::EndpointSketch& a, const ls::EndpointSketch& b) {
@@ -22,6 +26,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
   std::string text(reinterpret_cast<const char*>(d), n);
   ls::EndpointSketch acc;
   bool have = false;
+  ls::SketchSet set;
+  std::map<std::tuple<ls::SketchKind, std::string, uint64_t>, ls::EndpointSketch> dense;
   size_t at = 0;
   while (at <= text.size()) {
     size_t end = text.find('\n', at);
@@ -32,6 +38,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
       ls::EndpointSketch s = ls::parse_sketch_line(line);
       if (!same(ls::parse_sketch_line(ls::sketch_line(s)), s)) std::abort();  // round trip
       s.a.estimate();
+      try {
+        set.add(s);  // throws before it changes anything
+        auto [it, fresh] = dense.try_emplace({s.kind, s.addr, s.window}, s);
+        if (!fresh) ls::merge_sketch(it->second, s);
+      } catch (const ls::SketchError&) {
+      }
       if (!have) {
         acc = s;
         have = true;
@@ -44,5 +56,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
     } catch (const ls::SketchError&) {
     }
   }
+  if (set.size() != dense.size()) std::abort();
+  auto order = set.in_order();
+  size_t i = 0;
+  for (auto& [k, d] : dense)
+    if (ls::sketch_line(set.at(order[i++])) != ls::sketch_line(d)) std::abort();
   return 0;
 }
