@@ -51,8 +51,9 @@ options (override the config file):
   --socket PATH          control socket (linesightctl), "" disables
   --metrics HOST:PORT    Prometheus metrics at http://HOST:PORT/metrics (off by default)
   --exit-idle D          stop once no packet (nor export datagram) has arrived for D
-  --collect HOST:PORT    also take NetFlow v5 / v9 / IPFIX / sFlow v5 over UDP on HOST:PORT:
-                         the records join the packets' in the same workers (docs/collector.md)
+  --collect HOST:PORT    also take NetFlow v1 / v5 / v7 / v9 / IPFIX / sFlow v5 over UDP on
+                         HOST:PORT: the records join the packets' in the same workers
+                         (docs/collector.md)
   --collect-tcp HOST:PORT  ... and IPFIX over TCP
   --memory-replay FILE   load FILE into mbufs and replay it through net_ring queues
   --loop N               memory replay: N passes, addresses rewritten per pass

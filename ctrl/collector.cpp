@@ -131,7 +131,9 @@ std::string Collector::metrics_text(bool alone) const {
   Exposition x;
   auto lbl = [](const char* k, const char* v) { return std::string(k) + "=\"" + v + "\""; };
   x.family("linesight_collector_datagrams_total", "counter", "Export datagrams (or IPFIX-over-TCP messages) received.");
+  x.sample("linesight_collector_datagrams_total", lbl("version", "v1"), double(dec_.ctr.get(NfCtr::datagrams_v1)));
   x.sample("linesight_collector_datagrams_total", lbl("version", "v5"), double(dec_.ctr.get(NfCtr::datagrams_v5)));
+  x.sample("linesight_collector_datagrams_total", lbl("version", "v7"), double(dec_.ctr.get(NfCtr::datagrams_v7)));
   x.sample("linesight_collector_datagrams_total", lbl("version", "v9"), double(dec_.ctr.get(NfCtr::datagrams_v9)));
   x.sample("linesight_collector_datagrams_total", lbl("version", "ipfix"), double(dec_.ctr.get(NfCtr::datagrams_ipfix)));
   x.sample("linesight_collector_datagrams_total", lbl("version", "sflow"), double(dec_.ctr.get(NfCtr::datagrams_sflow)));
@@ -233,7 +235,7 @@ CollectorListener::CollectorListener(Collector& c, const std::string& udp, const
     setsockopt(ufd_, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
   }
   // Tests and scripts wait for these lines before starting exporters.
-  if (ufd_ >= 0) std::fprintf(stderr, "linesight: collecting NetFlow v5 / v9 / IPFIX / sFlow v5 on udp %s\n", udp.c_str());
+  if (ufd_ >= 0) std::fprintf(stderr, "linesight: collecting NetFlow v1 / v5 / v7 / v9 / IPFIX / sFlow v5 on udp %s\n", udp.c_str());
   if (lfd_ >= 0) std::fprintf(stderr, "linesight: collecting IPFIX on tcp %s\n", tcp.c_str());
 }
 

@@ -1,4 +1,5 @@
-// Router flow input: NetFlow v5 / v9 / IPFIX / sFlow v5 datagrams (IPFIX also over TCP) → the exporter's unidirectional records
+// Router flow input: NetFlow v1 / v5 / v7 / v9 / IPFIX / sFlow v5 datagrams (IPFIX also
+// over TCP) → the exporter's unidirectional records
 // → joined into bidirectional flow records in a flow table (the two directions of a
 // conversation meet in one entry, as packets do) → the same consumers as a replay
 // (JSON records, IPFIX re-export, the feature stage). Single-threaded: it runs at the

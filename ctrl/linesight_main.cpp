@@ -41,8 +41,8 @@ const char* kUsage = R"(usage: linesight replay FILE... [options]
 
 replay:  pcap/pcapng files through the flow pipeline, one JSON line per flow.
 run:     the DPDK runtime on NIC ports or virtual devices (linesight run --help).
-collect: NetFlow v5 / v9 / IPFIX / sFlow v5 from routers, switches or probes over UDP, joined
-         into the same flow records and features (docs/collector.md).
+collect: NetFlow v1 / v5 / v7 / v9 / IPFIX / sFlow v5 from routers, switches or probes over
+         UDP, joined into the same flow records and features (docs/collector.md).
 report:  what our detections add to threat-intel feeds (linesight report --help).
 ti:      compile feeds into one table that loads in milliseconds; look addresses up;
          compute your addresses' keyed pseudonyms (linesight ti --help, docs/ti.md).
@@ -58,8 +58,8 @@ replay options (override the config file):
                          pages come in as flows use them, feature tables grow as needed)
 
 collect options:
-  --listen HOST:PORT     UDP address to receive NetFlow v5 / v9 / IPFIX / sFlow v5 on (e.g.
-                         0.0.0.0:2055; each datagram's version says which)
+  --listen HOST:PORT     UDP address to receive NetFlow v1 / v5 / v7 / v9 / IPFIX / sFlow v5
+                         on (e.g. 0.0.0.0:2055; each datagram's version says which)
   --listen-tcp HOST:PORT TCP address to receive IPFIX on (RFC 7011 10.4; e.g. 0.0.0.0:4739)
   --exit-idle D          stop once nothing has arrived for D (e.g. 3s)
   --metrics HOST:PORT    Prometheus metrics at http://HOST:PORT/metrics (off by default)

@@ -78,12 +78,32 @@ void NetflowDecoder::end_session(const std::string& from) {
   }
 }
 
+// Cisco's fixed formats (IPv4 only): a header — version, count, sysUpTime ms, export
+// time s + ns, then in v5 and v7 the flows sequence, in v5 engine type / id and sampling
+// (2 bits mode, 14 bits interval), in v7 4 reserved bytes — and `count` records: src,
+// dst, next hop, ifindex in / out, packets, octets, first / last (sysUpTime ms), ports,
+// then TCP flags, protocol and ToS where the version puts them. v5 adds AS numbers and
+// masks (48 bytes); v7 (Catalyst NDE) adds them, flags and the bypassed router (52); v1
+// has none of it (48 bytes, no sequence, no source id).
+struct FixedFormat {
+  uint16_t version;
+  size_t hdr, rec;
+  size_t flags_at, proto_at;  // in a record
+  bool sequence, engine_and_sampling;
+  NfCtr counter;
+};
+constexpr FixedFormat kV1{1, 16, 48, 40, 38, false, false, NfCtr::datagrams_v1};
+constexpr FixedFormat kV5{5, 24, 48, 37, 38, true, true, NfCtr::datagrams_v5};
+constexpr FixedFormat kV7{7, 24, 52, 37, 38, true, false, NfCtr::datagrams_v7};
+
 void NetflowDecoder::decode(const uint8_t* p, size_t n, const std::string& from, uint64_t recv_ns) {
   ctr.inc(NfCtr::datagrams);
   if (n < 4) return ctr.inc(NfCtr::truncated_header);
   uint16_t ver = rd16(p);
   bool ipfix = ver == 10;
-  if (ver == 5) return decode_v5(p, n, from);
+  if (ver == 5) return decode_fixed(p, n, from, kV5);
+  if (ver == 1) return decode_fixed(p, n, from, kV1);
+  if (ver == 7) return decode_fixed(p, n, from, kV7);
   // sFlow's version is a 32-bit word: its first two bytes are zero.
   if (ver == 0 && rd16(p + 2) == 5) return decode_sflow(p, n, from, recv_ns ? recv_ns : wall_ns());
   if (ver != 9 && ver != 10) return ctr.inc(NfCtr::bad_version);
@@ -138,33 +158,29 @@ void NetflowDecoder::decode(const uint8_t* p, size_t n, const std::string& from,
   check_sequence(exporters_[ex], ipfix, seq, flow_records, data_records);
 }
 
-// NetFlow v5 (Cisco's fixed format; IPv4 only): a 24-byte header — version, count,
-// sysUpTime ms, export time s + ns, flows sequence, engine type / id, sampling (2 bits
-// mode, 14 bits interval) — and `count` records of 48 bytes: src, dst, next hop, ifindex
-// in / out, packets, octets, first / last (sysUpTime ms), ports, pad, TCP flags, protocol,
-// ToS, AS numbers, masks, pad.
-void NetflowDecoder::decode_v5(const uint8_t* p, size_t n, const std::string& from) {
-  constexpr size_t kHdr = 24, kRec = 48;
-  ctr.inc(NfCtr::datagrams_v5);
-  if (n < kHdr) return ctr.inc(NfCtr::truncated_header);
-  uint32_t count = rd16(p + 2), uptime_ms = rd32(p + 4), seq = rd32(p + 16);
+void NetflowDecoder::decode_fixed(const uint8_t* p, size_t n, const std::string& from, const FixedFormat& f) {
+  ctr.inc(f.counter);
+  if (n < f.hdr) return ctr.inc(NfCtr::truncated_header);
+  uint32_t count = rd16(p + 2), uptime_ms = rd32(p + 4);
   // Records that are whole and announced are decoded; a count that disagrees with the
   // length is counted once (nfcapd would drop the datagram: the records are still good).
-  if (kHdr + size_t(count) * kRec != n) {
+  if (f.hdr + size_t(count) * f.rec != n) {
     ctr.inc(NfCtr::bad_length);
-    count = uint32_t(std::min<size_t>(count, (n - kHdr) / kRec));
+    count = uint32_t(std::min<size_t>(count, (n - f.hdr) / f.rec));
   }
-  uint32_t ex = exporter_of(from, uint32_t(p[20]) << 8 | p[21]);
+  uint32_t ex = exporter_of(from, f.engine_and_sampling ? uint32_t(p[20]) << 8 | p[21] : 0);
   Exporter& e = exporters_[ex];
-  // Every header states the sampling in force: mode 1 is 1 in N deterministic, mode 2
-  // random, mode 0 (or N = 0) none.
-  uint16_t samp = rd16(p + 22), mode = samp >> 14, interval = samp & 0x3FFF;
-  e.sampling = mode && interval ? interval : 1;
-  e.sampling_random = mode == 2 && interval;
-  // The exporter's boot in ms, to the header's ns: v5 times are as exact as its clock.
+  if (f.engine_and_sampling) {
+    // Every v5 header states the sampling in force: mode 1 is 1 in N deterministic, mode 2
+    // random, mode 0 (or N = 0) none. v1 and v7 say nothing: unsampled.
+    uint16_t samp = rd16(p + 22), mode = samp >> 14, interval = samp & 0x3FFF;
+    e.sampling = mode && interval ? interval : 1;
+    e.sampling_random = mode == 2 && interval;
+  }
+  // The exporter's boot in ms, to the header's ns: these times are as exact as its clock.
   int64_t base_ms = int64_t(rd32(p + 8)) * 1000 + rd32(p + 12) / 1'000'000 - int64_t(uptime_ms);
   for (uint32_t i = 0; i < count; i++) {
-    const uint8_t* r = p + kHdr + size_t(i) * kRec;
+    const uint8_t* r = p + f.hdr + size_t(i) * f.rec;
     Uniflow u{};
     u.ip_ver = 4;
     std::memcpy(u.src, r, 4);
@@ -176,8 +192,14 @@ void NetflowDecoder::decode_v5(const uint8_t* p, size_t n, const std::string& fr
     int64_t last = int32_t(rd32(r + 28) - uptime_ms) + int64_t(uptime_ms);
     u.sport = rd16(r + 32);
     u.dport = rd16(r + 34);  // ICMP: type × 256 + code, as Cisco exports it
-    u.tcp_flags = r[37];
-    u.proto = r[38];
+    u.tcp_flags = r[f.flags_at];
+    u.proto = r[f.proto_at];
+    // A Catalyst exporting under a destination-only or source-destination flow mask
+    // leaves protocol (and ports) zero: a traffic count, not a flow.
+    if (f.version == 7 && u.proto == 0) {
+      ctr.inc(NfCtr::records_without_flow_key);
+      continue;
+    }
     u.first_ns = uint64_t(std::max<int64_t>(0, base_ms + first)) * 1'000'000ull;
     u.last_ns = std::max<uint64_t>(u.first_ns, uint64_t(std::max<int64_t>(0, base_ms + last)) * 1'000'000ull);
     u.sampling_interval = e.sampling;
@@ -186,7 +208,9 @@ void NetflowDecoder::decode_v5(const uint8_t* p, size_t n, const std::string& fr
     ctr.inc(NfCtr::records);
     sink_(u);
   }
+  if (!f.sequence) return;
   // The header's sequence counts the flows before this datagram.
+  uint32_t seq = rd32(p + 16);
   if (e.seq_known && seq != e.next_seq) {
     uint32_t gap = seq - e.next_seq;
     ctr.inc(NfCtr::sequence_gaps, gap < (1u << 31) ? gap : 1);  // far behind: a restart

@@ -1,8 +1,8 @@
-// NetFlow v5, v9 (RFC 3954), IPFIX (RFC 7011) and sFlow v5 decoder: datagrams from router,
-// switch or probe exporters in, unidirectional flow records out. Templates and options
-// (sampling, system init time) are kept per exporter and observation domain / source id
-// (v5: engine type and id; sFlow: sub-agent id). sFlow's sampled packet headers go
-// through the packet parser and become one-packet records. Every malformed or unusable
+// NetFlow v1, v5, v7, v9 (RFC 3954), IPFIX (RFC 7011) and sFlow v5 decoder: datagrams
+// from router, switch or probe exporters in, unidirectional flow records out. Templates
+// and options (sampling, system init time) are kept per exporter and observation domain
+// / source id (v5: engine type and id; v1, v7: none; sFlow: sub-agent id). sFlow's
+// sampled packet headers go through the packet parser and become one-packet records. Every malformed or unusable
 // piece is counted under a named counter; decoding never reads past a datagram.
 #pragma once
 #include <cstdint>
@@ -23,14 +23,16 @@ namespace ls {
   X(datagrams_v9)                                                                            \
   X(datagrams_ipfix)                                                                         \
   X(datagrams_v5)                                                                            \
+  X(datagrams_v1)                                                                            \
+  X(datagrams_v7)                                                                            \
   X(datagrams_sflow)                                                                         \
   X(records)                /* flow records decoded */                                      \
   X(options_records)        /* options data records (sampling, system init time) */         \
   X(templates)              /* template records learnt (incl. refreshes) */                 \
   X(templates_withdrawn)                                                                     \
-  X(bad_version)            /* not NetFlow 5, 9, IPFIX or sFlow 5 (NetFlow v1, v7, sFlow v2, v4 are not supported) */ \
+  X(bad_version)            /* not NetFlow 1, 5, 7, 9, IPFIX or sFlow 5 (sFlow v2 and v4 are not supported) */ \
   X(truncated_header)                                                                        \
-  X(bad_length)             /* IPFIX length, or v5 record count, disagrees with the datagram */ \
+  X(bad_length)             /* IPFIX length, or v1/v5/v7 record count, disagrees with the datagram */ \
   X(bad_set_length)         /* a set shorter than its header or past the datagram */        \
   X(bad_template)           /* template record cut short or with zero-length fields */      \
   X(data_without_template)  /* data set whose template is not (yet) known: skipped */       \
@@ -84,6 +86,8 @@ struct Uniflow {
   uint16_t payload_len;
 };
 
+struct FixedFormat;  // NetFlow v1, v5, v7: netflow.cpp
+
 class NetflowDecoder {
  public:
   using Sink = std::function<void(const Uniflow&)>;
@@ -135,7 +139,7 @@ class NetflowDecoder {
   using TemplateKey = std::tuple<uint32_t, uint16_t>;  // exporter index, template id
 
   uint32_t exporter_of(const std::string& from, uint32_t domain);
-  void decode_v5(const uint8_t* p, size_t n, const std::string& from);
+  void decode_fixed(const uint8_t* p, size_t n, const std::string& from, const FixedFormat& f);
   void decode_sflow(const uint8_t* p, size_t n, const std::string& from, uint64_t recv_ns);
   void sflow_flow_sample(const uint8_t* p, size_t n, bool expanded, uint32_t ex, uint64_t ts_ns);
   void count_sflow_drops(Exporter& e, uint64_t source, uint32_t drops);

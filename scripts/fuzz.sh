@@ -63,9 +63,9 @@ for name, e, magic, minor in (("swapped-nano", ">", 0xa1b23c4d, 4), ("v2.3", "<"
     open(f"{sys.argv[1]}/{name}", "wb").write(b)
 PY
       ;;
-    netflow)  # softflowd's v5, v9 and IPFIX and pmacct's sFlow for a capture, length-prefixed as the target reads
+    netflow)  # softflowd's v1, v5, v9 and IPFIX (and its v5 as v7) and pmacct's sFlow for a capture, length-prefixed
       if [ -f "$DATA/slips/test-cc-capture-2.pcap" ]; then
-        for v in 5 9 10 sflow; do
+        for v in 1 5 7 9 10 sflow; do
           if [ $v = sflow ]; then command -v pmacctd >/dev/null || continue
           else command -v softflowd >/dev/null || continue; fi
           python3 - "$d/export-$v" "$v" "$DATA/slips/test-cc-capture-2.pcap" <<'PY'
@@ -79,12 +79,16 @@ if v == "sflow":
                f"sfprobe_receiver: 127.0.0.1:{port}\nsfprobe_agentip: 127.0.0.1\n"); conf.close()
     subprocess.run(["pmacctd", "-f", conf.name], capture_output=True); os.unlink(conf.name)
 else:
-    subprocess.run(["softflowd", "-r", pcap, "-n", f"127.0.0.1:{port}", "-v", v, "-6", "-d", "-a"],
-                   capture_output=True)
+    subprocess.run(["softflowd", "-r", pcap, "-n", f"127.0.0.1:{port}", "-v", "5" if v == "7" else v, "-6", "-d",
+                    "-a"], capture_output=True)
 data = b""
 try:
     while len(data) < 20000:
-        g = s.recv(65535); data += struct.pack("!H", len(g)) + g
+        g = s.recv(65535)
+        if v == "7":  # v5 → v7: reserved header bytes, a router address after each record
+            g = struct.pack("!H", 7) + g[2:20] + bytes(4) + b"".join(
+                g[24 + 48 * i:72 + 48 * i] + bytes([192, 0, 2, 254]) for i in range((len(g) - 24) // 48))
+        data += struct.pack("!H", len(g)) + g
 except socket.timeout:
     pass
 open(out, "wb").write(data)

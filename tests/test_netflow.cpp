@@ -251,6 +251,66 @@ TEST_F(Netflow, V5CountDisagreeingWithLengthKeepsWholeRecords) {
   EXPECT_EQ(d.ctr.get(NfCtr::bad_length), 1u + 96);
 }
 
+// NetFlow v1 (16-byte header: no sequence, no engine, no sampling; TCP flags at byte 40
+// of a record, after protocol and ToS) and v7 (Catalyst NDE: v5's header with 4 reserved
+// bytes in place of engine and sampling, v5's record plus the bypassed router: 52 bytes).
+TEST_F(Netflow, V1AndV7Records) {
+  Buf r1;
+  r1.u32(0xC0000201).u32(0xC6336402).u32(0).u16(1).u16(2).u32(7).u32(900).u32(1000).u32(4000).u16(40000)
+      .u16(443).u16(0).u8(6).u8(0x10).u8(0x1B).u8(0).u16(0).u32(0);
+  ASSERT_EQ(r1.b.size(), 48u);
+  Buf m1;
+  m1.u16(1).u16(2).u32(5000).u32(1'700'000'000).u32(250'000'000);
+  m1.bytes(r1.b);
+  m1.bytes(r1.b);
+  feed(m1);
+  ASSERT_EQ(got.size(), 2u);
+  const uint64_t export_ms = 1'700'000'000'250ull;
+  EXPECT_EQ(got[0].first_ns, (export_ms - 4'000) * 1'000'000);
+  EXPECT_EQ(got[0].last_ns, (export_ms - 1'000) * 1'000'000);
+  EXPECT_EQ(got[0].proto, 6);
+  EXPECT_EQ(got[0].tcp_flags, 0x1B) << "not the ToS byte before it";
+  EXPECT_EQ(got[0].dport, 443);
+  EXPECT_EQ(got[0].packets, 7u);
+  EXPECT_EQ(got[0].sampling_interval, 1u);
+  EXPECT_EQ(d.ctr.get(NfCtr::datagrams_v1), 1u);
+  m1.b.resize(m1.b.size() - 1);  // the second record cut short
+  feed(m1);
+  EXPECT_EQ(got.size(), 3u);
+  EXPECT_EQ(d.ctr.get(NfCtr::bad_length), 1u);
+  EXPECT_EQ(d.ctr.get(NfCtr::sequence_gaps), 0u) << "v1 has no sequence";
+
+  auto v7 = [](uint32_t seq, const std::vector<Buf>& recs) {
+    Buf m;
+    m.u16(7).u16(uint16_t(recs.size())).u32(5000).u32(1'700'000'000).u32(250'000'000).u32(seq).u32(0);
+    for (const Buf& r : recs) {
+      m.bytes(r.b);
+      m.u32(0xC0000101);  // router_sc
+    }
+    return m;
+  };
+  Buf full = v5_record(0x0A000001, 0x0A000002, 3, 180, 4500, 4900, 5353, 53, 0, 17);
+  // A destination-only flow mask: no source, ports nor protocol.
+  Buf dest_only = v5_record(0, 0x0A000003, 9, 900, 4000, 4900, 0, 0, 0, 0);
+  got.clear();
+  feed(v7(10, {full, dest_only}));
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].proto, 17);
+  EXPECT_EQ(got[0].dport, 53);
+  EXPECT_EQ(got[0].bytes, 180u);
+  EXPECT_EQ(got[0].first_ns, (export_ms - 500) * 1'000'000);
+  EXPECT_EQ(d.ctr.get(NfCtr::records_without_flow_key), 1u);
+  feed(v7(15, {full}));  // 12 expected: 3 flows lost
+  EXPECT_EQ(d.ctr.get(NfCtr::sequence_gaps), 3u);
+  EXPECT_EQ(d.ctr.get(NfCtr::datagrams_v7), 2u);
+  EXPECT_EQ(d.ctr.get(NfCtr::bad_length), 1u);
+  EXPECT_EQ(d.ctr.get(NfCtr::bad_version), 0u);
+  Buf v6;
+  v6.u16(6).u16(0).u32(0).u32(0).u32(0).u32(0).u32(0);
+  feed(v6);
+  EXPECT_EQ(d.ctr.get(NfCtr::bad_version), 1u);
+}
+
 // The collector hands the records a datagram ends to its consumer together (the models
 // score them in one batch), each prefetched first, and every one by the end.
 // sFlow v5 pieces (sflow.org "sFlow Version 5"): a datagram from IPv4 agent 192.0.2.9,

@@ -1,5 +1,5 @@
-// NetFlow v5 / v9 / IPFIX / sFlow v5 decoder. The input is split into datagrams at 2-byte
-// length prefixes, so templates from one datagram meet data sets in the next. Arrival
+// NetFlow v1 / v5 / v7 / v9 / IPFIX / sFlow v5 decoder. The input is split into datagrams
+// at 2-byte length prefixes, so templates from one datagram meet data sets in the next. Arrival
 // time is fixed, so a crash replays the same way. The same bytes are
 // also one IPFIX-over-TCP stream, read in pieces whose sizes the input's bytes set.
 // Every record also goes through collect --filter's view of it as a packet.
