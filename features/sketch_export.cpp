@@ -167,7 +167,91 @@ std::string sketch_line(const EndpointSketch& s) {
   return o;
 }
 
+namespace {
+
+// A cursor over a line as append_sketch_line writes it; every step says whether the text
+// is what that writer puts there.
+struct Written {
+  const char *p, *end;
+  bool lit(std::string_view s) {
+    if (size_t(end - p) < s.size() || std::memcmp(p, s.data(), s.size())) return false;
+    p += s.size();
+    return true;
+  }
+  // JSON's unsigned integers: no sign, no leading zero, within 64 bits (the JSON reader
+  // takes a larger one as a float, which no field accepts).
+  bool num(uint64_t& v) {
+    const char* s = p;
+    v = 0;
+    for (; p < end && *p >= '0' && *p <= '9'; p++)
+      if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, uint64_t(*p - '0'), &v)) return false;
+    return p > s && !(*s == '0' && p - s > 1);
+  }
+  bool field(std::string_view name, uint64_t& v) { return lit(",\"") && lit(name) && lit("\":") && num(v); }
+  // A string with nothing to unescape or validate: printable ASCII without '"' or '\'.
+  bool str(std::string& out) {
+    if (!lit("\"")) return false;
+    const char* s = p;
+    while (p < end && *p != '"') {
+      if (*p < 0x20 || *p == '\\' || static_cast<unsigned char>(*p) >= 0x80) return false;
+      p++;
+    }
+    if (p == end) return false;
+    out.assign(s, p);
+    p++;
+    return true;
+  }
+  template <unsigned P>
+  bool registers(std::string_view name, Hll<P>& h) {
+    if (!(lit(",\"") && lit(name) && lit("\":["))) return false;
+    for (bool first = true; !lit("]"); first = false) {
+      uint64_t idx, rank;
+      if ((!first && !lit(",")) || !lit("[") || !num(idx) || !lit(",") || !num(rank) || !lit("]")) return false;
+      if (idx >= Hll<P>::kM || rank == 0 || rank > 64 - P + 1) return false;
+      h.raise(uint32_t(idx), uint8_t(rank));
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+bool parse_sketch_line_written(std::string_view line, EndpointSketch& s) {
+  Written w{line.data(), line.data() + line.size()};
+  s = EndpointSketch{};
+  if (!w.lit("{\"linesight_sketch\":2,\"kind\":\"")) return false;
+  if (w.lit("server\",\"server\":")) {
+    s.kind = SketchKind::server;
+    if (!w.str(s.addr) || s.addr.empty()) return false;
+  } else if (w.lit("client\",\"client\":")) {
+    s.kind = SketchKind::client;
+    if (!w.str(s.addr) || s.addr.empty()) return false;
+  } else if (w.lit("client\",\"client_pseudonym\":")) {
+    s.kind = SketchKind::client;
+    if (!w.str(s.addr) || !is_hex(s.addr, 24) || !w.lit(",\"pseudonym_key\":") || !w.str(s.pseudonym_key) ||
+        !is_hex(s.pseudonym_key, 8))
+      return false;
+  } else {
+    return false;
+  }
+  uint64_t sensors;
+  if (!(w.field("seed", s.seed) && w.field("window_ns", s.window_ns) && w.field("window", s.window) &&
+        w.field("first_ns", s.first_ns) && w.field("last_ns", s.last_ns) && w.field("flows", s.flows)))
+    return false;
+  if (s.kind == SketchKind::server && !w.field("bytes", s.bytes)) return false;
+  if (!(w.field("failed", s.failed) && w.field("sensors", sensors)) || s.failed > s.flows) return false;
+  s.sensors = uint32_t(sensors);
+  const KindNames& n = names(s.kind);
+  return w.registers(n.a, s.a) && w.registers(n.b, s.b) && w.registers(n.c, s.c) && w.lit("}") && w.p == w.end;
+}
+
 EndpointSketch parse_sketch_line(const std::string& line) {
+  EndpointSketch s;
+  if (parse_sketch_line_written(line, s)) return s;
+  return parse_sketch_line_json(line);
+}
+
+EndpointSketch parse_sketch_line_json(const std::string& line) {
   nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object()) throw SketchError("not a JSON object");
   const auto v = j.find("linesight_sketch");

@@ -15,6 +15,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "features/hll.h"
 
@@ -56,6 +57,14 @@ std::string sketch_line(const EndpointSketch& s);
 void append_sketch_line(std::string& out, const EndpointSketch& s);
 // Throws SketchError naming what is wrong with the line.
 EndpointSketch parse_sketch_line(const std::string& line);
+// The two readers behind it. The first takes only a valid line exactly as
+// append_sketch_line writes it (version 2, its key order, no whitespace, no escapes, plain
+// ASCII) and says whether it did, with no JSON object built: ≈ 15× faster
+// (BM_SketchRead). Everything else goes to the second, a JSON parser, which reads any
+// valid line and names what is wrong with the others. On a line both take they give the
+// same sketch (fuzz target sketch).
+bool parse_sketch_line_written(std::string_view line, EndpointSketch& s);
+EndpointSketch parse_sketch_line_json(const std::string& line);
 // b's counts into a's (sketches or merged entries): first and last seen by min and max,
 // flows, bytes, failed contacts and sensors summed.
 template <class A, class B>

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -352,15 +353,15 @@ BENCHMARK(BM_FeatureTablesPrefetched)->Arg(1 << 10)->Arg(1 << 20);
 // clients each (dense). One item = one line: ns per item × 64 is what a slice holds a
 // worker up for. range(1): clients by address (0), by keyed pseudonym (1: one
 // HMAC-SHA256 a client line), or none (2).
-void BM_SketchLines(benchmark::State& st) {
-  const uint32_t n = uint32_t(st.range(0));
+// A feature stage holding n clients and n / 8 servers as described above.
+std::unique_ptr<FeatureStage> sketch_bench_stage(uint32_t n, SketchClients clients) {
   FeatureConfig fc;
   fc.hash_seed = 5;
   fc.client_capacity = fc.server_capacity = 2 * n;
   fc.window_ns = 3'600'000'000'000ull;  // pseudonyms need one; every variant has it
-  fc.sketch_clients = SketchClients(st.range(1));
+  fc.sketch_clients = clients;
   fc.pseudonym_secret = "bench-secret-0123456789";
-  FeatureStage fs(fc);
+  auto fs = std::make_unique<FeatureStage>(fc);
   FlowRecord r = https_record(4, 800);
   FeatureRow row;
   uint64_t t = 1'700'000'000'000'000'000ull;
@@ -372,9 +373,16 @@ void BM_SketchLines(benchmark::State& st) {
       uint32_t srv = 0xc0000000u + g() % (n / 8 + 1);
       std::memcpy(r.e.key.hi, &srv, 4);
       r.e.first_ns = r.e.last_ns = t += 1000;
-      fs.compute(r, row);
+      fs->compute(r, row);
     }
   }
+  return fs;
+}
+
+void BM_SketchLines(benchmark::State& st) {
+  const uint32_t n = uint32_t(st.range(0));
+  std::unique_ptr<FeatureStage> stage = sketch_bench_stage(n, SketchClients(st.range(1)));
+  FeatureStage& fs = *stage;
   std::string text;
   size_t lines = 0;
   for (auto _ : st) {
@@ -390,6 +398,26 @@ void BM_SketchLines(benchmark::State& st) {
   st.counters["dense_share"] = double(c.servers.overflowed + c.clients.overflowed) / double(lines / st.iterations());
 }
 BENCHMARK(BM_SketchLines)->Args({1 << 14, 0})->Args({1 << 14, 1})->Args({1 << 14, 2})->Unit(benchmark::kMillisecond);
+
+// `sketches merge` reading those lines (by address): range(0) 0 = parse_sketch_line (lines
+// as written take the fast reader), 1 = the JSON reader alone. One item = one line.
+void BM_SketchRead(benchmark::State& st) {
+  std::unique_ptr<FeatureStage> fs = sketch_bench_stage(1 << 14, SketchClients::address);
+  std::string text;
+  size_t n = 0;
+  for (uint32_t pos = 0; !fs->sketch_lines(text, pos, 64, n);) {
+  }
+  std::vector<std::string> lines;
+  for (size_t at = 0, nl; (nl = text.find('\n', at)) != std::string::npos; at = nl + 1)
+    lines.push_back(text.substr(at, nl - at));
+  for (auto _ : st)
+    for (const std::string& l : lines) {
+      EndpointSketch s = st.range(0) ? parse_sketch_line_json(l) : parse_sketch_line(l);
+      benchmark::DoNotOptimize(s.a.sum);
+    }
+  st.SetItemsProcessed(int64_t(st.iterations() * lines.size()));
+}
+BENCHMARK(BM_SketchRead)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 // 4,096 records with varied addresses, ports, sizes and timing (periodic pairs among
 // them), and their feature rows, so numbers in the text benchmarks have realistic widths.

@@ -972,6 +972,92 @@ TEST(EndpointSketch, LineIsNlohmannsDump) {
   }
 }
 
+// Lines as the sensors write them take the fast reader, which gives what the JSON reader
+// gives; anything else it leaves to the JSON reader: other spellings of the same sketch,
+// and every error, so errors are named as before.
+TEST(EndpointSketch, WrittenLinesTakeTheFastReader) {
+  auto same = [](const EndpointSketch& a, const EndpointSketch& b) {
+    return sketch_line(a) == sketch_line(b) && a.a.sum == b.a.sum && a.b.zeros == b.b.zeros && a.c.sum == b.c.sum;
+  };
+  auto json_reads = [](const std::string& l, EndpointSketch& out) {
+    try {
+      out = parse_sketch_line_json(l);
+      return true;
+    } catch (const SketchError&) {
+      return false;
+    }
+  };
+  std::mt19937_64 g(5);
+  const std::string addrs[] = {"10.0.0.1", "2001:db8::1", "a\"b", "h\xc3\xa9te", "x\ty", "192.0.2.255"};
+  int fast = 0;
+  for (int round = 0; round < 400; round++) {
+    EndpointSketch s;
+    s.kind = round % 2 ? SketchKind::client : SketchKind::server;
+    s.addr = addrs[round % std::size(addrs)];
+    if (round % 4 == 3) {
+      s.addr = "0123456789abcdef01234567";
+      s.pseudonym_key = "89abcdef";
+    }
+    uint64_t* f[] = {&s.seed, &s.window_ns, &s.window, &s.first_ns, &s.last_ns, &s.bytes};
+    for (uint64_t* x : f) *x = round % 9 == 0 ? UINT64_MAX : round % 9 == 1 ? 0 : g() >> (g() % 64);
+    s.flows = g() >> (g() % 64);
+    s.failed = round % 11 == 5 ? s.flows + 1 : s.flows / 3;  // sometimes more failed than flows: an error
+    if (s.kind == SketchKind::client) s.bytes = 0;
+    s.sensors = uint32_t(g());
+    for (int v = 0; v < round % 50 * 7; v++) {
+      s.a.add(g());
+      s.b.add(g());
+      s.c.add(g());
+    }
+    std::string line = sketch_line(s);
+    line.pop_back();  // the newline, as getline leaves it
+    EndpointSketch a, b;
+    bool by_json = json_reads(line, b);
+    bool plain = s.addr.find_first_of("\"\\\t\xc3") == std::string::npos;
+    ASSERT_EQ(parse_sketch_line_written(line, a), plain && by_json) << line;
+    if (plain && by_json) {
+      fast++;
+      ASSERT_TRUE(same(a, b)) << line;
+      ASSERT_TRUE(same(a, s)) << line;
+    }
+    // The same sketch spelled otherwise: only the JSON reader, to the same result.
+    for (std::string other : {std::string(line).insert(1, " "), line + " ", std::string(line).replace(
+                                  line.find("\"seed\":"), 7, "\"seed\": ")}) {
+      ASSERT_FALSE(parse_sketch_line_written(other, a)) << other;
+      if (by_json) {
+        ASSERT_TRUE(same(parse_sketch_line(other), b)) << other;
+      }
+    }
+  }
+  EXPECT_GT(fast, 150);
+  // Errors: the fast reader refuses, the JSON reader names them.
+  EndpointSketch ok;
+  ok.addr = "10.0.0.1";
+  ok.flows = 3;
+  ok.a.raise(5, 2);
+  std::string good = sketch_line(ok);
+  good.pop_back();
+  EndpointSketch a;
+  ASSERT_TRUE(parse_sketch_line_written(good, a));
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string l = good;
+    l.replace(l.find(from), from.size(), to);
+    return l;
+  };
+  for (const std::string& bad :
+       {with("[5,2]", "[5,0]"), with("[5,2]", "[256,1]"), with("[5,2]", "[5,58]"), with("\"failed\":0", "\"failed\":4"),
+        with("\"flows\":3", "\"flows\":03"), with("\"server\":\"10.0.0.1\"", "\"server\":\"\""), good + "x",
+        good.substr(0, good.size() - 1), with("[5,2]", "[5,2],"), with("\"seed\":1", "\"seed\":-1"),
+        with("[5,2]", "[5.0,2]"), with("\"flows\":3", "\"flows\":18446744073709551616")}) {
+    EXPECT_FALSE(parse_sketch_line_written(bad, a)) << bad;
+    EXPECT_THROW(parse_sketch_line(bad), SketchError) << bad;
+  }
+  // Version 1 lines (servers only, no kind) are the JSON reader's.
+  std::string v1 = with("\"linesight_sketch\":2,\"kind\":\"server\",", "\"linesight_sketch\":1,");
+  EXPECT_FALSE(parse_sketch_line_written(v1, a));
+  EXPECT_TRUE(same(parse_sketch_line(v1), ok));
+}
+
 // A client line names its counters as a client's and has no bytes; a line of version 1
 // (before client sketches) still reads, as a server's.
 TEST(EndpointSketch, ClientLinesAndVersionOne) {
