@@ -10,8 +10,8 @@
 // pool that grows: the functions take either pool.
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <type_traits>
-#include <vector>
 
 #include "features/block_pool.h"
 #include "features/hll.h"
@@ -26,7 +26,7 @@ struct DenseSketches {
 using SketchPool = BlockPool<DenseSketches>;
 
 // Dense blocks for a merge off the hot path (SketchSet): grows as endpoints go dense and
-// never releases; its indices stay valid as it grows.
+// never releases. A deque, so growing never copies the blocks already there.
 class GrowingSketchPool {
  public:
   uint32_t acquire() {
@@ -35,10 +35,12 @@ class GrowingSketchPool {
   }
   DenseSketches& at(uint32_t i) { return blocks_[i]; }
   const DenseSketches& at(uint32_t i) const { return blocks_[i]; }
-  size_t memory_bytes() const { return blocks_.capacity() * sizeof(DenseSketches); }
+  // A block each (libstdc++ gives blocks over 512 bytes a node of their own): itself,
+  // malloc's header and the deque's pointer to it.
+  size_t memory_bytes() const { return blocks_.size() * (sizeof(DenseSketches) + 16 + sizeof(void*)); }
 
  private:
-  std::vector<DenseSketches> blocks_;
+  std::deque<DenseSketches> blocks_;
 };
 
 struct EndpointSketches {
