@@ -2,8 +2,9 @@
 // from router, switch or probe exporters in, unidirectional flow records out. Templates
 // and options (sampling, system init time) are kept per exporter and observation domain
 // / source id (v5: engine type and id; v1, v7: none; sFlow: sub-agent id). sFlow's
-// sampled packet headers go through the packet parser and become one-packet records. Every malformed or unusable
-// piece is counted under a named counter; decoding never reads past a datagram.
+// sampled packet headers go through the packet parser and become one-packet records.
+// Every malformed or unusable piece is counted under a named counter; decoding never
+// reads past a datagram.
 #pragma once
 #include <cstdint>
 #include <functional>
