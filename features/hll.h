@@ -7,6 +7,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace ls {
 
@@ -28,6 +29,21 @@ struct Hll {
     return uint8_t(rest ? std::countl_zero(rest) + 1 : 64 - P + 1);
   }
   void add(uint64_t h) { raise(index_of(h), rank_of(h)); }
+  // f(index, rank) for each non-zero register, in index order, 8 registers at a time:
+  // most endpoints' sketches hold a handful.
+  template <class F>
+  void each_set(F&& f) const {
+    static_assert(kM % 8 == 0 && std::endian::native == std::endian::little);
+    for (uint32_t i = 0; i < kM; i += 8) {
+      uint64_t word;
+      std::memcpy(&word, reg + i, 8);
+      while (word) {
+        uint32_t byte = uint32_t(std::countr_zero(word)) / 8;
+        word &= ~(0xffull << (8 * byte));
+        f(i + byte, reg[i + byte]);
+      }
+    }
+  }
   void raise(uint32_t idx, uint8_t rho) {
     uint8_t old = reg[idx];
     if (rho <= old) return;

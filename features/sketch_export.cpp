@@ -105,23 +105,16 @@ void put_json_string(TextBuf& w, const std::string& s) {
 // the registers are scanned 8 at a time and the empty words skipped.
 template <unsigned P>
 void put_registers(TextBuf& w, std::string_view name, const Hll<P>& h) {
-  static_assert(Hll<P>::kM % 8 == 0 && std::endian::native == std::endian::little);
   w.run<1>().lit(",\"");
   w.text(name);
   w.run<1>().lit("\":[");
   bool first = true;
-  for (uint32_t i = 0; i < Hll<P>::kM; i += 8) {
-    uint64_t word;
-    std::memcpy(&word, h.reg + i, 8);
-    while (word) {
-      uint32_t byte = uint32_t(std::countr_zero(word)) / 8;
-      word &= ~(0xffull << (8 * byte));
-      auto r = w.run<3>();
-      if (!first) r.c(',');
-      r.c('[').num(i + byte).c(',').num(h.reg[i + byte]).c(']');
-      first = false;
-    }
-  }
+  h.each_set([&](uint32_t idx, uint8_t rank) {
+    auto r = w.run<3>();
+    if (!first) r.c(',');
+    r.c('[').num(idx).c(',').num(rank).c(']');
+    first = false;
+  });
   w.run<1>().c(']');
 }
 

@@ -11,20 +11,10 @@ namespace ls {
 
 namespace {
 
-// Counter S's non-zero registers of a dense sketch into an endpoint's registers, 8 at a
-// time: most lines carry a handful.
+// Counter S's non-zero registers of a dense sketch into an endpoint's registers.
 template <int S, unsigned P>
 void put_all(EndpointSketches& r, const Hll<P>& h, GrowingSketchPool& pool) {
-  static_assert(Hll<P>::kM % 8 == 0);
-  for (uint32_t i = 0; i < Hll<P>::kM; i += 8) {
-    uint64_t word;
-    std::memcpy(&word, h.reg + i, 8);
-    while (word) {
-      uint32_t j = i + uint32_t(std::countr_zero(word)) / 8;
-      word &= ~(0xffull << (8 * (j - i)));
-      r.put<S>(j, h.reg[j], pool);
-    }
-  }
+  h.each_set([&](uint32_t idx, uint8_t rank) { r.put<S>(idx, rank, pool); });
 }
 
 // (kind, address, window): the order merged files are written in.
