@@ -39,7 +39,8 @@ const char* kUsage = R"(usage: linesight replay FILE... [options]
        linesight sketches merge FILE... [-o FILE] [--top N] [--kind server|client] [--json]
        linesight --version
 
-replay:  pcap/pcapng files through the flow pipeline, one JSON line per flow.
+replay:  pcap/pcapng files through the flow pipeline, one JSON line per flow; gzip-, zstd- or
+         xz-compressed files are read as they are, and "-" reads standard input.
 run:     the DPDK runtime on NIC ports or virtual devices (linesight run --help).
 collect: NetFlow v1 / v5 / v7 / v9 / IPFIX / sFlow v5 from routers, switches or probes over
          UDP, joined into the same flow records and features (docs/collector.md).
@@ -184,7 +185,8 @@ int cmd_replay(int argc, char** argv) {
   r.warnings = src->stats().warnings;
   for (auto& w : r.warnings) std::fprintf(stderr, "linesight: warning: %s\n", w.c_str());
   int rc = finish_outputs(*outputs, r, summary, cfg, cfg.cores, quiet);
-  return rc;
+  // Every flow was written; an input that could not be read still fails the run.
+  return rc == 0 && src->stats().unread_files ? 1 : rc;
 }
 
 int cmd_collect(int argc, char** argv) {

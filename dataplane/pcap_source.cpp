@@ -11,6 +11,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "dataplane/capture_input.h"
 #include "dataplane/source.h"
 
 namespace ls {
@@ -50,7 +51,8 @@ class PcapRecords {
   static constexpr uint32_t kMaxCaplen = 262144;  // libpcap's limit for our link types
   static constexpr size_t kHeader = 16, kFileHeader = 24;
 
-  PcapRecords(int fd, uint32_t magic, pcap_t* p, uint64_t file_size) : fd_(fd), off_(kFileHeader) {
+  // `in` stands after the file header; `size_hint`: its bytes, if known (sizes the buffer).
+  PcapRecords(CaptureInput& in, uint32_t magic, pcap_t* p, uint64_t size_hint) : in_(in) {
     swapped_ = magic == 0xd4c3b2a1u || magic == 0x4d3cb2a1u;
     nano_ = magic == 0xa1b23c4du || magic == 0x4d3cb2a1u;
     int major = pcap_major_version(p), minor = pcap_minor_version(p);
@@ -58,11 +60,8 @@ class PcapRecords {
     lengths_ = major == 543 || (major == 2 && minor < 3) ? SWAPPED
              : major == 2 && minor == 3 ? MAYBE : AS_IS;
     snapshot_ = uint32_t(pcap_snapshot(p));
-    cap_ = std::clamp<uint64_t>(file_size, 4096, 1u << 20);
+    cap_ = std::clamp<uint64_t>(size_hint, 4096, 1u << 20);
     buf_ = std::make_unique_for_overwrite<uint8_t[]>(cap_);
-#ifdef POSIX_FADV_SEQUENTIAL
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-#endif
   }
 
   // The next record without taking it: 1 (h, data valid until the next peek), 0 at the
@@ -120,23 +119,20 @@ class PcapRecords {
       cap_ = need;
     }
     while (end_ < need) {
-      ssize_t r = pread(fd_, buf_.get() + end_, cap_ - end_, off_t(off_));
-      if (r < 0 && errno == EINTR) continue;
+      ssize_t r = in_.read(buf_.get() + end_, cap_ - end_);
       if (r < 0) {
         failed_ = true;
-        err_ = std::string("error reading dump file: ") + std::strerror(errno);
+        err_ = "error reading dump file: " + in_.error();
         return false;
       }
       if (r == 0) return false;
       end_ += size_t(r);
-      off_ += uint64_t(r);
     }
     return true;
   }
 
   enum Lengths : uint8_t { AS_IS, SWAPPED, MAYBE };
-  int fd_;
-  uint64_t off_;
+  CaptureInput& in_;
   bool swapped_ = false, nano_ = false, failed_ = false;
   Lengths lengths_ = AS_IS;
   uint32_t snapshot_ = 0;
@@ -146,6 +142,7 @@ class PcapRecords {
 };
 
 struct PcapHandle {
+  std::unique_ptr<CaptureInput> in;  // the bytes; outlives p, whose stream may read them
   pcap_t* p = nullptr;
   LinkType link = LinkType::ETHERNET;
   std::unique_ptr<char[]> iobuf;
@@ -156,30 +153,47 @@ struct PcapHandle {
   }
 };
 
+bool classic_magic(uint32_t magic) {
+  for (uint32_t m : {0xa1b2c3d4u, 0xa1b23c4du, 0xd4c3b2a1u, 0x4d3cb2a1u})
+    if (magic == m) return true;
+  return false;
+}
+
 void open_one(const std::string& path, PcapHandle& h, bool own_reader) {
   char err[PCAP_ERRBUF_SIZE] = {0};
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw std::runtime_error(path + ": " + std::strerror(errno));
-  struct stat st {};
-  bool regular = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
+  OpenedCapture c = open_capture(path);
   uint32_t magic = 0;
-  bool classic = false;
-  if (regular && own_reader && pread(fileno(f), &magic, 4, 0) == 4)
-    for (uint32_t m : {0xa1b2c3d4u, 0xa1b23c4du, 0xd4c3b2a1u, 0x4d3cb2a1u}) classic |= magic == m;
+  if (c.magic_len == 4) std::memcpy(&magic, c.magic, 4);
+  bool classic = own_reader && classic_magic(magic);
+  // A plain file: libpcap's own stdio stream on the file, ours by pread (c.in) beside it.
+  // Anything else (a pipe, a compressed file): libpcap reads through c.in, unbuffered
+  // when ours takes over after the file header.
+  bool plain = c.regular && !c.codec;
+  FILE* f = nullptr;
+  if (plain) {
+    int d = fcntl(c.fd, F_DUPFD_CLOEXEC, 0);
+    f = d < 0 ? nullptr : fdopen(d, "rb");
+    if (!f && d >= 0) close(d);
+  } else {
+    f = capture_stdio(*c.in, !classic);
+  }
+  if (!f) throw std::runtime_error(path + ": " + std::strerror(errno));
   if (!classic) {
     // libpcap reads record by record through stdio: our own FILE buffer of up to 1 MB
     // (not zeroed; a small file needs no more than its size) instead of the default
     // 4 KB, which costs a read() syscall every few packets.
     size_t sz = 1u << 20;
-    if (regular) sz = std::clamp<size_t>(size_t(st.st_size) + 1, 4096, sz);
+    if (plain) sz = std::clamp<size_t>(size_t(c.size) + 1, 4096, sz);
     h.iobuf = std::make_unique_for_overwrite<char[]>(sz);
     std::setvbuf(f, h.iobuf.get(), _IOFBF, sz);
   }
   h.p = pcap_fopen_offline_with_tstamp_precision(f, PCAP_TSTAMP_PRECISION_NANO, err);
   if (!h.p) {
     std::fclose(f);
-    throw std::runtime_error(path + ": " + err);
+    std::string why = c.in->error().empty() ? err : c.in->error();
+    throw std::runtime_error(path + ": " + why + (c.codec ? std::string(" (") + c.codec + "-compressed)" : ""));
   }
+  h.in = std::move(c.in);
   int dlt = pcap_datalink(h.p);
   if (!link_type_from_dlt(dlt, h.link)) {
     const char* name = pcap_datalink_val_to_name(dlt);
@@ -190,8 +204,22 @@ void open_one(const std::string& path, PcapHandle& h, bool own_reader) {
   if (classic && (magic == 0xd4c3b2a1u || magic == 0x4d3cb2a1u) &&
       (h.link == LinkType::LINUX_SLL || h.link == LinkType::LINUX_SLL2))
     classic = false;
-  // The file position stays libpcap's; ours is the pread offset.
-  if (classic) h.records = std::make_unique<PcapRecords>(fileno(f), magic, h.p, uint64_t(st.st_size));
+  if (!classic) return;
+  if (plain) {
+    // The file position stays libpcap's; ours starts after the file header.
+    uint8_t hdr[PcapRecords::kFileHeader];
+    for (size_t got = 0; got < sizeof hdr;) {
+      ssize_t r = h.in->read(hdr + got, sizeof hdr - got);
+      if (r <= 0) return;  // libpcap read it a moment ago: it stays libpcap's file
+      got += size_t(r);
+    }
+#ifdef POSIX_FADV_SEQUENTIAL
+    posix_fadvise(c.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+  } else if (h.in->consumed() != PcapRecords::kFileHeader) {
+    return;  // stdio read past the header: libpcap keeps the stream
+  }
+  h.records = std::make_unique<PcapRecords>(*h.in, magic, h.p, plain ? c.size : 1u << 20);
 }
 
 inline uint64_t ts_of(const pcap_pkthdr* h) {
@@ -210,9 +238,16 @@ class PcapFiles final : public PacketSource {
   PcapFiles(std::vector<std::string> paths, bool own_reader)
       : paths_(std::move(paths)), own_reader_(own_reader) {
     // Open every file up front so a typo fails before any work is done (the first one
-    // is kept open for reading).
+    // is kept open for reading). Pipes and standard input are opened when their turn
+    // comes: what is read from them to check them would be gone.
+    if (std::count(paths_.begin(), paths_.end(), "-") > 1)
+      throw std::runtime_error("-: standard input can be read only once");
     next_file();
     for (size_t i = 1; i < paths_.size(); i++) {
+      struct stat st {};
+      if (paths_[i] == "-") continue;
+      if (stat(paths_[i].c_str(), &st) != 0) throw std::runtime_error(paths_[i] + ": " + std::strerror(errno));
+      if (!S_ISREG(st.st_mode)) continue;
       PcapHandle h;
       open_one(paths_[i], h, own_reader_);
     }
@@ -234,7 +269,10 @@ class PcapFiles final : public PacketSource {
       if (rc != 1) {
         if (rc == PCAP_ERROR) {  // -1 from both readers
           stats_.truncated_files++;
-          stats_.warnings.push_back(paths_[idx_ - 1] + ": " + (own ? own->err().c_str() : pcap_geterr(cur_->p)));
+          // A decompression or read error reaches libpcap as EIO: the reason is ours.
+          const std::string& why = cur_->in->error();
+          stats_.warnings.push_back(paths_[idx_ - 1] + ": " +
+                                    (own ? own->err() : !why.empty() ? why : std::string(pcap_geterr(cur_->p))));
         }
         next_file();
         continue;
@@ -263,13 +301,25 @@ class PcapFiles final : public PacketSource {
     v = {a.buf.data() + a.used, hdr->caplen, hdr->len, ts_of(hdr), 0, cur_->link, 0};
     a.used += hdr->caplen;
   }
+  // The first file's failure to open is the caller's (thrown before any work). A later
+  // one's can only be a pipe's or standard input's (files were checked at the start): a
+  // warning, and the replay goes on with the next input.
   void next_file() {
     cur_.reset();
-    if (idx_ < paths_.size()) {
+    while (idx_ < paths_.size()) {
       cur_ = std::make_unique<PcapHandle>();
-      open_one(paths_[idx_++], *cur_, own_reader_);
+      try {
+        open_one(paths_[idx_++], *cur_, own_reader_);
+      } catch (const std::runtime_error& e) {
+        if (idx_ == 1) throw;
+        cur_.reset();
+        stats_.unread_files++;
+        stats_.warnings.push_back(std::string(e.what()) + " (not read)");
+        continue;
+      }
       stats_.files++;
       stats_.own_reader_files += cur_->records != nullptr;
+      return;
     }
   }
   // A packet that did not fit the arena is read again next call (libpcap keeps it).
@@ -288,8 +338,12 @@ class MemoryLoop final : public PacketSource {
   MemoryLoop(const std::vector<std::string>& paths, uint64_t loops) : loops_(loops) {
     PcapFiles f(paths, true);
     size_t total = 0;
-    for (auto& p : paths) total += std::filesystem::file_size(p);
-    data_.reserve(total);  // packet bytes never exceed the files' size: no regrowth copies
+    // Packet bytes never exceed a plain file's size: no regrowth copies for those
+    // (pipes and compressed files grow the vector; views are fixed up below).
+    std::error_code ec;
+    for (auto& p : paths)
+      if (auto n = std::filesystem::file_size(p, ec); !ec) total += n;
+    data_.reserve(total);
     Arena a(1u << 20);
     PacketView v[256];
     std::vector<std::pair<size_t, PacketView>> tmp;

@@ -22,6 +22,7 @@ struct SourceStats {
   uint64_t files = 0;
   uint64_t truncated_files = 0;  // a file ended mid-record; packets before it were used
   uint64_t own_reader_files = 0;  // classic pcap read by our record reader, not libpcap's
+  uint64_t unread_files = 0;  // a pipe or standard input that was not a capture (warned)
   std::vector<std::string> warnings;
 };
 

@@ -5,6 +5,7 @@ set -euo pipefail
 PKGS=(
   g++ pkg-config meson ninja-build python3
   dpdk-dev libhyperscan-dev libxxhash-dev libtbb-dev libpcap-dev libyaml-cpp-dev libssl-dev
+  zlib1g-dev libzstd-dev liblzma-dev zstd xz-utils
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
   tshark tcpdump tcpreplay softflowd pmacct nfdump iproute2 time prometheus curl
   python3-xgboost python3-sklearn python3-numpy python3-matplotlib clang libclang-rt-14-dev

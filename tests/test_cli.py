@@ -64,6 +64,42 @@ with tempfile.TemporaryDirectory() as d:
         rc, got = recs(pcap, "--filter", expr, "--cores", cores)
         check(rc == 0 and got == want and 0 < len(want) < 300,
               f"replay --filter on {cores} core(s) == replay of tcpdump's filtered capture ({len(got)} records)")
+    # Compressed captures and pipes: the same records as the plain file, on one and two
+    # cores; a capture piped in (`zstdcat x | linesight replay -`) between two files.
+    def recs_in(*args, stdin=None):
+        r = subprocess.run([BIN, "replay", *args, "--quiet", "--hash-seed", "3", "--flows-out", "-"],
+                           input=stdin, capture_output=True)
+        return r.returncode, sorted(json.dumps({k: v for k, v in json.loads(l).items() if k != "core"},
+                                               sort_keys=True) for l in r.stdout.decode().splitlines()), r.stderr.decode()
+    plain = open(pcap, "rb").read()
+    want = recs(pcap)[1]
+    for tool, ext in (("gzip", "gz"), ("zstd", "zst"), ("xz", "xz")):
+        z = os.path.join(d, "g.pcap." + ext)
+        subprocess.run([tool, "-c", pcap], stdout=open(z, "wb"), check=True)
+        for cores in ("1", "2"):
+            rc, got, err = recs_in(z, "--cores", cores)
+            check(rc == 0 and got == want and err == "", f"replay g.pcap.{ext} on {cores} core(s) == replay g.pcap")
+        rc, got, err = recs_in("-", stdin=open(z, "rb").read())
+        check(rc == 0 and got == want, f"{tool}-compressed capture on standard input == the file ({err.strip()})")
+    rc, got, _ = recs_in(pcap, "-", pcap, stdin=plain)
+    check(rc == 0 and got == recs(pcap, pcap, pcap)[1], "standard input between two files == the three files")
+    rc, got, _ = recs_in("-", "--loop", "2", stdin=plain)
+    check(rc == 0 and got == recs(pcap, "--loop", "2")[1] and len(got) > len(want),
+          "standard input looped from memory == the file looped")
+    r = subprocess.run([BIN, "replay", "-", "--quiet", "--flows-out", "/dev/null"], input=b"BZh9" + plain[:100],
+                       capture_output=True)
+    check(r.returncode == 2 and "-: bzip2-compressed" in r.stderr.decode() and "bzip2 -dc" in r.stderr.decode(),
+          "a bzip2 stream is refused with how to read it: " + r.stderr.decode().strip())
+    rc, got, err = recs_in(pcap, "-", pcap, stdin=b"not a capture\n" * 10)
+    check(rc == 1 and got == recs(pcap, pcap)[1] and "-: unknown file format (not read)" in err,
+          "standard input not a capture, met after a file: a warning, both files' records, exit 1")
+    cut = os.path.join(d, "cut.pcap.zst")
+    z = subprocess.run(["zstd", "-c", pcap], capture_output=True, check=True).stdout
+    open(cut, "wb").write(z[:len(z) * 2 // 3])
+    r = run("replay", cut, "--quiet", "--summary-json", os.path.join(d, "cut.json"))
+    s = json.load(open(os.path.join(d, "cut.json")))
+    check(r.returncode == 0 and "zstd data ends early" in r.stderr and 0 < s["counters"]["packets"] < 3000,
+          f"a cut .zst: its {s['counters']['packets']} whole packets kept, a warning naming it")
     sj = os.path.join(d, "filter-summary.json")
     run("replay", pcap, "--filter", expr, "--quiet", "--summary-json", sj)
     kept = len(subprocess.run(["tcpdump", "-r", pre], capture_output=True, text=True).stdout.splitlines())

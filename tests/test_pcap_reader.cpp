@@ -1,15 +1,21 @@
 // Our classic-pcap record reader against libpcap's, packet for packet: every capture in
 // the shared data, and hand-made files for what real captures rarely hold (byte-swapped
 // and nanosecond files, pre-2.4 length order, records over the snapshot length, signed
-// timestamps, damage) read through small arenas and short bursts.
+// timestamps, damage) read through small arenas and short bursts. And the same packets
+// from compressed files, pipes and standard input (dataplane/capture_input.cpp).
 #include <gtest/gtest.h>
+#include <lzma.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "dataplane/source.h"
@@ -216,6 +222,210 @@ TEST(PcapReader, EveryCaptureInTheSharedData) {
   }
   EXPECT_GT(files, 10u);
   EXPECT_GT(own, files / 2);  // most are classic pcap: the comparison is not libpcap against itself
+}
+
+std::string slurp(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+std::string put(const std::string& name, const std::string& bytes) {
+  std::string p = (fs::temp_directory_path() / ("ls_rd_" + std::to_string(getpid()) + "_" + name)).string();
+  std::ofstream(p, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+  return p;
+}
+std::string gzip(std::string_view in) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&z, uLong(in.size())) + 64, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = uInt(in.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = uInt(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+std::string zstd(std::string_view in) {  // with a content checksum, as the zstd tool writes
+  std::string out(ZSTD_compressBound(in.size()), '\0');
+  ZSTD_CCtx* c = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+  size_t n = ZSTD_compress2(c, out.data(), out.size(), in.data(), in.size());
+  ZSTD_freeCCtx(c);
+  EXPECT_FALSE(ZSTD_isError(n));
+  out.resize(n);
+  return out;
+}
+std::string xz(std::string_view in) {
+  std::string out(lzma_stream_buffer_bound(in.size()), '\0');
+  size_t n = 0;
+  EXPECT_EQ(lzma_easy_buffer_encode(6, LZMA_CHECK_CRC64, nullptr, reinterpret_cast<const uint8_t*>(in.data()),
+                                    in.size(), reinterpret_cast<uint8_t*>(out.data()), &n, out.size()),
+            LZMA_OK);
+  out.resize(n);
+  return out;
+}
+
+// 3,000 records (≈ 3.4 MB): several of the reader's 1 MB buffers and the decoders' chunks.
+std::string big_capture() {
+  RawPcap f(kNano, false, 2, 4, 65535);
+  for (uint32_t i = 0; i < 3000; i++) f.rec(1'700'000'000 + i / 10, i * 7919, 60 + (i * 37) % 1400, 1514);
+  std::string path = f.write("big.pcap"), bytes = slurp(path);
+  fs::remove(path);
+  return bytes;
+}
+
+// Writes `bytes` into a pipe from another thread; `path` is the pipe's read end as
+// /proc/self/fd/N or, with `as_stdin`, standard input for the duration.
+class Piped {
+ public:
+  Piped(std::string bytes, bool as_stdin) {
+    int p[2];
+    EXPECT_EQ(pipe(p), 0);
+    if (as_stdin) {
+      saved_ = dup(0);
+      dup2(p[0], 0);
+      close(p[0]);
+      path = "-";
+    } else {
+      read_end_ = p[0];
+      path = "/proc/self/fd/" + std::to_string(p[0]);
+    }
+    writer_ = std::thread([w = p[1], b = std::move(bytes)] {
+      for (size_t off = 0; off < b.size();) {
+        ssize_t r = write(w, b.data() + off, std::min<size_t>(b.size() - off, 65536));
+        if (r <= 0) break;  // the reader stopped early: its side closed
+        off += size_t(r);
+      }
+      close(w);
+    });
+  }
+  ~Piped() {
+    if (saved_ >= 0) {
+      dup2(saved_, 0);  // also closes the pipe's read end, so the writer cannot block
+      close(saved_);
+    }
+    if (read_end_ >= 0) close(read_end_);
+    writer_.join();
+  }
+  std::string path;
+
+ private:
+  int saved_ = -1, read_end_ = -1;
+  std::thread writer_;
+};
+
+TEST(CaptureInput, CompressedFilesAndPipesReadAsThePlainFile) {
+  std::string plain = big_capture();
+  std::string half = plain.substr(0, plain.size() / 2), rest = plain.substr(plain.size() / 2);
+  std::string p = put("plain.pcap", plain);
+  Read want = read_all({p}, PcapReader::LIBPCAP, 256, 4u << 20);
+  ASSERT_EQ(want.pkts.size(), 3000u);
+  struct Case {
+    const char* name;
+    std::string bytes;
+  };
+  std::vector<Case> cases = {{"gz", gzip(plain)},
+                             {"zst", zstd(plain)},
+                             {"xz", xz(plain)},
+                             {"two gzip members", gzip(half) + gzip(rest)},
+                             {"two zstd frames", zstd(half) + zstd(rest)},
+                             {"two xz streams", xz(half) + xz(rest)}};
+  for (auto& c : cases) {
+    EXPECT_LT(c.bytes.size(), plain.size()) << c.name;
+    std::string f = put("c.pcap.x", c.bytes);
+    for (auto r : {PcapReader::OWN, PcapReader::LIBPCAP})
+      for (auto [burst, arena] : {std::pair<uint32_t, size_t>{256, 4u << 20}, {7, 1600}}) {
+        Read got = read_all({f}, r, burst, arena);
+        EXPECT_TRUE(got.pkts == want.pkts) << c.name << " burst " << burst << ": " << got.pkts.size();
+        EXPECT_EQ(got.stats.truncated_files, 0u) << c.name;
+        EXPECT_TRUE(got.stats.warnings.empty()) << c.name << ": " << (got.stats.warnings.empty() ? "" : got.stats.warnings[0]);
+        // Ours reads the records after libpcap has read the file header through the stream.
+        EXPECT_EQ(got.stats.own_reader_files, r == PcapReader::OWN ? 1u : 0u) << c.name;
+      }
+    fs::remove(f);
+  }
+  // A pipe (a FIFO, `zcat x | linesight replay -`), plain and compressed, between files.
+  for (bool as_stdin : {false, true})
+    for (const std::string* bytes : {&plain, &cases[0].bytes, &cases[1].bytes}) {
+      Piped pipe(*bytes, as_stdin);
+      Read got = read_all({p, pipe.path, p}, PcapReader::OWN, 64, 1u << 16);
+      ASSERT_EQ(got.pkts.size(), 9000u) << pipe.path;
+      EXPECT_TRUE(std::equal(want.pkts.begin(), want.pkts.end(), got.pkts.begin() + 3000)) << pipe.path;
+      EXPECT_EQ(got.stats.own_reader_files, 3u);
+      EXPECT_TRUE(got.stats.warnings.empty());
+    }
+  fs::remove(p);
+}
+
+TEST(CaptureInput, DamagedCompressedFilesKeepThePacketsBefore) {
+  std::string plain = big_capture();
+  std::string p = put("plain.pcap", plain);
+  Read want = read_all({p}, PcapReader::LIBPCAP, 256, 4u << 20);
+  fs::remove(p);
+  auto flip = [](std::string s) {
+    s[s.size() / 2] = char(s[s.size() / 2] ^ 0x55);
+    return s;
+  };
+  struct Case {
+    const char* name;
+    std::string bytes, why;
+  };
+  std::string gz = gzip(plain), zs = zstd(plain), x = xz(plain);
+  std::vector<Case> cases = {{"gz cut", gz.substr(0, gz.size() / 2), "gzip data ends early"},
+                             {"zst cut", zs.substr(0, zs.size() / 2), "zstd data ends early"},
+                             {"xz cut", x.substr(0, x.size() / 2), "xz data ends early"},
+                             {"gz damaged", flip(gz), "gzip data is damaged"},
+                             {"zst damaged", flip(zs), "zstd data is damaged"},
+                             {"xz damaged", flip(x), "xz data is damaged"}};
+  for (auto& c : cases) {
+    std::string f = put("d.pcap.x", c.bytes);
+    for (auto r : {PcapReader::OWN, PcapReader::LIBPCAP}) {
+      Read got = read_all({f}, r, 256, 4u << 20);
+      EXPECT_EQ(got.stats.truncated_files, 1u) << c.name;
+      ASSERT_EQ(got.stats.warnings.size(), 1u) << c.name;
+      // Damaged data may decode to garbage before a checksum catches it: then the pcap
+      // records are what is found damaged first.
+      const std::string& w = got.stats.warnings[0];
+      bool named = w.find(c.why) != std::string::npos ||
+                   (c.why.ends_with("damaged") && w.find("invalid packet capture length") != std::string::npos);
+      EXPECT_TRUE(named) << c.name << ": " << w;
+      // What came before the damage is kept, exactly (a flipped byte may pass the
+      // decoder until its checksum: the packets up to there are the decoder's output).
+      EXPECT_LE(got.pkts.size(), want.pkts.size()) << c.name;
+      if (std::string_view(c.name).ends_with("cut")) {
+        EXPECT_GT(got.pkts.size(), 1000u) << c.name;
+        EXPECT_TRUE(std::equal(got.pkts.begin(), got.pkts.end(), want.pkts.begin())) << c.name;
+      }
+    }
+    fs::remove(f);
+  }
+}
+
+TEST(CaptureInput, RefusalsNameTheInputAndTheWayIn) {
+  auto refused = [](const std::vector<std::string>& paths) -> std::string {
+    try {
+      open_pcap_files(paths);
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  std::string bz = put("x.pcap.bz2", "BZh91AY&SY" + std::string(40, '\1'));
+  std::string e = refused({bz});
+  EXPECT_NE(e.find("bzip2-compressed"), std::string::npos) << e;
+  EXPECT_NE(e.find("bzip2 -dc " + bz + " | linesight replay -"), std::string::npos) << e;
+  std::string lz = put("x.pcap.lz4", std::string("\x04\x22\x4d\x18", 4) + std::string(40, '\1'));
+  EXPECT_NE(refused({lz}).find("lz4-compressed"), std::string::npos);
+  std::string zip = put("x.zip", std::string("PK\x03\x04", 4) + std::string(40, '\1'));
+  EXPECT_NE(refused({zip}).find("unzip -p"), std::string::npos);
+  std::string notpcap = put("n.gz", gzip(std::string(100, 'x')));
+  EXPECT_NE(refused({notpcap}).find("unknown file format"), std::string::npos) << refused({notpcap});
+  std::string cut = put("c.gz", gzip(big_capture()).substr(0, 12));  // not even the file header
+  EXPECT_NE(refused({cut}).find("gzip data ends early"), std::string::npos) << refused({cut});
+  EXPECT_NE(refused({"-", "-"}).find("standard input can be read only once"), std::string::npos);
+  EXPECT_NE(refused({fs::temp_directory_path().string()}).find("is a directory"), std::string::npos);
+  for (auto& f : {bz, lz, zip, notpcap, cut}) fs::remove(f);
 }
 
 }  // namespace
