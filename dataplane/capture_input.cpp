@@ -9,8 +9,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
+#include <thread>
 
 namespace ls {
 
@@ -211,6 +214,102 @@ class XzInput final : public Decoder {
   bool done_ = false;
 };
 
+// A compressed file decoded ahead on its own thread, a few blocks at a time, so the
+// decoder's time overlaps the pipeline's instead of adding to it (as `zcat | replay -`
+// overlaps by its own process). Only over regular files: their reads cannot block
+// forever, so the destructor's join cannot hang on a pipe whose writer never closes.
+class DecodedAhead final : public CaptureInput {
+ public:
+  explicit DecodedAhead(std::unique_ptr<CaptureInput> in) : in_(std::move(in)) {
+    for (auto& b : blocks_) b.data.reset(new uint8_t[kBlock]);
+    thread_ = std::thread([this] { produce(); });
+  }
+  ~DecodedAhead() override {
+    {
+      std::lock_guard g(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ protected:
+  ssize_t read_some(uint8_t* buf, size_t n) override {
+    Block& b = blocks_[head_ % kBlocks];
+    if (pos_ == 0) {
+      std::unique_lock g(m_);
+      cv_.wait(g, [&] { return filled_ > head_; });
+    }
+    if (b.len <= 0) {  // the end, or the decoder's error, comes in order after the data
+      if (b.len < 0) err_ = b.err;
+      return b.len;
+    }
+    size_t k = std::min(n, size_t(b.len) - pos_);
+    std::memcpy(buf, b.data.get() + pos_, k);
+    if ((pos_ += k) == size_t(b.len)) {
+      pos_ = 0;
+      {
+        std::lock_guard g(m_);
+        head_++;
+      }
+      cv_.notify_all();
+    }
+    return ssize_t(k);
+  }
+
+ private:
+  static constexpr size_t kBlocks = 4, kBlock = 1u << 20;
+  struct Block {
+    std::unique_ptr<uint8_t[]> data;
+    ssize_t len = 0;  // bytes; 0: the end; -1: err
+    std::string err;
+  };
+  void produce() {
+    for (uint64_t i = 0;; i++) {
+      {
+        std::unique_lock g(m_);
+        cv_.wait(g, [&] { return stop_ || i - head_ < kBlocks; });
+        if (stop_) return;
+      }
+      Block& b = blocks_[i % kBlocks];
+      b.len = 0;
+      ssize_t r = 1;
+      while (size_t(b.len) < kBlock && (r = in_->read(b.data.get() + b.len, kBlock - size_t(b.len))) > 0) b.len += r;
+      if (r < 0 && b.len == 0) {
+        b.len = -1;
+        b.err = in_->error();
+      }
+      bool last = r <= 0 && b.len <= 0;
+      {
+        std::lock_guard g(m_);
+        filled_ = i + 1;
+      }
+      cv_.notify_all();
+      if (last) return;
+      if (r <= 0) {  // data, then the end or an error: that goes in the next block
+        std::unique_lock g(m_);
+        cv_.wait(g, [&] { return stop_ || i + 1 - head_ < kBlocks; });
+        if (stop_) return;
+        Block& e = blocks_[(i + 1) % kBlocks];
+        e.len = r < 0 ? -1 : 0;
+        e.err = r < 0 ? in_->error() : "";
+        filled_ = i + 2;
+        g.unlock();
+        cv_.notify_all();
+        return;
+      }
+    }
+  }
+  std::unique_ptr<CaptureInput> in_;
+  Block blocks_[kBlocks];
+  std::mutex m_;
+  std::condition_variable cv_;
+  uint64_t head_ = 0, filled_ = 0;  // blocks taken by the reader / written by the thread
+  size_t pos_ = 0;                  // in blocks_[head_ % kBlocks]
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 // Up to n bytes (fewer only at the end), or -1.
 ssize_t read_full(CaptureInput& in, uint8_t* p, size_t n) {
   size_t got = 0;
@@ -273,7 +372,10 @@ OpenedCapture open_capture(const std::string& path) {
   } else if (is({'P', 'K', 3, 4})) {
     refuse("zip", "unzip -p");
   }
-  if (c.codec) peek();  // the capture's own first bytes: a damaged stream fails here, at open
+  if (c.codec) {
+    if (c.regular) in = std::make_unique<DecodedAhead>(std::move(in));
+    peek();  // the capture's own first bytes: a damaged stream fails here, at open
+  }
   c.in = std::move(in);
   return c;
 }

@@ -343,6 +343,12 @@ TEST(CaptureInput, CompressedFilesAndPipesReadAsThePlainFile) {
         // Ours reads the records after libpcap has read the file header through the stream.
         EXPECT_EQ(got.stats.own_reader_files, r == PcapReader::OWN ? 1u : 0u) << c.name;
       }
+    {  // Closed after one burst: the thread decoding ahead (regular files) stops and joins.
+      auto src = open_pcap_files({f, f});
+      Arena a;
+      PacketView v[8];
+      EXPECT_EQ(src->next_burst(v, 8, a), 8u);
+    }
     fs::remove(f);
   }
   // A pipe (a FIFO, `zcat x | linesight replay -`), plain and compressed, between files.
