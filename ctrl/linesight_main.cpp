@@ -1,4 +1,5 @@
 // linesight command line: `linesight replay FILE... [options]`.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "ctrl/flow_writer.h"
 #include "ctrl/metrics_server.h"
 #include "ctrl/outputs.h"
+#include "dataplane/capture_input.h"
 #include "dataplane/clock.h"
 #include "dataplane/mem.h"
 #include "dataplane/replay.h"
@@ -102,12 +104,19 @@ void stop_on_signals() {
 // record header (16 bytes in pcap, 32 in pcapng) and at least 34 bytes of headers. Tables
 // larger than 4× that (so no 8-way set ever fills) only cost start-up time and memory: a
 // 1 MB capture got 450 MB of flow and feature tables. Shrinks, never grows, and only
-// for regular files; every loop of --loop rewrites addresses, so brings new flows.
+// for regular files that are not compressed (a compressed capture of B bytes may hold
+// any number of flows: an xz'd SYN flood packs 40,000 into 65 KB); every loop of --loop
+// rewrites addresses, so brings new flows.
 void fit_tables_to_input(Config& cfg, const std::vector<std::string>& files) {
   uint64_t bytes = 0;
   for (auto& f : files) {
     struct stat st {};
     if (::stat(f.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+    uint8_t magic[4];
+    int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : pread(fd, magic, sizeof magic, 0);
+    if (fd >= 0) ::close(fd);
+    if (n < 0 || compression_of(magic, size_t(n))) return;
     bytes += uint64_t(st.st_size);
   }
   uint64_t flows = bytes / 32 * std::max<uint64_t>(cfg.loop, 1);

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <initializer_list>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -324,6 +325,17 @@ ssize_t read_full(CaptureInput& in, uint8_t* p, size_t n) {
 
 }  // namespace
 
+const char* compression_of(const uint8_t* m, size_t n) {
+  auto is = [&](std::initializer_list<uint8_t> sig) { return n >= sig.size() && std::equal(sig.begin(), sig.end(), m); };
+  if (is({0x1f, 0x8b})) return "gzip";
+  if (is({0x28, 0xb5, 0x2f, 0xfd})) return "zstd";
+  if (is({0xfd, '7', 'z', 'X'})) return "xz";
+  if (is({'B', 'Z', 'h'})) return "bzip2";
+  if (is({0x04, 0x22, 0x4d, 0x18})) return "lz4";
+  if (is({'P', 'K', 3, 4})) return "zip";
+  return nullptr;
+}
+
 OpenedCapture open_capture(const std::string& path) {
   OpenedCapture c;
   bool stdin_ = path == "-";
@@ -347,31 +359,23 @@ OpenedCapture open_capture(const std::string& path) {
     in->unread(c.magic, c.magic_len);
   };
   peek();
-  const uint8_t* m = c.magic;
-  auto is = [&](std::initializer_list<uint8_t> sig) {
-    return c.magic_len >= sig.size() && std::equal(sig.begin(), sig.end(), m);
-  };
   auto refuse = [&](const char* what, const char* tool) {
     throw std::runtime_error(path + ": " + what + "-compressed, which is not read directly: " +
                              (stdin_ ? std::string("pipe it through ") + tool
                                      : std::string(tool) + " " + path + " | linesight replay -"));
   };
-  if (is({0x1f, 0x8b})) {
-    c.codec = "gzip";
+  const char* codec = compression_of(c.magic, c.magic_len);
+  auto named = [&](const char* n) { return codec && !std::strcmp(codec, n); };
+  if (named("gzip")) {
     in = std::make_unique<GzipInput>(std::move(in));
-  } else if (is({0x28, 0xb5, 0x2f, 0xfd})) {
-    c.codec = "zstd";
+  } else if (named("zstd")) {
     in = std::make_unique<ZstdInput>(std::move(in));
-  } else if (is({0xfd, '7', 'z', 'X'})) {
-    c.codec = "xz";
+  } else if (named("xz")) {
     in = std::make_unique<XzInput>(std::move(in));
-  } else if (is({'B', 'Z', 'h'})) {
-    refuse("bzip2", "bzip2 -dc");
-  } else if (is({0x04, 0x22, 0x4d, 0x18})) {
-    refuse("lz4", "lz4 -dc");
-  } else if (is({'P', 'K', 3, 4})) {
-    refuse("zip", "unzip -p");
+  } else if (codec) {
+    refuse(codec, !std::strcmp(codec, "zip") ? "unzip -p" : !std::strcmp(codec, "lz4") ? "lz4 -dc" : "bzip2 -dc");
   }
+  c.codec = codec;
   if (c.codec) {
     if (c.regular) in = std::make_unique<DecodedAhead>(std::move(in));
     peek();  // the capture's own first bytes: a damaged stream fails here, at open

@@ -42,6 +42,10 @@ struct OpenedCapture {
   std::unique_ptr<CaptureInput> in;  // positioned at the capture's first byte
 };
 
+// The compression a capture's first bytes announce: "gzip", "zstd", "xz" (read here),
+// "bzip2", "lz4", "zip" (refused), or null.
+const char* compression_of(const uint8_t* magic, size_t n);
+
 // Opens PATH ("-": standard input) and looks at its first bytes. Throws
 // std::runtime_error("PATH: reason") when it cannot be opened or read, and for the
 // compressed formats not read here (bzip2, lz4, zip), naming how to pipe them in.

@@ -90,6 +90,26 @@ with tempfile.TemporaryDirectory() as d:
                        capture_output=True)
     check(r.returncode == 2 and "-: bzip2-compressed" in r.stderr.decode() and "bzip2 -dc" in r.stderr.decode(),
           "a bzip2 stream is refused with how to read it: " + r.stderr.decode().strip())
+    # Tables are fitted to a plain file's size (B / 32 flows at most); a compressed file's
+    # size says nothing: 40,000 one-packet flows xz to ≈ 65 KB, which would fit 8,192.
+    import struct
+    syn = os.path.join(d, "syn.pcap")
+    with open(syn, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1))
+        for i in range(40000):
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, bytes([192, 0, 2, 1]),
+                             bytes([10, i // 62500, i // 250 % 250, i % 250 + 1]))
+            frame = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\x08\x00" + ip + \
+                struct.pack("!HHIIBBHHH", 1024 + i % 60000, 80, 0, 0, 0x50, 0x02, 1024, 0, 0)
+            f.write(struct.pack("<IIII", 1700000000 + i // 1000, i % 1000 * 1000, len(frame), len(frame)) + frame)
+    subprocess.run(["xz", "-k", syn], check=True)
+    evicted = []
+    for f in (syn, syn + ".xz"):
+        sj = os.path.join(d, "syn.json")
+        run("replay", f, "--quiet", "--flows-out", "/dev/null", "--summary-json", sj)
+        evicted.append(json.load(open(sj))["counters"].get("flows_evicted", 0))
+    check(os.path.getsize(syn + ".xz") < 200_000 and evicted == [0, 0],
+          f"a 40,000-flow capture xz'd to {os.path.getsize(syn + '.xz')} bytes: tables not fitted to that (evicted {evicted})")
     rc, got, err = recs_in(pcap, "-", pcap, stdin=b"not a capture\n" * 10)
     check(rc == 1 and got == recs(pcap, pcap)[1] and "-: unknown file format (not read)" in err,
           "standard input not a capture, met after a file: a warning, both files' records, exit 1")
