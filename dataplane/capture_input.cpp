@@ -66,28 +66,31 @@ class FdInput final : public CaptureInput {
   uint64_t off_ = 0;
 };
 
-// Compressed bytes are read from `raw_` in chunks of this size.
+// Compressed bytes are read from `raw_` in chunks of up to this size (a small file's
+// size: a fresh megabyte per open is most of the work of opening a small file).
 constexpr size_t kChunk = 256u << 10;
 
 class Decoder : public CaptureInput {
  protected:
-  explicit Decoder(std::unique_ptr<CaptureInput> raw) : raw_(std::move(raw)), chunk_(new uint8_t[kChunk]) {}
+  Decoder(std::unique_ptr<CaptureInput> raw, size_t chunk)
+      : raw_(std::move(raw)), chunk_(new uint8_t[chunk]), chunk_size_(chunk) {}
   // More compressed bytes into chunk_: their count, 0 at the end, -1 (err_ set).
   ssize_t refill() {
-    ssize_t r = raw_->read(chunk_.get(), kChunk);
+    ssize_t r = raw_->read(chunk_.get(), chunk_size_);
     if (r < 0) err_ = raw_->error();
     if (r == 0) eof_ = true;
     return r;
   }
   std::unique_ptr<CaptureInput> raw_;
   std::unique_ptr<uint8_t[]> chunk_;
+  size_t chunk_size_;
   bool eof_ = false;
 };
 
 // gzip, member after member (`cat a.gz b.gz` is one stream, as gzip -d reads it).
 class GzipInput final : public Decoder {
  public:
-  explicit GzipInput(std::unique_ptr<CaptureInput> raw) : Decoder(std::move(raw)) {
+  GzipInput(std::unique_ptr<CaptureInput> raw, size_t chunk) : Decoder(std::move(raw), chunk) {
     if (inflateInit2(&z_, 16 + MAX_WBITS) != Z_OK) throw std::runtime_error("gzip: cannot start zlib");
   }
   ~GzipInput() override { inflateEnd(&z_); }
@@ -134,7 +137,7 @@ class GzipInput final : public Decoder {
 // zstd, frame after frame (skippable frames skipped by the library).
 class ZstdInput final : public Decoder {
  public:
-  explicit ZstdInput(std::unique_ptr<CaptureInput> raw) : Decoder(std::move(raw)), d_(ZSTD_createDCtx()) {
+  ZstdInput(std::unique_ptr<CaptureInput> raw, size_t chunk) : Decoder(std::move(raw), chunk), d_(ZSTD_createDCtx()) {
     if (!d_) throw std::runtime_error("zstd: cannot start the decoder");
   }
   ~ZstdInput() override { ZSTD_freeDCtx(d_); }
@@ -179,7 +182,7 @@ class ZstdInput final : public Decoder {
 // xz (.xz streams, concatenated as xz -d reads them).
 class XzInput final : public Decoder {
  public:
-  explicit XzInput(std::unique_ptr<CaptureInput> raw) : Decoder(std::move(raw)) {
+  XzInput(std::unique_ptr<CaptureInput> raw, size_t chunk) : Decoder(std::move(raw), chunk) {
     if (lzma_stream_decoder(&s_, UINT64_MAX, LZMA_CONCATENATED) != LZMA_OK)
       throw std::runtime_error("xz: cannot start the decoder");
   }
@@ -221,8 +224,9 @@ class XzInput final : public Decoder {
 // forever, so the destructor's join cannot hang on a pipe whose writer never closes.
 class DecodedAhead final : public CaptureInput {
  public:
-  explicit DecodedAhead(std::unique_ptr<CaptureInput> in) : in_(std::move(in)) {
-    for (auto& b : blocks_) b.data.reset(new uint8_t[kBlock]);
+  // Blocks of `block` bytes (1 MB; less for a file whose 4× is less).
+  DecodedAhead(std::unique_ptr<CaptureInput> in, size_t block) : in_(std::move(in)), block_(block) {
+    for (auto& b : blocks_) b.data.reset(new uint8_t[block_]);
     thread_ = std::thread([this] { produce(); });
   }
   ~DecodedAhead() override {
@@ -259,7 +263,7 @@ class DecodedAhead final : public CaptureInput {
   }
 
  private:
-  static constexpr size_t kBlocks = 4, kBlock = 1u << 20;
+  static constexpr size_t kBlocks = 4;
   struct Block {
     std::unique_ptr<uint8_t[]> data;
     ssize_t len = 0;  // bytes; 0: the end; -1: err
@@ -275,7 +279,7 @@ class DecodedAhead final : public CaptureInput {
       Block& b = blocks_[i % kBlocks];
       b.len = 0;
       ssize_t r = 1;
-      while (size_t(b.len) < kBlock && (r = in_->read(b.data.get() + b.len, kBlock - size_t(b.len))) > 0) b.len += r;
+      while (size_t(b.len) < block_ && (r = in_->read(b.data.get() + b.len, block_ - size_t(b.len))) > 0) b.len += r;
       if (r < 0 && b.len == 0) {
         b.len = -1;
         b.err = in_->error();
@@ -302,6 +306,7 @@ class DecodedAhead final : public CaptureInput {
     }
   }
   std::unique_ptr<CaptureInput> in_;
+  size_t block_;
   Block blocks_[kBlocks];
   std::mutex m_;
   std::condition_variable cv_;
@@ -310,6 +315,8 @@ class DecodedAhead final : public CaptureInput {
   bool stop_ = false;
   std::thread thread_;
 };
+
+constexpr uint64_t kDecodeAheadFrom = 1u << 20;  // compressed bytes
 
 // Up to n bytes (fewer only at the end), or -1.
 ssize_t read_full(CaptureInput& in, uint8_t* p, size_t n) {
@@ -366,18 +373,22 @@ OpenedCapture open_capture(const std::string& path) {
   };
   const char* codec = compression_of(c.magic, c.magic_len);
   auto named = [&](const char* n) { return codec && !std::strcmp(codec, n); };
+  size_t chunk = c.regular ? std::clamp<uint64_t>(c.size, 4096, kChunk) : kChunk;
   if (named("gzip")) {
-    in = std::make_unique<GzipInput>(std::move(in));
+    in = std::make_unique<GzipInput>(std::move(in), chunk);
   } else if (named("zstd")) {
-    in = std::make_unique<ZstdInput>(std::move(in));
+    in = std::make_unique<ZstdInput>(std::move(in), chunk);
   } else if (named("xz")) {
-    in = std::make_unique<XzInput>(std::move(in));
+    in = std::make_unique<XzInput>(std::move(in), chunk);
   } else if (codec) {
     refuse(codec, !std::strcmp(codec, "zip") ? "unzip -p" : !std::strcmp(codec, "lz4") ? "lz4 -dc" : "bzip2 -dc");
   }
   c.codec = codec;
   if (c.codec) {
-    if (c.regular) in = std::make_unique<DecodedAhead>(std::move(in));
+    // A thread pays off only where decoding takes longer than starting one (and under
+    // the sanitizers a thread's start is most of the cost of opening a small file).
+    if (c.regular && c.size >= kDecodeAheadFrom)
+      in = std::make_unique<DecodedAhead>(std::move(in), std::clamp<uint64_t>(c.size * 4, 64u << 10, 1u << 20));
     peek();  // the capture's own first bytes: a damaged stream fails here, at open
   }
   c.in = std::move(in);

@@ -219,7 +219,10 @@ void open_one(const std::string& path, PcapHandle& h, bool own_reader) {
   } else if (h.in->consumed() != PcapRecords::kFileHeader) {
     return;  // stdio read past the header: libpcap keeps the stream
   }
-  h.records = std::make_unique<PcapRecords>(*h.in, magic, h.p, plain ? c.size : 1u << 20);
+  // The reader's buffer: a plain file's size, 4× a compressed one's, 1 MB for a pipe (at
+  // most 1 MB, and more only for a record that needs it).
+  uint64_t hint = plain ? c.size : c.regular ? c.size * 4 : 1u << 20;
+  h.records = std::make_unique<PcapRecords>(*h.in, magic, h.p, hint);
 }
 
 inline uint64_t ts_of(const pcap_pkthdr* h) {
