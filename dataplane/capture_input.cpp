@@ -70,10 +70,29 @@ class FdInput final : public CaptureInput {
 // size: a fresh megabyte per open is most of the work of opening a small file).
 constexpr size_t kChunk = 256u << 10;
 
+// Decoders decode into their own buffer of a fixed size and hand bytes out from it, so
+// the library sees the same calls whatever sizes the reader asks for. (zstd drops what a
+// call decoded before a damaged block: decoding straight into the reader's 1 MB or its
+// 20 bytes lost different amounts, and libpcap's reader and ours disagreed — found by the
+// pcap fuzz target.)
 class Decoder : public CaptureInput {
  protected:
   Decoder(std::unique_ptr<CaptureInput> raw, size_t chunk)
-      : raw_(std::move(raw)), chunk_(new uint8_t[chunk]), chunk_size_(chunk) {}
+      : raw_(std::move(raw)), chunk_(new uint8_t[chunk]), chunk_size_(chunk), out_(new uint8_t[kOut]) {}
+  // Decodes 1 to n bytes into buf; 0 at the end; -1 (err_ set).
+  virtual ssize_t decode(uint8_t* buf, size_t n) = 0;
+  ssize_t read_some(uint8_t* buf, size_t n) final {
+    if (out_pos_ == out_len_) {
+      ssize_t r = decode(out_.get(), kOut);
+      if (r <= 0) return r;
+      out_pos_ = 0;
+      out_len_ = size_t(r);
+    }
+    size_t k = std::min(n, out_len_ - out_pos_);
+    std::memcpy(buf, out_.get() + out_pos_, k);
+    out_pos_ += k;
+    return ssize_t(k);
+  }
   // More compressed bytes into chunk_: their count, 0 at the end, -1 (err_ set).
   ssize_t refill() {
     ssize_t r = raw_->read(chunk_.get(), chunk_size_);
@@ -85,6 +104,11 @@ class Decoder : public CaptureInput {
   std::unique_ptr<uint8_t[]> chunk_;
   size_t chunk_size_;
   bool eof_ = false;
+
+ private:
+  static constexpr size_t kOut = 128u << 10;  // ZSTD_DStreamOutSize(): one whole zstd block
+  std::unique_ptr<uint8_t[]> out_;
+  size_t out_pos_ = 0, out_len_ = 0;
 };
 
 // gzip, member after member (`cat a.gz b.gz` is one stream, as gzip -d reads it).
@@ -96,7 +120,7 @@ class GzipInput final : public Decoder {
   ~GzipInput() override { inflateEnd(&z_); }
 
  protected:
-  ssize_t read_some(uint8_t* buf, size_t n) override {
+  ssize_t decode(uint8_t* buf, size_t n) override {
     for (;;) {
       if (z_.avail_in == 0 && !eof_) {
         ssize_t r = refill();
@@ -143,7 +167,7 @@ class ZstdInput final : public Decoder {
   ~ZstdInput() override { ZSTD_freeDCtx(d_); }
 
  protected:
-  ssize_t read_some(uint8_t* buf, size_t n) override {
+  ssize_t decode(uint8_t* buf, size_t n) override {
     for (;;) {
       if (in_.pos == in_.size && !eof_) {
         ssize_t r = refill();
@@ -189,7 +213,7 @@ class XzInput final : public Decoder {
   ~XzInput() override { lzma_end(&s_); }
 
  protected:
-  ssize_t read_some(uint8_t* buf, size_t n) override {
+  ssize_t decode(uint8_t* buf, size_t n) override {
     while (!done_) {
       if (s_.avail_in == 0 && !eof_) {
         ssize_t r = refill();
